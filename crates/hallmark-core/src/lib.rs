@@ -1,0 +1,17 @@
+//! Hallmark's domain types, shared by every other crate.
+//!
+//! Everything here is pure data with one validating constructor per type:
+//! untrusted text (CLI flags, config files, admin requests, agent messages)
+//! is parsed once at the edge into these types and passed around typed.
+//! Errors carry one variant per rule so a message can name the input and the
+//! rule it broke.
+
+pub mod duration;
+pub mod entry;
+pub mod selector;
+pub mod spiffe_id;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec};
+pub use selector::{Selector, SelectorError, SelectorSet};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

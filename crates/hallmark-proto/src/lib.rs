@@ -17,3 +17,5 @@ pub mod hallmark {
 
 /// The metadata key every Workload API call must carry with value `true`.
 pub const WORKLOAD_HEADER: &str = "workload.spiffe.io";
+
+pub mod convert;

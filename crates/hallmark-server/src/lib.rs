@@ -1,1 +1,287 @@
-//! placeholder
+//! The Hallmark server: one trust domain's CA, key manager and registry.
+//!
+//! It serves two APIs:
+//! - the **node API** (gRPC over mTLS on TCP) to agents: join-token
+//!   attestation, agent SVID renewal, a pushed stream of each agent's
+//!   authorized entries, batched X509-SVID signing and JWT-SVID minting;
+//! - the **admin API** (gRPC on a local Unix socket, mode 0600) to operators.
+//!
+//! All state lives in the datastore ([`hallmark_store::Store`]), so a restart
+//! keeps the same CA, entries and agents.
+
+mod admin;
+mod authority;
+mod node;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hallmark_ca::KeyAlg;
+use hallmark_core::{SpiffeId, TrustDomain};
+use hallmark_proto::hallmark::admin_server::AdminServer;
+use hallmark_proto::hallmark::node_server::NodeServer;
+use hallmark_store::{SqliteStore, Store};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use admin::AdminService;
+pub use authority::{AuthorityError, CaManager, CaSource};
+
+/// Everything the server needs to run. Built by the binary from flags and
+/// the config file; every field has a laptop-friendly default there.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub trust_domain: TrustDomain,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_socket: PathBuf,
+    pub jwt_key_alg: KeyAlg,
+    pub ca: CaSource,
+    pub ca_ttl: Duration,
+    pub agent_svid_ttl: Duration,
+    pub join_token_ttl: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening the datastore at {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: hallmark_store::StoreError,
+    },
+    #[error(transparent)]
+    Authority(#[from] AuthorityError),
+    #[error("listening for agents on {addr}: {source} (is another server running? pick another address with --listen)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin socket {path}: {source}")]
+    AdminSocket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the node and admin services.
+pub(crate) struct Shared {
+    pub trust_domain: TrustDomain,
+    pub store: Arc<dyn Store>,
+    pub ca: Arc<CaManager>,
+    /// Bumped after every entry change; agent streams wake on it.
+    pub entries_changed: watch::Sender<u64>,
+    /// Agents whose SVIDs were revoked by an operator (evict/ban); their
+    /// open streams end at once.
+    pub revoked: tokio::sync::broadcast::Sender<SpiffeId>,
+    pub connected: Arc<node::ConnectedAgents>,
+    pub agent_svid_ttl: Duration,
+    pub join_token_ttl: Duration,
+    pub started_at: i64,
+}
+
+/// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
+pub struct ServerHandle {
+    pub listen_addr: SocketAddr,
+    pub admin_socket: PathBuf,
+    admin: AdminService,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The admin service, for in-process callers (`hallmark up`).
+    pub fn admin(&self) -> AdminService {
+        self.admin.clone()
+    }
+
+    /// Stops accepting, ends agent streams and waits for the listeners.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The SPIFFE ID the server presents to agents.
+pub fn server_spiffe_id(td: &TrustDomain) -> SpiffeId {
+    // The path is a constant made of valid characters.
+    td.id_with_path("/hallmark/server")
+        .unwrap_or_else(|_| unreachable!("constant path is valid"))
+}
+
+/// The SPIFFE ID an agent attested for node `node` receives.
+pub fn agent_spiffe_id(td: &TrustDomain, node: &str) -> Result<SpiffeId, hallmark_core::SpiffeIdError> {
+    td.id_with_path(&format!("/hallmark/agent/{node}"))
+}
+
+/// Starts the server: opens the datastore, loads or creates the CA, and
+/// starts the node and admin listeners. Returns once both are listening.
+pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
+    create_private_dir(&config.data_dir)?;
+    let db_path = config.data_dir.join("datastore.sqlite3");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).await.map_err(|source| {
+        ServerError::Store {
+            path: db_path.clone(),
+            source,
+        }
+    })?);
+    start_with_store(config, store).await
+}
+
+/// Like [`start`] with a datastore chosen by the caller.
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<ServerHandle, ServerError> {
+    let ca = Arc::new(
+        CaManager::load_or_create(
+            store.clone(),
+            &config.trust_domain,
+            &config.ca,
+            config.ca_ttl,
+            config.jwt_key_alg,
+        )
+        .await?,
+    );
+    let (entries_changed, _) = watch::channel(0);
+    let (revoked, _) = tokio::sync::broadcast::channel(64);
+    let shared = Arc::new(Shared {
+        trust_domain: config.trust_domain.clone(),
+        store,
+        ca: ca.clone(),
+        entries_changed,
+        revoked,
+        connected: Arc::new(node::ConnectedAgents::default()),
+        agent_svid_ttl: config.agent_svid_ttl,
+        join_token_ttl: config.join_token_ttl,
+        started_at: unix_now(),
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Node API over mTLS.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let listen_addr = listener.local_addr().map_err(|source| ServerError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let tls = tls::ServerTls::new(ca.clone(), &config.trust_domain)?;
+    tasks.push(tokio::spawn(tls.clone().rotate(shutdown_rx.clone())));
+    let incoming = tls::incoming(listener, tls, shutdown_rx.clone());
+    let node = NodeServer::new(node::NodeService::new(shared.clone()));
+    let stop = wait_for(shutdown_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .add_service(node)
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await
+        {
+            tracing::error!(error = %e, "node API stopped");
+        }
+    }));
+    // Written after bind so tests and scripts can use `--listen 127.0.0.1:0`.
+    let _ = std::fs::write(
+        config.data_dir.join("listen.addr"),
+        format!("{listen_addr}\n"),
+    );
+
+    // Admin API on a Unix socket only the owner can open.
+    let admin = AdminService::new(shared.clone());
+    let uds = bind_private_socket(&config.admin_socket)?;
+    let admin_svc = AdminServer::new(admin.clone());
+    let stop = wait_for(shutdown_rx.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(admin_svc)
+            .serve_with_incoming_shutdown(UnixListenerStream::new(uds), stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    }));
+
+    tracing::info!(
+        trust_domain = %config.trust_domain,
+        listen = %listen_addr,
+        admin_socket = %config.admin_socket.display(),
+        ca_fingerprint = %ca.fingerprint(),
+        "hallmark server ready"
+    );
+    Ok(ServerHandle {
+        listen_addr,
+        admin_socket: config.admin_socket.clone(),
+        admin,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| ServerError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Binds a Unix socket with mode 0600. A stale socket file left by a killed
+/// server is removed; a live one (something answers) is an error.
+fn bind_private_socket(path: &Path) -> Result<UnixListener, ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ServerError::AdminSocket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another server is listening on it",
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}

@@ -1,1 +1,298 @@
-//! placeholder
+//! Hallmark's datastore: registration entries, join tokens, attested agents
+//! and the server's signing authorities.
+//!
+//! The server is stateless over its datastore (see the architecture map), so
+//! everything it must remember across restarts, or share with other servers,
+//! goes through the [`Store`] trait. [`SqliteStore`] is the embedded default;
+//! a PostgreSQL back end for several servers implements the same trait, and
+//! [`conformance::run_all`] is the single behavioural contract both must pass.
+//!
+//! Times are unix seconds passed in by the caller, never read from a clock
+//! here, so expiry logic is testable without sleeping.
+//!
+//! Every row is parsed back through the validating constructors of
+//! `hallmark-core` when read; a row that does not parse is reported as
+//! [`StoreError::Corrupt`] naming the table, the row and the column, instead
+//! of being skipped or passed on half-valid.
+
+use std::fmt;
+
+use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
+
+mod codec;
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Hint appended to every join token refusal: tokens are single-use and
+/// short-lived, so the only remedy is a fresh one.
+const NEW_TOKEN_HINT: &str = "generate a new one with `hallmark token generate`";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named record does not exist; the text is the whole message
+    /// (`entry 7f3c... not found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// A record with the same identity exists already; the text names it.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No join token has this hash (never issued, or pruned after use or
+    /// expiry).
+    #[error("join token not found; {NEW_TOKEN_HINT}")]
+    TokenNotFound,
+    /// The join token's `expires_at` lies before the time of use.
+    #[error("join token has expired; {NEW_TOKEN_HINT}")]
+    TokenExpired,
+    /// The join token was consumed already; tokens are single-use.
+    #[error("join token was already used (tokens are single-use); {NEW_TOKEN_HINT}")]
+    TokenUsed,
+    /// A stored row does not parse back into domain types. The text names
+    /// the table, the row's key and the column.
+    #[error("corrupt datastore row: {0}")]
+    Corrupt(String),
+    /// The database refused or failed a query.
+    #[error("datastore query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema migrations could not be applied (e.g. the database was
+    /// written by a newer Hallmark).
+    #[error("applying datastore schema migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Preparing the database file or its directory failed; the message
+    /// names the path.
+    #[error("{0}")]
+    Io(std::io::Error),
+}
+
+/// Which entries [`Store::list_entries`] returns. Every set field must match;
+/// the default matches all entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    pub parent_id: Option<SpiffeId>,
+    pub spiffe_id: Option<SpiffeId>,
+    /// Entries whose selector set contains this selector.
+    pub selector: Option<Selector>,
+}
+
+/// A join token as stored: only the hash of the secret is kept, so reading
+/// the datastore does not let anyone attest as an agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    /// Lowercase hex SHA-256 of the token text.
+    pub token_hash: String,
+    /// The SPIFFE ID the agent that presents this token is issued.
+    pub agent_id: SpiffeId,
+    /// Unix seconds; the token is refused at any later second.
+    pub expires_at: i64,
+}
+
+/// An attested agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub spiffe_id: SpiffeId,
+    /// Serial number of the agent's current SVID; an SVID with another serial
+    /// has been superseded.
+    pub serial: String,
+    /// Unix seconds at which the agent's current SVID expires.
+    pub expires_at: i64,
+    pub attested_at: i64,
+    pub last_seen: i64,
+    pub banned: bool,
+}
+
+/// Which kind of signing key an [`AuthorityRecord`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthorityKind {
+    /// A CA certificate and key that sign X.509-SVIDs.
+    X509,
+    /// A key that signs JWT-SVIDs.
+    Jwt,
+}
+
+/// A signing authority (CA or JWT key) with its private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthorityRecord {
+    /// X.509: the CA's identifier; JWT: the key ID (`kid`).
+    pub id: String,
+    pub kind: AuthorityKind,
+    /// `prepared`, `active`, `retired` or `tainted`.
+    pub state: String,
+    pub alg: String,
+    /// PKCS#8 DER of the private key.
+    pub key_pkcs8: Vec<u8>,
+    /// DER certificate; empty for JWT keys.
+    pub cert_der: Vec<u8>,
+    /// DER certificates above `cert_der`, nearest first.
+    pub chain_der: Vec<Vec<u8>>,
+    pub created_at: i64,
+    pub not_after: i64,
+}
+
+/// Hallmark's persistent state. Implementations must be safe to share
+/// between tasks and, for back ends that support it, between servers: every
+/// method is atomic on its own.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new entry with a fresh [`EntryId`], `created_at = now` and
+    /// `revision` = the datastore revision this creation bumped to (in the
+    /// same transaction). Selectors are stored sorted and deduplicated; the
+    /// returned entry carries them that way.
+    ///
+    /// Fails with [`StoreError::AlreadyExists`], naming the existing entry,
+    /// when an entry with the same `spiffe_id`, `parent_id` and selector set
+    /// exists.
+    async fn create_entry(&self, spec: &EntrySpec, now: i64) -> Result<Entry>;
+
+    async fn get_entry(&self, id: &EntryId) -> Result<Option<Entry>>;
+
+    /// Entries matching `filter`, ordered by `(spiffe_id, id)` compared
+    /// bytewise.
+    async fn list_entries(&self, filter: &EntryFilter) -> Result<Vec<Entry>>;
+
+    /// Deletes an entry; `false` when there was none. A deletion bumps the
+    /// datastore revision.
+    async fn delete_entry(&self, id: &EntryId) -> Result<bool>;
+
+    async fn count_entries(&self) -> Result<u64>;
+
+    /// The datastore-wide entry change counter: strictly increases on every
+    /// entry creation or deletion, never decreases, survives restarts.
+    async fn revision(&self) -> Result<i64>;
+
+    /// Fails with [`StoreError::AlreadyExists`] when a token with the same
+    /// hash exists.
+    async fn create_join_token(&self, t: &JoinToken) -> Result<()>;
+
+    /// Atomically marks the token used and returns its agent ID. Unknown ->
+    /// [`StoreError::TokenNotFound`]; already used ->
+    /// [`StoreError::TokenUsed`]; `now > expires_at` ->
+    /// [`StoreError::TokenExpired`]. Of concurrent consumers of one token,
+    /// exactly one succeeds.
+    async fn consume_join_token(&self, token_hash: &str, now: i64) -> Result<SpiffeId>;
+
+    /// Deletes tokens that can never be consumed again: expired before
+    /// `now`, or used at or before `now`. Returns how many were deleted.
+    async fn prune_join_tokens(&self, now: i64) -> Result<u64>;
+
+    /// Inserts the agent or replaces every field of the stored one.
+    async fn upsert_agent(&self, a: &AgentRecord) -> Result<()>;
+
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AgentRecord>>;
+
+    /// All agents, ordered by SPIFFE ID.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+
+    /// `false` when there was no such agent.
+    async fn delete_agent(&self, id: &SpiffeId) -> Result<bool>;
+
+    /// `false` when there is no such agent.
+    async fn set_agent_banned(&self, id: &SpiffeId, banned: bool) -> Result<bool>;
+
+    /// Records that the agent was seen at `now`; [`StoreError::NotFound`]
+    /// for an unknown agent.
+    async fn touch_agent(&self, id: &SpiffeId, now: i64) -> Result<()>;
+
+    /// Inserts the authority or replaces every field (chain included) of the
+    /// one with the same `id`.
+    async fn put_authority(&self, a: &AuthorityRecord) -> Result<()>;
+
+    /// Authorities of one kind, ordered by `created_at` (then `id`).
+    async fn list_authorities(&self, kind: AuthorityKind) -> Result<Vec<AuthorityRecord>>;
+}
+
+impl AuthorityKind {
+    /// The name stored in the datastore.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorityKind::X509 => "x509",
+            AuthorityKind::Jwt => "jwt",
+        }
+    }
+
+    /// Inverse of [`AuthorityKind::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "x509" => Some(AuthorityKind::X509),
+            "jwt" => Some(AuthorityKind::Jwt),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AuthorityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Written by hand so the private key never reaches a log line.
+impl fmt::Debug for AuthorityRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthorityRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("state", &self.state)
+            .field("alg", &self.alg)
+            .field(
+                "key_pkcs8",
+                &format_args!("<{} bytes redacted>", self.key_pkcs8.len()),
+            )
+            .field("cert_der", &format_args!("<{} bytes>", self.cert_der.len()))
+            .field(
+                "chain_der",
+                &format_args!("<{} certificates>", self.chain_der.len()),
+            )
+            .field("created_at", &self.created_at)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_errors_say_what_to_do() {
+        for e in [
+            StoreError::TokenNotFound,
+            StoreError::TokenExpired,
+            StoreError::TokenUsed,
+        ] {
+            let msg = e.to_string();
+            assert!(msg.contains("hallmark token generate"), "{msg}");
+        }
+        assert!(StoreError::TokenUsed.to_string().contains("already used"));
+        assert!(StoreError::TokenExpired.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn authority_kind_names_round_trip() {
+        for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
+            assert_eq!(AuthorityKind::from_name(kind.as_str()), Some(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert_eq!(AuthorityKind::from_name("X509"), None);
+    }
+
+    #[test]
+    fn authority_debug_hides_the_key() {
+        let r = AuthorityRecord {
+            id: "ca1".into(),
+            kind: AuthorityKind::X509,
+            state: "active".into(),
+            alg: "ec-p256".into(),
+            key_pkcs8: vec![0xAB; 40],
+            cert_der: vec![1, 2, 3],
+            chain_der: vec![vec![4]],
+            created_at: 1,
+            not_after: 2,
+        };
+        let dbg = format!("{r:?}");
+        assert!(dbg.contains("40 bytes redacted"), "{dbg}");
+        assert!(!dbg.contains("171"), "key bytes leaked: {dbg}");
+    }
+}

@@ -1,0 +1,614 @@
+//! The agent's sync manager: one task owns the connection to the server, the
+//! authorized entries, the bundle and the X509-SVID cache, and publishes
+//! them as an immutable [`Snapshot`] through a watch channel. The Workload
+//! API reads snapshots; it never waits on the server for X.509.
+//!
+//! Invariants:
+//! - a cached SVID is only replaced by a newer one, never dropped because a
+//!   renewal failed: while the server is away, valid SVIDs keep being served;
+//! - SVIDs of entries the server no longer authorizes are dropped at once;
+//! - workload private keys are generated here and never leave the process
+//!   (the server only ever sees CSRs).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hallmark_ca::tls::ServerTrust;
+use hallmark_ca::Bundle;
+use hallmark_core::{Entry, EntryId, SpiffeId, TrustDomain};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::node_client::NodeClient;
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use crate::client::{self, ClientError, ServerTrustSource};
+use crate::persist::{self, AgentCredentials, PersistError};
+use crate::AgentConfig;
+
+/// CSRs per BatchNewX509Svid call (the server's limit).
+const BATCH: usize = 1000;
+/// First retry after a failed renewal; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long the first attestation keeps retrying an unreachable server.
+const ATTEST_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// One cached X509-SVID with its private key.
+pub struct CachedSvid {
+    pub entry_id: EntryId,
+    pub spiffe_id: SpiffeId,
+    /// DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// PKCS#8 DER. Never logged, never sent to the server.
+    pub key_pkcs8: Vec<u8>,
+    pub not_after: SystemTime,
+    /// The entry revision this SVID was minted for.
+    entry_revision: i64,
+    renew_at: Instant,
+}
+
+impl std::fmt::Debug for CachedSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedSvid")
+            .field("entry_id", &self.entry_id)
+            .field("spiffe_id", &self.spiffe_id)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the agent knows at one moment. Immutable; replaced as a whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// False until the first sync with the server completed.
+    pub ready: bool,
+    pub agent_id: SpiffeId,
+    /// Authorized entries, oldest first (the first match is a workload's default SVID).
+    pub entries: Vec<Entry>,
+    pub svids: HashMap<EntryId, Arc<CachedSvid>>,
+    pub bundle: Arc<Bundle>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("agent state in {0}")]
+    Persist(#[from] PersistError),
+    #[error("this agent has no valid SVID yet: start it with --join-token (get one with `hallmark token generate`)")]
+    NeedJoinToken,
+    #[error("first contact with the server needs explicit trust: pass --ca-fingerprint (printed by `hallmark token generate`) or --trust-bundle FILE")]
+    NeedTrust,
+    #[error("reading the trust bundle {path}: {reason}")]
+    TrustBundle { path: String, reason: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the server refused the join token: {0}")]
+    Attest(String),
+    #[error("CA: {0}")]
+    Ca(#[from] hallmark_ca::CaError),
+    #[error("the server sent an invalid {what}: {reason}")]
+    BadServerData { what: &'static str, reason: String },
+}
+
+/// State shared with the Workload API.
+pub struct Shared {
+    pub trust_domain: TrustDomain,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    /// The current node API client, for JWT-SVID minting.
+    pub client: watch::Sender<Option<NodeClient<Channel>>>,
+}
+
+pub(crate) struct Manager {
+    pub shared: Arc<Shared>,
+    pub task: JoinHandle<()>,
+}
+
+impl Manager {
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.shared.snapshots.subscribe()
+    }
+
+    pub async fn start(config: &AgentConfig, shutdown: watch::Receiver<bool>) -> Result<Self, ManagerError> {
+        persist::create_dir(&config.data_dir)?;
+        let td = config.trust_domain.clone();
+        let saved = persist::load_credentials(&config.data_dir)?;
+        let saved_bundle = persist::load_bundle(&config.data_dir, &td)?;
+        let (creds, bundle) = match (saved, saved_bundle) {
+            (Some(c), Some(b)) if remaining(&c.chain[0]) > Duration::from_secs(30) => {
+                tracing::info!("resuming with the agent SVID from an earlier run");
+                (c, b)
+            }
+            _ => attest(config).await?,
+        };
+        let agent_id = hallmark_ca::spiffe_id_from_cert(&creds.chain[0])?;
+        let snapshot = Snapshot {
+            ready: false,
+            agent_id: agent_id.clone(),
+            entries: Vec::new(),
+            svids: HashMap::new(),
+            bundle: Arc::new(bundle),
+        };
+        let shared = Arc::new(Shared {
+            trust_domain: td,
+            snapshots: watch::channel(Arc::new(snapshot)).0,
+            client: watch::channel(None).0,
+        });
+        let worker = Worker {
+            shared: shared.clone(),
+            servers: config.servers.clone(),
+            data_dir: config.data_dir.clone(),
+            creds,
+            roots: Arc::new(RwLock::new(Vec::new())),
+            backoff: MIN_BACKOFF,
+        };
+        let task = tokio::spawn(worker.run(shutdown));
+        Ok(Manager { shared, task })
+    }
+}
+
+fn from_unix(secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
+}
+
+/// Validity window of a certificate as (not_before, not_after).
+fn validity(der: &[u8]) -> (SystemTime, SystemTime) {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, c)) => (
+            from_unix(c.validity().not_before.timestamp()),
+            from_unix(c.validity().not_after.timestamp()),
+        ),
+        Err(_) => (UNIX_EPOCH, UNIX_EPOCH),
+    }
+}
+
+fn remaining(der: &[u8]) -> Duration {
+    validity(der)
+        .1
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// When to renew something valid for `lifetime` from now: at about half its
+/// lifetime, spread by ±5% so a fleet does not renew in lockstep.
+fn renew_after(lifetime: Duration) -> Duration {
+    let factor = rand::thread_rng().gen_range(0.45..0.55);
+    lifetime.mul_f64(factor)
+}
+
+fn load_trust(config: &AgentConfig) -> Result<ServerTrust, ManagerError> {
+    match &config.trust {
+        ServerTrustSource::Fingerprint(fp) => Ok(ServerTrust::Fingerprint(fp.to_ascii_lowercase())),
+        ServerTrustSource::BundleFile(path) => {
+            let bad = |reason: String| ManagerError::TrustBundle {
+                path: path.display().to_string(),
+                reason,
+            };
+            let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let roots: Vec<Vec<u8>> = pem::parse_many(&data)
+                .map_err(|e| bad(e.to_string()))?
+                .into_iter()
+                .filter(|p| p.tag() == "CERTIFICATE")
+                .map(|p| p.into_contents())
+                .collect();
+            if roots.is_empty() {
+                return Err(bad("no CERTIFICATE block found".into()));
+            }
+            Ok(client::roots_trust(roots))
+        }
+        ServerTrustSource::None => Err(ManagerError::NeedTrust),
+    }
+}
+
+/// First contact: join token + CSR for a key made here.
+async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), ManagerError> {
+    let token = config.join_token.clone().ok_or(ManagerError::NeedJoinToken)?;
+    let trust = load_trust(config)?;
+    let td = &config.trust_domain;
+    // The CSR's names are ignored by the server, which assigns the ID bound
+    // to the token.
+    let placeholder = td.id_with_path("/hallmark/agent").map_err(|e| ManagerError::BadServerData {
+        what: "trust domain",
+        reason: e.to_string(),
+    })?;
+    let (key_pkcs8, csr) = hallmark_ca::generate_key_and_csr(&placeholder)?;
+    let tls = client::tls_config(td, trust, None)?;
+    let deadline = Instant::now() + ATTEST_RETRY_FOR;
+    let mut backoff = MIN_BACKOFF;
+    let mut client = loop {
+        match client::connect(&config.servers, tls.clone()).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "server not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let resp = client
+        .attest(pb::AttestRequest {
+            join_token: token,
+            csr,
+        })
+        .await
+        .map_err(|s| ManagerError::Attest(s.message().to_string()))?
+        .into_inner();
+    let svid = resp.svid.ok_or(ManagerError::BadServerData {
+        what: "attestation response",
+        reason: "no SVID".into(),
+    })?;
+    let bundle = parse_bundle(td, resp.bundle)?;
+    let creds = AgentCredentials {
+        key_pkcs8,
+        chain: svid.cert_chain,
+    };
+    if creds.chain.is_empty() {
+        return Err(ManagerError::BadServerData {
+            what: "agent SVID",
+            reason: "empty chain".into(),
+        });
+    }
+    persist::save_credentials(&config.data_dir, &creds)?;
+    persist::save_bundle(&config.data_dir, &bundle)?;
+    tracing::info!(agent = %svid.spiffe_id, "attested with the join token");
+    Ok((creds, bundle))
+}
+
+fn parse_bundle(td: &TrustDomain, b: Option<pb::Bundle>) -> Result<Bundle, ManagerError> {
+    let b = b.ok_or(ManagerError::BadServerData {
+        what: "bundle",
+        reason: "missing".into(),
+    })?;
+    Bundle::from_jwks_json(td, &b.jwks).map_err(|e| ManagerError::BadServerData {
+        what: "bundle",
+        reason: e.to_string(),
+    })
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    servers: Vec<String>,
+    data_dir: std::path::PathBuf,
+    creds: AgentCredentials,
+    /// Roots the TLS client trusts, updated in place when the bundle changes.
+    roots: Arc<RwLock<Vec<Vec<u8>>>>,
+    backoff: Duration,
+}
+
+/// Why a sync session ended.
+enum SessionEnd {
+    Shutdown,
+    Reconnect,
+}
+
+impl Worker {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshots.borrow().clone()
+    }
+
+    fn publish(&self, f: impl FnOnce(&Snapshot) -> Snapshot) {
+        let next = Arc::new(f(&self.snapshot()));
+        self.shared.snapshots.send_replace(next);
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        *self.roots.write().unwrap_or_else(|p| p.into_inner()) =
+            self.snapshot().bundle.x509_authorities.clone();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.session(&mut shutdown).await {
+                SessionEnd::Shutdown => return,
+                SessionEnd::Reconnect => {}
+            }
+            let wait = self.backoff;
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            let jittered = wait.mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+            tokio::select! {
+                _ = tokio::time::sleep(jittered) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// One connection's life: connect, renew the agent SVID if due, follow
+    /// the entry stream and keep SVIDs fresh until something breaks.
+    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
+        let identity = Some((self.creds.chain.clone(), self.creds.key_pkcs8.clone()));
+        let tls = match client::tls_config(
+            &self.shared.trust_domain,
+            ServerTrust::Roots(self.roots.clone()),
+            identity,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "building the TLS client failed");
+                return SessionEnd::Reconnect;
+            }
+        };
+        let mut client = match client::connect(&self.servers, tls).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "server unreachable; serving cached SVIDs");
+                return SessionEnd::Reconnect;
+            }
+        };
+        let (not_before, not_after) = validity(&self.creds.chain[0]);
+        let half = not_after
+            .duration_since(not_before)
+            .unwrap_or(Duration::ZERO)
+            / 2;
+        if SystemTime::now() >= not_before + half {
+            match self.renew_agent(&mut client).await {
+                // Reconnect at once so every call presents the new SVID.
+                Ok(()) => {
+                    self.backoff = Duration::ZERO;
+                    return SessionEnd::Reconnect;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the agent SVID failed");
+                    return SessionEnd::Reconnect;
+                }
+            }
+        }
+        let agent_renew_at = Instant::now()
+            + (not_before + half)
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+        self.shared.client.send_replace(Some(client.clone()));
+
+        let mut stream = match client.sync(pb::SyncRequest {}).await {
+            Ok(s) => s.into_inner(),
+            Err(s) => {
+                if s.code() == tonic::Code::PermissionDenied {
+                    tracing::error!(error = %s.message(), "the server refuses this agent");
+                } else {
+                    tracing::warn!(error = %s, "opening the entry stream failed");
+                }
+                return SessionEnd::Reconnect;
+            }
+        };
+        let mut retry_at: Option<Instant> = None;
+        loop {
+            let next_svid = self.snapshot().svids.values().map(|s| s.renew_at).min();
+            let due = [Some(agent_renew_at), next_svid, retry_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(agent_renew_at);
+            tokio::select! {
+                msg = stream.message() => match msg {
+                    Ok(Some(update)) => {
+                        self.backoff = MIN_BACKOFF;
+                        if let Err(e) = self.apply(update) {
+                            tracing::error!(error = %e, "ignoring an invalid update from the server");
+                            continue;
+                        }
+                        retry_at = self.refresh(&mut client).await;
+                        self.publish(|s| Snapshot {
+                            ready: true,
+                            agent_id: s.agent_id.clone(),
+                            entries: s.entries.clone(),
+                            svids: s.svids.clone(),
+                            bundle: s.bundle.clone(),
+                        });
+                    }
+                    Ok(None) => {
+                        tracing::warn!("the server closed the entry stream; reconnecting");
+                        return SessionEnd::Reconnect;
+                    }
+                    Err(s) => {
+                        tracing::warn!(error = %s, "entry stream broke; reconnecting");
+                        return SessionEnd::Reconnect;
+                    }
+                },
+                _ = tokio::time::sleep_until(due) => {
+                    if Instant::now() >= agent_renew_at {
+                        return SessionEnd::Reconnect;
+                    }
+                    retry_at = self.refresh(&mut client).await;
+                }
+                _ = shutdown.changed() => return SessionEnd::Shutdown,
+            }
+        }
+    }
+
+    async fn renew_agent(&mut self, client: &mut NodeClient<Channel>) -> Result<(), ManagerError> {
+        let id = hallmark_ca::spiffe_id_from_cert(&self.creds.chain[0])?;
+        let (key_pkcs8, csr) = hallmark_ca::generate_key_and_csr(&id)?;
+        let svid = client
+            .renew_agent(pb::RenewAgentRequest { csr })
+            .await
+            .map_err(|s| ManagerError::Attest(s.message().to_string()))?
+            .into_inner()
+            .svid
+            .ok_or(ManagerError::BadServerData {
+                what: "renewal",
+                reason: "no SVID".into(),
+            })?;
+        self.creds = AgentCredentials {
+            key_pkcs8,
+            chain: svid.cert_chain,
+        };
+        persist::save_credentials(&self.data_dir, &self.creds)?;
+        tracing::info!(agent = %id, "agent SVID renewed");
+        Ok(())
+    }
+
+    /// Takes the server's view of entries and bundle; drops SVIDs of
+    /// entries that are gone.
+    fn apply(&mut self, update: pb::SyncUpdate) -> Result<(), ManagerError> {
+        let mut entries = update
+            .entries
+            .iter()
+            .map(Entry::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ManagerError::BadServerData {
+                what: "entry",
+                reason: e.to_string(),
+            })?;
+        entries.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        let current = self.snapshot();
+        let bundle = match update.bundle {
+            Some(b) => {
+                let parsed = parse_bundle(&self.shared.trust_domain, Some(b))?;
+                if parsed != *current.bundle {
+                    persist::save_bundle(&self.data_dir, &parsed)?;
+                    *self.roots.write().unwrap_or_else(|p| p.into_inner()) =
+                        parsed.x509_authorities.clone();
+                    Arc::new(parsed)
+                } else {
+                    current.bundle.clone()
+                }
+            }
+            None => current.bundle.clone(),
+        };
+        let mut svids = current.svids.clone();
+        svids.retain(|id, _| entries.iter().any(|e| &e.id == id));
+        self.publish(|s| Snapshot {
+            ready: s.ready,
+            agent_id: s.agent_id.clone(),
+            entries,
+            svids,
+            bundle,
+        });
+        Ok(())
+    }
+
+    /// Mints SVIDs for entries that have none, whose entry changed, or whose
+    /// renewal time has come. Returns when to retry if some failed.
+    async fn refresh(&mut self, client: &mut NodeClient<Channel>) -> Option<Instant> {
+        let snap = self.snapshot();
+        let now = Instant::now();
+        let due: Vec<Entry> = snap
+            .entries
+            .iter()
+            .filter(|e| match snap.svids.get(&e.id) {
+                None => true,
+                Some(s) => s.renew_at <= now || s.entry_revision != e.revision,
+            })
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return None;
+        }
+        let mut minted = Vec::with_capacity(due.len());
+        let mut failed = false;
+        for chunk in due.chunks(BATCH) {
+            match mint_batch(client, chunk).await {
+                Ok((ok, any_failed)) => {
+                    minted.extend(ok);
+                    failed |= any_failed;
+                }
+                Err(s) => {
+                    tracing::warn!(error = %s, count = chunk.len(), "signing SVIDs failed; keeping the current ones");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !minted.is_empty() {
+            tracing::debug!(count = minted.len(), "SVIDs minted");
+            self.publish(|s| {
+                let mut svids = s.svids.clone();
+                for m in minted {
+                    // The entry may have been removed while we were signing.
+                    if s.entries.iter().any(|e| e.id == m.entry_id) {
+                        svids.insert(m.entry_id.clone(), Arc::new(m));
+                    }
+                }
+                Snapshot {
+                    ready: s.ready,
+                    agent_id: s.agent_id.clone(),
+                    entries: s.entries.clone(),
+                    svids,
+                    bundle: s.bundle.clone(),
+                }
+            });
+        }
+        failed.then(|| Instant::now() + Duration::from_secs(2))
+    }
+}
+
+/// Generates keys and CSRs for `entries` and has the server sign them in one
+/// call. Returns the SVIDs that came back and whether any request failed.
+async fn mint_batch(
+    client: &mut NodeClient<Channel>,
+    entries: &[Entry],
+) -> Result<(Vec<CachedSvid>, bool), tonic::Status> {
+    let owned: Vec<Entry> = entries.to_vec();
+    let keyed = tokio::task::spawn_blocking(move || {
+        owned
+            .into_iter()
+            .filter_map(|e| match hallmark_ca::generate_key_and_csr(&e.spec.spiffe_id) {
+                Ok((key, csr)) => Some((e, key, csr)),
+                Err(err) => {
+                    tracing::error!(entry = %e.id, error = %err, "generating a key failed");
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let requests = keyed
+        .iter()
+        .map(|(e, _, csr)| pb::SvidRequest {
+            entry_id: e.id.to_string(),
+            csr: csr.clone(),
+        })
+        .collect();
+    let results = client
+        .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests })
+        .await?
+        .into_inner()
+        .results;
+    let mut by_id: HashMap<String, pb::SvidResult> =
+        results.into_iter().map(|r| (r.entry_id.clone(), r)).collect();
+    let mut out = Vec::with_capacity(keyed.len());
+    let mut failed = false;
+    for (entry, key, _) in keyed {
+        match by_id.remove(entry.id.as_str()) {
+            Some(pb::SvidResult { svid: Some(svid), .. }) if !svid.cert_chain.is_empty() => {
+                let (_, not_after) = validity(&svid.cert_chain[0]);
+                let lifetime = not_after.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                out.push(CachedSvid {
+                    entry_id: entry.id.clone(),
+                    spiffe_id: entry.spec.spiffe_id.clone(),
+                    chain: svid.cert_chain,
+                    key_pkcs8: key,
+                    not_after,
+                    entry_revision: entry.revision,
+                    renew_at: Instant::now() + renew_after(lifetime),
+                });
+            }
+            Some(r) => {
+                tracing::warn!(entry = %entry.id, error = %r.error, "the server refused to sign");
+                failed = true;
+            }
+            None => {
+                tracing::warn!(entry = %entry.id, "the server returned no SVID");
+                failed = true;
+            }
+        }
+    }
+    Ok((out, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_about_half_with_jitter() {
+        let life = Duration::from_secs(1000);
+        for _ in 0..200 {
+            let r = renew_after(life);
+            assert!(r >= Duration::from_secs(450) && r <= Duration::from_secs(550), "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The SPIFFE Workload API (`SpiffeWorkloadAPI`), served from the agent's
+//! snapshot. Wire behaviour follows the spec exactly:
+//! - every call must carry `workload.spiffe.io: true`, else InvalidArgument;
+//! - a caller with no identity gets PermissionDenied "no identity issued";
+//! - before the first sync with the server: Unavailable;
+//! - streams send the full state at once and again on every change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use hallmark_core::{EntryId, SelectorSet, SpiffeId, TrustDomain};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use hallmark_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
+};
+use hallmark_proto::WORKLOAD_HEADER;
+use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::attestor::{attest_unix, PeerInfo, PeerStream};
+use crate::authority_fix::AuthorityFix;
+use crate::manager::{CachedSvid, Shared, Snapshot};
+
+/// The message SPIFFE clients match on (the Rust `spiffe` crate looks for it).
+const NO_IDENTITY: &str = "no identity issued";
+/// Reuse a cached JWT-SVID while more than this share of its lifetime is left.
+const JWT_REUSE_FRACTION: f64 = 0.5;
+
+/// Accepts Workload API connections, capturing each peer's credentials at
+/// accept time and repairing gRPC C-core's `:authority` (see [`AuthorityFix`]).
+pub fn incoming(listener: UnixListener) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(128);
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => match PeerStream::new(stream) {
+                    Ok(p) => {
+                        if tx.send(Ok(AuthorityFix::new(p))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reading peer credentials failed"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a Workload API connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+#[derive(Clone)]
+struct CachedJwt {
+    token: String,
+    issued_at: i64,
+    expires_at: i64,
+}
+
+pub struct WorkloadService {
+    shared: Arc<Shared>,
+    jwt_cache: Arc<Mutex<HashMap<(EntryId, Vec<String>), CachedJwt>>>,
+}
+
+impl WorkloadService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        WorkloadService {
+            shared,
+            jwt_cache: Arc::default(),
+        }
+    }
+
+    /// Header check, readiness check and caller attestation, in that order.
+    async fn caller<T>(&self, req: &Request<T>) -> Result<(SelectorSet, Arc<Snapshot>), Status> {
+        check_header(req)?;
+        let snap = self.shared.snapshots.borrow().clone();
+        if !snap.ready {
+            return Err(Status::unavailable("agent is starting: not yet synced with the server"));
+        }
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
+        let selectors = tokio::task::spawn_blocking(move || attest_unix(&peer))
+            .await
+            .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
+            .map_err(|e| Status::permission_denied(format!("could not attest caller: {e}")))?;
+        Ok((selectors, snap))
+    }
+}
+
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.metadata().get(WORKLOAD_HEADER).and_then(|v| v.to_str().ok()) {
+        Some("true") => Ok(()),
+        _ => Err(Status::invalid_argument(format!(
+            "security header missing from request: set metadata `{WORKLOAD_HEADER}: true`"
+        ))),
+    }
+}
+
+/// The caller's SVIDs, default first, skipping expired ones and repeated hints.
+fn svids_for<'a>(snap: &'a Snapshot, selectors: &SelectorSet) -> Vec<(&'a hallmark_core::Entry, &'a Arc<CachedSvid>)> {
+    let now = SystemTime::now();
+    let mut hints = std::collections::HashSet::new();
+    snap.entries
+        .iter()
+        .filter(|e| e.spec.matches(&snap.agent_id, selectors))
+        .filter_map(|e| snap.svids.get(&e.id).map(|s| (e, s)))
+        .filter(|(_, s)| s.not_after > now)
+        .filter(|(e, _)| e.spec.hint.is_empty() || hints.insert(e.spec.hint.clone()))
+        .collect()
+}
+
+fn matching_entries<'a>(snap: &'a Snapshot, selectors: &SelectorSet) -> Vec<&'a hallmark_core::Entry> {
+    snap.entries
+        .iter()
+        .filter(|e| e.spec.matches(&snap.agent_id, selectors))
+        .collect()
+}
+
+fn td_key(td: &TrustDomain) -> String {
+    td.id().to_string()
+}
+
+/// FetchJWTBundles carries JWT authorities only: clients parse every key as
+/// a JWT key and need its `kid`.
+fn jwt_jwks(bundle: &hallmark_ca::Bundle) -> Vec<u8> {
+    hallmark_ca::Bundle {
+        x509_authorities: Vec::new(),
+        ..bundle.clone()
+    }
+    .to_jwks_json()
+}
+
+fn x509_response(snap: &Snapshot, selectors: &SelectorSet) -> Option<X509svidResponse> {
+    let svids = svids_for(snap, selectors);
+    if svids.is_empty() {
+        return None;
+    }
+    let bundle = snap.bundle.x509_der_concat();
+    Some(X509svidResponse {
+        svids: svids
+            .into_iter()
+            .map(|(e, s)| X509svid {
+                spiffe_id: s.spiffe_id.to_string(),
+                x509_svid: s.chain.concat(),
+                x509_svid_key: s.key_pkcs8.clone(),
+                bundle: bundle.clone(),
+                hint: e.spec.hint.clone(),
+            })
+            .collect(),
+        crl: Vec::new(),
+        federated_bundles: HashMap::new(),
+    })
+}
+
+/// Runs a full-state stream: computes the response from each snapshot and
+/// sends it when it differs from the last one sent. Ends with
+/// PermissionDenied when the caller no longer has any identity.
+fn state_stream<R, F>(
+    shared: &Shared,
+    selectors: SelectorSet,
+    make: F,
+) -> Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>
+where
+    R: PartialEq + Clone + Send + 'static,
+    F: Fn(&Snapshot, &SelectorSet) -> Option<R> + Send + 'static,
+{
+    let mut snapshots = shared.snapshots.subscribe();
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<R> = None;
+        loop {
+            let snap = snapshots.borrow_and_update().clone();
+            match make(&snap, &selectors) {
+                Some(resp) => {
+                    if last.as_ref() != Some(&resp) {
+                        if tx.send(Ok(resp.clone())).await.is_err() {
+                            return;
+                        }
+                        last = Some(resp);
+                    }
+                }
+                None => {
+                    let _ = tx.send(Err(Status::permission_denied(NO_IDENTITY))).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() {
+                    let _ = tx.send(Err(Status::unavailable("agent is shutting down"))).await;
+                    return;
+                },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_prost).collect(),
+        }),
+        serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect::<BTreeMap<_, _>>(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadService {
+    type FetchX509SVIDStream = BoxStream<X509svidResponse>;
+
+    async fn fetch_x509svid(&self, req: Request<X509svidRequest>) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let (selectors, snap) = self.caller(&req).await?;
+        if x509_response(&snap, &selectors).is_none() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(state_stream(&self.shared, selectors, x509_response)))
+    }
+
+    type FetchX509BundlesStream = BoxStream<X509BundlesResponse>;
+
+    async fn fetch_x509_bundles(&self, req: Request<X509BundlesRequest>) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let (selectors, snap) = self.caller(&req).await?;
+        let make = |snap: &Snapshot, sel: &SelectorSet| {
+            (!matching_entries(snap, sel).is_empty()).then(|| X509BundlesResponse {
+                crl: Vec::new(),
+                bundles: HashMap::from([(td_key(&snap.bundle.trust_domain), snap.bundle.x509_der_concat())]),
+            })
+        };
+        if make(&snap, &selectors).is_none() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(state_stream(&self.shared, selectors, make)))
+    }
+
+    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+        let (selectors, snap) = self.caller(&req).await?;
+        let r = req.into_inner();
+        if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must be specified (at least one, none empty)"));
+        }
+        let mut entries = matching_entries(&snap, &selectors);
+        if entries.is_empty() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        if !r.spiffe_id.is_empty() {
+            let want = SpiffeId::new(&r.spiffe_id)
+                .map_err(|e| Status::invalid_argument(format!("spiffe_id `{}` {e}", r.spiffe_id)))?;
+            entries.retain(|e| e.spec.spiffe_id == want);
+            if entries.is_empty() {
+                return Err(Status::permission_denied(format!("caller is not entitled to {want}")));
+            }
+        }
+        let mut audience = r.audience.clone();
+        audience.sort();
+        audience.dedup();
+        let mut svids = Vec::new();
+        let mut seen_hints = std::collections::HashSet::new();
+        for e in entries {
+            if !e.spec.hint.is_empty() && !seen_hints.insert(e.spec.hint.clone()) {
+                continue;
+            }
+            let token = self.jwt_for(&e.id, &audience).await?;
+            svids.push(Jwtsvid {
+                spiffe_id: e.spec.spiffe_id.to_string(),
+                svid: token,
+                hint: e.spec.hint.clone(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
+
+    async fn fetch_jwt_bundles(&self, req: Request<JwtBundlesRequest>) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let (selectors, snap) = self.caller(&req).await?;
+        let make = |snap: &Snapshot, sel: &SelectorSet| {
+            (!matching_entries(snap, sel).is_empty()).then(|| JwtBundlesResponse {
+                bundles: HashMap::from([(td_key(&snap.bundle.trust_domain), jwt_jwks(&snap.bundle))]),
+            })
+        };
+        if make(&snap, &selectors).is_none() {
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        Ok(Response::new(state_stream(&self.shared, selectors, make)))
+    }
+
+    async fn validate_jwtsvid(&self, req: Request<ValidateJwtsvidRequest>) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_header(&req)?;
+        let r = req.into_inner();
+        if r.audience.is_empty() {
+            return Err(Status::invalid_argument("audience must be specified"));
+        }
+        if r.svid.is_empty() {
+            return Err(Status::invalid_argument("svid must be specified"));
+        }
+        let snap = self.shared.snapshots.borrow().clone();
+        if !snap.ready {
+            return Err(Status::unavailable("agent is starting: not yet synced with the server"));
+        }
+        let bundle = snap.bundle.clone();
+        let lookup = move |td: &TrustDomain| (td == &bundle.trust_domain).then(|| (*bundle).clone());
+        let v = hallmark_ca::validate_jwt_svid(&r.svid, &r.audience, &lookup, SystemTime::now())
+            .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+        let claims = prost_types::Struct {
+            fields: v.claims.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect(),
+        };
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: v.spiffe_id.to_string(),
+            claims: Some(claims),
+        }))
+    }
+}
+
+impl WorkloadService {
+    /// A JWT-SVID for an entry and audience set: from cache while more than
+    /// half its lifetime is left, else freshly minted by the server.
+    async fn jwt_for(&self, entry: &EntryId, audience: &[String]) -> Result<String, Status> {
+        let key = (entry.clone(), audience.to_vec());
+        let now = unix_now();
+        let cached = self
+            .jwt_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(c) = &cached {
+            let life = (c.expires_at - c.issued_at).max(1) as f64;
+            if (c.expires_at - now) as f64 > life * JWT_REUSE_FRACTION {
+                return Ok(c.token.clone());
+            }
+        }
+        let client = self.shared.client.borrow().clone();
+        let minted = match client {
+            Some(mut client) => client
+                .new_jwt_svid(pb::NewJwtSvidRequest {
+                    entry_id: entry.to_string(),
+                    audience: audience.to_vec(),
+                })
+                .await
+                .map(|r| r.into_inner()),
+            None => Err(Status::unavailable("not connected to the server")),
+        };
+        match minted {
+            Ok(r) => {
+                let mut cache = self.jwt_cache.lock().unwrap_or_else(|p| p.into_inner());
+                // Bounded: drop expired tokens before adding.
+                cache.retain(|_, c| c.expires_at > now);
+                cache.insert(
+                    key,
+                    CachedJwt {
+                        token: r.token.clone(),
+                        issued_at: r.issued_at,
+                        expires_at: r.expires_at,
+                    },
+                );
+                Ok(r.token)
+            }
+            // The server is away: a cached token that is still valid beats none.
+            Err(s) => match cached {
+                Some(c) if c.expires_at > now + 1 => Ok(c.token),
+                _ => Err(Status::unavailable(format!("minting a JWT-SVID: {}", s.message()))),
+            },
+        }
+    }
+}

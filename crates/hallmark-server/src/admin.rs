@@ -1,0 +1,209 @@
+//! The admin API, served on a local Unix socket that only the server's user
+//! can open. Every request's input is validated into domain types here and
+//! refused with InvalidArgument naming the input and the rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hallmark_core::{EntryId, EntrySpec, RawEntrySpec, Selector, SpiffeId};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::admin_server::Admin;
+use hallmark_store::{EntryFilter, JoinToken, StoreError};
+use rand::RngCore;
+use tonic::{Request, Response, Status};
+
+use crate::node::{agent_id_for_node, bundle_to_pb, hash_token};
+use crate::{unix_now, Shared};
+
+/// Admin operations, also callable in-process (`hallmark up`).
+#[derive(Clone)]
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        AdminService { shared }
+    }
+
+    fn notify_entries_changed(&self) {
+        self.shared.entries_changed.send_modify(|v| *v += 1);
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(m) => Status::not_found(m),
+        StoreError::AlreadyExists(m) => Status::already_exists(m),
+        other => {
+            tracing::error!(error = %other, "datastore error");
+            Status::internal(format!("datastore: {other}"))
+        }
+    }
+}
+
+fn parse_id(field: &str, s: &str) -> Result<SpiffeId, Status> {
+    SpiffeId::new(s).map_err(|e| Status::invalid_argument(format!("{field} `{s}` {e}")))
+}
+
+fn entry_id(s: &str) -> Result<EntryId, Status> {
+    EntryId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+fn opt(v: u64) -> Option<u64> {
+    (v != 0).then_some(v)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_entry(&self, req: Request<pb::CreateEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+        let r = req.into_inner();
+        let raw = RawEntrySpec {
+            spiffe_id: &r.spiffe_id,
+            parent_id: &r.parent_id,
+            selectors: r.selectors.iter().map(String::as_str).collect(),
+            x509_ttl_secs: opt(r.x509_ttl_secs),
+            jwt_ttl_secs: opt(r.jwt_ttl_secs),
+            dns_names: r.dns_names.iter().map(String::as_str).collect(),
+            hint: &r.hint,
+            admin: r.admin,
+        };
+        let spec = EntrySpec::parse(&raw, self.shared.trust_domain.name())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let entry = self.shared.store.create_entry(&spec, unix_now()).await.map_err(store_status)?;
+        tracing::info!(id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
+        self.notify_entries_changed();
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    async fn list_entries(&self, req: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        let r = req.into_inner();
+        let filter = EntryFilter {
+            parent_id: (!r.parent_id.is_empty()).then(|| parse_id("parent_id", &r.parent_id)).transpose()?,
+            spiffe_id: (!r.spiffe_id.is_empty()).then(|| parse_id("spiffe_id", &r.spiffe_id)).transpose()?,
+            selector: (!r.selector.is_empty())
+                .then(|| {
+                    Selector::new(&r.selector)
+                        .map_err(|e| Status::invalid_argument(format!("selector `{}` {e}", r.selector)))
+                })
+                .transpose()?,
+        };
+        let entries = self.shared.store.list_entries(&filter).await.map_err(store_status)?;
+        Ok(Response::new(pb::ListEntriesResponse {
+            entries: entries.iter().map(pb::Entry::from).collect(),
+        }))
+    }
+
+    async fn get_entry(&self, req: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+        let id = entry_id(&req.get_ref().id)?;
+        let entry = self
+            .shared
+            .store
+            .get_entry(&id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("entry {id} not found")))?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    async fn delete_entry(&self, req: Request<pb::DeleteEntryRequest>) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+        let id = entry_id(&req.get_ref().id)?;
+        if !self.shared.store.delete_entry(&id).await.map_err(store_status)? {
+            return Err(Status::not_found(format!("entry {id} not found")));
+        }
+        tracing::info!(%id, "entry deleted");
+        self.notify_entries_changed();
+        Ok(Response::new(pb::DeleteEntryResponse {}))
+    }
+
+    async fn generate_token(&self, req: Request<pb::GenerateTokenRequest>) -> Result<Response<pb::GenerateTokenResponse>, Status> {
+        let r = req.into_inner();
+        let mut secret = [0u8; 24];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let token = hex::encode(secret);
+        let node = if r.node.is_empty() {
+            format!("node-{}", &token[..8])
+        } else {
+            r.node.clone()
+        };
+        let agent_id = agent_id_for_node(&self.shared, &node)?;
+        let ttl = if r.ttl_secs == 0 {
+            self.shared.join_token_ttl
+        } else {
+            Duration::from_secs(r.ttl_secs)
+        };
+        let expires_at = unix_now() + ttl.as_secs() as i64;
+        self.shared
+            .store
+            .create_join_token(&JoinToken {
+                token_hash: hash_token(&token),
+                agent_id: agent_id.clone(),
+                expires_at,
+            })
+            .await
+            .map_err(store_status)?;
+        let _ = self.shared.store.prune_join_tokens(unix_now()).await;
+        Ok(Response::new(pb::GenerateTokenResponse {
+            token,
+            agent_spiffe_id: agent_id.to_string(),
+            expires_at,
+            ca_fingerprint: self.shared.ca.fingerprint(),
+        }))
+    }
+
+    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self.shared.store.list_agents().await.map_err(store_status)?;
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents: agents
+                .into_iter()
+                .map(|a| pb::Agent {
+                    connected: self.shared.connected.is_connected(&a.spiffe_id),
+                    spiffe_id: a.spiffe_id.to_string(),
+                    serial: a.serial,
+                    expires_at: a.expires_at,
+                    attested_at: a.attested_at,
+                    last_seen: a.last_seen,
+                    banned: a.banned,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn evict_agent(&self, req: Request<pb::AgentRequest>) -> Result<Response<pb::AgentActionResponse>, Status> {
+        let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
+        if !self.shared.store.delete_agent(&id).await.map_err(store_status)? {
+            return Err(Status::not_found(format!("agent {id} not found")));
+        }
+        let _ = self.shared.revoked.send(id.clone());
+        tracing::info!(agent = %id, "agent evicted");
+        Ok(Response::new(pb::AgentActionResponse {}))
+    }
+
+    async fn ban_agent(&self, req: Request<pb::AgentRequest>) -> Result<Response<pb::AgentActionResponse>, Status> {
+        let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
+        if !self.shared.store.set_agent_banned(&id, true).await.map_err(store_status)? {
+            return Err(Status::not_found(format!("agent {id} not found")));
+        }
+        let _ = self.shared.revoked.send(id.clone());
+        tracing::info!(agent = %id, "agent banned");
+        Ok(Response::new(pb::AgentActionResponse {}))
+    }
+
+    async fn get_bundle(&self, _req: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+        Ok(Response::new(bundle_to_pb(&self.shared.ca.bundle())))
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let entries = self.shared.store.count_entries().await.map_err(store_status)?;
+        let agents = self.shared.store.list_agents().await.map_err(store_status)?.len() as u64;
+        Ok(Response::new(pb::StatusResponse {
+            trust_domain: self.shared.trust_domain.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: self.shared.started_at,
+            entries,
+            agents,
+            connected_agents: self.shared.connected.count() as u64,
+            ca_fingerprint: self.shared.ca.fingerprint(),
+        }))
+    }
+}

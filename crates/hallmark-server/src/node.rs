@@ -1,0 +1,393 @@
+//! The node API: what agents call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::Stream;
+use hallmark_core::{Entry, EntryId, SpiffeId};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::node_server::Node;
+use hallmark_store::{AgentRecord, EntryFilter, StoreError};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{agent_spiffe_id, unix_now, Shared};
+
+/// Largest CSR batch one call may carry; larger batches are split by the agent.
+pub const MAX_BATCH: usize = 1000;
+
+/// Agents with an open entry stream, for `agent list` and status.
+#[derive(Default)]
+pub(crate) struct ConnectedAgents(Mutex<HashMap<SpiffeId, usize>>);
+
+impl ConnectedAgents {
+    fn enter(self: &Arc<Self>, id: &SpiffeId) -> ConnectedGuard {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += 1;
+        ConnectedGuard {
+            set: self.clone(),
+            id: id.clone(),
+        }
+    }
+
+    pub fn is_connected(&self, id: &SpiffeId) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+struct ConnectedGuard {
+    set: Arc<ConnectedAgents>,
+    id: SpiffeId,
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        let mut m = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.id);
+            }
+        }
+    }
+}
+
+pub(crate) struct NodeService {
+    shared: Arc<Shared>,
+    connected: Arc<ConnectedAgents>,
+}
+
+impl NodeService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let connected = shared.connected.clone();
+        NodeService { shared, connected }
+    }
+
+    /// The calling agent, from its verified client certificate, checked
+    /// against the registry: it must be attested, not banned, and present
+    /// the SVID most recently issued to it (an evicted or superseded SVID
+    /// is refused even while it has not expired).
+    async fn authorize<T>(&self, req: &Request<T>) -> Result<SpiffeId, Status> {
+        let certs = req.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("this call needs the agent's SVID as TLS client certificate")
+        })?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
+        let id = hallmark_ca::spiffe_id_from_cert(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        if !id.is_member_of(&self.shared.trust_domain) || !id.path().starts_with("/hallmark/agent/") {
+            return Err(Status::permission_denied(format!("{id} is not an agent ID of this trust domain")));
+        }
+        let record = self
+            .shared
+            .store
+            .get_agent(&id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::permission_denied(format!("agent {id} is not attested (evicted?); re-join with a new token")))?;
+        if record.banned {
+            return Err(Status::permission_denied(format!("agent {id} is banned")));
+        }
+        if record.serial != serial_of(leaf.as_ref())? {
+            return Err(Status::permission_denied(format!(
+                "agent {id} presented a superseded SVID; re-join with a new token"
+            )));
+        }
+        Ok(id)
+    }
+
+    async fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<(pb::X509Svid, String), Status> {
+        let auth = self.shared.ca.current();
+        let chain = auth
+            .x509
+            .sign_x509_svid(csr, id, &[], self.shared.agent_svid_ttl, SystemTime::now())
+            .map_err(|e| Status::invalid_argument(format!("agent CSR: {e}")))?;
+        let serial = serial_of(&chain[0])?;
+        let expires_at = not_after_of(&chain[0])?;
+        Ok((
+            pb::X509Svid {
+                spiffe_id: id.to_string(),
+                cert_chain: chain,
+                expires_at,
+            },
+            serial,
+        ))
+    }
+
+    async fn entries_for(&self, agent: &SpiffeId) -> Result<Vec<Entry>, Status> {
+        self.shared
+            .store
+            .list_entries(&EntryFilter {
+                parent_id: Some(agent.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(internal)
+    }
+}
+
+fn internal(e: StoreError) -> Status {
+    tracing::error!(error = %e, "datastore error");
+    Status::internal(format!("datastore: {e}"))
+}
+
+fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, Status> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|e| Status::internal(format!("parsing a certificate: {e}")))
+}
+
+fn serial_of(der: &[u8]) -> Result<String, Status> {
+    Ok(hex::encode(parse_cert(der)?.raw_serial()))
+}
+
+fn not_after_of(der: &[u8]) -> Result<i64, Status> {
+    Ok(parse_cert(der)?.validity().not_after.timestamp())
+}
+
+pub(crate) fn bundle_to_pb(b: &hallmark_ca::Bundle) -> pb::Bundle {
+    pb::Bundle {
+        trust_domain: b.trust_domain.to_string(),
+        x509_authorities: b.x509_authorities.clone(),
+        jwks: b.to_jwks_json(),
+        sequence: b.sequence,
+    }
+}
+
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn attest(&self, req: Request<pb::AttestRequest>) -> Result<Response<pb::AttestResponse>, Status> {
+        let req = req.into_inner();
+        if req.join_token.is_empty() {
+            return Err(Status::invalid_argument("join_token is empty"));
+        }
+        // Verify the CSR before spending the token, so a malformed request
+        // does not burn it.
+        hallmark_ca::verify_csr(&req.csr).map_err(|e| Status::invalid_argument(format!("agent CSR: {e}")))?;
+        let now = unix_now();
+        let id = match self.shared.store.consume_join_token(&hash_token(&req.join_token), now).await {
+            Ok(id) => id,
+            Err(e @ (StoreError::TokenNotFound | StoreError::TokenExpired | StoreError::TokenUsed)) => {
+                return Err(Status::permission_denied(format!("join token refused: {e}")))
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        if let Some(prev) = self.shared.store.get_agent(&id).await.map_err(internal)? {
+            if prev.banned {
+                return Err(Status::permission_denied(format!("agent {id} is banned")));
+            }
+        }
+        let (svid, serial) = self.sign_agent_svid(&id, &req.csr).await?;
+        self.shared
+            .store
+            .upsert_agent(&AgentRecord {
+                spiffe_id: id.clone(),
+                serial,
+                expires_at: svid.expires_at,
+                attested_at: now,
+                last_seen: now,
+                banned: false,
+            })
+            .await
+            .map_err(internal)?;
+        tracing::info!(agent = %id, "agent attested with a join token");
+        Ok(Response::new(pb::AttestResponse {
+            svid: Some(svid),
+            bundle: Some(bundle_to_pb(&self.shared.ca.bundle())),
+        }))
+    }
+
+    async fn renew_agent(&self, req: Request<pb::RenewAgentRequest>) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let id = self.authorize(&req).await?;
+        let (svid, serial) = self.sign_agent_svid(&id, &req.get_ref().csr).await?;
+        let mut record = self
+            .shared
+            .store
+            .get_agent(&id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::permission_denied(format!("agent {id} was evicted")))?;
+        record.serial = serial;
+        record.expires_at = svid.expires_at;
+        record.last_seen = unix_now();
+        self.shared.store.upsert_agent(&record).await.map_err(internal)?;
+        tracing::debug!(agent = %id, "agent SVID renewed");
+        Ok(Response::new(pb::RenewAgentResponse { svid: Some(svid) }))
+    }
+
+    type SyncStream = SyncStream;
+
+    async fn sync(&self, req: Request<pb::SyncRequest>) -> Result<Response<SyncStream>, Status> {
+        let id = self.authorize(&req).await?;
+        let _ = self.shared.store.touch_agent(&id, unix_now()).await;
+        let (tx, rx) = mpsc::channel(4);
+        let shared = self.shared.clone();
+        let guard = self.connected.enter(&id);
+        let mut changed = shared.entries_changed.subscribe();
+        let mut bundles = shared.ca.subscribe_bundle();
+        let mut revoked = shared.revoked.subscribe();
+        let svc = NodeService {
+            shared: shared.clone(),
+            connected: self.connected.clone(),
+        };
+        tokio::spawn(async move {
+            let _guard = guard;
+            let mut last: Option<(BTreeMap<EntryId, i64>, u64)> = None;
+            loop {
+                changed.borrow_and_update();
+                let bundle = bundles.borrow_and_update().clone();
+                let entries = match svc.entries_for(&id).await {
+                    Ok(e) => e,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                };
+                let fingerprint: BTreeMap<EntryId, i64> =
+                    entries.iter().map(|e| (e.id.clone(), e.revision)).collect();
+                let state = (fingerprint, bundle.sequence);
+                if last.as_ref() != Some(&state) {
+                    let update = pb::SyncUpdate {
+                        entries: entries.iter().map(pb::Entry::from).collect(),
+                        bundle: Some(bundle_to_pb(&bundle)),
+                        revision: *changed.borrow() as i64,
+                    };
+                    if tx.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                    last = Some(state);
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    r = bundles.changed() => if r.is_err() { return },
+                    r = revoked.recv() => match r {
+                        Ok(who) if who == id => {
+                            let _ = tx.send(Err(Status::permission_denied(format!("agent {id} was evicted or banned")))).await;
+                            return;
+                        }
+                        _ => {}
+                    },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn batch_new_x509_svid(
+        &self,
+        req: Request<pb::BatchNewX509SvidRequest>,
+    ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
+        let agent = self.authorize(&req).await?;
+        let requests = req.into_inner().requests;
+        if requests.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "batch of {} CSRs exceeds the limit of {MAX_BATCH}",
+                requests.len()
+            )));
+        }
+        let entries: HashMap<String, Entry> = self
+            .entries_for(&agent)
+            .await?
+            .into_iter()
+            .map(|e| (e.id.to_string(), e))
+            .collect();
+        let auth = self.shared.ca.current();
+        // Signing is CPU work: keep it off the async workers.
+        let results = tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now();
+            requests
+                .into_iter()
+                .map(|r| {
+                    let fail = |error: String| pb::SvidResult {
+                        entry_id: r.entry_id.clone(),
+                        svid: None,
+                        error,
+                    };
+                    let Some(entry) = entries.get(&r.entry_id) else {
+                        return fail(format!("entry {} is not authorized for this agent", r.entry_id));
+                    };
+                    match auth.x509.sign_x509_svid(
+                        &r.csr,
+                        &entry.spec.spiffe_id,
+                        &entry.spec.dns_names,
+                        Duration::from_secs(entry.spec.x509_ttl_secs),
+                        now,
+                    ) {
+                        Ok(chain) => {
+                            let expires_at = not_after_of(&chain[0]).unwrap_or(0);
+                            pb::SvidResult {
+                                entry_id: r.entry_id.clone(),
+                                svid: Some(pb::X509Svid {
+                                    spiffe_id: entry.spec.spiffe_id.to_string(),
+                                    cert_chain: chain,
+                                    expires_at,
+                                }),
+                                error: String::new(),
+                            }
+                        }
+                        Err(e) => fail(format!("CSR for entry {}: {e}", r.entry_id)),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+        Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
+    }
+
+    async fn new_jwt_svid(&self, req: Request<pb::NewJwtSvidRequest>) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
+        let agent = self.authorize(&req).await?;
+        let req = req.into_inner();
+        let id = EntryId::parse(&req.entry_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let entry = self
+            .shared
+            .store
+            .get_entry(&id)
+            .await
+            .map_err(internal)?
+            .filter(|e| e.spec.parent_id == agent)
+            .ok_or_else(|| Status::permission_denied(format!("entry {id} is not authorized for this agent")))?;
+        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument("audience must list at least one non-empty value"));
+        }
+        let now = SystemTime::now();
+        let ttl = Duration::from_secs(entry.spec.jwt_ttl_secs);
+        let token = self
+            .shared
+            .ca
+            .current()
+            .jwt
+            .mint(&entry.spec.spiffe_id, &req.audience, ttl, now, None)
+            .map_err(|e| Status::internal(format!("minting a JWT-SVID: {e}")))?;
+        let issued_at = unix_now();
+        Ok(Response::new(pb::NewJwtSvidResponse {
+            token,
+            issued_at,
+            expires_at: issued_at + ttl.as_secs() as i64,
+        }))
+    }
+}
+
+/// Validates a node name for `/hallmark/agent/<node>`.
+pub(crate) fn agent_id_for_node(shared: &Shared, node: &str) -> Result<SpiffeId, Status> {
+    if node.contains('/') {
+        return Err(Status::invalid_argument(format!("node name `{node}` must not contain `/`")));
+    }
+    agent_spiffe_id(&shared.trust_domain, node)
+        .map_err(|e| Status::invalid_argument(format!("node name `{node}`: {e}")))
+}

@@ -1,0 +1,566 @@
+//! The SQLite back end against the conformance suite, plus what only a file
+//! can show: permissions, persistence across reopen, concurrency between
+//! connections, and consistency after the writing process is killed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hallmark_core::{EntrySpec, Selector, SpiffeId};
+use hallmark_store::{
+    conformance, AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, JoinToken, SqliteStore,
+    Store, StoreError,
+};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, SqliteConnection};
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::new(s).unwrap()
+}
+
+fn spec(name: &str, selectors: &[&str]) -> EntrySpec {
+    EntrySpec {
+        spiffe_id: id(&format!("spiffe://example.org/{name}")),
+        parent_id: id("spiffe://example.org/hallmark/agent/node1"),
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::new(s).unwrap())
+            .collect(),
+        x509_ttl_secs: 3600,
+        jwt_ttl_secs: 300,
+        dns_names: vec![format!("{name}.example.org")],
+        hint: name.to_string(),
+        admin: false,
+    }
+}
+
+#[tokio::test]
+async fn conformance_in_memory() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_on_file_including_non_empty_and_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite3");
+    let store = SqliteStore::open(&path).await.unwrap();
+    conformance::run_all(&store).await;
+    // A second run finds the first run's leftovers (tokens, revision) and
+    // must not be confused by them.
+    conformance::run_all(&store).await;
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_through_a_trait_object() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().await.unwrap());
+    conformance::run_all(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn creates_private_directory_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir
+        .path()
+        .join("data")
+        .join("hallmark")
+        .join("store.sqlite3");
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    // A write creates the WAL; SQLite gives it the database file's mode.
+    store
+        .create_entry(&spec("web", &["unix:uid:1"]), 1)
+        .await
+        .unwrap();
+    let wal = sidecar(&path, "-wal");
+    assert!(wal.exists(), "WAL journal expected at {}", wal.display());
+    assert_eq!(mode(&wal), 0o600);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn existing_directory_mode_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.sqlite3"))
+        .await
+        .unwrap();
+    assert_eq!(mode(dir.path()), 0o755);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn reopen_tightens_a_loosened_file_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite3");
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .create_entry(&spec("web", &["unix:uid:1"]), 1)
+        .await
+        .unwrap();
+    store.close().await;
+
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    // A leftover WAL from an earlier crash gets the same treatment.
+    let wal = sidecar(&path, "-wal");
+    fs::write(&wal, b"").unwrap();
+    fs::set_permissions(&wal, fs::Permissions::from_mode(0o664)).unwrap();
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(
+        store.count_entries().await.unwrap(),
+        1,
+        "data intact after the mode fix"
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite3");
+    let agent_id = id("spiffe://example.org/hallmark/agent/node1");
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let web = store
+        .create_entry(&spec("web", &["unix:uid:1", "unix:gid:2"]), 10)
+        .await
+        .unwrap();
+    let api = store
+        .create_entry(&spec("api", &["docker:label:app:api"]), 11)
+        .await
+        .unwrap();
+    let agent = AgentRecord {
+        spiffe_id: agent_id.clone(),
+        serial: "0a1b".into(),
+        expires_at: 900,
+        attested_at: 100,
+        last_seen: 150,
+        banned: true,
+    };
+    store.upsert_agent(&agent).await.unwrap();
+    let ca = AuthorityRecord {
+        id: "ca-1".into(),
+        kind: AuthorityKind::X509,
+        state: "active".into(),
+        alg: "ec-p256".into(),
+        key_pkcs8: vec![0x30, 0x81, 0x87, 0x02, 0x01, 0x00],
+        cert_der: vec![0x30, 0x82, 0x01, 0x00],
+        chain_der: vec![vec![0x30, 0x01], vec![0x30, 0x02]],
+        created_at: 5,
+        not_after: 50_000,
+    };
+    store.put_authority(&ca).await.unwrap();
+    for (hash, expires_at) in [("aa", 1000), ("bb", 1000)] {
+        store
+            .create_join_token(&JoinToken {
+                token_hash: hash.repeat(32),
+                agent_id: agent_id.clone(),
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .consume_join_token(&"bb".repeat(32), 500)
+        .await
+        .unwrap();
+    let revision = store.revision().await.unwrap();
+    store.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(store.get_entry(&web.id).await.unwrap(), Some(web.clone()));
+    assert_eq!(
+        store.list_entries(&EntryFilter::default()).await.unwrap(),
+        vec![api, web]
+    );
+    assert_eq!(store.revision().await.unwrap(), revision);
+    assert_eq!(store.get_agent(&agent_id).await.unwrap(), Some(agent));
+    assert_eq!(
+        store.list_authorities(AuthorityKind::X509).await.unwrap(),
+        vec![ca]
+    );
+    assert!(store
+        .list_authorities(AuthorityKind::Jwt)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .consume_join_token(&"aa".repeat(32), 600)
+            .await
+            .unwrap(),
+        agent_id
+    );
+    assert!(matches!(
+        store.consume_join_token(&"bb".repeat(32), 600).await,
+        Err(StoreError::TokenUsed)
+    ));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn revision_strictly_increases_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.sqlite3");
+    let mut seen = vec![];
+    let mut ids = vec![];
+    for round in 0..3 {
+        let store = SqliteStore::open(&path).await.unwrap();
+        seen.push(store.revision().await.unwrap());
+        for i in 0..3 {
+            let e = store
+                .create_entry(&spec(&format!("r{round}/w{i}"), &["unix:uid:1"]), i)
+                .await
+                .unwrap();
+            seen.push(e.revision);
+            seen.push(store.revision().await.unwrap());
+            ids.push(e.id);
+        }
+        // Deleting everything must not reset the counter.
+        while let Some(id) = ids.pop() {
+            assert!(store.delete_entry(&id).await.unwrap());
+            seen.push(store.revision().await.unwrap());
+        }
+        assert_eq!(store.count_entries().await.unwrap(), 0);
+        store.close().await;
+    }
+    // Each reading is the one after it (revision after create equals the
+    // entry's) or strictly below.
+    for pair in seen.windows(2) {
+        assert!(pair[0] <= pair[1], "revision went backwards: {seen:?}");
+    }
+    let distinct: BTreeSet<i64> = seen.iter().copied().collect();
+    assert_eq!(*distinct.iter().next().unwrap(), 0);
+    assert_eq!(
+        *distinct.iter().last().unwrap(),
+        18,
+        "3 rounds x (3 creates + 3 deletes)"
+    );
+    assert_eq!(
+        distinct.len(),
+        19,
+        "every change made a new revision: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_consumers_in_tasks_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("store.sqlite3"))
+            .await
+            .unwrap(),
+    );
+    let agent_id = id("spiffe://example.org/hallmark/agent/racer");
+    for round in 0..10u32 {
+        let hash = format!("{round:064x}");
+        store
+            .create_join_token(&JoinToken {
+                token_hash: hash.clone(),
+                agent_id: agent_id.clone(),
+                expires_at: 1000,
+            })
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, hash, barrier) = (store.clone(), hash.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.consume_join_token(&hash, 500).await
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(got) => {
+                    assert_eq!(got, agent_id);
+                    wins += 1;
+                }
+                Err(StoreError::TokenUsed) => {}
+                Err(e) => panic!("round {round}: a losing consumer must see TokenUsed, got {e}"),
+            }
+        }
+        assert_eq!(wins, 1, "round {round}: exactly one consumer must win");
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creators_of_one_entry_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("store.sqlite3"))
+            .await
+            .unwrap(),
+    );
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_entry(&spec("same", &["unix:uid:1"]), i).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => panic!("a losing creator must see AlreadyExists, got {e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(store.count_entries().await.unwrap(), 1);
+    assert_eq!(
+        store.revision().await.unwrap(),
+        1,
+        "refused creates must not bump the revision"
+    );
+    store.close().await;
+}
+
+/// Set in the child process of the kill test: the database it writes to.
+const CRASH_CHILD_DB: &str = "HALLMARK_STORE_CRASH_CHILD_DB";
+const CRASH_CHILD_ROUND: &str = "HALLMARK_STORE_CRASH_CHILD_ROUND";
+const CRASH_TEST: &str = "kill_mid_write_leaves_a_consistent_store";
+/// Upper bound on a child's life should its parent vanish without killing it.
+const CRASH_CHILD_MAX: Duration = Duration::from_secs(120);
+
+/// A child process creates (and sometimes deletes) entries in a tight loop
+/// and is SIGKILLed at an arbitrary point, three times over on one file.
+/// After each kill the store must open, parse every row, keep every change
+/// the child reported as committed, and hold no partial entry.
+#[test]
+fn kill_mid_write_leaves_a_consistent_store() {
+    if let Ok(db) = std::env::var(CRASH_CHILD_DB) {
+        let round: u32 = std::env::var(CRASH_CHILD_ROUND).unwrap().parse().unwrap();
+        crash_child(Path::new(&db), round);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.sqlite3");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Entry id -> still present, per the child's reports.
+    let mut reported: BTreeMap<String, bool> = BTreeMap::new();
+    let mut changes = 0_i64;
+    for round in 0..3u32 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([CRASH_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CRASH_CHILD_DB, &db)
+            .env(CRASH_CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Vary the kill point between rounds.
+        let target = 120 + 41 * round as usize;
+        let mut created = 0;
+        while created < target {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("round {round}: child exited after {created} entries"))
+                .unwrap();
+            created += record(&line, &mut reported, &mut changes);
+        }
+        // Let the child run on a little, a different while each round, so
+        // the kill lands at different points of a transaction.
+        std::thread::sleep(Duration::from_micros(900 * u64::from(round)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Whatever the child reported before it died is committed too.
+        for line in lines {
+            record(&line.unwrap(), &mut reported, &mut changes);
+        }
+        let (revision, present) = rt.block_on(verify_after_kill(&db, round, &reported, changes));
+        // Start the next round from what the file holds, so an unreported
+        // change of this round is not counted against the next one. The check
+        // itself created and deleted one entry.
+        changes = revision + 2;
+        for (id, live) in reported.iter_mut() {
+            *live = present.contains(id);
+        }
+        for id in present {
+            reported.insert(id, true);
+        }
+    }
+}
+
+/// Tracks one line of the child's report; returns 1 for a creation.
+fn record(line: &str, reported: &mut BTreeMap<String, bool>, changes: &mut i64) -> usize {
+    // The test harness prints `test <name> ... ` without a newline before
+    // the child's first report, so a report may start mid-line.
+    let Some(at) = line.find("crash-child ") else {
+        return 0;
+    };
+    let line = &line[at..];
+    if let Some(id) = line.strip_prefix("crash-child created ") {
+        reported.insert(id.to_string(), true);
+        *changes += 1;
+        1
+    } else if let Some(id) = line.strip_prefix("crash-child deleted ") {
+        reported.insert(id.to_string(), false);
+        *changes += 1;
+        0
+    } else {
+        0
+    }
+}
+
+fn crash_child(db: &Path, round: u32) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(db).await.unwrap();
+        let started = Instant::now();
+        let mut live = Vec::new();
+        let mut i = 0_i64;
+        while started.elapsed() < CRASH_CHILD_MAX {
+            let s = spec(
+                &format!("crash/r{round}/w{i}"),
+                &[
+                    "unix:uid:1000",
+                    &format!("unix:gid:{i}"),
+                    &format!("docker:label:round:{round}"),
+                ],
+            );
+            let e = store.create_entry(&s, i).await.unwrap();
+            // Printed only after commit returned: the parent may rely on it.
+            println!("crash-child created {}", e.id);
+            live.push(e.id);
+            if i % 4 == 3 {
+                let victim = live.remove(0);
+                assert!(store.delete_entry(&victim).await.unwrap());
+                println!("crash-child deleted {victim}");
+            }
+            i += 1;
+        }
+    });
+}
+
+/// Returns the revision and the entry ids found after the kill.
+async fn verify_after_kill(
+    db: &Path,
+    round: u32,
+    reported: &BTreeMap<String, bool>,
+    changes: i64,
+) -> (i64, BTreeSet<String>) {
+    let store = SqliteStore::open(db)
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: store does not open after kill: {e}"));
+    let entries = store
+        .list_entries(&EntryFilter::default())
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: a row does not parse after kill: {e}"));
+    let revision = store.revision().await.unwrap();
+    assert!(
+        revision >= entries.len() as i64,
+        "round {round}: revision {revision} below entry count {}",
+        entries.len()
+    );
+    // At most one change can have committed without being reported.
+    assert!(
+        revision >= changes && revision <= changes + 1,
+        "round {round}: revision {revision}, {changes} changes reported"
+    );
+
+    // Every entry is whole: its three selectors are in the JSON and in the
+    // selector table, and nothing is left of deleted ones.
+    let mut conn =
+        SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db).read_only(true))
+            .await
+            .unwrap();
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok", "round {round}");
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT entry_id, selector FROM entry_selectors")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    conn.close().await.unwrap();
+    let mut by_entry: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (entry_id, selector) in rows {
+        by_entry.entry(entry_id).or_default().insert(selector);
+    }
+    let present: BTreeSet<String> = entries.iter().map(|e| e.id.to_string()).collect();
+    for e in &entries {
+        assert_eq!(
+            e.spec.selectors.len(),
+            3,
+            "round {round}: entry {} lost selectors",
+            e.id
+        );
+        let want: BTreeSet<String> = e.spec.selectors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            by_entry.get(e.id.as_str()),
+            Some(&want),
+            "round {round}: selector rows of {}",
+            e.id
+        );
+    }
+    let orphans: Vec<&String> = by_entry.keys().filter(|k| !present.contains(*k)).collect();
+    assert!(
+        orphans.is_empty(),
+        "round {round}: selector rows without an entry: {orphans:?}"
+    );
+
+    // Committed-and-reported changes are all there; at most one unreported
+    // change separates the file from the report.
+    let expected: BTreeSet<String> = reported
+        .iter()
+        .filter(|(_, live)| **live)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let differing: Vec<&String> = expected.symmetric_difference(&present).collect();
+    assert!(
+        differing.len() <= 1,
+        "round {round}: entries differ from the child's report: {differing:?}"
+    );
+    for id in &differing {
+        // An unreported creation is fine; an unreported deletion must be of
+        // a reported entry, and a reported-deleted entry must stay deleted.
+        assert!(
+            reported.get(*id) != Some(&false),
+            "round {round}: entry {id} was reported deleted but is present"
+        );
+    }
+
+    // And it keeps working.
+    let e = store
+        .create_entry(&spec(&format!("after/r{round}"), &["unix:uid:7"]), 0)
+        .await
+        .unwrap();
+    assert!(
+        e.revision > revision,
+        "round {round}: revision must move on after reopen"
+    );
+    assert!(store.delete_entry(&e.id).await.unwrap());
+    store.close().await;
+    (revision, present)
+}

@@ -1,0 +1,351 @@
+//! Operator commands: talk to the server's admin API on its Unix socket.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use hallmark_core::{format_duration, Entry};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::admin_client::AdminClient;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cli::AdminArgs;
+use crate::config;
+
+#[derive(Args, Debug)]
+pub struct EntryCreateArgs {
+    /// The SPIFFE ID to issue, e.g. spiffe://example.org/web.
+    #[arg(long)]
+    pub spiffe_id: String,
+    /// The agent's SPIFFE ID the entry is for.
+    #[arg(long, conflicts_with = "node", required_unless_present = "node")]
+    pub parent: Option<String>,
+    /// Shorthand for --parent spiffe://<td>/hallmark/agent/<NODE>.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// A selector the workload must have (repeat for several; all must match).
+    #[arg(long = "selector", required = true)]
+    pub selectors: Vec<String>,
+    /// X509-SVID lifetime, e.g. 1h [default: 1h].
+    #[arg(long)]
+    pub x509_ttl: Option<String>,
+    /// JWT-SVID lifetime, e.g. 5m [default: 5m].
+    #[arg(long)]
+    pub jwt_ttl: Option<String>,
+    /// A DNS SAN for the X509-SVID (repeatable).
+    #[arg(long = "dns-name")]
+    pub dns_names: Vec<String>,
+    /// A hint returned with the SVID to tell several identities apart.
+    #[arg(long, default_value = "")]
+    pub hint: String,
+    /// Mark the entry as an admin identity.
+    #[arg(long)]
+    pub admin: bool,
+    #[command(flatten)]
+    pub conn: AdminArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EntryListArgs {
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[arg(long)]
+    pub spiffe_id: Option<String>,
+    #[arg(long)]
+    pub selector: Option<String>,
+    #[command(flatten)]
+    pub conn: AdminArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Node name; the agent becomes spiffe://<td>/hallmark/agent/<NODE>.
+    #[arg(long, default_value = "")]
+    pub node: String,
+    /// How long the token stays usable [default: 10m].
+    #[arg(long)]
+    pub ttl: Option<String>,
+    #[command(flatten)]
+    pub conn: AdminArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct BundleArgs {
+    /// pem (X.509 roots) or jwks (the SPIFFE bundle document).
+    #[arg(long, default_value = "pem", value_parser = ["pem", "jwks"])]
+    pub format: String,
+    #[command(flatten)]
+    pub conn: AdminArgs,
+}
+
+/// A channel over a Unix socket (tonic needs a URI; it is not used).
+pub async fn uds_channel(path: &Path) -> Result<Channel> {
+    let p = path.to_path_buf();
+    Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let p = p.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+        }))
+        .await
+        .with_context(|| format!("connecting to {}", path.display()))
+}
+
+async fn client(args: &AdminArgs) -> Result<AdminClient<Channel>> {
+    let path = args.admin_socket.clone().unwrap_or_else(config::default_admin_socket);
+    let ch = uds_channel(&path)
+        .await
+        .map_err(|e| anyhow!("{e:#}: is the server running? (start it with `hallmark server run` or `hallmark up`, or pass --admin-socket)"))?;
+    Ok(AdminClient::new(ch))
+}
+
+/// A gRPC error as the operator should read it.
+pub fn status_err(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+fn entry_from_pb(e: &pb::Entry) -> Result<Entry> {
+    Entry::try_from(e).map_err(|e| anyhow!("server sent an invalid entry: {e}"))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_entry(e: &Entry) {
+    println!("Entry ID      : {}", e.id);
+    println!("SPIFFE ID     : {}", e.spec.spiffe_id);
+    println!("Parent ID     : {}", e.spec.parent_id);
+    for s in &e.spec.selectors {
+        println!("Selector      : {s}");
+    }
+    println!("X509-SVID TTL : {}", format_duration(std::time::Duration::from_secs(e.spec.x509_ttl_secs)));
+    println!("JWT-SVID TTL  : {}", format_duration(std::time::Duration::from_secs(e.spec.jwt_ttl_secs)));
+    for d in &e.spec.dns_names {
+        println!("DNS name      : {d}");
+    }
+    if !e.spec.hint.is_empty() {
+        println!("Hint          : {}", e.spec.hint);
+    }
+    if e.spec.admin {
+        println!("Admin         : true");
+    }
+}
+
+fn ttl_secs(key: &str, v: &Option<String>) -> Result<u64> {
+    v.as_deref()
+        .map(|s| config::duration(key, s).map(|d| d.as_secs()))
+        .transpose()
+        .map(|o| o.unwrap_or(0))
+}
+
+pub async fn entry_create(a: EntryCreateArgs) -> Result<()> {
+    let mut c = client(&a.conn).await?;
+    let parent = match (&a.parent, &a.node) {
+        (Some(p), _) => p.clone(),
+        (None, Some(node)) => {
+            let status = c.status(pb::StatusRequest {}).await.map_err(status_err)?.into_inner();
+            format!("spiffe://{}/hallmark/agent/{node}", status.trust_domain)
+        }
+        (None, None) => bail!("--parent or --node is required"),
+    };
+    let req = pb::CreateEntryRequest {
+        spiffe_id: a.spiffe_id,
+        parent_id: parent,
+        selectors: a.selectors,
+        x509_ttl_secs: ttl_secs("--x509-ttl", &a.x509_ttl)?,
+        jwt_ttl_secs: ttl_secs("--jwt-ttl", &a.jwt_ttl)?,
+        dns_names: a.dns_names,
+        hint: a.hint,
+        admin: a.admin,
+    };
+    let e = entry_from_pb(&c.create_entry(req).await.map_err(status_err)?.into_inner())?;
+    if a.conn.json {
+        print_json(&e)
+    } else {
+        print_entry(&e);
+        Ok(())
+    }
+}
+
+pub async fn entry_list(a: EntryListArgs) -> Result<()> {
+    let mut c = client(&a.conn).await?;
+    let resp = c
+        .list_entries(pb::ListEntriesRequest {
+            parent_id: a.parent.unwrap_or_default(),
+            spiffe_id: a.spiffe_id.unwrap_or_default(),
+            selector: a.selector.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    let entries = resp.entries.iter().map(entry_from_pb).collect::<Result<Vec<_>>>()?;
+    if a.conn.json {
+        return print_json(&entries);
+    }
+    if entries.is_empty() {
+        println!("No entries. Create one with `hallmark entry create`.");
+        return Ok(());
+    }
+    println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+    for e in &entries {
+        println!();
+        print_entry(e);
+    }
+    Ok(())
+}
+
+pub async fn entry_show(a: AdminArgs, id: &str) -> Result<()> {
+    let mut c = client(&a).await?;
+    let e = entry_from_pb(&c.get_entry(pb::GetEntryRequest { id: id.into() }).await.map_err(status_err)?.into_inner())?;
+    if a.json {
+        print_json(&e)
+    } else {
+        print_entry(&e);
+        Ok(())
+    }
+}
+
+pub async fn entry_delete(a: AdminArgs, id: &str) -> Result<()> {
+    let mut c = client(&a).await?;
+    c.delete_entry(pb::DeleteEntryRequest { id: id.into() }).await.map_err(status_err)?;
+    if a.json {
+        print_json(&serde_json::json!({ "deleted": id }))
+    } else {
+        println!("Deleted entry {id}");
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct TokenOut {
+    token: String,
+    agent_spiffe_id: String,
+    expires_at: i64,
+    ca_fingerprint: String,
+}
+
+pub async fn token_generate(a: TokenArgs) -> Result<()> {
+    let mut c = client(&a.conn).await?;
+    let t = c
+        .generate_token(pb::GenerateTokenRequest {
+            node: a.node,
+            ttl_secs: ttl_secs("--ttl", &a.ttl)?,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    if a.conn.json {
+        return print_json(&TokenOut {
+            token: t.token,
+            agent_spiffe_id: t.agent_spiffe_id,
+            expires_at: t.expires_at,
+            ca_fingerprint: t.ca_fingerprint,
+        });
+    }
+    println!("Token          : {}", t.token);
+    println!("Agent ID       : {}", t.agent_spiffe_id);
+    println!("CA fingerprint : {}", t.ca_fingerprint);
+    println!();
+    println!("Start the agent on that node with:");
+    println!(
+        "  hallmark agent run --server <SERVER:PORT> --trust-domain {} --join-token {} --ca-fingerprint {}",
+        t.agent_spiffe_id
+            .strip_prefix("spiffe://")
+            .and_then(|s| s.split('/').next())
+            .unwrap_or(""),
+        t.token,
+        t.ca_fingerprint
+    );
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct AgentOut {
+    spiffe_id: String,
+    serial: String,
+    expires_at: i64,
+    attested_at: i64,
+    last_seen: i64,
+    banned: bool,
+    connected: bool,
+}
+
+pub async fn agent_list(a: AdminArgs) -> Result<()> {
+    let mut c = client(&a).await?;
+    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(status_err)?.into_inner().agents;
+    let out: Vec<AgentOut> = agents
+        .into_iter()
+        .map(|g| AgentOut {
+            spiffe_id: g.spiffe_id,
+            serial: g.serial,
+            expires_at: g.expires_at,
+            attested_at: g.attested_at,
+            last_seen: g.last_seen,
+            banned: g.banned,
+            connected: g.connected,
+        })
+        .collect();
+    if a.json {
+        return print_json(&out);
+    }
+    if out.is_empty() {
+        println!("No agents. Join one with a token from `hallmark token generate`.");
+        return Ok(());
+    }
+    println!("{:<60} {:<10} {:<7}", "SPIFFE ID", "CONNECTED", "BANNED");
+    for g in out {
+        println!("{:<60} {:<10} {:<7}", g.spiffe_id, g.connected, g.banned);
+    }
+    Ok(())
+}
+
+pub async fn agent_evict(a: AdminArgs, id: &str, ban: bool) -> Result<()> {
+    let mut c = client(&a).await?;
+    let req = pb::AgentRequest { spiffe_id: id.into() };
+    if ban {
+        c.ban_agent(req).await.map_err(status_err)?;
+        println!("Banned agent {id}");
+    } else {
+        c.evict_agent(req).await.map_err(status_err)?;
+        println!("Evicted agent {id}");
+    }
+    Ok(())
+}
+
+pub async fn bundle_show(a: BundleArgs) -> Result<()> {
+    let mut c = client(&a.conn).await?;
+    let b = c.get_bundle(pb::GetBundleRequest {}).await.map_err(status_err)?.into_inner();
+    if a.format == "jwks" || a.conn.json {
+        println!("{}", String::from_utf8_lossy(&b.jwks));
+    } else {
+        for der in b.x509_authorities {
+            print!("{}", pem::encode(&pem::Pem::new("CERTIFICATE", der)));
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(a: AdminArgs) -> Result<()> {
+    let mut c = client(&a).await?;
+    let s = c.status(pb::StatusRequest {}).await.map_err(status_err)?.into_inner();
+    if a.json {
+        return print_json(&serde_json::json!({
+            "trust_domain": s.trust_domain,
+            "version": s.version,
+            "started_at": s.started_at,
+            "entries": s.entries,
+            "agents": s.agents,
+            "connected_agents": s.connected_agents,
+            "ca_fingerprint": s.ca_fingerprint,
+        }));
+    }
+    println!("Trust domain     : {}", s.trust_domain);
+    println!("Version          : {}", s.version);
+    println!("Entries          : {}", s.entries);
+    println!("Agents           : {} ({} connected)", s.agents, s.connected_agents);
+    println!("CA fingerprint   : {}", s.ca_fingerprint);
+    Ok(())
+}

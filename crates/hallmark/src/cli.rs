@@ -1,0 +1,185 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{admin, roles, workload};
+
+#[derive(Parser, Debug)]
+#[command(name = "hallmark", version, about = "Workload identity: SPIFFE SVIDs for every workload, tied to what it is, not where it runs.")]
+pub struct Cli {
+    /// Log filter (e.g. info, debug, hallmark_agent=debug). HALLMARK_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (CA + registry).
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+    /// Run the node agent, or manage attested agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Run a server and an agent in one process, for a laptop.
+    Up(roles::UpArgs),
+    /// Manage registration entries.
+    Entry {
+        #[command(subcommand)]
+        command: EntryCommand,
+    },
+    /// Manage join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Show the trust bundle.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Show the server's status.
+    Status(AdminArgs),
+    /// Fetch this process's X509-SVID from the Workload API.
+    Svid {
+        #[command(subcommand)]
+        command: SvidCommand,
+    },
+    /// Fetch or validate JWT-SVIDs through the Workload API.
+    Jwt {
+        #[command(subcommand)]
+        command: JwtCommand,
+    },
+}
+
+/// How to reach the server's admin API.
+#[derive(Args, Debug, Clone)]
+pub struct AdminArgs {
+    /// The server's admin socket [default: $HALLMARK_HOME/server/admin.sock].
+    #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How to reach the agent's Workload API.
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    /// The Workload API socket: a path or unix:///path. Defaults to
+    /// $SPIFFE_ENDPOINT_SOCKET, else $HALLMARK_HOME/agent/workload.sock.
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Run the server until interrupted.
+    Run(roles::ServerArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Run the agent until interrupted.
+    Run(roles::AgentArgs),
+    /// List attested agents.
+    List(AdminArgs),
+    /// Remove an agent's registration: its SVID stops working at once; it
+    /// may re-join with a new token.
+    Evict {
+        /// The agent's SPIFFE ID.
+        spiffe_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Ban an agent: its SVID stops working and it may not re-join.
+    Ban {
+        spiffe_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EntryCommand {
+    /// Create an entry.
+    Create(admin::EntryCreateArgs),
+    /// List entries.
+    List(admin::EntryListArgs),
+    /// Show one entry.
+    Show {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete an entry; workloads lose the identity within a second.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Generate a single-use join token for a new agent.
+    Generate(admin::TokenArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Print the trust bundle.
+    Show(admin::BundleArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SvidCommand {
+    /// Fetch the caller's X509-SVID(s).
+    Fetch(workload::SvidFetchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JwtCommand {
+    /// Fetch a JWT-SVID for an audience.
+    Fetch(workload::JwtFetchArgs),
+    /// Validate a JWT-SVID for an audience.
+    Validate(workload::JwtValidateArgs),
+}
+
+pub async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Server { command: ServerCommand::Run(a) } => roles::run_server(a).await,
+        Command::Agent { command } => match command {
+            AgentCommand::Run(a) => roles::run_agent(a).await,
+            AgentCommand::List(a) => admin::agent_list(a).await,
+            AgentCommand::Evict { spiffe_id, admin } => admin::agent_evict(admin, &spiffe_id, false).await,
+            AgentCommand::Ban { spiffe_id, admin } => admin::agent_evict(admin, &spiffe_id, true).await,
+        },
+        Command::Up(a) => roles::up(a).await,
+        Command::Entry { command } => match command {
+            EntryCommand::Create(a) => admin::entry_create(a).await,
+            EntryCommand::List(a) => admin::entry_list(a).await,
+            EntryCommand::Show { id, admin } => admin::entry_show(admin, &id).await,
+            EntryCommand::Delete { id, admin } => admin::entry_delete(admin, &id).await,
+        },
+        Command::Token { command: TokenCommand::Generate(a) } => admin::token_generate(a).await,
+        Command::Bundle { command: BundleCommand::Show(a) } => admin::bundle_show(a).await,
+        Command::Status(a) => admin::status(a).await,
+        Command::Svid { command: SvidCommand::Fetch(a) } => workload::svid_fetch(a).await,
+        Command::Jwt { command } => match command {
+            JwtCommand::Fetch(a) => workload::jwt_fetch(a).await,
+            JwtCommand::Validate(a) => workload::jwt_validate(a).await,
+        },
+    }
+}

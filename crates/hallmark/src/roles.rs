@@ -1,0 +1,294 @@
+//! The long-running roles: `server run`, `agent run` and `up`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use hallmark_agent::{AgentConfig, ServerTrustSource};
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::admin_server::Admin;
+use hallmark_server::{CaSource, ServerConfig};
+
+use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
+
+/// How long shutdown may take before the process exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// TOML config file (section [server]); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Trust domain [default: hallmark.local].
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// State directory (datastore) [default: $HALLMARK_HOME/server].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Node API address for agents [default: 127.0.0.1:8081].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Admin API socket [default: <data-dir>/admin.sock].
+    #[arg(long)]
+    pub admin_socket: Option<PathBuf>,
+    /// JWT-SVID signing key: ec-p256 (ES256) or rsa-2048 (RS256) [default: ec-p256].
+    #[arg(long)]
+    pub jwt_key_type: Option<String>,
+    /// Lifetime of a self-signed root created on first start [default: 365d].
+    #[arg(long)]
+    pub ca_ttl: Option<String>,
+    /// Lifetime of agent SVIDs [default: 1h].
+    #[arg(long)]
+    pub agent_svid_ttl: Option<String>,
+    /// Default join token lifetime [default: 10m].
+    #[arg(long)]
+    pub join_token_ttl: Option<String>,
+    /// CA certificate (PEM) to sign with instead of a self-signed root.
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM, PKCS#8).
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Certificates above the CA up to the root (PEM), for an intermediate CA.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_chain: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// TOML config file (section [agent]); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Trust domain [default: hallmark.local].
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// State directory [default: $HALLMARK_HOME/agent].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Server node API address HOST:PORT (repeat for failover) [default: 127.0.0.1:8081].
+    #[arg(long = "server")]
+    pub servers: Vec<String>,
+    /// Workload API socket [default: <data-dir>/workload.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Single-use join token (only needed until the agent holds an SVID).
+    #[arg(long, env = "HALLMARK_JOIN_TOKEN")]
+    pub join_token: Option<String>,
+    /// SHA-256 of the server's root CA, from `hallmark token generate`.
+    #[arg(long, conflicts_with = "trust_bundle")]
+    pub ca_fingerprint: Option<String>,
+    /// PEM file with the server's root CA(s).
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// State directory [default: $HALLMARK_HOME, else ~/.hallmark].
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Trust domain [default: hallmark.local].
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
+    let file = config::load_file(a.config.as_deref())?.server;
+    let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let data_dir = pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("server"));
+    let listen = pick(a.listen, file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let ca = match (pick(a.ca_cert, file.ca_cert), pick(a.ca_key, file.ca_key)) {
+        (Some(cert), Some(key)) => CaSource::Disk {
+            cert,
+            key,
+            chain: pick(a.ca_chain, file.ca_chain),
+        },
+        (None, None) => CaSource::SelfSigned,
+        _ => return Err(anyhow!("ca_cert and ca_key must be given together")),
+    };
+    Ok(ServerConfig {
+        trust_domain: config::trust_domain("trust_domain", &td)?,
+        admin_socket: pick(a.admin_socket, file.admin_socket).unwrap_or_else(|| data_dir.join("admin.sock")),
+        listen: config::socket_addr("listen", &listen)?,
+        jwt_key_alg: config::key_alg("jwt_key_type", &pick(a.jwt_key_type, file.jwt_key_type).unwrap_or_else(|| "ec-p256".into()))?,
+        ca,
+        ca_ttl: config::duration("ca_ttl", &pick(a.ca_ttl, file.ca_ttl).unwrap_or_else(|| "365d".into()))?,
+        agent_svid_ttl: config::duration(
+            "agent_svid_ttl",
+            &pick(a.agent_svid_ttl, file.agent_svid_ttl).unwrap_or_else(|| "1h".into()),
+        )?,
+        join_token_ttl: config::duration(
+            "join_token_ttl",
+            &pick(a.join_token_ttl, file.join_token_ttl).unwrap_or_else(|| "10m".into()),
+        )?,
+        data_dir,
+    })
+}
+
+pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
+    let file = config::load_file(a.config.as_deref())?.agent;
+    let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let data_dir = pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("agent"));
+    let servers = if a.servers.is_empty() {
+        file.servers.unwrap_or_else(|| vec![DEFAULT_LISTEN.into()])
+    } else {
+        a.servers
+    };
+    let servers = servers
+        .iter()
+        .map(|s| config::server_addr("server", s))
+        .collect::<Result<Vec<_>>>()?;
+    let trust = match (pick(a.ca_fingerprint, file.ca_fingerprint), pick(a.trust_bundle, file.trust_bundle)) {
+        (Some(fp), None) => ServerTrustSource::Fingerprint(config::fingerprint("ca_fingerprint", &fp)?),
+        (None, Some(path)) => ServerTrustSource::BundleFile(path),
+        (None, None) => ServerTrustSource::None,
+        (Some(_), Some(_)) => return Err(anyhow!("give either ca_fingerprint or trust_bundle, not both")),
+    };
+    Ok(AgentConfig {
+        trust_domain: config::trust_domain("trust_domain", &td)?,
+        socket_path: pick(a.socket, file.socket).unwrap_or_else(|| data_dir.join("workload.sock")),
+        data_dir,
+        servers,
+        join_token: pick(a.join_token, file.join_token),
+        trust,
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn run_server(a: ServerArgs) -> Result<()> {
+    let cfg = server_config(a)?;
+    let handle = hallmark_server::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
+    Ok(())
+}
+
+pub async fn run_agent(a: AgentArgs) -> Result<()> {
+    let cfg = agent_config(a)?;
+    let handle = hallmark_agent::start(cfg).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
+    Ok(())
+}
+
+/// The user who ran `hallmark up` (through sudo: the user behind it).
+fn invoking_user() -> (u32, String) {
+    let uid = std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| nix::unistd::getuid().as_raw());
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        .unwrap_or_else(|| format!("uid-{uid}"));
+    (uid, name)
+}
+
+pub async fn up(a: UpArgs) -> Result<()> {
+    let home = a.home.unwrap_or_else(config::default_home);
+    let td_name = a.trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let td = config::trust_domain("--trust-domain", &td_name)?;
+    let server_dir = home.join("server");
+    let server = hallmark_server::start(ServerConfig {
+        trust_domain: td.clone(),
+        admin_socket: server_dir.join("admin.sock"),
+        data_dir: server_dir,
+        listen: config::socket_addr("listen", "127.0.0.1:0")?,
+        jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
+        ca: CaSource::SelfSigned,
+        ca_ttl: Duration::from_secs(365 * 86400),
+        agent_svid_ttl: Duration::from_secs(3600),
+        join_token_ttl: Duration::from_secs(600),
+    })
+    .await
+    .context("starting the server")?;
+    let admin = server.admin();
+
+    // A token every time: the agent ignores it while it holds a valid SVID
+    // from an earlier run, and uses it after a long pause.
+    let token = admin
+        .generate_token(tonic::Request::new(pb::GenerateTokenRequest {
+            node: "local".into(),
+            ttl_secs: 600,
+        }))
+        .await
+        .map_err(crate::admin::status_err)?
+        .into_inner();
+
+    let (uid, user) = invoking_user();
+    let spiffe_id = format!("spiffe://{td}/user/{user}");
+    match admin
+        .create_entry(tonic::Request::new(pb::CreateEntryRequest {
+            spiffe_id: spiffe_id.clone(),
+            parent_id: token.agent_spiffe_id.clone(),
+            selectors: vec![format!("unix:uid:{uid}")],
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::AlreadyExists => {}
+        Err(s) => return Err(crate::admin::status_err(s)),
+    }
+
+    let agent_dir = home.join("agent");
+    let socket = agent_dir.join("workload.sock");
+    let mut agent = hallmark_agent::start(AgentConfig {
+        trust_domain: td.clone(),
+        data_dir: agent_dir,
+        servers: vec![server.listen_addr.to_string()],
+        socket_path: socket.clone(),
+        join_token: Some(token.token),
+        trust: ServerTrustSource::Fingerprint(token.ca_fingerprint),
+    })
+    .await
+    .context("starting the agent")?;
+    tokio::time::timeout(Duration::from_secs(30), agent.ready())
+        .await
+        .map_err(|_| anyhow!("the agent did not sync with the server within 30s"))?;
+
+    println!("Hallmark is up.");
+    println!();
+    println!("  trust domain   {td}");
+    println!("  your identity  {spiffe_id}   (selector unix:uid:{uid})");
+    println!("  workload API   unix://{}", socket.display());
+    println!("  admin socket   {}", server.admin_socket.display());
+    println!();
+    println!("Try it in another terminal:");
+    println!("  export SPIFFE_ENDPOINT_SOCKET=unix://{}", socket.display());
+    println!("  hallmark svid fetch");
+    println!();
+    println!("Ctrl-C stops it; state is kept in {}.", home.display());
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
+        agent.shutdown().await;
+        server.shutdown().await;
+    })
+    .await;
+    Ok(())
+}

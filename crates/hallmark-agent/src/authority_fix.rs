@@ -89,14 +89,17 @@ impl<S> AuthorityFix<S> {
             let frame = self.raw.split_to(FRAME_HEADER_LEN + len);
             let ty = frame[3];
             let flags = frame[4];
-            let stream_id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
+            let stream_id =
+                u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
             let payload = &frame[FRAME_HEADER_LEN..];
             match ty {
                 TYPE_HEADERS => {
                     let mut p = payload;
                     let mut pad = 0usize;
                     if flags & FLAG_PADDED != 0 {
-                        let (&n, rest) = p.split_first().ok_or_else(|| bad("HEADERS padding length missing"))?;
+                        let (&n, rest) = p
+                            .split_first()
+                            .ok_or_else(|| bad("HEADERS padding length missing"))?;
                         pad = n as usize;
                         p = rest;
                     }
@@ -153,7 +156,9 @@ impl<S> AuthorityFix<S> {
             .decode(&h.block)
             .map_err(|e| bad(&format!("HPACK decoding failed: {e:?}")))?;
         for (name, value) in headers.iter_mut() {
-            if name.as_slice() == b":authority" && http::uri::Authority::try_from(value.as_slice()).is_err() {
+            if name.as_slice() == b":authority"
+                && http::uri::Authority::try_from(value.as_slice()).is_err()
+            {
                 *value = b"localhost".to_vec();
             }
         }
@@ -187,7 +192,8 @@ impl<S> AuthorityFix<S> {
             if i == pieces.len() - 1 {
                 flags |= FLAG_END_HEADERS;
             }
-            self.out.extend_from_slice(&(chunk.len() as u32).to_be_bytes()[1..]);
+            self.out
+                .extend_from_slice(&(chunk.len() as u32).to_be_bytes()[1..]);
             self.out.extend_from_slice(&[ty, flags]);
             self.out.extend_from_slice(&h.stream_id.to_be_bytes());
             self.out.extend_from_slice(chunk);
@@ -197,11 +203,18 @@ impl<S> AuthorityFix<S> {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2 from Workload API client: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("HTTP/2 from Workload API client: {what}"),
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.out.is_empty() {
@@ -239,7 +252,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -264,7 +281,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityFix<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for AuthorityFix<S> {
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for AuthorityFix<S>
+{
     type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -327,8 +346,8 @@ mod tests {
         };
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(0x4, 0, 0, &[])); // SETTINGS passes through
-        // Two requests: the second uses dynamic-table references to the
-        // first's headers, exercising state carried across blocks.
+                                             // Two requests: the second uses dynamic-table references to the
+                                             // first's headers, exercising state carried across blocks.
         let b1 = client_enc.encode(req(b"tmp%2Fagent%2Fworkload.sock"));
         let b2 = client_enc.encode(req(b"tmp%2Fagent%2Fworkload.sock"));
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &b1));
@@ -361,14 +380,20 @@ mod tests {
                 rest = &rest[9 + len..];
             }
         };
-        assert_eq!(second_headers_flags & (FLAG_END_STREAM | FLAG_END_HEADERS), FLAG_END_STREAM | FLAG_END_HEADERS);
+        assert_eq!(
+            second_headers_flags & (FLAG_END_STREAM | FLAG_END_HEADERS),
+            FLAG_END_STREAM | FLAG_END_HEADERS
+        );
         assert!(out.ends_with(&frame(0x0, 0x1, 1, b"data")));
     }
 
     #[tokio::test]
     async fn valid_authority_is_kept() {
         let mut enc = loona_hpack::Encoder::new();
-        let b = enc.encode(vec![(&b":authority"[..], &b"localhost:1234"[..]), (&b":method"[..], &b"POST"[..])]);
+        let b = enc.encode(vec![
+            (&b":authority"[..], &b"localhost:1234"[..]),
+            (&b":method"[..], &b"POST"[..]),
+        ]);
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &{
             let mut p = vec![3u8];
@@ -377,13 +402,21 @@ mod tests {
             p
         }));
         let (_, blocks) = run(input).await;
-        assert_eq!(blocks[0][0], (b":authority".to_vec(), b"localhost:1234".to_vec()));
+        assert_eq!(
+            blocks[0][0],
+            (b":authority".to_vec(), b"localhost:1234".to_vec())
+        );
     }
 
     #[tokio::test]
     async fn garbage_header_block_is_an_error() {
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &[0xff, 0xff, 0xff, 0xff, 0xff]));
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &[0xff, 0xff, 0xff, 0xff, 0xff],
+        ));
         let (mut client, server) = tokio::io::duplex(1 << 16);
         client.write_all(&input).await.unwrap();
         drop(client);

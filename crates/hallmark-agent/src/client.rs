@@ -53,7 +53,11 @@ pub fn tls_config(
     trust: ServerTrust,
     identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    Ok(Arc::new(hallmark_ca::tls::client_config(trust, server_id(td), identity)?))
+    Ok(Arc::new(hallmark_ca::tls::client_config(
+        trust,
+        server_id(td),
+        identity,
+    )?))
 }
 
 pub fn roots_trust(roots: Vec<Vec<u8>>) -> ServerTrust {
@@ -78,7 +82,12 @@ pub async fn connect(
                 match tokio::time::timeout(CONNECT_TIMEOUT, dial(addr, tls.clone())).await {
                     Ok(Ok(s)) => return Ok(TokioIo::new(s)),
                     Ok(Err(e)) => last_err = e,
-                    Err(_) => last_err = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{addr}: timed out")),
+                    Err(_) => {
+                        last_err = std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("{addr}: timed out"),
+                        )
+                    }
                 }
                 tracing::debug!(server = %addr, error = %last_err, "server unreachable, trying the next");
             }

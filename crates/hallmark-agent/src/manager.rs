@@ -111,7 +111,10 @@ impl Manager {
         self.shared.snapshots.subscribe()
     }
 
-    pub async fn start(config: &AgentConfig, shutdown: watch::Receiver<bool>) -> Result<Self, ManagerError> {
+    pub async fn start(
+        config: &AgentConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, ManagerError> {
         persist::create_dir(&config.data_dir)?;
         let td = config.trust_domain.clone();
         let saved = persist::load_credentials(&config.data_dir)?;
@@ -204,15 +207,20 @@ fn load_trust(config: &AgentConfig) -> Result<ServerTrust, ManagerError> {
 
 /// First contact: join token + CSR for a key made here.
 async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), ManagerError> {
-    let token = config.join_token.clone().ok_or(ManagerError::NeedJoinToken)?;
+    let token = config
+        .join_token
+        .clone()
+        .ok_or(ManagerError::NeedJoinToken)?;
     let trust = load_trust(config)?;
     let td = &config.trust_domain;
     // The CSR's names are ignored by the server, which assigns the ID bound
     // to the token.
-    let placeholder = td.id_with_path("/hallmark/agent").map_err(|e| ManagerError::BadServerData {
-        what: "trust domain",
-        reason: e.to_string(),
-    })?;
+    let placeholder =
+        td.id_with_path("/hallmark/agent")
+            .map_err(|e| ManagerError::BadServerData {
+                what: "trust domain",
+                reason: e.to_string(),
+            })?;
     let (key_pkcs8, csr) = hallmark_ca::generate_key_and_csr(&placeholder)?;
     let tls = client::tls_config(td, trust, None)?;
     let deadline = Instant::now() + ATTEST_RETRY_FOR;
@@ -544,13 +552,15 @@ async fn mint_batch(
     let keyed = tokio::task::spawn_blocking(move || {
         owned
             .into_iter()
-            .filter_map(|e| match hallmark_ca::generate_key_and_csr(&e.spec.spiffe_id) {
-                Ok((key, csr)) => Some((e, key, csr)),
-                Err(err) => {
-                    tracing::error!(entry = %e.id, error = %err, "generating a key failed");
-                    None
-                }
-            })
+            .filter_map(
+                |e| match hallmark_ca::generate_key_and_csr(&e.spec.spiffe_id) {
+                    Ok((key, csr)) => Some((e, key, csr)),
+                    Err(err) => {
+                        tracing::error!(entry = %e.id, error = %err, "generating a key failed");
+                        None
+                    }
+                },
+            )
             .collect::<Vec<_>>()
     })
     .await
@@ -567,15 +577,21 @@ async fn mint_batch(
         .await?
         .into_inner()
         .results;
-    let mut by_id: HashMap<String, pb::SvidResult> =
-        results.into_iter().map(|r| (r.entry_id.clone(), r)).collect();
+    let mut by_id: HashMap<String, pb::SvidResult> = results
+        .into_iter()
+        .map(|r| (r.entry_id.clone(), r))
+        .collect();
     let mut out = Vec::with_capacity(keyed.len());
     let mut failed = false;
     for (entry, key, _) in keyed {
         match by_id.remove(entry.id.as_str()) {
-            Some(pb::SvidResult { svid: Some(svid), .. }) if !svid.cert_chain.is_empty() => {
+            Some(pb::SvidResult {
+                svid: Some(svid), ..
+            }) if !svid.cert_chain.is_empty() => {
                 let (_, not_after) = validity(&svid.cert_chain[0]);
-                let lifetime = not_after.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+                let lifetime = not_after
+                    .duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO);
                 out.push(CachedSvid {
                     entry_id: entry.id.clone(),
                     spiffe_id: entry.spec.spiffe_id.clone(),
@@ -608,7 +624,10 @@ mod tests {
         let life = Duration::from_secs(1000);
         for _ in 0..200 {
             let r = renew_after(life);
-            assert!(r >= Duration::from_secs(450) && r <= Duration::from_secs(550), "{r:?}");
+            assert!(
+                r >= Duration::from_secs(450) && r <= Duration::from_secs(550),
+                "{r:?}"
+            );
         }
     }
 }

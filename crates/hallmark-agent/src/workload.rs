@@ -15,8 +15,9 @@ use hallmark_core::{EntryId, SelectorSet, SpiffeId, TrustDomain};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
-    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
 use hallmark_proto::WORKLOAD_HEADER;
 use tokio::net::UnixListener;
@@ -35,7 +36,9 @@ const JWT_REUSE_FRACTION: f64 = 0.5;
 
 /// Accepts Workload API connections, capturing each peer's credentials at
 /// accept time and repairing gRPC C-core's `:authority` (see [`AuthorityFix`]).
-pub fn incoming(listener: UnixListener) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
+pub fn incoming(
+    listener: UnixListener,
+) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(128);
     tokio::spawn(async move {
         loop {
@@ -65,9 +68,12 @@ struct CachedJwt {
     expires_at: i64,
 }
 
+/// JWT-SVIDs by (entry, sorted audiences).
+type JwtCache = HashMap<(EntryId, Vec<String>), CachedJwt>;
+
 pub struct WorkloadService {
     shared: Arc<Shared>,
-    jwt_cache: Arc<Mutex<HashMap<(EntryId, Vec<String>), CachedJwt>>>,
+    jwt_cache: Arc<Mutex<JwtCache>>,
 }
 
 impl WorkloadService {
@@ -83,7 +89,9 @@ impl WorkloadService {
         check_header(req)?;
         let snap = self.shared.snapshots.borrow().clone();
         if !snap.ready {
-            return Err(Status::unavailable("agent is starting: not yet synced with the server"));
+            return Err(Status::unavailable(
+                "agent is starting: not yet synced with the server",
+            ));
         }
         let peer = req
             .extensions()
@@ -99,7 +107,11 @@ impl WorkloadService {
 }
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
-    match req.metadata().get(WORKLOAD_HEADER).and_then(|v| v.to_str().ok()) {
+    match req
+        .metadata()
+        .get(WORKLOAD_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
         Some("true") => Ok(()),
         _ => Err(Status::invalid_argument(format!(
             "security header missing from request: set metadata `{WORKLOAD_HEADER}: true`"
@@ -108,7 +120,10 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
 }
 
 /// The caller's SVIDs, default first, skipping expired ones and repeated hints.
-fn svids_for<'a>(snap: &'a Snapshot, selectors: &SelectorSet) -> Vec<(&'a hallmark_core::Entry, &'a Arc<CachedSvid>)> {
+fn svids_for<'a>(
+    snap: &'a Snapshot,
+    selectors: &SelectorSet,
+) -> Vec<(&'a hallmark_core::Entry, &'a Arc<CachedSvid>)> {
     let now = SystemTime::now();
     let mut hints = std::collections::HashSet::new();
     snap.entries
@@ -120,7 +135,10 @@ fn svids_for<'a>(snap: &'a Snapshot, selectors: &SelectorSet) -> Vec<(&'a hallma
         .collect()
 }
 
-fn matching_entries<'a>(snap: &'a Snapshot, selectors: &SelectorSet) -> Vec<&'a hallmark_core::Entry> {
+fn matching_entries<'a>(
+    snap: &'a Snapshot,
+    selectors: &SelectorSet,
+) -> Vec<&'a hallmark_core::Entry> {
     snap.entries
         .iter()
         .filter(|e| e.spec.matches(&snap.agent_id, selectors))
@@ -227,7 +245,10 @@ fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
             values: a.iter().map(json_to_prost).collect(),
         }),
         serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect::<BTreeMap<_, _>>(),
+            fields: o
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_prost(v)))
+                .collect::<BTreeMap<_, _>>(),
         }),
     };
     prost_types::Value { kind: Some(kind) }
@@ -237,22 +258,35 @@ fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
 impl SpiffeWorkloadApi for WorkloadService {
     type FetchX509SVIDStream = BoxStream<X509svidResponse>;
 
-    async fn fetch_x509svid(&self, req: Request<X509svidRequest>) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         if x509_response(&snap, &selectors).is_none() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
-        Ok(Response::new(state_stream(&self.shared, selectors, x509_response)))
+        Ok(Response::new(state_stream(
+            &self.shared,
+            selectors,
+            x509_response,
+        )))
     }
 
     type FetchX509BundlesStream = BoxStream<X509BundlesResponse>;
 
-    async fn fetch_x509_bundles(&self, req: Request<X509BundlesRequest>) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
             (!matching_entries(snap, sel).is_empty()).then(|| X509BundlesResponse {
                 crl: Vec::new(),
-                bundles: HashMap::from([(td_key(&snap.bundle.trust_domain), snap.bundle.x509_der_concat())]),
+                bundles: HashMap::from([(
+                    td_key(&snap.bundle.trust_domain),
+                    snap.bundle.x509_der_concat(),
+                )]),
             })
         };
         if make(&snap, &selectors).is_none() {
@@ -261,22 +295,30 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(state_stream(&self.shared, selectors, make)))
     }
 
-    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let r = req.into_inner();
         if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("audience must be specified (at least one, none empty)"));
+            return Err(Status::invalid_argument(
+                "audience must be specified (at least one, none empty)",
+            ));
         }
         let mut entries = matching_entries(&snap, &selectors);
         if entries.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
         if !r.spiffe_id.is_empty() {
-            let want = SpiffeId::new(&r.spiffe_id)
-                .map_err(|e| Status::invalid_argument(format!("spiffe_id `{}` {e}", r.spiffe_id)))?;
+            let want = SpiffeId::new(&r.spiffe_id).map_err(|e| {
+                Status::invalid_argument(format!("spiffe_id `{}` {e}", r.spiffe_id))
+            })?;
             entries.retain(|e| e.spec.spiffe_id == want);
             if entries.is_empty() {
-                return Err(Status::permission_denied(format!("caller is not entitled to {want}")));
+                return Err(Status::permission_denied(format!(
+                    "caller is not entitled to {want}"
+                )));
             }
         }
         let mut audience = r.audience.clone();
@@ -300,11 +342,17 @@ impl SpiffeWorkloadApi for WorkloadService {
 
     type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
 
-    async fn fetch_jwt_bundles(&self, req: Request<JwtBundlesRequest>) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
             (!matching_entries(snap, sel).is_empty()).then(|| JwtBundlesResponse {
-                bundles: HashMap::from([(td_key(&snap.bundle.trust_domain), jwt_jwks(&snap.bundle))]),
+                bundles: HashMap::from([(
+                    td_key(&snap.bundle.trust_domain),
+                    jwt_jwks(&snap.bundle),
+                )]),
             })
         };
         if make(&snap, &selectors).is_none() {
@@ -313,7 +361,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(state_stream(&self.shared, selectors, make)))
     }
 
-    async fn validate_jwtsvid(&self, req: Request<ValidateJwtsvidRequest>) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
         let r = req.into_inner();
         if r.audience.is_empty() {
@@ -324,14 +375,21 @@ impl SpiffeWorkloadApi for WorkloadService {
         }
         let snap = self.shared.snapshots.borrow().clone();
         if !snap.ready {
-            return Err(Status::unavailable("agent is starting: not yet synced with the server"));
+            return Err(Status::unavailable(
+                "agent is starting: not yet synced with the server",
+            ));
         }
         let bundle = snap.bundle.clone();
-        let lookup = move |td: &TrustDomain| (td == &bundle.trust_domain).then(|| (*bundle).clone());
+        let lookup =
+            move |td: &TrustDomain| (td == &bundle.trust_domain).then(|| (*bundle).clone());
         let v = hallmark_ca::validate_jwt_svid(&r.svid, &r.audience, &lookup, SystemTime::now())
             .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
         let claims = prost_types::Struct {
-            fields: v.claims.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect(),
+            fields: v
+                .claims
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_prost(v)))
+                .collect(),
         };
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: v.spiffe_id.to_string(),
@@ -387,7 +445,10 @@ impl WorkloadService {
             // The server is away: a cached token that is still valid beats none.
             Err(s) => match cached {
                 Some(c) if c.expires_at > now + 1 => Ok(c.token),
-                _ => Err(Status::unavailable(format!("minting a JWT-SVID: {}", s.message()))),
+                _ => Err(Status::unavailable(format!(
+                    "minting a JWT-SVID: {}",
+                    s.message()
+                ))),
             },
         }
     }

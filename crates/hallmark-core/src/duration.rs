@@ -7,7 +7,9 @@ use std::time::Duration;
 pub enum DurationError {
     #[error("is empty")]
     Empty,
-    #[error("has a number with no unit or a unit with no number (use e.g. `90s`, `15m`, `1h`, `2h30m`)")]
+    #[error(
+        "has a number with no unit or a unit with no number (use e.g. `90s`, `15m`, `1h`, `2h30m`)"
+    )]
     Malformed,
     #[error("has an unknown unit `{0}` (use s, m, h or d)")]
     UnknownUnit(String),
@@ -37,7 +39,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         if digits == 0 {
             return Err(DurationError::Malformed);
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| DurationError::Overflow)?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| DurationError::Overflow)?;
         rest = &rest[digits..];
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         if unit_len == 0 {
@@ -99,7 +103,10 @@ mod tests {
         assert_eq!(parse_duration("0s").unwrap_err(), DurationError::Zero);
         assert_eq!(parse_duration("h").unwrap_err(), DurationError::Malformed);
         assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("5x").unwrap_err(), DurationError::UnknownUnit("x".into()));
+        assert_eq!(
+            parse_duration("5x").unwrap_err(),
+            DurationError::UnknownUnit("x".into())
+        );
         assert_eq!(parse_duration("-5s").unwrap_err(), DurationError::Malformed);
         assert_eq!(
             parse_duration("99999999999999999999d").unwrap_err(),

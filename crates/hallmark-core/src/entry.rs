@@ -143,10 +143,11 @@ impl EntrySpec {
                 trust_domain.to_string(),
             ));
         }
-        let parent_id = SpiffeId::new_workload(raw.parent_id).map_err(|e| EntryError::ParentId {
-            id: raw.parent_id.to_string(),
-            reason: e.to_string(),
-        })?;
+        let parent_id =
+            SpiffeId::new_workload(raw.parent_id).map_err(|e| EntryError::ParentId {
+                id: raw.parent_id.to_string(),
+                reason: e.to_string(),
+            })?;
         if raw.selectors.is_empty() {
             return Err(EntryError::NoSelectors);
         }
@@ -211,7 +212,9 @@ fn valid_dns_name(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -241,7 +244,10 @@ mod tests {
         let mut r = raw();
         r.spiffe_id = "spiffe://example.org/web/";
         let e = EntrySpec::parse(&r, "example.org").unwrap_err().to_string();
-        assert!(e.contains("spiffe://example.org/web/") && e.contains("end with `/`"), "{e}");
+        assert!(
+            e.contains("spiffe://example.org/web/") && e.contains("end with `/`"),
+            "{e}"
+        );
 
         let e = EntrySpec::parse(&raw(), "other.org").unwrap_err();
         assert!(matches!(e, EntryError::ForeignTrustDomain(..)));
@@ -253,18 +259,27 @@ mod tests {
 
         let mut r = raw();
         r.selectors = vec![];
-        assert_eq!(EntrySpec::parse(&r, "example.org").unwrap_err(), EntryError::NoSelectors);
+        assert_eq!(
+            EntrySpec::parse(&r, "example.org").unwrap_err(),
+            EntryError::NoSelectors
+        );
 
         let mut r = raw();
         r.x509_ttl_secs = Some(1);
         assert!(matches!(
             EntrySpec::parse(&r, "example.org").unwrap_err(),
-            EntryError::Ttl { which: "X.509", secs: 1 }
+            EntryError::Ttl {
+                which: "X.509",
+                secs: 1
+            }
         ));
 
         let mut r = raw();
         r.dns_names = vec!["bad_name.example"];
-        assert!(matches!(EntrySpec::parse(&r, "example.org").unwrap_err(), EntryError::DnsName(_)));
+        assert!(matches!(
+            EntrySpec::parse(&r, "example.org").unwrap_err(),
+            EntryError::DnsName(_)
+        ));
         r.dns_names = vec!["*.web.example", "api.example"];
         assert!(EntrySpec::parse(&r, "example.org").is_ok());
     }
@@ -274,12 +289,17 @@ mod tests {
         let spec = EntrySpec::parse(&raw(), "example.org").unwrap();
         let agent = SpiffeId::new("spiffe://example.org/hallmark/agent/node1").unwrap();
         let other_agent = SpiffeId::new("spiffe://example.org/hallmark/agent/node2").unwrap();
-        let attested: SelectorSet = [Selector::new("unix:uid:1000").unwrap(), Selector::new("unix:gid:5").unwrap()]
-            .into_iter()
-            .collect();
+        let attested: SelectorSet = [
+            Selector::new("unix:uid:1000").unwrap(),
+            Selector::new("unix:gid:5").unwrap(),
+        ]
+        .into_iter()
+        .collect();
         assert!(spec.matches(&agent, &attested));
         assert!(!spec.matches(&other_agent, &attested));
-        let none: SelectorSet = [Selector::new("unix:uid:1001").unwrap()].into_iter().collect();
+        let none: SelectorSet = [Selector::new("unix:uid:1001").unwrap()]
+            .into_iter()
+            .collect();
         assert!(!spec.matches(&agent, &none));
     }
 

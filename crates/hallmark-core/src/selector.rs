@@ -95,7 +95,9 @@ impl Selector {
             return Err(SelectorError::ControlChar);
         }
         let (ty, rest) = s.split_once(':').ok_or(SelectorError::MissingSeparator)?;
-        let (key, value) = rest.split_once(':').ok_or(SelectorError::MissingSeparator)?;
+        let (key, value) = rest
+            .split_once(':')
+            .ok_or(SelectorError::MissingSeparator)?;
         let keys = KNOWN
             .iter()
             .find(|(t, _)| *t == ty)
@@ -112,16 +114,17 @@ impl Selector {
             return Err(SelectorError::EmptyValue);
         }
         match key {
-            "uid" | "gid" => {
-                if value.parse::<u32>().is_err() {
-                    return Err(SelectorError::NotNumeric(value.to_string()));
-                }
+            "uid" | "gid" if value.parse::<u32>().is_err() => {
+                return Err(SelectorError::NotNumeric(value.to_string()));
             }
             "path" if !value.starts_with('/') => return Err(SelectorError::RelativePath),
-            "sha256" => {
-                if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                    return Err(SelectorError::BadSha256);
-                }
+            "sha256"
+                if value.len() != 64
+                    || !value
+                        .bytes()
+                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+            {
+                return Err(SelectorError::BadSha256);
             }
             "label" | "pod-label" => match value.split_once(':') {
                 Some((k, _)) if !k.is_empty() => {}
@@ -277,7 +280,7 @@ mod tests {
         let uid = Selector::new("unix:uid:1000").unwrap();
         let gid = Selector::new("unix:gid:1000").unwrap();
         let other = Selector::new("unix:uid:1001").unwrap();
-        assert!(set.satisfies(&[uid.clone()]));
+        assert!(set.satisfies(std::slice::from_ref(&uid)));
         assert!(set.satisfies(&[uid.clone(), gid]));
         assert!(!set.satisfies(&[uid, other]));
         assert!(!set.satisfies(&[]));

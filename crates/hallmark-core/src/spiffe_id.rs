@@ -21,7 +21,9 @@ pub enum SpiffeIdError {
     WrongScheme,
     #[error("has no trust domain after `spiffe://`")]
     MissingTrustDomain,
-    #[error("trust domain may only contain lowercase letters, digits, `.`, `-` and `_` (found {0:?})")]
+    #[error(
+        "trust domain may only contain lowercase letters, digits, `.`, `-` and `_` (found {0:?})"
+    )]
     BadTrustDomainChar(char),
     #[error("trust domain is longer than {MAX_TRUST_DOMAIN_LEN} bytes")]
     TrustDomainTooLong,
@@ -234,7 +236,8 @@ impl Serialize for TrustDomain {
 impl<'de> Deserialize<'de> for TrustDomain {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        TrustDomain::new(&s).map_err(|e| serde::de::Error::custom(format!("trust domain `{s}` {e}")))
+        TrustDomain::new(&s)
+            .map_err(|e| serde::de::Error::custom(format!("trust domain `{s}` {e}")))
     }
 }
 
@@ -289,11 +292,20 @@ mod tests {
 
     #[test]
     fn trust_domain_forms() {
-        assert_eq!(TrustDomain::new("example.org").unwrap().name(), "example.org");
-        assert_eq!(TrustDomain::new("spiffe://example.org").unwrap().name(), "example.org");
+        assert_eq!(
+            TrustDomain::new("example.org").unwrap().name(),
+            "example.org"
+        );
+        assert_eq!(
+            TrustDomain::new("spiffe://example.org").unwrap().name(),
+            "example.org"
+        );
         assert!(TrustDomain::new("Example.org").is_err());
         let td = TrustDomain::new("example.org").unwrap();
         assert_eq!(td.id().as_str(), "spiffe://example.org");
-        assert_eq!(td.id_with_path("/x").unwrap().as_str(), "spiffe://example.org/x");
+        assert_eq!(
+            td.id_with_path("/x").unwrap().as_str(),
+            "spiffe://example.org/x"
+        );
     }
 }

@@ -56,7 +56,10 @@ fn opt(v: u64) -> Option<u64> {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn create_entry(&self, req: Request<pb::CreateEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+    async fn create_entry(
+        &self,
+        req: Request<pb::CreateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
         let r = req.into_inner();
         let raw = RawEntrySpec {
             spiffe_id: &r.spiffe_id,
@@ -70,31 +73,52 @@ impl Admin for AdminService {
         };
         let spec = EntrySpec::parse(&raw, self.shared.trust_domain.name())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let entry = self.shared.store.create_entry(&spec, unix_now()).await.map_err(store_status)?;
+        let entry = self
+            .shared
+            .store
+            .create_entry(&spec, unix_now())
+            .await
+            .map_err(store_status)?;
         tracing::info!(id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
         self.notify_entries_changed();
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
-    async fn list_entries(&self, req: Request<pb::ListEntriesRequest>) -> Result<Response<pb::ListEntriesResponse>, Status> {
+    async fn list_entries(
+        &self,
+        req: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
         let r = req.into_inner();
         let filter = EntryFilter {
-            parent_id: (!r.parent_id.is_empty()).then(|| parse_id("parent_id", &r.parent_id)).transpose()?,
-            spiffe_id: (!r.spiffe_id.is_empty()).then(|| parse_id("spiffe_id", &r.spiffe_id)).transpose()?,
+            parent_id: (!r.parent_id.is_empty())
+                .then(|| parse_id("parent_id", &r.parent_id))
+                .transpose()?,
+            spiffe_id: (!r.spiffe_id.is_empty())
+                .then(|| parse_id("spiffe_id", &r.spiffe_id))
+                .transpose()?,
             selector: (!r.selector.is_empty())
                 .then(|| {
-                    Selector::new(&r.selector)
-                        .map_err(|e| Status::invalid_argument(format!("selector `{}` {e}", r.selector)))
+                    Selector::new(&r.selector).map_err(|e| {
+                        Status::invalid_argument(format!("selector `{}` {e}", r.selector))
+                    })
                 })
                 .transpose()?,
         };
-        let entries = self.shared.store.list_entries(&filter).await.map_err(store_status)?;
+        let entries = self
+            .shared
+            .store
+            .list_entries(&filter)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(pb::ListEntriesResponse {
             entries: entries.iter().map(pb::Entry::from).collect(),
         }))
     }
 
-    async fn get_entry(&self, req: Request<pb::GetEntryRequest>) -> Result<Response<pb::Entry>, Status> {
+    async fn get_entry(
+        &self,
+        req: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
         let id = entry_id(&req.get_ref().id)?;
         let entry = self
             .shared
@@ -106,9 +130,18 @@ impl Admin for AdminService {
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
-    async fn delete_entry(&self, req: Request<pb::DeleteEntryRequest>) -> Result<Response<pb::DeleteEntryResponse>, Status> {
+    async fn delete_entry(
+        &self,
+        req: Request<pb::DeleteEntryRequest>,
+    ) -> Result<Response<pb::DeleteEntryResponse>, Status> {
         let id = entry_id(&req.get_ref().id)?;
-        if !self.shared.store.delete_entry(&id).await.map_err(store_status)? {
+        if !self
+            .shared
+            .store
+            .delete_entry(&id)
+            .await
+            .map_err(store_status)?
+        {
             return Err(Status::not_found(format!("entry {id} not found")));
         }
         tracing::info!(%id, "entry deleted");
@@ -116,7 +149,10 @@ impl Admin for AdminService {
         Ok(Response::new(pb::DeleteEntryResponse {}))
     }
 
-    async fn generate_token(&self, req: Request<pb::GenerateTokenRequest>) -> Result<Response<pb::GenerateTokenResponse>, Status> {
+    async fn generate_token(
+        &self,
+        req: Request<pb::GenerateTokenRequest>,
+    ) -> Result<Response<pb::GenerateTokenResponse>, Status> {
         let r = req.into_inner();
         let mut secret = [0u8; 24];
         rand::thread_rng().fill_bytes(&mut secret);
@@ -151,8 +187,16 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn list_agents(&self, _req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self.shared.store.list_agents().await.map_err(store_status)?;
+    async fn list_agents(
+        &self,
+        _req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let agents = self
+            .shared
+            .store
+            .list_agents()
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents
                 .into_iter()
@@ -169,9 +213,18 @@ impl Admin for AdminService {
         }))
     }
 
-    async fn evict_agent(&self, req: Request<pb::AgentRequest>) -> Result<Response<pb::AgentActionResponse>, Status> {
+    async fn evict_agent(
+        &self,
+        req: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentActionResponse>, Status> {
         let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
-        if !self.shared.store.delete_agent(&id).await.map_err(store_status)? {
+        if !self
+            .shared
+            .store
+            .delete_agent(&id)
+            .await
+            .map_err(store_status)?
+        {
             return Err(Status::not_found(format!("agent {id} not found")));
         }
         let _ = self.shared.revoked.send(id.clone());
@@ -179,9 +232,18 @@ impl Admin for AdminService {
         Ok(Response::new(pb::AgentActionResponse {}))
     }
 
-    async fn ban_agent(&self, req: Request<pb::AgentRequest>) -> Result<Response<pb::AgentActionResponse>, Status> {
+    async fn ban_agent(
+        &self,
+        req: Request<pb::AgentRequest>,
+    ) -> Result<Response<pb::AgentActionResponse>, Status> {
         let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
-        if !self.shared.store.set_agent_banned(&id, true).await.map_err(store_status)? {
+        if !self
+            .shared
+            .store
+            .set_agent_banned(&id, true)
+            .await
+            .map_err(store_status)?
+        {
             return Err(Status::not_found(format!("agent {id} not found")));
         }
         let _ = self.shared.revoked.send(id.clone());
@@ -189,13 +251,30 @@ impl Admin for AdminService {
         Ok(Response::new(pb::AgentActionResponse {}))
     }
 
-    async fn get_bundle(&self, _req: Request<pb::GetBundleRequest>) -> Result<Response<pb::Bundle>, Status> {
+    async fn get_bundle(
+        &self,
+        _req: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
         Ok(Response::new(bundle_to_pb(&self.shared.ca.bundle())))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let entries = self.shared.store.count_entries().await.map_err(store_status)?;
-        let agents = self.shared.store.list_agents().await.map_err(store_status)?.len() as u64;
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let entries = self
+            .shared
+            .store
+            .count_entries()
+            .await
+            .map_err(store_status)?;
+        let agents = self
+            .shared
+            .store
+            .list_agents()
+            .await
+            .map_err(store_status)?
+            .len() as u64;
         Ok(Response::new(pb::StatusResponse {
             trust_domain: self.shared.trust_domain.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hallmark_ca::{Bundle, JwtAuthority, JwtKey, KeyAlg, StoredAuthority, StoredJwtKey, X509Authority};
+use hallmark_ca::{
+    Bundle, JwtAuthority, JwtKey, KeyAlg, StoredAuthority, StoredJwtKey, X509Authority,
+};
 use hallmark_core::TrustDomain;
 use hallmark_store::{AuthorityKind, AuthorityRecord, Store};
 use tokio::sync::watch;
@@ -63,7 +65,9 @@ pub struct CaManager {
 }
 
 fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl CaManager {
@@ -90,7 +94,10 @@ impl CaManager {
                 let ca = X509Authority::from_pem(&read(cert)?, &read(key)?, chain_pem.as_deref())?;
                 // The disk CA becomes the active one; any other stays
                 // published (retired) until it expires.
-                for r in x509_records.iter_mut().filter(|r| r.state == "active" && r.id != ca.id()) {
+                for r in x509_records
+                    .iter_mut()
+                    .filter(|r| r.state == "active" && r.id != ca.id())
+                {
                     r.state = "retired".into();
                     store.put_authority(r).await?;
                 }
@@ -178,7 +185,10 @@ impl CaManager {
     pub fn current(&self) -> Arc<Authorities> {
         // A poisoned lock only means a panic elsewhere while swapping; the
         // value inside is still a complete Arc.
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn bundle(&self) -> Arc<Bundle> {
@@ -229,11 +239,14 @@ async fn build_bundle(
     }
     let mut jwt_authorities = Vec::new();
     for r in jwt.iter().filter(|r| r.not_after > now_unix) {
-        let alg: KeyAlg = r.alg.parse().map_err(|e: hallmark_ca::CaError| AuthorityError::Corrupt {
-            kind: "JWT",
-            id: r.id.clone(),
-            reason: e.to_string(),
-        })?;
+        let alg: KeyAlg =
+            r.alg
+                .parse()
+                .map_err(|e: hallmark_ca::CaError| AuthorityError::Corrupt {
+                    kind: "JWT",
+                    id: r.id.clone(),
+                    reason: e.to_string(),
+                })?;
         let key = JwtAuthority::from_stored(&StoredJwtKey {
             kid: r.id.clone(),
             alg,

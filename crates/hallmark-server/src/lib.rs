@@ -128,7 +128,10 @@ pub fn server_spiffe_id(td: &TrustDomain) -> SpiffeId {
 }
 
 /// The SPIFFE ID an agent attested for node `node` receives.
-pub fn agent_spiffe_id(td: &TrustDomain, node: &str) -> Result<SpiffeId, hallmark_core::SpiffeIdError> {
+pub fn agent_spiffe_id(
+    td: &TrustDomain,
+    node: &str,
+) -> Result<SpiffeId, hallmark_core::SpiffeIdError> {
     td.id_with_path(&format!("/hallmark/agent/{node}"))
 }
 
@@ -137,12 +140,15 @@ pub fn agent_spiffe_id(td: &TrustDomain, node: &str) -> Result<SpiffeId, hallmar
 pub async fn start(config: ServerConfig) -> Result<ServerHandle, ServerError> {
     create_private_dir(&config.data_dir)?;
     let db_path = config.data_dir.join("datastore.sqlite3");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db_path).await.map_err(|source| {
-        ServerError::Store {
-            path: db_path.clone(),
-            source,
-        }
-    })?);
+    let store: Arc<dyn Store> =
+        Arc::new(
+            SqliteStore::open(&db_path)
+                .await
+                .map_err(|source| ServerError::Store {
+                    path: db_path.clone(),
+                    source,
+                })?,
+        );
     start_with_store(config, store).await
 }
 
@@ -179,16 +185,19 @@ pub async fn start_with_store(
     let mut tasks = Vec::new();
 
     // Node API over mTLS.
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+    let listen_addr = listener
+        .local_addr()
         .map_err(|source| ServerError::Listen {
             addr: config.listen,
             source,
         })?;
-    let listen_addr = listener.local_addr().map_err(|source| ServerError::Listen {
-        addr: config.listen,
-        source,
-    })?;
     let tls = tls::ServerTls::new(ca.clone(), &config.trust_domain)?;
     tasks.push(tokio::spawn(tls.clone().rotate(shutdown_rx.clone())));
     let incoming = tls::incoming(listener, tls, shutdown_rx.clone());

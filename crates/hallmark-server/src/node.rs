@@ -26,7 +26,12 @@ pub(crate) struct ConnectedAgents(Mutex<HashMap<SpiffeId, usize>>);
 
 impl ConnectedAgents {
     fn enter(self: &Arc<Self>, id: &SpiffeId) -> ConnectedGuard {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default() += 1;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.clone())
+            .or_default() += 1;
         ConnectedGuard {
             set: self.clone(),
             id: id.clone(),
@@ -34,7 +39,10 @@ impl ConnectedAgents {
     }
 
     pub fn is_connected(&self, id: &SpiffeId) -> bool {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
     }
 
     pub fn count(&self) -> usize {
@@ -83,8 +91,11 @@ impl NodeService {
             .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let id = hallmark_ca::spiffe_id_from_cert(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        if !id.is_member_of(&self.shared.trust_domain) || !id.path().starts_with("/hallmark/agent/") {
-            return Err(Status::permission_denied(format!("{id} is not an agent ID of this trust domain")));
+        if !id.is_member_of(&self.shared.trust_domain) || !id.path().starts_with("/hallmark/agent/")
+        {
+            return Err(Status::permission_denied(format!(
+                "{id} is not an agent ID of this trust domain"
+            )));
         }
         let record = self
             .shared
@@ -92,7 +103,11 @@ impl NodeService {
             .get_agent(&id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Status::permission_denied(format!("agent {id} is not attested (evicted?); re-join with a new token")))?;
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "agent {id} is not attested (evicted?); re-join with a new token"
+                ))
+            })?;
         if record.banned {
             return Err(Status::permission_denied(format!("agent {id} is banned")));
         }
@@ -104,7 +119,11 @@ impl NodeService {
         Ok(id)
     }
 
-    async fn sign_agent_svid(&self, id: &SpiffeId, csr: &[u8]) -> Result<(pb::X509Svid, String), Status> {
+    async fn sign_agent_svid(
+        &self,
+        id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<(pb::X509Svid, String), Status> {
         let auth = self.shared.ca.current();
         let chain = auth
             .x509
@@ -170,19 +189,32 @@ type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncUpdate, Status>> + Se
 
 #[tonic::async_trait]
 impl Node for NodeService {
-    async fn attest(&self, req: Request<pb::AttestRequest>) -> Result<Response<pb::AttestResponse>, Status> {
+    async fn attest(
+        &self,
+        req: Request<pb::AttestRequest>,
+    ) -> Result<Response<pb::AttestResponse>, Status> {
         let req = req.into_inner();
         if req.join_token.is_empty() {
             return Err(Status::invalid_argument("join_token is empty"));
         }
         // Verify the CSR before spending the token, so a malformed request
         // does not burn it.
-        hallmark_ca::verify_csr(&req.csr).map_err(|e| Status::invalid_argument(format!("agent CSR: {e}")))?;
+        hallmark_ca::verify_csr(&req.csr)
+            .map_err(|e| Status::invalid_argument(format!("agent CSR: {e}")))?;
         let now = unix_now();
-        let id = match self.shared.store.consume_join_token(&hash_token(&req.join_token), now).await {
+        let id = match self
+            .shared
+            .store
+            .consume_join_token(&hash_token(&req.join_token), now)
+            .await
+        {
             Ok(id) => id,
-            Err(e @ (StoreError::TokenNotFound | StoreError::TokenExpired | StoreError::TokenUsed)) => {
-                return Err(Status::permission_denied(format!("join token refused: {e}")))
+            Err(
+                e @ (StoreError::TokenNotFound | StoreError::TokenExpired | StoreError::TokenUsed),
+            ) => {
+                return Err(Status::permission_denied(format!(
+                    "join token refused: {e}"
+                )))
             }
             Err(e) => return Err(internal(e)),
         };
@@ -211,7 +243,10 @@ impl Node for NodeService {
         }))
     }
 
-    async fn renew_agent(&self, req: Request<pb::RenewAgentRequest>) -> Result<Response<pb::RenewAgentResponse>, Status> {
+    async fn renew_agent(
+        &self,
+        req: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let id = self.authorize(&req).await?;
         let (svid, serial) = self.sign_agent_svid(&id, &req.get_ref().csr).await?;
         let mut record = self
@@ -224,7 +259,11 @@ impl Node for NodeService {
         record.serial = serial;
         record.expires_at = svid.expires_at;
         record.last_seen = unix_now();
-        self.shared.store.upsert_agent(&record).await.map_err(internal)?;
+        self.shared
+            .store
+            .upsert_agent(&record)
+            .await
+            .map_err(internal)?;
         tracing::debug!(agent = %id, "agent SVID renewed");
         Ok(Response::new(pb::RenewAgentResponse { svid: Some(svid) }))
     }
@@ -307,53 +346,51 @@ impl Node for NodeService {
             .map(|e| (e.id.to_string(), e))
             .collect();
         let auth = self.shared.ca.current();
-        // Signing is CPU work: keep it off the async workers.
+        // Signing is CPU work: keep it off the async workers, and spread a
+        // large batch over every core (each CSR costs a signature check and
+        // a signature).
         let results = tokio::task::spawn_blocking(move || {
             let now = SystemTime::now();
-            requests
-                .into_iter()
-                .map(|r| {
-                    let fail = |error: String| pb::SvidResult {
-                        entry_id: r.entry_id.clone(),
-                        svid: None,
-                        error,
-                    };
-                    let Some(entry) = entries.get(&r.entry_id) else {
-                        return fail(format!("entry {} is not authorized for this agent", r.entry_id));
-                    };
-                    match auth.x509.sign_x509_svid(
-                        &r.csr,
-                        &entry.spec.spiffe_id,
-                        &entry.spec.dns_names,
-                        Duration::from_secs(entry.spec.x509_ttl_secs),
-                        now,
-                    ) {
-                        Ok(chain) => {
-                            let expires_at = not_after_of(&chain[0]).unwrap_or(0);
-                            pb::SvidResult {
-                                entry_id: r.entry_id.clone(),
-                                svid: Some(pb::X509Svid {
-                                    spiffe_id: entry.spec.spiffe_id.to_string(),
-                                    cert_chain: chain,
-                                    expires_at,
-                                }),
-                                error: String::new(),
-                            }
-                        }
-                        Err(e) => fail(format!("CSR for entry {}: {e}", r.entry_id)),
-                    }
-                })
-                .collect::<Vec<_>>()
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let chunk = requests.len().div_ceil(threads).max(16);
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = requests
+                    .chunks(chunk)
+                    .map(|part| {
+                        let (auth, entries) = (&auth, &entries);
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|r| sign_one(auth, entries, r, now))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            vec![pb::SvidResult {
+                                error: "signing worker panicked".into(),
+                                ..Default::default()
+                            }]
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
         .await
         .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
-    async fn new_jwt_svid(&self, req: Request<pb::NewJwtSvidRequest>) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
+    async fn new_jwt_svid(
+        &self,
+        req: Request<pb::NewJwtSvidRequest>,
+    ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         let agent = self.authorize(&req).await?;
         let req = req.into_inner();
-        let id = EntryId::parse(&req.entry_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let id =
+            EntryId::parse(&req.entry_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let entry = self
             .shared
             .store
@@ -361,9 +398,13 @@ impl Node for NodeService {
             .await
             .map_err(internal)?
             .filter(|e| e.spec.parent_id == agent)
-            .ok_or_else(|| Status::permission_denied(format!("entry {id} is not authorized for this agent")))?;
+            .ok_or_else(|| {
+                Status::permission_denied(format!("entry {id} is not authorized for this agent"))
+            })?;
         if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument("audience must list at least one non-empty value"));
+            return Err(Status::invalid_argument(
+                "audience must list at least one non-empty value",
+            ));
         }
         let now = SystemTime::now();
         let ttl = Duration::from_secs(entry.spec.jwt_ttl_secs);
@@ -383,10 +424,53 @@ impl Node for NodeService {
     }
 }
 
+/// Signs one CSR of a batch for an entry the agent is authorized for.
+fn sign_one(
+    auth: &crate::authority::Authorities,
+    entries: &HashMap<String, Entry>,
+    r: &pb::SvidRequest,
+    now: SystemTime,
+) -> pb::SvidResult {
+    let fail = |error: String| pb::SvidResult {
+        entry_id: r.entry_id.clone(),
+        svid: None,
+        error,
+    };
+    let Some(entry) = entries.get(&r.entry_id) else {
+        return fail(format!(
+            "entry {} is not authorized for this agent",
+            r.entry_id
+        ));
+    };
+    match auth.x509.sign_x509_svid(
+        &r.csr,
+        &entry.spec.spiffe_id,
+        &entry.spec.dns_names,
+        Duration::from_secs(entry.spec.x509_ttl_secs),
+        now,
+    ) {
+        Ok(chain) => match not_after_of(&chain[0]) {
+            Ok(expires_at) => pb::SvidResult {
+                entry_id: r.entry_id.clone(),
+                svid: Some(pb::X509Svid {
+                    spiffe_id: entry.spec.spiffe_id.to_string(),
+                    cert_chain: chain,
+                    expires_at,
+                }),
+                error: String::new(),
+            },
+            Err(e) => fail(e.message().to_string()),
+        },
+        Err(e) => fail(format!("CSR for entry {}: {e}", r.entry_id)),
+    }
+}
+
 /// Validates a node name for `/hallmark/agent/<node>`.
 pub(crate) fn agent_id_for_node(shared: &Shared, node: &str) -> Result<SpiffeId, Status> {
     if node.contains('/') {
-        return Err(Status::invalid_argument(format!("node name `{node}` must not contain `/`")));
+        return Err(Status::invalid_argument(format!(
+            "node name `{node}` must not contain `/`"
+        )));
     }
     agent_spiffe_id(&shared.trust_domain, node)
         .map_err(|e| Status::invalid_argument(format!("node name `{node}`: {e}")))

@@ -42,7 +42,12 @@ impl ServerTls {
     }
 
     fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.config.read().unwrap_or_else(|p| p.into_inner()).clone())
+        TlsAcceptor::from(
+            self.config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 
     /// Renews the server certificate at half its lifetime and follows
@@ -59,7 +64,9 @@ impl ServerTls {
                 self.ca.bundle().x509_authorities.clone();
             match build_config(&self.ca, &self.td, self.client_roots.clone()) {
                 Ok(c) => *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c),
-                Err(e) => tracing::error!(error = %e, "renewing the server certificate failed; keeping the current one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "renewing the server certificate failed; keeping the current one")
+                }
             }
         }
     }

@@ -245,6 +245,7 @@ impl AuthorityRow {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
     use super::*;
 

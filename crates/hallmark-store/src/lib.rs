@@ -252,6 +252,7 @@ impl fmt::Debug for AuthorityRecord {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
     use super::*;
 

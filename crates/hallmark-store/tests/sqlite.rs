@@ -2,6 +2,8 @@
 //! can show: permissions, persistence across reopen, concurrency between
 //! connections, and consistency after the writing process is killed.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader};

@@ -86,14 +86,19 @@ pub async fn uds_channel(path: &Path) -> Result<Channel> {
     Endpoint::from_static("http://localhost")
         .connect_with_connector(tower::service_fn(move |_| {
             let p = p.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+            }
         }))
         .await
         .with_context(|| format!("connecting to {}", path.display()))
 }
 
 async fn client(args: &AdminArgs) -> Result<AdminClient<Channel>> {
-    let path = args.admin_socket.clone().unwrap_or_else(config::default_admin_socket);
+    let path = args
+        .admin_socket
+        .clone()
+        .unwrap_or_else(config::default_admin_socket);
     let ch = uds_channel(&path)
         .await
         .map_err(|e| anyhow!("{e:#}: is the server running? (start it with `hallmark server run` or `hallmark up`, or pass --admin-socket)"))?;
@@ -121,8 +126,14 @@ fn print_entry(e: &Entry) {
     for s in &e.spec.selectors {
         println!("Selector      : {s}");
     }
-    println!("X509-SVID TTL : {}", format_duration(std::time::Duration::from_secs(e.spec.x509_ttl_secs)));
-    println!("JWT-SVID TTL  : {}", format_duration(std::time::Duration::from_secs(e.spec.jwt_ttl_secs)));
+    println!(
+        "X509-SVID TTL : {}",
+        format_duration(std::time::Duration::from_secs(e.spec.x509_ttl_secs))
+    );
+    println!(
+        "JWT-SVID TTL  : {}",
+        format_duration(std::time::Duration::from_secs(e.spec.jwt_ttl_secs))
+    );
     for d in &e.spec.dns_names {
         println!("DNS name      : {d}");
     }
@@ -146,7 +157,11 @@ pub async fn entry_create(a: EntryCreateArgs) -> Result<()> {
     let parent = match (&a.parent, &a.node) {
         (Some(p), _) => p.clone(),
         (None, Some(node)) => {
-            let status = c.status(pb::StatusRequest {}).await.map_err(status_err)?.into_inner();
+            let status = c
+                .status(pb::StatusRequest {})
+                .await
+                .map_err(status_err)?
+                .into_inner();
             format!("spiffe://{}/hallmark/agent/{node}", status.trust_domain)
         }
         (None, None) => bail!("--parent or --node is required"),
@@ -181,7 +196,11 @@ pub async fn entry_list(a: EntryListArgs) -> Result<()> {
         .await
         .map_err(status_err)?
         .into_inner();
-    let entries = resp.entries.iter().map(entry_from_pb).collect::<Result<Vec<_>>>()?;
+    let entries = resp
+        .entries
+        .iter()
+        .map(entry_from_pb)
+        .collect::<Result<Vec<_>>>()?;
     if a.conn.json {
         return print_json(&entries);
     }
@@ -189,7 +208,11 @@ pub async fn entry_list(a: EntryListArgs) -> Result<()> {
         println!("No entries. Create one with `hallmark entry create`.");
         return Ok(());
     }
-    println!("{} entr{}", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+    println!(
+        "{} entr{}",
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" }
+    );
     for e in &entries {
         println!();
         print_entry(e);
@@ -199,7 +222,12 @@ pub async fn entry_list(a: EntryListArgs) -> Result<()> {
 
 pub async fn entry_show(a: AdminArgs, id: &str) -> Result<()> {
     let mut c = client(&a).await?;
-    let e = entry_from_pb(&c.get_entry(pb::GetEntryRequest { id: id.into() }).await.map_err(status_err)?.into_inner())?;
+    let e = entry_from_pb(
+        &c.get_entry(pb::GetEntryRequest { id: id.into() })
+            .await
+            .map_err(status_err)?
+            .into_inner(),
+    )?;
     if a.json {
         print_json(&e)
     } else {
@@ -210,7 +238,9 @@ pub async fn entry_show(a: AdminArgs, id: &str) -> Result<()> {
 
 pub async fn entry_delete(a: AdminArgs, id: &str) -> Result<()> {
     let mut c = client(&a).await?;
-    c.delete_entry(pb::DeleteEntryRequest { id: id.into() }).await.map_err(status_err)?;
+    c.delete_entry(pb::DeleteEntryRequest { id: id.into() })
+        .await
+        .map_err(status_err)?;
     if a.json {
         print_json(&serde_json::json!({ "deleted": id }))
     } else {
@@ -275,7 +305,12 @@ struct AgentOut {
 
 pub async fn agent_list(a: AdminArgs) -> Result<()> {
     let mut c = client(&a).await?;
-    let agents = c.list_agents(pb::ListAgentsRequest {}).await.map_err(status_err)?.into_inner().agents;
+    let agents = c
+        .list_agents(pb::ListAgentsRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .agents;
     let out: Vec<AgentOut> = agents
         .into_iter()
         .map(|g| AgentOut {
@@ -304,7 +339,9 @@ pub async fn agent_list(a: AdminArgs) -> Result<()> {
 
 pub async fn agent_evict(a: AdminArgs, id: &str, ban: bool) -> Result<()> {
     let mut c = client(&a).await?;
-    let req = pb::AgentRequest { spiffe_id: id.into() };
+    let req = pb::AgentRequest {
+        spiffe_id: id.into(),
+    };
     if ban {
         c.ban_agent(req).await.map_err(status_err)?;
         println!("Banned agent {id}");
@@ -317,7 +354,11 @@ pub async fn agent_evict(a: AdminArgs, id: &str, ban: bool) -> Result<()> {
 
 pub async fn bundle_show(a: BundleArgs) -> Result<()> {
     let mut c = client(&a.conn).await?;
-    let b = c.get_bundle(pb::GetBundleRequest {}).await.map_err(status_err)?.into_inner();
+    let b = c
+        .get_bundle(pb::GetBundleRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
     if a.format == "jwks" || a.conn.json {
         println!("{}", String::from_utf8_lossy(&b.jwks));
     } else {
@@ -330,7 +371,11 @@ pub async fn bundle_show(a: BundleArgs) -> Result<()> {
 
 pub async fn status(a: AdminArgs) -> Result<()> {
     let mut c = client(&a).await?;
-    let s = c.status(pb::StatusRequest {}).await.map_err(status_err)?.into_inner();
+    let s = c
+        .status(pb::StatusRequest {})
+        .await
+        .map_err(status_err)?
+        .into_inner();
     if a.json {
         return print_json(&serde_json::json!({
             "trust_domain": s.trust_domain,
@@ -345,7 +390,10 @@ pub async fn status(a: AdminArgs) -> Result<()> {
     println!("Trust domain     : {}", s.trust_domain);
     println!("Version          : {}", s.version);
     println!("Entries          : {}", s.entries);
-    println!("Agents           : {} ({} connected)", s.agents, s.connected_agents);
+    println!(
+        "Agents           : {} ({} connected)",
+        s.agents, s.connected_agents
+    );
     println!("CA fingerprint   : {}", s.ca_fingerprint);
     Ok(())
 }

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::{admin, roles, workload};
 
 #[derive(Parser, Debug)]
-#[command(name = "hallmark", version, about = "Workload identity: SPIFFE SVIDs for every workload, tied to what it is, not where it runs.")]
+#[command(
+    name = "hallmark",
+    version,
+    about = "Workload identity: SPIFFE SVIDs for every workload, tied to what it is, not where it runs."
+)]
 pub struct Cli {
     /// Log filter (e.g. info, debug, hallmark_agent=debug). HALLMARK_LOG overrides.
     #[arg(long, global = true, default_value = "info")]
@@ -159,12 +163,18 @@ pub enum JwtCommand {
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Server { command: ServerCommand::Run(a) } => roles::run_server(a).await,
+        Command::Server {
+            command: ServerCommand::Run(a),
+        } => roles::run_server(a).await,
         Command::Agent { command } => match command {
             AgentCommand::Run(a) => roles::run_agent(a).await,
             AgentCommand::List(a) => admin::agent_list(a).await,
-            AgentCommand::Evict { spiffe_id, admin } => admin::agent_evict(admin, &spiffe_id, false).await,
-            AgentCommand::Ban { spiffe_id, admin } => admin::agent_evict(admin, &spiffe_id, true).await,
+            AgentCommand::Evict { spiffe_id, admin } => {
+                admin::agent_evict(admin, &spiffe_id, false).await
+            }
+            AgentCommand::Ban { spiffe_id, admin } => {
+                admin::agent_evict(admin, &spiffe_id, true).await
+            }
         },
         Command::Up(a) => roles::up(a).await,
         Command::Entry { command } => match command {
@@ -173,10 +183,16 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             EntryCommand::Show { id, admin } => admin::entry_show(admin, &id).await,
             EntryCommand::Delete { id, admin } => admin::entry_delete(admin, &id).await,
         },
-        Command::Token { command: TokenCommand::Generate(a) } => admin::token_generate(a).await,
-        Command::Bundle { command: BundleCommand::Show(a) } => admin::bundle_show(a).await,
+        Command::Token {
+            command: TokenCommand::Generate(a),
+        } => admin::token_generate(a).await,
+        Command::Bundle {
+            command: BundleCommand::Show(a),
+        } => admin::bundle_show(a).await,
         Command::Status(a) => admin::status(a).await,
-        Command::Svid { command: SvidCommand::Fetch(a) } => workload::svid_fetch(a).await,
+        Command::Svid {
+            command: SvidCommand::Fetch(a),
+        } => workload::svid_fetch(a).await,
         Command::Jwt { command } => match command {
             JwtCommand::Fetch(a) => workload::jwt_fetch(a).await,
             JwtCommand::Validate(a) => workload::jwt_validate(a).await,

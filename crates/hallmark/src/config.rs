@@ -57,9 +57,11 @@ pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
     let Some(path) = path else {
         return Ok(FileConfig::default());
     };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
     // toml's message names the offending key and where it is.
-    toml::from_str(&text).map_err(|e| anyhow!("config file {}: {}", path.display(), e.to_string().trim()))
+    toml::from_str(&text)
+        .map_err(|e| anyhow!("config file {}: {}", path.display(), e.to_string().trim()))
 }
 
 /// `$HALLMARK_HOME`, else `~/.hallmark`.
@@ -67,7 +69,9 @@ pub fn default_home() -> PathBuf {
     if let Some(h) = std::env::var_os("HALLMARK_HOME") {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".hallmark")
 }
 
@@ -100,7 +104,9 @@ pub fn server_addr(key: &str, v: &str) -> Result<String> {
     // host:port where host may be a name; require a port.
     match v.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v.to_string()),
-        _ => Err(anyhow!("{key} `{v}`: must be HOST:PORT (e.g. 127.0.0.1:8081)")),
+        _ => Err(anyhow!(
+            "{key} `{v}`: must be HOST:PORT (e.g. 127.0.0.1:8081)"
+        )),
     }
 }
 
@@ -122,18 +128,31 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[server]\ntrust_domian = \"x\"\n").unwrap();
         let e = load_file(Some(&p)).unwrap_err().to_string();
-        assert!(e.contains("trust_domian") && e.contains(&p.display().to_string()), "{e}");
+        assert!(
+            e.contains("trust_domian") && e.contains(&p.display().to_string()),
+            "{e}"
+        );
 
         std::fs::write(&p, "[server]\nlisten = 5\n").unwrap();
         let e = load_file(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("invalid type"), "{e}");
 
-        std::fs::write(&p, "[server]\ntrust_domain = \"example.org\"\n[agent]\nservers = [\"a:1\"]\n").unwrap();
+        std::fs::write(
+            &p,
+            "[server]\ntrust_domain = \"example.org\"\n[agent]\nservers = [\"a:1\"]\n",
+        )
+        .unwrap();
         let c = load_file(Some(&p)).unwrap();
         assert_eq!(c.server.trust_domain.as_deref(), Some("example.org"));
 
-        assert!(duration("x509_ttl", "5x").unwrap_err().to_string().contains("unknown unit"));
-        assert!(trust_domain("trust_domain", "Bad").unwrap_err().to_string().contains("`Bad`"));
+        assert!(duration("x509_ttl", "5x")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown unit"));
+        assert!(trust_domain("trust_domain", "Bad")
+            .unwrap_err()
+            .to_string()
+            .contains("`Bad`"));
         assert!(server_addr("server", "nope").is_err());
         assert!(fingerprint("ca_fingerprint", "abc").is_err());
         assert!(socket_addr("listen", "localhost").is_err());

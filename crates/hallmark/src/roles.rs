@@ -100,7 +100,8 @@ fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
 pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
     let file = config::load_file(a.config.as_deref())?.server;
     let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
-    let data_dir = pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("server"));
+    let data_dir =
+        pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("server"));
     let listen = pick(a.listen, file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
     let ca = match (pick(a.ca_cert, file.ca_cert), pick(a.ca_key, file.ca_key)) {
         (Some(cert), Some(key)) => CaSource::Disk {
@@ -113,11 +114,18 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
     };
     Ok(ServerConfig {
         trust_domain: config::trust_domain("trust_domain", &td)?,
-        admin_socket: pick(a.admin_socket, file.admin_socket).unwrap_or_else(|| data_dir.join("admin.sock")),
+        admin_socket: pick(a.admin_socket, file.admin_socket)
+            .unwrap_or_else(|| data_dir.join("admin.sock")),
         listen: config::socket_addr("listen", &listen)?,
-        jwt_key_alg: config::key_alg("jwt_key_type", &pick(a.jwt_key_type, file.jwt_key_type).unwrap_or_else(|| "ec-p256".into()))?,
+        jwt_key_alg: config::key_alg(
+            "jwt_key_type",
+            &pick(a.jwt_key_type, file.jwt_key_type).unwrap_or_else(|| "ec-p256".into()),
+        )?,
         ca,
-        ca_ttl: config::duration("ca_ttl", &pick(a.ca_ttl, file.ca_ttl).unwrap_or_else(|| "365d".into()))?,
+        ca_ttl: config::duration(
+            "ca_ttl",
+            &pick(a.ca_ttl, file.ca_ttl).unwrap_or_else(|| "365d".into()),
+        )?,
         agent_svid_ttl: config::duration(
             "agent_svid_ttl",
             &pick(a.agent_svid_ttl, file.agent_svid_ttl).unwrap_or_else(|| "1h".into()),
@@ -133,7 +141,8 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     let file = config::load_file(a.config.as_deref())?.agent;
     let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
-    let data_dir = pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("agent"));
+    let data_dir =
+        pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("agent"));
     let servers = if a.servers.is_empty() {
         file.servers.unwrap_or_else(|| vec![DEFAULT_LISTEN.into()])
     } else {
@@ -143,11 +152,20 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
         .iter()
         .map(|s| config::server_addr("server", s))
         .collect::<Result<Vec<_>>>()?;
-    let trust = match (pick(a.ca_fingerprint, file.ca_fingerprint), pick(a.trust_bundle, file.trust_bundle)) {
-        (Some(fp), None) => ServerTrustSource::Fingerprint(config::fingerprint("ca_fingerprint", &fp)?),
+    let trust = match (
+        pick(a.ca_fingerprint, file.ca_fingerprint),
+        pick(a.trust_bundle, file.trust_bundle),
+    ) {
+        (Some(fp), None) => {
+            ServerTrustSource::Fingerprint(config::fingerprint("ca_fingerprint", &fp)?)
+        }
         (None, Some(path)) => ServerTrustSource::BundleFile(path),
         (None, None) => ServerTrustSource::None,
-        (Some(_), Some(_)) => return Err(anyhow!("give either ca_fingerprint or trust_bundle, not both")),
+        (Some(_), Some(_)) => {
+            return Err(anyhow!(
+                "give either ca_fingerprint or trust_bundle, not both"
+            ))
+        }
     };
     Ok(AgentConfig {
         trust_domain: config::trust_domain("trust_domain", &td)?,
@@ -202,14 +220,20 @@ fn invoking_user() -> (u32, String) {
         .ok()
         .flatten()
         .map(|u| u.name)
-        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
         .unwrap_or_else(|| format!("uid-{uid}"));
     (uid, name)
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {
     let home = a.home.unwrap_or_else(config::default_home);
-    let td_name = a.trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let td_name = a
+        .trust_domain
+        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let td = config::trust_domain("--trust-domain", &td_name)?;
     let server_dir = home.join("server");
     let server = hallmark_server::start(ServerConfig {
@@ -278,7 +302,10 @@ pub async fn up(a: UpArgs) -> Result<()> {
     println!("  admin socket   {}", server.admin_socket.display());
     println!();
     println!("Try it in another terminal:");
-    println!("  export SPIFFE_ENDPOINT_SOCKET=unix://{}", socket.display());
+    println!(
+        "  export SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        socket.display()
+    );
     println!("  hallmark svid fetch");
     println!();
     println!("Ctrl-C stops it; state is kept in {}.", home.display());

@@ -76,16 +76,18 @@ fn socket_path(flag: &Option<String>) -> Result<PathBuf> {
 
 async fn client(args: &WorkloadArgs) -> Result<SpiffeWorkloadApiClient<Channel>> {
     let path = socket_path(&args.socket)?;
-    let ch = uds_channel(&path)
-        .await
-        .map_err(|e| anyhow!("{e:#}: is the agent running? (`hallmark up` or `hallmark agent run`)"))?;
+    let ch = uds_channel(&path).await.map_err(|e| {
+        anyhow!("{e:#}: is the agent running? (`hallmark up` or `hallmark agent run`)")
+    })?;
     Ok(SpiffeWorkloadApiClient::new(ch))
 }
 
 fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut()
-        .insert(WORKLOAD_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+    r.metadata_mut().insert(
+        WORKLOAD_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     r
 }
 
@@ -138,13 +140,20 @@ struct SvidOut {
 
 pub async fn svid_fetch(a: SvidFetchArgs) -> Result<()> {
     let mut c = client(&a.conn).await?;
-    let mut stream = c.fetch_x509svid(request(X509svidRequest {})).await.map_err(status_err)?.into_inner();
+    let mut stream = c
+        .fetch_x509svid(request(X509svidRequest {}))
+        .await
+        .map_err(status_err)?
+        .into_inner();
     let resp = stream
         .message()
         .await
         .map_err(status_err)?
         .ok_or_else(|| anyhow!("Workload API closed the stream without an SVID"))?;
-    let first = resp.svids.first().ok_or_else(|| anyhow!("Workload API returned no SVID"))?;
+    let first = resp
+        .svids
+        .first()
+        .ok_or_else(|| anyhow!("Workload API returned no SVID"))?;
     let chain = split_der(&first.x509_svid)?;
     let bundle = split_der(&first.bundle)?;
     let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", first.x509_svid_key.clone()));
@@ -152,7 +161,11 @@ pub async fn svid_fetch(a: SvidFetchArgs) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         write_private(&dir.join("svid.pem"), pem_certs(&chain).as_bytes(), 0o644)?;
         write_private(&dir.join("svid.key"), key_pem.as_bytes(), 0o600)?;
-        write_private(&dir.join("bundle.pem"), pem_certs(&bundle).as_bytes(), 0o644)?;
+        write_private(
+            &dir.join("bundle.pem"),
+            pem_certs(&bundle).as_bytes(),
+            0o644,
+        )?;
     }
     if a.conn.json {
         let out: Vec<SvidOut> = resp
@@ -176,7 +189,10 @@ pub async fn svid_fetch(a: SvidFetchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if let Some(dir) = &a.out {
         println!("SPIFFE ID : {}", first.spiffe_id);
-        println!("Wrote {0}/svid.pem, {0}/svid.key and {0}/bundle.pem", dir.display());
+        println!(
+            "Wrote {0}/svid.pem, {0}/svid.key and {0}/bundle.pem",
+            dir.display()
+        );
     } else {
         eprintln!("SPIFFE ID: {}", first.spiffe_id);
         print!("{}{}", pem_certs(&chain), key_pem);
@@ -229,10 +245,15 @@ pub async fn jwt_validate(a: JwtValidateArgs) -> Result<()> {
         .map_err(status_err)?
         .into_inner();
     if a.conn.json {
-        let claims = resp.claims.map(|s| prost_struct_to_json(&s)).unwrap_or_default();
+        let claims = resp
+            .claims
+            .map(|s| prost_struct_to_json(&s))
+            .unwrap_or_default();
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "spiffe_id": resp.spiffe_id, "claims": claims }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "spiffe_id": resp.spiffe_id, "claims": claims })
+            )?
         );
     } else {
         println!("{}", resp.spiffe_id);
@@ -241,7 +262,12 @@ pub async fn jwt_validate(a: JwtValidateArgs) -> Result<()> {
 }
 
 fn prost_struct_to_json(s: &prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), prost_to_json(v))).collect())
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), prost_to_json(v)))
+            .collect(),
+    )
 }
 
 fn prost_to_json(v: &prost_types::Value) -> serde_json::Value {
@@ -252,7 +278,9 @@ fn prost_to_json(v: &prost_types::Value) -> serde_json::Value {
             .map(serde_json::Value::Number)
             .unwrap_or(serde_json::Value::Null),
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(prost_to_json).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(prost_to_json).collect())
+        }
         Some(Kind::StructValue(s)) => prost_struct_to_json(s),
         Some(Kind::NullValue(_)) | None => serde_json::Value::Null,
     }
@@ -264,8 +292,14 @@ mod tests {
 
     #[test]
     fn socket_forms() {
-        assert_eq!(socket_path(&Some("unix:///tmp/a.sock".into())).unwrap(), PathBuf::from("/tmp/a.sock"));
-        assert_eq!(socket_path(&Some("/tmp/a.sock".into())).unwrap(), PathBuf::from("/tmp/a.sock"));
+        assert_eq!(
+            socket_path(&Some("unix:///tmp/a.sock".into())).unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
+        assert_eq!(
+            socket_path(&Some("/tmp/a.sock".into())).unwrap(),
+            PathBuf::from("/tmp/a.sock")
+        );
         assert!(socket_path(&Some("unix://tmp/a".into())).is_err());
         assert!(socket_path(&Some("tcp://127.0.0.1:1".into())).is_err());
         assert!(socket_path(&Some("relative".into())).is_err());

@@ -78,6 +78,7 @@ pub fn hallmark_cmd(args: &[&str]) -> Command {
         .env_remove("SPIFFE_ENDPOINT_SOCKET")
         .env_remove("HALLMARK_HOME")
         .env_remove("HALLMARK_JOIN_TOKEN")
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null());
     cmd
 }
@@ -1025,24 +1026,15 @@ pub fn python() -> PathBuf {
 }
 
 /// Runs `tests/interop/SCRIPT ARGS` with the venv interpreter against
-/// `agent`'s socket, as `uid` when given.
+/// `agent`'s socket.
 #[track_caller]
-pub fn run_python(
-    agent: &TestAgent,
-    script: &str,
-    args: &[&str],
-    uid: Option<u32>,
-    timeout: Duration,
-) -> Output {
+pub fn run_python(agent: &TestAgent, script: &str, args: &[&str], timeout: Duration) -> Output {
     let mut cmd = Command::new(python());
     cmd.arg(repo_root().join("tests/interop").join(script))
         .args(args)
         .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null());
-    if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid).current_dir("/");
-    }
     run(&mut cmd, timeout)
 }
 

@@ -1,0 +1,179 @@
+//! The Workload API baseline: the same `SpiffeWorkloadAPI` service trait
+//! served by tonic on a Unix socket, answering every call at once with an
+//! empty message. Whatever the real agent costs above this is the agent's
+//! own work (attestation, snapshot lookup, response building).
+
+use std::path::Path;
+use std::pin::Pin;
+
+use anyhow::{Context, Result};
+use futures::Stream;
+use hallmark_proto::workload::spiffe_workload_api_server::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+};
+use hallmark_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
+};
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+type OneItem<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn one_item<T: Send + 'static>(item: T) -> OneItem<T> {
+    Box::pin(tokio_stream::once(Ok(item)))
+}
+
+/// Answers every method immediately.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopWorkloadApi;
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for NoopWorkloadApi {
+    type FetchX509SVIDStream = OneItem<X509svidResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        _: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        Ok(Response::new(one_item(X509svidResponse::default())))
+    }
+
+    type FetchX509BundlesStream = OneItem<X509BundlesResponse>;
+
+    async fn fetch_x509_bundles(
+        &self,
+        _: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        Ok(Response::new(one_item(X509BundlesResponse::default())))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        _: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        Ok(Response::new(JwtsvidResponse::default()))
+    }
+
+    type FetchJWTBundlesStream = OneItem<JwtBundlesResponse>;
+
+    async fn fetch_jwt_bundles(
+        &self,
+        _: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        Ok(Response::new(one_item(JwtBundlesResponse::default())))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        _: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        Ok(Response::new(ValidateJwtsvidResponse::default()))
+    }
+}
+
+/// Which accept path the baseline server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// tonic on a plain tokio `UnixListener`.
+    Plain,
+    /// The agent's own accept path (`hallmark_agent::workload::incoming`):
+    /// peer credentials and a pidfd per connection, and the `:authority`
+    /// rewriting stream adapter. Separates transport cost from service cost.
+    AgentIncoming,
+}
+
+/// A running no-op server; stops when dropped or shut down.
+pub struct NoopServer {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl NoopServer {
+    pub fn start(socket: &Path, transport: Transport) -> Result<Self> {
+        let listener = UnixListener::bind(socket)
+            .with_context(|| format!("binding the baseline socket {}", socket.display()))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = SpiffeWorkloadApiServer::new(NoopWorkloadApi);
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = match transport {
+            Transport::Plain => tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+                    .await;
+            }),
+            Transport::AgentIncoming => tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        hallmark_agent::workload::incoming(listener),
+                        shutdown,
+                    )
+                    .await;
+            }),
+        };
+        Ok(NoopServer {
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for NoopServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{workload_client, workload_request};
+
+    #[tokio::test]
+    async fn answers_every_call_with_an_empty_message_on_both_transports() {
+        for transport in [Transport::Plain, Transport::AgentIncoming] {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("noop.sock");
+            let server = NoopServer::start(&socket, transport).unwrap();
+            let mut client = workload_client(&socket).await.unwrap();
+            let mut stream = client
+                .fetch_x509svid(workload_request(X509svidRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                stream.message().await.unwrap(),
+                Some(X509svidResponse::default()),
+                "{transport:?}"
+            );
+            assert_eq!(stream.message().await.unwrap(), None, "{transport:?}: one item only");
+            let jwt = client
+                .fetch_jwtsvid(workload_request(JwtsvidRequest {
+                    audience: vec!["a".into()],
+                    spiffe_id: String::new(),
+                }))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(jwt.svids.is_empty(), "{transport:?}");
+            server.shutdown().await;
+        }
+    }
+}

@@ -30,14 +30,21 @@ fn main() -> Result<(), String> {
         fs::write(&keys_path, json + "\n").map_err(|e| format!("{}: {e}", keys_path.display()))?;
         println!("wrote {}", keys_path.display());
     }
-    let json = fs::read_to_string(&keys_path).map_err(|e| format!("{}: {e}", keys_path.display()))?;
+    let json =
+        fs::read_to_string(&keys_path).map_err(|e| format!("{}: {e}", keys_path.display()))?;
     let fixtures = Fixtures::from_json(&json)?;
 
     let targets: Vec<(&str, Seeds)> = vec![
         ("spiffe_id", text(SPIFFE_IDS)),
         ("selector", text(SELECTORS)),
         ("duration", text(DURATIONS)),
-        ("entry_spec", text(ENTRY_SPECS)),
+        (
+            "entry_spec",
+            ENTRY_SPECS
+                .iter()
+                .map(|(name, fields)| (name.to_string(), fields.join("\0").into_bytes()))
+                .collect(),
+        ),
         ("proto_entry", proto_entries()?),
         ("csr", csrs(&root, &fixtures)?),
         ("csr_mutation", csr_edits()),
@@ -102,7 +109,10 @@ const SELECTORS: &[(&str, &str)] = &[
     ("invalid-uid-text", "unix:uid:root"),
     ("invalid-uid-overflow", "unix:uid:4294967296"),
     ("invalid-relative-path", "unix:path:bin/web"),
-    ("invalid-sha256-upper", "unix:sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"),
+    (
+        "invalid-sha256-upper",
+        "unix:sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+    ),
     ("invalid-label-no-name", "docker:label::web"),
     ("invalid-type", "aws:region:eu-west-1"),
     ("invalid-key", "unix:pid:1"),
@@ -129,43 +139,102 @@ const DURATIONS: &[(&str, &str)] = &[
     ("invalid-space-inside", "1h 30m"),
 ];
 
-const ENTRY_SPECS: &[(&str, &str)] = &[
+/// Fields of `RawEntrySpec` in the `entry_spec` target's order: spiffe_id,
+/// parent_id, selectors, x509_ttl, jwt_ttl, dns_names, hint, admin (lists
+/// newline-separated). The target reads them NUL-separated.
+const ENTRY_SPECS: &[(&str, &[&str])] = &[
     (
         "valid-minimal",
-        "spiffe://example.org/web\0spiffe://example.org/hallmark/agent/node1\0unix:uid:1000",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/hallmark/agent/node1",
+            "unix:uid:1000",
+        ],
     ),
     (
         "valid-full",
-        "spiffe://example.org/web\0spiffe://example.org/hallmark/agent/node1\0docker:label:app:web\nunix:uid:1000\nunix:uid:1000\03600\0300\0Web.Example.org\n*.svc.example.org\0web\01",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/hallmark/agent/node1",
+            "docker:label:app:web\nunix:uid:1000\nunix:uid:1000",
+            "3600",
+            "300",
+            "Web.Example.org\n*.svc.example.org",
+            "web",
+            "1",
+        ],
     ),
     (
         "valid-ttl-bounds",
-        "spiffe://example.org/db\0spiffe://example.org/agent\0k8s:ns:db\010\02592000",
+        &[
+            "spiffe://example.org/db",
+            "spiffe://example.org/agent",
+            "k8s:ns:db",
+            "10",
+            "2592000",
+        ],
     ),
     (
         "invalid-foreign-domain",
-        "spiffe://other.org/web\0spiffe://example.org/agent\0unix:uid:1000",
+        &[
+            "spiffe://other.org/web",
+            "spiffe://example.org/agent",
+            "unix:uid:1000",
+        ],
     ),
     (
         "invalid-parent-no-path",
-        "spiffe://example.org/web\0spiffe://example.org\0unix:uid:1000",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org",
+            "unix:uid:1000",
+        ],
     ),
-    ("invalid-no-selectors", "spiffe://example.org/web\0spiffe://example.org/agent\0"),
+    (
+        "invalid-no-selectors",
+        &["spiffe://example.org/web", "spiffe://example.org/agent", ""],
+    ),
     (
         "invalid-ttl-low",
-        "spiffe://example.org/web\0spiffe://example.org/agent\0unix:uid:1000\09",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/agent",
+            "unix:uid:1000",
+            "9",
+        ],
     ),
     (
         "invalid-ttl-high",
-        "spiffe://example.org/web\0spiffe://example.org/agent\0unix:uid:1000\0\02592001",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/agent",
+            "unix:uid:1000",
+            "",
+            "2592001",
+        ],
     ),
     (
         "invalid-dns",
-        "spiffe://example.org/web\0spiffe://example.org/agent\0unix:uid:1000\0\0\0-bad-.example.org",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/agent",
+            "unix:uid:1000",
+            "",
+            "",
+            "-bad-.example.org",
+        ],
     ),
     (
         "invalid-hint",
-        "spiffe://example.org/web\0spiffe://example.org/agent\0unix:uid:1000\0\0\0\0tab\there",
+        &[
+            "spiffe://example.org/web",
+            "spiffe://example.org/agent",
+            "unix:uid:1000",
+            "",
+            "",
+            "",
+            "tab\there",
+        ],
     ),
 ];
 
@@ -221,7 +290,8 @@ fn csrs(root: &Path, fixtures: &Fixtures) -> Result<Seeds, String> {
         seeds.push((name.into(), csr.der().to_vec()));
     }
     let pem_path = root.join("../crates/hallmark-ca/tests/fixtures/rsa1024.csr.pem");
-    let pem_text = fs::read_to_string(&pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
+    let pem_text =
+        fs::read_to_string(&pem_path).map_err(|e| format!("{}: {e}", pem_path.display()))?;
     let rsa1024 = pem::parse(pem_text).map_err(|e| e.to_string())?;
     seeds.push(("invalid-rsa1024.der".into(), rsa1024.into_contents()));
 
@@ -234,7 +304,10 @@ fn csrs(root: &Path, fixtures: &Fixtures) -> Result<Seeds, String> {
     seeds.extend([
         ("invalid-tampered.der".into(), tampered),
         ("invalid-trailing.der".into(), trailing),
-        ("invalid-truncated.der".into(), good[..good.len() / 2].to_vec()),
+        (
+            "invalid-truncated.der".into(),
+            good[..good.len() / 2].to_vec(),
+        ),
         ("invalid-garbage".into(), b"not a csr".to_vec()),
     ]);
     Ok(seeds)
@@ -250,6 +323,11 @@ fn csr_edits() -> Seeds {
         ("info-byte".into(), vec![0, 60, 0x20]),
         ("last-byte".into(), vec![0xff, 0xff, 0x01]),
         ("many".into(), vec![0, 10, 0x80, 0, 90, 0x01, 0, 150, 0x10]),
+        // Tags outside the signed request: the outer SEQUENCE made primitive
+        // (0x30 -> 0x10), and the signature algorithm's OID tag changed
+        // (positions fit the fixture CSR's layout).
+        ("outer-tag-primitive".into(), vec![0, 0, 0x20]),
+        ("signature-oid-tag".into(), vec![0, 165, 0x01]),
     ]
 }
 
@@ -260,9 +338,15 @@ fn certificates(fixtures: &Fixtures) -> Seeds {
     tampered[last] ^= 1;
     vec![
         ("valid-svid.der".into(), svid.clone()),
-        ("valid-root.der".into(), fixtures.x509_root.trust_anchor_der().to_vec()),
+        (
+            "valid-root.der".into(),
+            fixtures.x509_root.trust_anchor_der().to_vec(),
+        ),
         ("invalid-tampered.der".into(), tampered),
-        ("invalid-truncated.der".into(), svid[..svid.len() / 2].to_vec()),
+        (
+            "invalid-truncated.der".into(),
+            svid[..svid.len() / 2].to_vec(),
+        ),
         ("invalid-garbage".into(), b"not a certificate".to_vec()),
     ]
 }
@@ -281,18 +365,45 @@ fn bundles(fixtures: &Fixtures) -> Seeds {
     let seeds = [
         ("valid-full", doc.clone()),
         ("valid-empty", json!({"keys": []})),
-        ("valid-refresh-hint", json!({"keys": [jwt], "spiffe_sequence": 9, "spiffe_refresh_hint": 300})),
-        ("valid-unknown-use", json!({"keys": [{"kty": "oct", "use": "enc"}, x509]})),
+        (
+            "valid-refresh-hint",
+            json!({"keys": [jwt], "spiffe_sequence": 9, "spiffe_refresh_hint": 300}),
+        ),
+        (
+            "valid-unknown-use",
+            json!({"keys": [{"kty": "oct", "use": "enc"}, x509]}),
+        ),
         ("invalid-not-object", json!([1, 2])),
         ("invalid-no-keys", json!({"spiffe_sequence": 1})),
-        ("invalid-negative-sequence", json!({"keys": [], "spiffe_sequence": -1})),
-        ("invalid-private-member", json!({"keys": [with(&|v| v["d"] = json!("AAAA"))]})),
+        (
+            "invalid-negative-sequence",
+            json!({"keys": [], "spiffe_sequence": -1}),
+        ),
+        (
+            "invalid-private-member",
+            json!({"keys": [with(&|v| v["d"] = json!("AAAA"))]}),
+        ),
         ("invalid-duplicate-kid", json!({"keys": [jwt, jwt]})),
-        ("invalid-missing-kid", json!({"keys": [with(&|v| { v.as_object_mut().map(|o| o.remove("kid")); })]})),
-        ("invalid-bad-curve", json!({"keys": [with(&|v| v["crv"] = json!("P-192"))]})),
-        ("invalid-x5c-two", json!({"keys": [{"use": "x509-svid", "x5c": [x509["x5c"][0], x509["x5c"][0]]}]})),
-        ("invalid-x5c-base64", json!({"keys": [{"use": "x509-svid", "x5c": ["***"]}]})),
-        ("invalid-x5c-key-mismatch", json!({"keys": [{"use": "x509-svid", "x5c": x509["x5c"], "kty": "RSA"}]})),
+        (
+            "invalid-missing-kid",
+            json!({"keys": [with(&|v| { v.as_object_mut().map(|o| o.remove("kid")); })]}),
+        ),
+        (
+            "invalid-bad-curve",
+            json!({"keys": [with(&|v| v["crv"] = json!("P-192"))]}),
+        ),
+        (
+            "invalid-x5c-two",
+            json!({"keys": [{"use": "x509-svid", "x5c": [x509["x5c"][0], x509["x5c"][0]]}]}),
+        ),
+        (
+            "invalid-x5c-base64",
+            json!({"keys": [{"use": "x509-svid", "x5c": ["***"]}]}),
+        ),
+        (
+            "invalid-x5c-key-mismatch",
+            json!({"keys": [{"use": "x509-svid", "x5c": x509["x5c"], "kty": "RSA"}]}),
+        ),
     ];
     let mut out: Seeds = seeds
         .into_iter()
@@ -324,28 +435,93 @@ fn tokens(fixtures: &Fixtures) -> Result<Seeds, String> {
     let [_, payload, signature] = parts.as_slice() else {
         return Err("minted token is not three parts".into());
     };
-    let kid = fixtures.jwt_keys.first().map(|k| k.kid().to_string()).unwrap_or_default();
+    let kid = fixtures
+        .jwt_keys
+        .first()
+        .map(|k| k.kid().to_string())
+        .unwrap_or_default();
     let header = |h: Value| URL_SAFE_NO_PAD.encode(h.to_string());
     let claims = |c: Value| URL_SAFE_NO_PAD.encode(c.to_string());
     let good_claims = json!({"sub": WORKLOAD_ID, "aud": AUDIENCE, "exp": 1_700_000_300u64});
     let forged = [
-        ("invalid-alg-none", format!("{}.{payload}.", header(json!({"alg": "none", "kid": kid})))),
-        ("invalid-alg-hs256", format!("{}.{payload}.{signature}", header(json!({"alg": "HS256", "kid": kid})))),
-        ("invalid-typ", format!("{}.{payload}.{signature}", header(json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"})))),
-        ("invalid-crit", format!("{}.{payload}.{signature}", header(json!({"alg": "ES256", "kid": kid, "crit": ["x"]})))),
-        ("invalid-no-kid", format!("{}.{payload}.{signature}", header(json!({"alg": "ES256"})))),
-        ("invalid-unknown-kid", format!("{}.{payload}.{signature}", header(json!({"alg": "ES256", "kid": "nope"})))),
-        ("invalid-alg-mismatch", format!("{}.{payload}.{signature}", header(json!({"alg": "RS256", "kid": kid})))),
+        (
+            "invalid-alg-none",
+            format!("{}.{payload}.", header(json!({"alg": "none", "kid": kid}))),
+        ),
+        (
+            "invalid-alg-hs256",
+            format!(
+                "{}.{payload}.{signature}",
+                header(json!({"alg": "HS256", "kid": kid}))
+            ),
+        ),
+        (
+            "invalid-typ",
+            format!(
+                "{}.{payload}.{signature}",
+                header(json!({"alg": "ES256", "kid": kid, "typ": "at+jwt"}))
+            ),
+        ),
+        (
+            "invalid-crit",
+            format!(
+                "{}.{payload}.{signature}",
+                header(json!({"alg": "ES256", "kid": kid, "crit": ["x"]}))
+            ),
+        ),
+        (
+            "invalid-no-kid",
+            format!("{}.{payload}.{signature}", header(json!({"alg": "ES256"}))),
+        ),
+        (
+            "invalid-unknown-kid",
+            format!(
+                "{}.{payload}.{signature}",
+                header(json!({"alg": "ES256", "kid": "nope"}))
+            ),
+        ),
+        (
+            "invalid-alg-mismatch",
+            format!(
+                "{}.{payload}.{signature}",
+                header(json!({"alg": "RS256", "kid": kid}))
+            ),
+        ),
         (
             "invalid-forged-claims",
-            format!("{}.{}.{signature}", parts[0], claims(json!({"sub": WORKLOAD_ID, "aud": [AUDIENCE, "x"], "exp": 4_000_000_000u64}))),
+            format!(
+                "{}.{}.{signature}",
+                parts[0],
+                claims(
+                    json!({"sub": WORKLOAD_ID, "aud": [AUDIENCE, "x"], "exp": 4_000_000_000u64})
+                )
+            ),
         ),
-        ("invalid-sub-no-path", format!("{}.{}.{signature}", parts[0], claims(json!({"sub": "spiffe://example.org", "aud": AUDIENCE, "exp": 1_700_000_300u64})))),
-        ("invalid-claims-not-object", format!("{}.{}.{signature}", parts[0], claims(json!([good_claims])))),
+        (
+            "invalid-sub-no-path",
+            format!(
+                "{}.{}.{signature}",
+                parts[0],
+                claims(
+                    json!({"sub": "spiffe://example.org", "aud": AUDIENCE, "exp": 1_700_000_300u64})
+                )
+            ),
+        ),
+        (
+            "invalid-claims-not-object",
+            format!("{}.{}.{signature}", parts[0], claims(json!([good_claims]))),
+        ),
         ("invalid-two-parts", format!("{}.{payload}", parts[0])),
-        ("invalid-signature-base64", format!("{}.{payload}.@@@", parts[0])),
+        (
+            "invalid-signature-base64",
+            format!("{}.{payload}.@@@", parts[0]),
+        ),
         ("invalid-empty", String::new()),
     ];
-    seeds.extend(forged.into_iter().map(|(n, t)| (format!("{n}.jwt"), t.into_bytes())));
+    seeds.extend(
+        forged
+            .into_iter()
+            .map(|(n, t)| (format!("{n}.jwt"), t.into_bytes())),
+    );
     Ok(seeds)
 }

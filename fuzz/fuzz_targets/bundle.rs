@@ -19,7 +19,9 @@ const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
 fn trust_domain() -> &'static TrustDomain {
     static TD: OnceLock<TrustDomain> = OnceLock::new();
-    TD.get_or_init(|| TrustDomain::new(TRUST_DOMAIN).unwrap_or_else(|e| panic!("{TRUST_DOMAIN}: {e}")))
+    TD.get_or_init(|| {
+        TrustDomain::new(TRUST_DOMAIN).unwrap_or_else(|e| panic!("{TRUST_DOMAIN}: {e}"))
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -59,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
     );
     for key in keys {
         for m in PRIVATE_MEMBERS {
-            assert!(key.get(m).is_none(), "published key has private member `{m}` for input {input}");
+            assert!(
+                key.get(m).is_none(),
+                "published key has private member `{m}` for input {input}"
+            );
         }
     }
 

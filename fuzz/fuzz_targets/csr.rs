@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(spki) = verify_csr(data) else {
         return;
     };
-    assert!(!spki.is_empty(), "accepted CSR {} gave an empty SPKI", hex(data));
+    assert!(
+        !spki.is_empty(),
+        "accepted CSR {} gave an empty SPKI",
+        hex(data)
+    );
     assert!(
         data.windows(spki.len()).any(|w| w == spki.as_slice()),
         "SPKI {} is not part of CSR {}",
@@ -29,9 +33,19 @@ fuzz_target!(|data: &[u8]| {
         Ok((rest, _)) => assert!(rest.is_empty(), "SPKI of {} has trailing bytes", hex(data)),
         Err(e) => panic!("SPKI of accepted CSR {} does not parse: {e}", hex(data)),
     }
-    assert_eq!(verify_csr(data).as_ref(), Ok(&spki), "second verification of {}", hex(data));
+    assert_eq!(
+        verify_csr(data).as_ref(),
+        Ok(&spki),
+        "second verification of {}",
+        hex(data)
+    );
 
     let mut trailing = data.to_vec();
     trailing.push(0);
-    assert_eq!(verify_csr(&trailing), Err(CsrError::TrailingData(1)), "{}", hex(data));
+    assert_eq!(
+        verify_csr(&trailing),
+        Err(CsrError::TrailingData(1)),
+        "{}",
+        hex(data)
+    );
 });

@@ -5,12 +5,14 @@
 //! The CSR is the fixture one, made once by `generate_key_and_csr`.
 //!
 //! A CSR's signature covers the CertificationRequestInfo, so any change
-//! there must fail, and so must any change to the outer structure (DER has
-//! exactly one encoding, and XOR cannot change a length). The one change
-//! that may verify is a different valid signature over the same request:
-//! ECDSA (r, s) and (r, n - s) both verify, so edits confined to the
-//! signature's contents that keep it valid are the key holder's signature,
-//! not a forgery. Everything else that verifies is reported with both DERs.
+//! there must fail, and so must any change to the outer structure: DER has
+//! exactly one encoding per value, so changed tags or lengths around the
+//! signed part make a different, invalid document, never the same request.
+//! The one change that may verify is a different valid signature over the
+//! same request: ECDSA (r, s) and (r, n - s) both verify, so edits confined
+//! to the signature's contents that keep it valid are the key holder's
+//! signature, not a forgery. Everything else that verifies is reported with
+//! both DERs.
 
 #![no_main]
 
@@ -43,7 +45,11 @@ fn original() -> &'static Original {
         // are the last bytes of the DER.
         let sig_len = csr.signature_value.data.len();
         let signature = der.len() - sig_len..der.len();
-        Original { der, spki, signature }
+        Original {
+            der,
+            spki,
+            signature,
+        }
     })
 }
 
@@ -56,13 +62,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let result = verify_csr(&csr);
     if csr == original.der {
-        assert_eq!(result.as_ref(), Ok(&original.spki), "unmodified fixture CSR");
+        assert_eq!(
+            result.as_ref(),
+            Ok(&original.spki),
+            "unmodified fixture CSR"
+        );
         return;
     }
     let Ok(spki) = result else {
         return;
     };
-    let changed: Vec<usize> = (0..csr.len()).filter(|&i| csr[i] != original.der[i]).collect();
+    let changed: Vec<usize> = (0..csr.len())
+        .filter(|&i| csr[i] != original.der[i])
+        .collect();
     let only_signature = changed.iter().all(|i| original.signature.contains(i));
     assert!(
         only_signature,
@@ -71,5 +83,10 @@ fuzz_target!(|data: &[u8]| {
         hex(&original.der),
         hex(&csr)
     );
-    assert_eq!(spki, original.spki, "re-signed CSR {} reports another key", hex(&csr));
+    assert_eq!(
+        spki,
+        original.spki,
+        "re-signed CSR {} reports another key",
+        hex(&csr)
+    );
 });

@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(d > Duration::ZERO, "{input:?} parsed to zero");
-    assert_eq!(d.subsec_nanos(), 0, "{input:?} parsed to a fraction of a second");
+    assert_eq!(
+        d.subsec_nanos(),
+        0,
+        "{input:?} parsed to a fraction of a second"
+    );
 
     let text = format_duration(d);
     let back = parse_duration(&text)
@@ -28,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(back, d, "{input:?} formats as {text:?}");
     assert_canonical(&text, input);
     // Whole seconds in any unit parse to the same value as the bare number.
-    assert_eq!(parse_duration(&d.as_secs().to_string()), Ok(d), "bare seconds of {input:?}");
+    assert_eq!(
+        parse_duration(&d.as_secs().to_string()),
+        Ok(d),
+        "bare seconds of {input:?}"
+    );
 });
 
 fn assert_canonical(text: &str, input: &str) {
@@ -47,8 +55,14 @@ fn assert_canonical(text: &str, input: &str) {
             Some('s') => (4, 60),
             other => panic!("{text:?} (from {input:?}) has unit {other:?}"),
         };
-        assert!(rank > last_unit, "{text:?} (from {input:?}) repeats or reorders units");
-        assert!(n > 0 && n < limit, "{text:?} (from {input:?}) is not canonical");
+        assert!(
+            rank > last_unit,
+            "{text:?} (from {input:?}) repeats or reorders units"
+        );
+        assert!(
+            n > 0 && n < limit,
+            "{text:?} (from {input:?}) is not canonical"
+        );
         last_unit = rank;
         rest = &rest[digits + 1..];
     }

@@ -18,7 +18,9 @@
 
 #![no_main]
 
-use hallmark_core::entry::{DEFAULT_JWT_TTL_SECS, DEFAULT_X509_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS};
+use hallmark_core::entry::{
+    DEFAULT_JWT_TTL_SECS, DEFAULT_X509_TTL_SECS, MAX_TTL_SECS, MIN_TTL_SECS,
+};
 use hallmark_core::{Entry, EntryId, EntrySpec, RawEntrySpec, Selector, SelectorSet, SpiffeId};
 use hallmark_proto::hallmark as pb;
 use libfuzzer_sys::fuzz_target;
@@ -79,11 +81,25 @@ fn ttl(field: &str) -> Option<Option<u64>> {
 }
 
 fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
-    assert_eq!(spec.spiffe_id.as_str(), raw.spiffe_id, "spiffe_id of {raw:?}");
+    assert_eq!(
+        spec.spiffe_id.as_str(),
+        raw.spiffe_id,
+        "spiffe_id of {raw:?}"
+    );
     assert_eq!(spec.spiffe_id.trust_domain_name(), TRUST_DOMAIN, "{raw:?}");
-    assert!(!spec.spiffe_id.path().is_empty(), "workload ID without path in {raw:?}");
-    assert_eq!(spec.parent_id.as_str(), raw.parent_id, "parent_id of {raw:?}");
-    assert!(!spec.parent_id.path().is_empty(), "parent ID without path in {raw:?}");
+    assert!(
+        !spec.spiffe_id.path().is_empty(),
+        "workload ID without path in {raw:?}"
+    );
+    assert_eq!(
+        spec.parent_id.as_str(),
+        raw.parent_id,
+        "parent_id of {raw:?}"
+    );
+    assert!(
+        !spec.parent_id.path().is_empty(),
+        "parent ID without path in {raw:?}"
+    );
 
     assert!(!spec.selectors.is_empty(), "no selectors in {raw:?}");
     assert!(
@@ -93,16 +109,36 @@ fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
     );
     for sel in &spec.selectors {
         let text = sel.to_string();
-        assert_eq!(Selector::new(&text).as_ref(), Ok(sel), "selector {text:?} does not re-parse");
-        assert!(raw.selectors.contains(&text.as_str()), "selector {text:?} not in {raw:?}");
+        assert_eq!(
+            Selector::new(&text).as_ref(),
+            Ok(sel),
+            "selector {text:?} does not re-parse"
+        );
+        assert!(
+            raw.selectors.contains(&text.as_str()),
+            "selector {text:?} not in {raw:?}"
+        );
     }
     for s in &raw.selectors {
-        assert!(spec.selectors.iter().any(|sel| sel.to_string() == *s), "{s:?} was dropped");
+        assert!(
+            spec.selectors.iter().any(|sel| sel.to_string() == *s),
+            "{s:?} was dropped"
+        );
     }
 
     for (which, secs, asked, default) in [
-        ("X.509", spec.x509_ttl_secs, raw.x509_ttl_secs, DEFAULT_X509_TTL_SECS),
-        ("JWT", spec.jwt_ttl_secs, raw.jwt_ttl_secs, DEFAULT_JWT_TTL_SECS),
+        (
+            "X.509",
+            spec.x509_ttl_secs,
+            raw.x509_ttl_secs,
+            DEFAULT_X509_TTL_SECS,
+        ),
+        (
+            "JWT",
+            spec.jwt_ttl_secs,
+            raw.jwt_ttl_secs,
+            DEFAULT_JWT_TTL_SECS,
+        ),
     ] {
         assert!(
             (MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs),
@@ -111,7 +147,11 @@ fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
         assert_eq!(secs, asked.unwrap_or(default), "{which} TTL of {raw:?}");
     }
 
-    let lowered: Vec<String> = raw.dns_names.iter().map(|d| d.to_ascii_lowercase()).collect();
+    let lowered: Vec<String> = raw
+        .dns_names
+        .iter()
+        .map(|d| d.to_ascii_lowercase())
+        .collect();
     assert_eq!(spec.dns_names, lowered, "dns_names of {raw:?}");
     assert_eq!(spec.hint, raw.hint);
     assert_eq!(spec.admin, raw.admin);
@@ -129,14 +169,24 @@ fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
         hint: &spec.hint,
         admin: spec.admin,
     };
-    assert_eq!(EntrySpec::parse(&again, TRUST_DOMAIN).as_ref(), Ok(spec), "re-parse of {raw:?}");
+    assert_eq!(
+        EntrySpec::parse(&again, TRUST_DOMAIN).as_ref(),
+        Ok(spec),
+        "re-parse of {raw:?}"
+    );
 
     // The agent that is the entry's parent, attesting exactly its selectors,
     // is entitled to it; any other agent is not.
     let attested: SelectorSet = spec.selectors.iter().cloned().collect();
-    assert!(spec.matches(&spec.parent_id, &attested), "{raw:?} does not match its own parent");
+    assert!(
+        spec.matches(&spec.parent_id, &attested),
+        "{raw:?} does not match its own parent"
+    );
     if let Ok(other) = SpiffeId::new(&format!("{}x", spec.parent_id)) {
-        assert!(!spec.matches(&other, &attested), "{raw:?} matched agent {other}");
+        assert!(
+            !spec.matches(&other, &attested),
+            "{raw:?} matched agent {other}"
+        );
     }
 
     let json = serde_json::to_string(spec).unwrap_or_else(|e| panic!("serialising {raw:?}: {e}"));

@@ -29,16 +29,30 @@ fn state() -> &'static State {
     STATE.get_or_init(|| {
         let fixtures = Fixtures::from_json(include_str!("../fixtures/keys.json"))
             .unwrap_or_else(|e| panic!("loading fixtures: {e}"));
-        let tokens = fixtures.minted_tokens().unwrap_or_else(|e| panic!("minting: {e}"));
+        let tokens = fixtures
+            .minted_tokens()
+            .unwrap_or_else(|e| panic!("minting: {e}"));
         let bundle = fixtures.bundle;
         let mut signed_inputs = HashSet::new();
         for t in tokens {
-            let verdict = validate_jwt_svid(&t.token, AUDIENCE, &lookup(&bundle), validation_time());
-            assert_eq!(verdict.is_ok(), t.valid, "fixture token {}: {verdict:?}", t.name);
-            let (input, _) = t.token.rsplit_once('.').unwrap_or_else(|| panic!("token {}", t.name));
+            let verdict =
+                validate_jwt_svid(&t.token, AUDIENCE, &lookup(&bundle), validation_time());
+            assert_eq!(
+                verdict.is_ok(),
+                t.valid,
+                "fixture token {}: {verdict:?}",
+                t.name
+            );
+            let (input, _) = t
+                .token
+                .rsplit_once('.')
+                .unwrap_or_else(|| panic!("token {}", t.name));
             signed_inputs.insert(input.to_string());
         }
-        State { bundle, signed_inputs }
+        State {
+            bundle,
+            signed_inputs,
+        }
     })
 }
 
@@ -51,7 +65,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let state = state();
-    let Ok(validated) = validate_jwt_svid(token, AUDIENCE, &lookup(&state.bundle), validation_time()) else {
+    let Ok(validated) =
+        validate_jwt_svid(token, AUDIENCE, &lookup(&state.bundle), validation_time())
+    else {
         return;
     };
     let signing_input = token.rsplit_once('.').map(|(input, _)| input);
@@ -64,7 +80,11 @@ fuzz_target!(|data: &[u8]| {
         Some(validated.spiffe_id.as_str()),
         "sub of {token}"
     );
-    assert_eq!(validated.spiffe_id.trust_domain_name(), TRUST_DOMAIN, "{token}");
+    assert_eq!(
+        validated.spiffe_id.trust_domain_name(),
+        TRUST_DOMAIN,
+        "{token}"
+    );
     let aud = validated.claims.get("aud");
     let has_audience = match aud {
         Some(Value::String(a)) => a == AUDIENCE,

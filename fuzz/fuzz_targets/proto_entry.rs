@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    assert_eq!(EntryId::parse(entry.id.as_str()).as_ref(), Ok(&entry.id), "id of {wire:?}");
+    assert_eq!(
+        EntryId::parse(entry.id.as_str()).as_ref(),
+        Ok(&entry.id),
+        "id of {wire:?}"
+    );
     assert_eq!(
         SpiffeId::new_workload(entry.spec.spiffe_id.as_str()).as_ref(),
         Ok(&entry.spec.spiffe_id),
@@ -28,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(entry.spec.spiffe_id.as_str(), wire.spiffe_id);
     assert_eq!(entry.spec.parent_id.as_str(), wire.parent_id);
-    assert_eq!(entry.spec.selectors.len(), wire.selectors.len(), "selectors of {wire:?}");
+    assert_eq!(
+        entry.spec.selectors.len(),
+        wire.selectors.len(),
+        "selectors of {wire:?}"
+    );
     for (sel, text) in entry.spec.selectors.iter().zip(&wire.selectors) {
         assert_eq!(&sel.to_string(), text);
         assert_eq!(Selector::new(text).as_ref(), Ok(sel));

@@ -19,14 +19,25 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(sel.to_string(), input, "Display of {input:?}");
     assert!(input.len() <= MAX_SELECTOR_LEN);
-    assert!(!input.chars().any(char::is_control), "{input:?} has a control character");
+    assert!(
+        !input.chars().any(char::is_control),
+        "{input:?} has a control character"
+    );
     assert_eq!(
         Selector::new(&sel.to_string()).as_ref(),
         Ok(&sel),
         "re-parse of {input:?}"
     );
-    assert_eq!(format!("{}:{}", sel.ty(), sel.value()), input, "ty + value of {input:?}");
-    assert!(!sel.ty().contains(':'), "type {:?} of {input:?} holds a colon", sel.ty());
+    assert_eq!(
+        format!("{}:{}", sel.ty(), sel.value()),
+        input,
+        "ty + value of {input:?}"
+    );
+    assert!(
+        !sel.ty().contains(':'),
+        "type {:?} of {input:?} holds a colon",
+        sel.ty()
+    );
 
     let (key, value) = sel
         .value()
@@ -47,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
     // A workload attested with this selector satisfies an entry requiring it;
     // an empty requirement must never match (entries say what they select).
     let set: SelectorSet = [sel.clone()].into_iter().collect();
-    assert!(set.satisfies(std::slice::from_ref(&sel)), "set of {input:?}");
+    assert!(
+        set.satisfies(std::slice::from_ref(&sel)),
+        "set of {input:?}"
+    );
     assert!(!set.satisfies(&[]), "empty requirement matched {input:?}");
 });

@@ -24,7 +24,10 @@ fn check_spiffe_id(input: &str) {
     };
     assert_eq!(id.to_string(), input, "Display of {input:?}");
     assert_eq!(id.as_str(), input, "as_str of {input:?}");
-    assert!(input.len() <= MAX_SPIFFE_ID_LEN, "{input:?} is over the length cap");
+    assert!(
+        input.len() <= MAX_SPIFFE_ID_LEN,
+        "{input:?} is over the length cap"
+    );
     assert_eq!(
         SpiffeId::new(&id.to_string()).as_ref(),
         Ok(&id),
@@ -33,7 +36,11 @@ fn check_spiffe_id(input: &str) {
 
     let td_name = id.trust_domain_name();
     let path = id.path();
-    assert_eq!(format!("spiffe://{td_name}{path}"), input, "trust domain + path of {input:?}");
+    assert_eq!(
+        format!("spiffe://{td_name}{path}"),
+        input,
+        "trust domain + path of {input:?}"
+    );
     assert!(!td_name.is_empty() && td_name.len() <= MAX_TRUST_DOMAIN_LEN);
     assert!(
         path.is_empty() || (path.starts_with('/') && !path.ends_with('/')),
@@ -47,9 +54,16 @@ fn check_spiffe_id(input: &str) {
     assert!(id.is_member_of(&td));
     if path.is_empty() {
         assert_eq!(td.id(), id, "trust domain ID of {input:?}");
-        assert!(SpiffeId::new_workload(input).is_err(), "{input:?} has no path");
+        assert!(
+            SpiffeId::new_workload(input).is_err(),
+            "{input:?} has no path"
+        );
     } else {
-        assert_eq!(td.id_with_path(path).as_ref(), Ok(&id), "id_with_path of {input:?}");
+        assert_eq!(
+            td.id_with_path(path).as_ref(),
+            Ok(&id),
+            "id_with_path of {input:?}"
+        );
         assert_eq!(SpiffeId::new_workload(input).as_ref(), Ok(&id));
     }
 
@@ -74,5 +88,9 @@ fn check_trust_domain(input: &str) {
         .unwrap_or_else(|e| panic!("trust domain {input:?} accepted but its ID is not: {e}"));
     assert_eq!(td.id(), id);
     assert_eq!(id.path(), "");
-    assert_eq!(TrustDomain::new(name).as_ref(), Ok(&td), "re-parse of {input:?}");
+    assert_eq!(
+        TrustDomain::new(name).as_ref(),
+        Ok(&td),
+        "re-parse of {input:?}"
+    );
 }

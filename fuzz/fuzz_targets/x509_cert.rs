@@ -32,11 +32,16 @@ fn trusted() -> &'static Trusted {
         let fixtures = Fixtures::from_json(include_str!("../fixtures/keys.json"))
             .unwrap_or_else(|e| panic!("loading fixtures: {e}"));
         let roots = vec![fixtures.x509_root.trust_anchor_der().to_vec()];
-        let svid_id = verify_x509_svid(&[fixtures.svid_der.clone()], &roots, validation_time())
-            .unwrap_or_else(|e| panic!("fixture SVID does not verify: {e}"));
+        let svid_id = verify_x509_svid(
+            std::slice::from_ref(&fixtures.svid_der),
+            &roots,
+            validation_time(),
+        )
+        .unwrap_or_else(|e| panic!("fixture SVID does not verify: {e}"));
         Trusted {
             roots,
-            svid_tbs: tbs(&fixtures.svid_der).unwrap_or_else(|| panic!("fixture SVID does not parse")),
+            svid_tbs: tbs(&fixtures.svid_der)
+                .unwrap_or_else(|| panic!("fixture SVID does not parse")),
             svid_id,
         }
     })
@@ -51,7 +56,12 @@ fn tbs(der: &[u8]) -> Option<Vec<u8>> {
 fuzz_target!(|data: &[u8]| {
     let from_cert = spiffe_id_from_cert(data);
     if let Ok(id) = &from_cert {
-        assert_eq!(SpiffeId::new(id.as_str()).as_ref(), Ok(id), "ID from {}", hex(data));
+        assert_eq!(
+            SpiffeId::new(id.as_str()).as_ref(),
+            Ok(id),
+            "ID from {}",
+            hex(data)
+        );
         let text = id.as_str().as_bytes();
         assert!(
             data.windows(text.len()).any(|w| w == text),
@@ -71,5 +81,10 @@ fuzz_target!(|data: &[u8]| {
         hex(data)
     );
     assert_eq!(verified, trusted.svid_id, "verified ID of {}", hex(data));
-    assert_eq!(from_cert.as_ref().ok(), Some(&verified), "ID of verified {}", hex(data));
+    assert_eq!(
+        from_cert.as_ref().ok(),
+        Some(&verified),
+        "ID of verified {}",
+        hex(data)
+    );
 });

@@ -61,8 +61,9 @@ impl StoredFixtures {
     /// New keys, a CSR and an SVID (for the first run of the seed generator).
     pub fn generate() -> Result<Self, String> {
         let td = trust_domain()?;
-        let root = X509Authority::generate_root(&td, Duration::from_secs(10 * 365 * 86400), minted_at())
-            .map_err(|e| e.to_string())?;
+        let root =
+            X509Authority::generate_root(&td, Duration::from_secs(10 * 365 * 86400), minted_at())
+                .map_err(|e| e.to_string())?;
         let jwt_keys = [KeyAlg::EcP256, KeyAlg::Rsa2048]
             .into_iter()
             .map(|alg| JwtAuthority::generate(alg, minted_at()).map(|k| k.to_stored()))
@@ -73,7 +74,10 @@ impl StoredFixtures {
         let chain = root
             .sign_x509_svid(&csr_der, &id, &[], Duration::from_secs(3600), minted_at())
             .map_err(|e| e.to_string())?;
-        let svid_der = chain.into_iter().next().ok_or("signing returned an empty chain")?;
+        let svid_der = chain
+            .into_iter()
+            .next()
+            .ok_or("signing returned an empty chain")?;
         Ok(StoredFixtures {
             x509_root: root.to_stored(),
             jwt_keys,
@@ -91,7 +95,9 @@ impl StoredFixtures {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let mut bundle = Bundle::new(trust_domain()?);
-        bundle.x509_authorities.push(x509_root.trust_anchor_der().to_vec());
+        bundle
+            .x509_authorities
+            .push(x509_root.trust_anchor_der().to_vec());
         bundle.jwt_authorities = jwt_keys.iter().map(JwtAuthority::jwt_key).collect();
         bundle.sequence = 1;
         Ok(Fixtures {
@@ -122,7 +128,13 @@ impl Fixtures {
                 let id = SpiffeId::new(t.sub).map_err(|e| format!("{}: {e}", t.sub))?;
                 let audience: Vec<String> = t.audience.iter().map(|a| a.to_string()).collect();
                 let token = key
-                    .mint(&id, &audience, Duration::from_secs(t.ttl_secs), t.minted_at, t.extra.as_ref())
+                    .mint(
+                        &id,
+                        &audience,
+                        Duration::from_secs(t.ttl_secs),
+                        t.minted_at,
+                        t.extra.as_ref(),
+                    )
                     .map_err(|e| format!("minting {}: {e}", t.name))?;
                 out.push(MintedToken {
                     name: format!("{}-{}", t.name, key.alg()),
@@ -156,7 +168,12 @@ struct JwtTemplate {
 fn jwt_templates() -> Vec<JwtTemplate> {
     let now = MINTED_AT_UNIX;
     let claims = |pairs: &[(&str, Value)]| {
-        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>())
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<Map<_, _>>(),
+        )
     };
     let base = |name, valid| JwtTemplate {
         name,

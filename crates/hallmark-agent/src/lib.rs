@@ -18,6 +18,7 @@ pub mod attestor;
 mod authority_fix;
 mod client;
 pub mod manager;
+pub mod metrics;
 mod persist;
 pub mod workload;
 
@@ -60,10 +61,30 @@ pub enum AgentError {
     },
 }
 
+/// A cheap handle on the agent's health.
+#[derive(Clone)]
+pub struct AgentStatus {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<metrics::AgentMetrics>,
+}
+
+impl AgentStatus {
+    /// True once the agent has synced with the server.
+    pub fn ready(&self) -> bool {
+        self.snapshots.borrow().ready
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+}
+
 /// A running agent.
 pub struct AgentHandle {
     pub socket_path: PathBuf,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -72,6 +93,14 @@ impl AgentHandle {
     /// Waits until the agent has synced with the server once.
     pub async fn ready(&mut self) {
         let _ = self.snapshots.wait_for(|s| s.ready).await;
+    }
+
+    /// Readiness and metrics, for the health endpoint.
+    pub fn status(&self) -> AgentStatus {
+        AgentStatus {
+            snapshots: self.snapshots.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     pub async fn shutdown(self) {
@@ -89,6 +118,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let manager = manager::Manager::start(&config, shutdown_rx.clone()).await?;
     let snapshots = manager.snapshots();
+    let metrics = manager.shared.metrics.clone();
     let mut tasks = vec![manager.task];
 
     let listener = bind_workload_socket(&config.socket_path)?;
@@ -110,6 +140,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     Ok(AgentHandle {
         socket_path: config.socket_path.clone(),
         snapshots,
+        metrics,
         shutdown,
         tasks,
     })

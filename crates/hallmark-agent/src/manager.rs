@@ -99,6 +99,7 @@ pub struct Shared {
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     /// The current node API client, for JWT-SVID minting.
     pub client: watch::Sender<Option<NodeClient<Channel>>>,
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 pub(crate) struct Manager {
@@ -138,6 +139,7 @@ impl Manager {
             trust_domain: td,
             snapshots: watch::channel(Arc::new(snapshot)).0,
             client: watch::channel(None).0,
+            metrics: Arc::default(),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -299,6 +301,9 @@ impl Worker {
 
     fn publish(&self, f: impl FnOnce(&Snapshot) -> Snapshot) {
         let next = Arc::new(f(&self.snapshot()));
+        let m = &self.shared.metrics;
+        m.svids_cached.set(next.svids.len() as i64);
+        m.ready.set(i64::from(next.ready));
         self.shared.snapshots.send_replace(next);
     }
 
@@ -309,7 +314,9 @@ impl Worker {
             if *shutdown.borrow() {
                 return;
             }
-            match self.session(&mut shutdown).await {
+            let end = self.session(&mut shutdown).await;
+            self.shared.metrics.server_connected.set(0);
+            match end {
                 SessionEnd::Shutdown => return,
                 SessionEnd::Reconnect => {}
             }
@@ -380,6 +387,7 @@ impl Worker {
                 return SessionEnd::Reconnect;
             }
         };
+        self.shared.metrics.server_connected.set(1);
         let mut retry_at: Option<Instant> = None;
         loop {
             let next_svid = self.snapshot().svids.values().map(|s| s.renew_at).min();
@@ -518,6 +526,10 @@ impl Worker {
                     break;
                 }
             }
+        }
+        self.shared.metrics.svids_minted.inc_by(minted.len() as u64);
+        if failed {
+            self.shared.metrics.svid_mint_failures.inc();
         }
         if !minted.is_empty() {
             tracing::debug!(count = minted.len(), "SVIDs minted");

@@ -262,6 +262,57 @@ impl SpiffeWorkloadApi for WorkloadService {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let r = self.fetch_x509svid_inner(req).await;
+        self.shared.metrics.record("FetchX509SVID", &r);
+        r
+    }
+
+    type FetchX509BundlesStream = BoxStream<X509BundlesResponse>;
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let r = self.fetch_x509_bundles_inner(req).await;
+        self.shared.metrics.record("FetchX509Bundles", &r);
+        r
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let r = self.fetch_jwtsvid_inner(req).await;
+        self.shared.metrics.record("FetchJWTSVID", &r);
+        r
+    }
+
+    type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let r = self.fetch_jwt_bundles_inner(req).await;
+        self.shared.metrics.record("FetchJWTBundles", &r);
+        r
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        let r = self.validate_jwtsvid_inner(req).await;
+        self.shared.metrics.record("ValidateJWTSVID", &r);
+        r
+    }
+}
+
+impl WorkloadService {
+    async fn fetch_x509svid_inner(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<BoxStream<X509svidResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         if x509_response(&snap, &selectors).is_none() {
             return Err(Status::permission_denied(NO_IDENTITY));
@@ -273,12 +324,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         )))
     }
 
-    type FetchX509BundlesStream = BoxStream<X509BundlesResponse>;
-
-    async fn fetch_x509_bundles(
+    async fn fetch_x509_bundles_inner(
         &self,
         req: Request<X509BundlesRequest>,
-    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+    ) -> Result<Response<BoxStream<X509BundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
             (!matching_entries(snap, sel).is_empty()).then(|| X509BundlesResponse {
@@ -295,7 +344,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(state_stream(&self.shared, selectors, make)))
     }
 
-    async fn fetch_jwtsvid(
+    async fn fetch_jwtsvid_inner(
         &self,
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
@@ -340,12 +389,10 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(JwtsvidResponse { svids }))
     }
 
-    type FetchJWTBundlesStream = BoxStream<JwtBundlesResponse>;
-
-    async fn fetch_jwt_bundles(
+    async fn fetch_jwt_bundles_inner(
         &self,
         req: Request<JwtBundlesRequest>,
-    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+    ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
             (!matching_entries(snap, sel).is_empty()).then(|| JwtBundlesResponse {
@@ -361,7 +408,7 @@ impl SpiffeWorkloadApi for WorkloadService {
         Ok(Response::new(state_stream(&self.shared, selectors, make)))
     }
 
-    async fn validate_jwtsvid(
+    async fn validate_jwtsvid_inner(
         &self,
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {

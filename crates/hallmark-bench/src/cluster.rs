@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use hallmark_agent::{AgentConfig, AgentHandle, ServerTrustSource};
 use hallmark_core::TrustDomain;
 use hallmark_proto::hallmark as pb;
@@ -42,7 +42,9 @@ impl Cluster {
         let agent = cluster.agent_mut()?;
         tokio::time::timeout(SETUP_TIMEOUT, agent.ready())
             .await
-            .map_err(|_| anyhow!("the agent did not sync with the server within {SETUP_TIMEOUT:?}"))?;
+            .map_err(|_| {
+                anyhow!("the agent did not sync with the server within {SETUP_TIMEOUT:?}")
+            })?;
         Ok(cluster)
     }
 
@@ -121,7 +123,11 @@ impl Cluster {
 
     /// A workload SPIFFE ID under this trust domain.
     pub fn spiffe_id(&self, path: &str) -> String {
-        format!("spiffe://{}/{}", self.trust_domain, path.trim_start_matches('/'))
+        format!(
+            "spiffe://{}/{}",
+            self.trust_domain,
+            path.trim_start_matches('/')
+        )
     }
 
     /// Registers `spiffe_id` for callers with all of `selectors` on this agent.
@@ -229,12 +235,4 @@ pub fn workload_request<T>(msg: T) -> tonic::Request<T> {
 /// The `unix:uid` selector of this process.
 pub fn own_uid_selector() -> String {
     format!("unix:uid:{}", nix::unistd::getuid().as_raw())
-}
-
-/// Fails with `what` when `deadline` has passed.
-pub fn check_deadline(deadline: Instant, what: &str) -> Result<()> {
-    if Instant::now() > deadline {
-        bail!("timed out {what}");
-    }
-    Ok(())
 }

@@ -1,1 +1,172 @@
-fn main() {}
+//! `hallmark-bench`: benchmarks of Hallmark's identity plane.
+//!
+//! Every benchmark measures its baseline in the same run, on the same
+//! machine, so the figures it prints are comparisons rather than absolute
+//! numbers that depend on the day. Each prints a table and, with
+//! `--json FILE`, writes the same figures (plus the machine) as JSON.
+//! docs/PERFORMANCE.md records the results and how to reproduce them.
+//!
+//! - `workload-api`: Workload API latency under concurrent clients vs a
+//!   no-op gRPC service on the same transport.
+//! - `issuance`: X509-SVID signing vs raw ECDSA signing, and end-to-end
+//!   minting for many entries.
+//! - `propagation`: registration change to workload, vs the admin call.
+//! - `agent-memory`: agent memory holding N SVIDs vs none.
+
+mod cluster;
+mod issuance;
+mod memory;
+mod noop;
+mod procfs;
+mod propagation;
+mod report;
+mod stats;
+mod workload_api;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::report::Machine;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hallmark-bench",
+    version,
+    about = "Benchmarks of Hallmark's identity plane"
+)]
+struct Cli {
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Workload API latency and throughput vs a no-op service.
+    WorkloadApi(workload_api::WorkloadApiArgs),
+    /// X509-SVID signing rate vs raw ECDSA signing; end-to-end minting.
+    Issuance(issuance::IssuanceArgs),
+    /// Time from a registration change to the workload's stream.
+    Propagation(propagation::PropagationArgs),
+    /// Agent resident memory with N SVIDs vs none (child processes).
+    AgentMemory(memory::AgentMemoryArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    raise_fd_limit()?;
+    println!("machine: {}", Machine::detect());
+    let json = cli.json.as_deref();
+    match cli.bench {
+        Bench::WorkloadApi(args) => {
+            let r = workload_api::run(&args).await?;
+            workload_api::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "workload-api", &r)?;
+            }
+        }
+        Bench::Issuance(args) => {
+            let r = issuance::run(&args).await?;
+            issuance::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "issuance", &r)?;
+            }
+        }
+        Bench::Propagation(args) => {
+            let r = propagation::run(&args).await?;
+            propagation::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "propagation", &r)?;
+            }
+        }
+        Bench::AgentMemory(args) => {
+            let r = memory::run(&args).await?;
+            memory::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "agent-memory", &r)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A thousand clients in this process hold a thousand connections on each
+/// side, plus the agent's pidfds: lift the soft open-file limit to the hard one.
+fn raise_fd_limit() -> Result<()> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_levels_are_comma_separated() {
+        let cli = Cli::parse_from([
+            "hallmark-bench",
+            "workload-api",
+            "--clients",
+            "1,100,1000",
+            "--requests",
+            "50",
+            "--json",
+            "/tmp/x.json",
+        ]);
+        match cli.bench {
+            Bench::WorkloadApi(a) => {
+                assert_eq!(a.clients, [1, 100, 1000]);
+                assert_eq!(a.requests, 50);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert_eq!(cli.json, Some(PathBuf::from("/tmp/x.json")));
+    }
+
+    #[test]
+    fn the_fd_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        raise_fd_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, hard);
+    }
+}

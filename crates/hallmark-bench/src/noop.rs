@@ -163,7 +163,11 @@ mod tests {
                 Some(X509svidResponse::default()),
                 "{transport:?}"
             );
-            assert_eq!(stream.message().await.unwrap(), None, "{transport:?}: one item only");
+            assert_eq!(
+                stream.message().await.unwrap(),
+                None,
+                "{transport:?}: one item only"
+            );
             let jwt = client
                 .fetch_jwtsvid(workload_request(JwtsvidRequest {
                     audience: vec!["a".into()],

@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn cpu_model_is_the_first_model_name_line() {
         let cases = [
-            ("processor\t: 0\nmodel name\t: AMD EPYC\nmodel name\t: other\n", Some("AMD EPYC")),
+            (
+                "processor\t: 0\nmodel name\t: AMD EPYC\nmodel name\t: other\n",
+                Some("AMD EPYC"),
+            ),
             ("processor\t: 0\n", None),
             ("model name:Plain\n", Some("Plain")),
         ];

@@ -30,7 +30,8 @@ impl Samples {
 
     pub fn push(&mut self, d: Duration) {
         // A single call longer than 584 years saturates; nothing here runs that long.
-        self.nanos.push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.nanos
+            .push(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     pub fn extend(&mut self, other: Samples) {
@@ -127,7 +128,12 @@ mod tests {
             (&hundred, 1.5, 100),
         ];
         for (sorted, q, want) in cases {
-            assert_eq!(percentile(sorted, *q), *want, "q={q} of {} samples", sorted.len());
+            assert_eq!(
+                percentile(sorted, *q),
+                *want,
+                "q={q} of {} samples",
+                sorted.len()
+            );
         }
     }
 

@@ -77,6 +77,7 @@ impl KeyKind {
 /// Parses a CSR, checks its key and self-signature, and returns its
 /// SubjectPublicKeyInfo DER. Nothing else in the request is looked at.
 pub fn verify_csr(csr_der: &[u8]) -> Result<Vec<u8>, CsrError> {
+    check_envelope(csr_der)?;
     let (rest, csr) =
         X509CertificationRequest::from_der(csr_der).map_err(|e| CsrError::NotDer(e.to_string()))?;
     if !rest.is_empty() {
@@ -126,6 +127,59 @@ pub fn verify_csr(csr_der: &[u8]) -> Result<Vec<u8>, CsrError> {
         .verify(info.raw, csr.signature_value.data.as_ref())
         .map_err(|_| CsrError::BadSignature)?;
     Ok(spki.raw.to_vec())
+}
+
+/// One DER tag-length header: (tag, header length, content length).
+fn der_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let tag = *buf.first()?;
+    let first = *buf.get(1)? as usize;
+    if first < 0x80 {
+        return Some((tag, 2, first));
+    }
+    let n = first & 0x7f;
+    // DER: long form only for lengths >= 128, with no leading zero byte.
+    if n == 0 || n > 3 || buf.len() < 2 + n || buf[2] == 0 {
+        return None;
+    }
+    let len = buf[2..2 + n]
+        .iter()
+        .fold(0usize, |acc, &b| (acc << 8) | b as usize);
+    (len >= 0x80).then_some((tag, 2 + n, len))
+}
+
+/// Checks the tags of the unsigned envelope around the signed request:
+/// `SEQUENCE { SEQUENCE info, SEQUENCE { OID alg, .. }, BIT STRING sig }`.
+/// x509-parser is lenient about these tag bytes (class and constructed
+/// bits), and only the signed part is covered by the signature, so they are
+/// checked here: one byte sequence, one meaning.
+fn check_envelope(der: &[u8]) -> Result<(), CsrError> {
+    let bad =
+        |what: &str| CsrError::NotDer(format!("{what} does not follow the PKCS#10 DER layout"));
+    let (tag, hl, _) = der_header(der).ok_or_else(|| bad("outer header"))?;
+    if tag != 0x30 {
+        return Err(bad("outer SEQUENCE tag"));
+    }
+    let mut pos = hl;
+    for (want, what) in [
+        (0x30, "certificationRequestInfo"),
+        (0x30, "signatureAlgorithm"),
+        (0x03, "signature"),
+    ] {
+        let (tag, hl, len) =
+            der_header(der.get(pos..).unwrap_or_default()).ok_or_else(|| bad(what))?;
+        if tag != want {
+            return Err(bad(what));
+        }
+        if what == "signatureAlgorithm" {
+            let inner = der.get(pos + hl..).unwrap_or_default();
+            match der_header(inner) {
+                Some((0x06, _, _)) => {}
+                _ => return Err(bad("signatureAlgorithm OID")),
+            }
+        }
+        pos += hl + len;
+    }
+    Ok(())
 }
 
 fn unsupported_sig(oid: &Oid, kind: KeyKind) -> CsrError {
@@ -194,6 +248,25 @@ pub(crate) fn strip_leading_zeros(n: &[u8]) -> &[u8] {
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
     use super::*;
+
+    /// Tag bytes outside the signed part (found by fuzzing): each change
+    /// must be refused although the signature still matches.
+    #[test]
+    fn envelope_tags_are_strict() {
+        let id = hallmark_core::SpiffeId::new("spiffe://example.org/w").unwrap();
+        let (_, csr) = crate::generate_key_and_csr(&id).unwrap();
+        assert!(verify_csr(&csr).is_ok());
+        let (_, outer_hl, _) = der_header(&csr).unwrap();
+        let (_, info_hl, info_len) = der_header(&csr[outer_hl..]).unwrap();
+        let alg_at = outer_hl + info_hl + info_len;
+        let (_, alg_hl, alg_len) = der_header(&csr[alg_at..]).unwrap();
+        let sig_at = alg_at + alg_hl + alg_len;
+        for (pos, new) in [(0, 0x10), (alg_at, 0x10), (alg_at + alg_hl, 0x86), (sig_at, 0x43)] {
+            let mut bad = csr.clone();
+            bad[pos] = new;
+            assert!(matches!(verify_csr(&bad), Err(CsrError::NotDer(_))), "byte {pos} -> {new:#x} accepted");
+        }
+    }
 
     fn p256_csr() -> Vec<u8> {
         let id = hallmark_core::SpiffeId::new("spiffe://example.org/w").unwrap();

@@ -11,6 +11,7 @@
 
 mod admin;
 mod authority;
+pub mod metrics;
 mod node;
 mod tls;
 
@@ -87,6 +88,7 @@ pub(crate) struct Shared {
     pub agent_svid_ttl: Duration,
     pub join_token_ttl: Duration,
     pub started_at: i64,
+    pub metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -94,6 +96,7 @@ pub struct ServerHandle {
     pub listen_addr: SocketAddr,
     pub admin_socket: PathBuf,
     admin: AdminService,
+    shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -104,12 +107,42 @@ impl ServerHandle {
         self.admin.clone()
     }
 
+    /// Readiness and metrics, for the health endpoint.
+    pub fn status(&self) -> ServerStatus {
+        ServerStatus {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Stops accepting, ends agent streams and waits for the listeners.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// A cheap handle on the server's health.
+#[derive(Clone)]
+pub struct ServerStatus {
+    shared: Arc<Shared>,
+}
+
+impl ServerStatus {
+    /// Ready when the datastore answers.
+    pub async fn ready(&self) -> bool {
+        self.shared.store.count_entries().await.is_ok()
+    }
+
+    /// The Prometheus text exposition, with gauges read now.
+    pub async fn metrics(&self) -> String {
+        let m = &self.shared.metrics;
+        if let Ok(n) = self.shared.store.count_entries().await {
+            m.entries.set(n as i64);
+        }
+        m.agents_connected.set(self.shared.connected.count() as i64);
+        m.render()
     }
 }
 
@@ -179,6 +212,7 @@ pub async fn start_with_store(
         agent_svid_ttl: config.agent_svid_ttl,
         join_token_ttl: config.join_token_ttl,
         started_at: unix_now(),
+        metrics: Arc::default(),
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -245,6 +279,7 @@ pub async fn start_with_store(
         listen_addr,
         admin_socket: config.admin_socket.clone(),
         admin,
+        shared,
         shutdown,
         tasks,
     })

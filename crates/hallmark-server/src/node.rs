@@ -17,6 +17,11 @@ use tonic::{Request, Response, Status};
 
 use crate::{agent_spiffe_id, unix_now, Shared};
 
+/// SVIDs are back-dated by this much (see hallmark-ca).
+const SVID_BACKDATE_SECS: i64 = 10;
+/// Rounding of certificate times to whole seconds.
+const CLOCK_SLACK_SECS: i64 = 1;
+
 /// Largest CSR batch one call may carry; larger batches are split by the agent.
 pub const MAX_BATCH: usize = 1000;
 
@@ -111,9 +116,15 @@ impl NodeService {
         if record.banned {
             return Err(Status::permission_denied(format!("agent {id} is banned")));
         }
-        if record.serial != serial_of(leaf.as_ref())? {
+        // SVIDs issued before the agent's current attestation belong to an
+        // earlier (evicted) registration of this node and are refused. Any
+        // later one is accepted, so an agent killed between a renewal and
+        // saving its new SVID can still come back with the previous one.
+        if not_before_of(leaf.as_ref())? + SVID_BACKDATE_SECS + CLOCK_SLACK_SECS
+            < record.attested_at
+        {
             return Err(Status::permission_denied(format!(
-                "agent {id} presented a superseded SVID; re-join with a new token"
+                "agent {id} presented an SVID from before its current registration; re-join with a new token"
             )));
         }
         Ok(id)
@@ -166,6 +177,10 @@ fn parse_cert(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_
 
 fn serial_of(der: &[u8]) -> Result<String, Status> {
     Ok(hex::encode(parse_cert(der)?.raw_serial()))
+}
+
+fn not_before_of(der: &[u8]) -> Result<i64, Status> {
+    Ok(parse_cert(der)?.validity().not_before.timestamp())
 }
 
 fn not_after_of(der: &[u8]) -> Result<i64, Status> {
@@ -236,6 +251,7 @@ impl Node for NodeService {
             })
             .await
             .map_err(internal)?;
+        self.shared.metrics.attestation("ok");
         tracing::info!(agent = %id, "agent attested with a join token");
         Ok(Response::new(pb::AttestResponse {
             svid: Some(svid),
@@ -380,6 +396,12 @@ impl Node for NodeService {
         })
         .await
         .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+        let signed = results.iter().filter(|r| r.svid.is_some()).count() as u64;
+        self.shared.metrics.x509_svids_signed.inc_by(signed);
+        self.shared
+            .metrics
+            .x509_sign_failures
+            .inc_by(results.len() as u64 - signed);
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
@@ -416,6 +438,7 @@ impl Node for NodeService {
             .mint(&entry.spec.spiffe_id, &req.audience, ttl, now, None)
             .map_err(|e| Status::internal(format!("minting a JWT-SVID: {e}")))?;
         let issued_at = unix_now();
+        self.shared.metrics.jwt_svids_minted.inc();
         Ok(Response::new(pb::NewJwtSvidResponse {
             token,
             issued_at,

@@ -777,7 +777,7 @@ async fn agents(store: &dyn Store, run: &Run) {
 
 async fn authorities(store: &dyn Store, run: &Run) {
     let x1 = AuthorityRecord {
-        id: format!("{}-x1", run.tag),
+        id: format!("{}-x-a-newer", run.tag),
         kind: AuthorityKind::X509,
         state: "active".into(),
         alg: "ec-p256".into(),
@@ -788,9 +788,11 @@ async fn authorities(store: &dyn Store, run: &Run) {
         not_after: 10_000,
     };
     let x0 = AuthorityRecord {
-        id: format!("{}-x0", run.tag),
+        id: format!("{}-x-z-older", run.tag),
         state: "retired".into(),
         chain_der: Vec::new(),
+        // Older but sorting after x1 by id, so the order shows which key
+        // the listing used.
         created_at: 50,
         ..x1.clone()
     };

@@ -93,9 +93,18 @@ impl SqliteStore {
         Self::migrated(pool).await
     }
 
-    /// Closes every connection, checkpointing the WAL. Calls after this
-    /// fail.
+    /// Folds the WAL into the database file and closes every connection.
+    /// Calls after this fail.
     pub async fn close(&self) {
+        // SQLite checkpoints on close only when it is sure it is the last
+        // connection, which connections closing together can defeat; doing
+        // it here leaves one self-contained file to back up.
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "datastore: final WAL checkpoint failed; the WAL file keeps the data");
+        }
         self.pool.close().await;
     }
 
@@ -402,7 +411,7 @@ impl Store for SqliteStore {
         .bind(a.not_after)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("SELECT $1")
+        sqlx::query("DELETE FROM authority_chain WHERE authority_id = $1")
             .bind(&a.id)
             .execute(&mut *tx)
             .await?;

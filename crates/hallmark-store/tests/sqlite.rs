@@ -123,9 +123,14 @@ async fn reopen_tightens_a_loosened_file_mode() {
     store.close().await;
 
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    // A leftover WAL from an earlier crash gets the same treatment.
+    // A WAL left by an earlier run gets the same treatment. It may hold
+    // committed data, so it is opened without truncating.
     let wal = sidecar(&path, "-wal");
-    fs::write(&wal, b"").unwrap();
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&wal)
+        .unwrap();
     fs::set_permissions(&wal, fs::Permissions::from_mode(0o664)).unwrap();
 
     let store = SqliteStore::open(&path).await.unwrap();
@@ -191,6 +196,12 @@ async fn data_survives_close_and_reopen() {
         .unwrap();
     let revision = store.revision().await.unwrap();
     store.close().await;
+    // Closing folds the WAL into the main file, so that file alone is a
+    // complete backup.
+    let wal_len = fs::metadata(sidecar(&path, "-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(wal_len, 0, "WAL not checkpointed on close");
 
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(store.get_entry(&web.id).await.unwrap(), Some(web.clone()));

@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod health;
 mod roles;
 mod workload;
 

@@ -11,6 +11,7 @@ use hallmark_proto::hallmark::admin_server::Admin;
 use hallmark_server::{CaSource, ServerConfig};
 
 use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
+use crate::health;
 
 /// How long shutdown may take before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -53,6 +54,9 @@ pub struct ServerArgs {
     /// Certificates above the CA up to the root (PEM), for an intermediate CA.
     #[arg(long, requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +85,9 @@ pub struct AgentArgs {
     /// PEM file with the server's root CA(s).
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +98,9 @@ pub struct UpArgs {
     /// Trust domain [default: hallmark.local].
     #[arg(long)]
     pub trust_domain: Option<String>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<String>,
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -193,17 +203,57 @@ async fn shutdown_signal() {
 }
 
 pub async fn run_server(a: ServerArgs) -> Result<()> {
+    let health = a.health_listen.clone();
     let cfg = server_config(a)?;
     let handle = hallmark_server::start(cfg).await?;
+    if let Some(addr) = health {
+        let s = handle.status();
+        let probe = health::Probe::new(
+            {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    Box::pin(async move { s.ready().await })
+                }
+            },
+            move || {
+                let s = s.clone();
+                Box::pin(async move { s.metrics().await })
+            },
+        );
+        health::serve(config::socket_addr("health_listen", &addr)?, probe).await?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
     Ok(())
 }
 
+fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
+    let m = a.clone();
+    health::Probe::new(
+        move || {
+            let r = a.ready();
+            Box::pin(async move { r })
+        },
+        move || {
+            let text = m.metrics();
+            Box::pin(async move { text })
+        },
+    )
+}
+
 pub async fn run_agent(a: AgentArgs) -> Result<()> {
+    let health = a.health_listen.clone();
     let cfg = agent_config(a)?;
     let handle = hallmark_agent::start(cfg).await?;
+    if let Some(addr) = health {
+        health::serve(
+            config::socket_addr("health_listen", &addr)?,
+            agent_probe(handle.status()),
+        )
+        .await?;
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
@@ -293,6 +343,26 @@ pub async fn up(a: UpArgs) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(30), agent.ready())
         .await
         .map_err(|_| anyhow!("the agent did not sync with the server within 30s"))?;
+
+    if let Some(addr) = a.health_listen {
+        let (srv, ag) = (server.status(), agent.status());
+        let (srv2, ag2) = (srv.clone(), ag.clone());
+        let probe = health::Probe::new(
+            move || {
+                let (srv, ag) = (srv.clone(), ag.clone());
+                Box::pin(async move { ag.ready() && srv.ready().await })
+            },
+            move || {
+                let (srv, ag) = (srv2.clone(), ag2.clone());
+                Box::pin(async move {
+                    // One exposition: drop the first part's end marker.
+                    let server = srv.metrics().await;
+                    format!("{}{}", server.trim_end_matches("# EOF\n"), ag.metrics())
+                })
+            },
+        );
+        health::serve(config::socket_addr("--health-listen", &addr)?, probe).await?;
+    }
 
     println!("Hallmark is up.");
     println!();

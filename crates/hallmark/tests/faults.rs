@@ -53,6 +53,10 @@ fn server_outage_then_restart_keeps_ca_entries_and_agent_recovers() {
     }
 
     server.restart();
+    // And once more after a clean stop (SIGTERM exits 0).
+    let status = server.terminate();
+    assert!(status.success(), "server exit on SIGTERM: {status}");
+    server.restart();
     assert_eq!(
         server.bundle_pem(),
         bundle_before,
@@ -114,9 +118,15 @@ fn restarted_agent_serves_again_without_a_join_token() {
     server.create_entry(&id, &agent.spiffe_id, &["unix:uid:0"], &[]);
     wait_for_svid(&agent, &id, WAIT);
 
-    // `restart` starts `agent run` with neither --join-token nor
-    // --ca-fingerprint, on the same data dir and socket path (the old
-    // socket file is left behind, as after a crash).
+    // A clean stop first: SIGTERM drains and exits 0.
+    let status = agent.terminate();
+    assert!(status.success(), "agent exit on SIGTERM: {status}");
+    agent.restart();
+    wait_for_svid(&agent, &id, WAIT);
+
+    // Then a crash. `restart` starts `agent run` with neither --join-token
+    // nor --ca-fingerprint, on the same data dir and socket path (the old
+    // socket file is left behind).
     agent.restart();
     let svid = wait_for_svid(&agent, &id, WAIT);
     verify_chain(&svid.chain, &pem_certs(&server.bundle_pem())).expect("chain after agent restart");

@@ -66,6 +66,18 @@ async fn every_method_without_the_workload_header_is_invalid_argument() {
     agent.wait_for_ids(&[&id], WAIT);
     let mut client = agent.client().await;
 
+    // With the header: a DER chain (leaf first) that verifies against the
+    // DER bundle sent with it, and a PKCS#8 key.
+    let served = first_x509(&mut client, true)
+        .await
+        .expect("FetchX509SVID with header");
+    let svid = &served.svids[0];
+    let chain = split_der_certs(&svid.x509_svid);
+    let bundle = split_der_certs(&svid.bundle);
+    verify_chain(&chain, &bundle).expect("served chain verifies against served bundle");
+    assert_eq!(cert_info(&chain[0]).uri_sans, [id.as_str()]);
+    assert!(!svid.x509_svid_key.is_empty(), "X509SVID carries no key");
+
     let status = first_x509(&mut client, false)
         .await
         .expect_err("FetchX509SVID without header");

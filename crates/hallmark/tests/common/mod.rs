@@ -252,17 +252,6 @@ impl Daemon {
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .map(Child::id)
-            .expect("daemon is running")
-    }
-
-    pub fn log(&self) -> &Path {
-        &self.log
-    }
-
     /// Fails the test with the log tail if the process has exited: a daemon
     /// that died while a test waits for it would otherwise look like a hang.
     #[track_caller]
@@ -428,10 +417,6 @@ impl TestServer {
         self.kill();
         let listen = self.addr.to_string();
         self.launch(&listen);
-    }
-
-    pub fn log(&self) -> PathBuf {
-        self.dir.path().join("server.log")
     }
 
     /// `spiffe://TD/PATH`.
@@ -630,10 +615,6 @@ impl TestAgent {
     pub fn restart(&mut self) {
         self.kill();
         self.launch(&[]);
-    }
-
-    pub fn log(&self) -> PathBuf {
-        self.dir.path().join("agent.log")
     }
 
     /// The `SPIFFE_ENDPOINT_SOCKET` value for this agent.

@@ -26,6 +26,17 @@ if [[ -x "$VENV/bin/python" && "$want" == "$have" ]]; then
 fi
 
 if [[ ! -x "$VENV/bin/python" ]]; then
+    # Debian splits venv/ensurepip out of python3; install it when we can.
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+            echo "venv: $PYTHON lacks venv/ensurepip; installing python3-venv" >&2
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null
+        else
+            echo "venv: $PYTHON lacks the venv module; install python3-venv" >&2
+            exit 1
+        fi
+    fi
     echo "venv: creating $VENV with $("$PYTHON" --version 2>&1)" >&2
     "$PYTHON" -m venv "$VENV"
 fi

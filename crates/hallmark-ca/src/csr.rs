@@ -261,10 +261,18 @@ mod tests {
         let alg_at = outer_hl + info_hl + info_len;
         let (_, alg_hl, alg_len) = der_header(&csr[alg_at..]).unwrap();
         let sig_at = alg_at + alg_hl + alg_len;
-        for (pos, new) in [(0, 0x10), (alg_at, 0x10), (alg_at + alg_hl, 0x86), (sig_at, 0x43)] {
+        for (pos, new) in [
+            (0, 0x10),
+            (alg_at, 0x10),
+            (alg_at + alg_hl, 0x86),
+            (sig_at, 0x43),
+        ] {
             let mut bad = csr.clone();
             bad[pos] = new;
-            assert!(matches!(verify_csr(&bad), Err(CsrError::NotDer(_))), "byte {pos} -> {new:#x} accepted");
+            assert!(
+                matches!(verify_csr(&bad), Err(CsrError::NotDer(_))),
+                "byte {pos} -> {new:#x} accepted"
+            );
         }
     }
 

@@ -15,6 +15,15 @@ use tonic::{Request, Response, Status};
 use crate::node::{agent_id_for_node, bundle_to_pb, hash_token};
 use crate::{unix_now, Shared};
 
+#[derive(Debug, Clone, Copy)]
+enum Revocation {
+    Evict,
+    Ban,
+}
+
+/// Join tokens live at most this long.
+const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(7 * 86400);
+
 /// Admin operations, also callable in-process (`hallmark up`).
 #[derive(Clone)]
 pub struct AdminService {
@@ -24,6 +33,28 @@ pub struct AdminService {
 impl AdminService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         AdminService { shared }
+    }
+
+    /// Evicts (forgets) or bans an agent; either way its SVID stops working
+    /// at once and its open streams end.
+    async fn revoke_agent(
+        &self,
+        raw_id: &str,
+        how: Revocation,
+    ) -> Result<Response<pb::AgentActionResponse>, Status> {
+        let id = parse_id("spiffe_id", raw_id)?;
+        let store = &self.shared.store;
+        let found = match how {
+            Revocation::Evict => store.delete_agent(&id).await,
+            Revocation::Ban => store.set_agent_banned(&id, true).await,
+        }
+        .map_err(store_status)?;
+        if !found {
+            return Err(Status::not_found(format!("agent {id} not found")));
+        }
+        let _ = self.shared.revoked.send(id.clone());
+        tracing::info!(agent = %id, action = ?how, "agent revoked");
+        Ok(Response::new(pb::AgentActionResponse {}))
     }
 
     fn notify_entries_changed(&self) {
@@ -168,6 +199,13 @@ impl Admin for AdminService {
         } else {
             Duration::from_secs(r.ttl_secs)
         };
+        if ttl > MAX_JOIN_TOKEN_TTL {
+            return Err(Status::invalid_argument(format!(
+                "join token TTL of {}s exceeds the maximum of {}s (7d): a join token is a bootstrap secret, keep it short",
+                ttl.as_secs(),
+                MAX_JOIN_TOKEN_TTL.as_secs()
+            )));
+        }
         let expires_at = unix_now() + ttl.as_secs() as i64;
         self.shared
             .store
@@ -217,38 +255,16 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentActionResponse>, Status> {
-        let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
-        if !self
-            .shared
-            .store
-            .delete_agent(&id)
+        self.revoke_agent(&req.get_ref().spiffe_id, Revocation::Evict)
             .await
-            .map_err(store_status)?
-        {
-            return Err(Status::not_found(format!("agent {id} not found")));
-        }
-        let _ = self.shared.revoked.send(id.clone());
-        tracing::info!(agent = %id, "agent evicted");
-        Ok(Response::new(pb::AgentActionResponse {}))
     }
 
     async fn ban_agent(
         &self,
         req: Request<pb::AgentRequest>,
     ) -> Result<Response<pb::AgentActionResponse>, Status> {
-        let id = parse_id("spiffe_id", &req.get_ref().spiffe_id)?;
-        if !self
-            .shared
-            .store
-            .set_agent_banned(&id, true)
+        self.revoke_agent(&req.get_ref().spiffe_id, Revocation::Ban)
             .await
-            .map_err(store_status)?
-        {
-            return Err(Status::not_found(format!("agent {id} not found")));
-        }
-        let _ = self.shared.revoked.send(id.clone());
-        tracing::info!(agent = %id, "agent banned");
-        Ok(Response::new(pb::AgentActionResponse {}))
     }
 
     async fn get_bundle(

@@ -592,32 +592,32 @@ async fn pruning_join_tokens(store: &dyn Store, run: &Run) {
         pruned >= 2,
         "conformance: prune_join_tokens(3000) deleted {pruned}, expected at least tokens 10 and 11"
     );
-    let state =
+    let consume =
         |n: u32, now: i64| async move { store.consume_join_token(&run.token_hash(n), now).await };
-    err("token 10 after prune", state(10, 1000).await, |e| {
+    err("token 10 after prune", consume(10, 1000).await, |e| {
         matches!(e, StoreError::TokenNotFound)
     });
-    err("token 11 after prune", state(11, 1000).await, |e| {
+    err("token 11 after prune", consume(11, 1000).await, |e| {
         matches!(e, StoreError::TokenNotFound)
     });
     err(
         "token 13 kept (used in the future)",
-        state(13, 3000).await,
+        consume(13, 3000).await,
         |e| matches!(e, StoreError::TokenUsed),
     );
 
     ok("prune at 4000", store.prune_join_tokens(4000).await);
     err(
         "token 13 after prune at its use time",
-        state(13, 4000).await,
+        consume(13, 4000).await,
         |e| matches!(e, StoreError::TokenNotFound),
     );
-    let got = ok("token 12 survives pruning", state(12, 4000).await);
+    let got = ok("token 12 survives pruning", consume(12, 4000).await);
     assert_eq!(got, agent);
     ok("prune at 4000 again", store.prune_join_tokens(4000).await);
     let got = ok(
         "unused unexpired token 14 survives pruning",
-        state(14, 4000).await,
+        consume(14, 4000).await,
     );
     assert_eq!(got, agent);
 }

@@ -168,9 +168,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Atomically marks the token used and returns its agent ID. Unknown ->
     /// [`StoreError::TokenNotFound`]; already used ->
-    /// [`StoreError::TokenUsed`]; `now > expires_at` ->
-    /// [`StoreError::TokenExpired`]. Of concurrent consumers of one token,
-    /// exactly one succeeds.
+    /// [`StoreError::TokenUsed`] (even if also expired by now);
+    /// `now > expires_at` -> [`StoreError::TokenExpired`], and the token
+    /// stays unused. Of concurrent consumers of one token, exactly one
+    /// succeeds.
     async fn consume_join_token(&self, token_hash: &str, now: i64) -> Result<SpiffeId>;
 
     /// Deletes tokens that can never be consumed again: expired before

@@ -16,17 +16,27 @@ use crate::health;
 /// How long shutdown may take before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Flags every long-running role takes.
 #[derive(Args, Debug)]
-pub struct ServerArgs {
-    /// TOML config file (section [server]); flags override it.
+pub struct RoleArgs {
+    /// TOML config file ([server] or [agent] section); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Trust domain [default: hallmark.local].
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// State directory (datastore) [default: $HALLMARK_HOME/server].
+    /// State directory [default: $HALLMARK_HOME/server or $HALLMARK_HOME/agent].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    pub common: RoleArgs,
     /// Node API address for agents [default: 127.0.0.1:8081].
     #[arg(long)]
     pub listen: Option<String>,
@@ -54,22 +64,12 @@ pub struct ServerArgs {
     /// Certificates above the CA up to the root (PEM), for an intermediate CA.
     #[arg(long, requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
-    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
-    #[arg(long)]
-    pub health_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// TOML config file (section [agent]); flags override it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Trust domain [default: hallmark.local].
-    #[arg(long)]
-    pub trust_domain: Option<String>,
-    /// State directory [default: $HALLMARK_HOME/agent].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: RoleArgs,
     /// Server node API address HOST:PORT (repeat for failover) [default: 127.0.0.1:8081].
     #[arg(long = "server")]
     pub servers: Vec<String>,
@@ -85,9 +85,6 @@ pub struct AgentArgs {
     /// PEM file with the server's root CA(s).
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
-    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
-    #[arg(long)]
-    pub health_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -108,10 +105,11 @@ fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
 }
 
 pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
-    let file = config::load_file(a.config.as_deref())?.server;
-    let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
-    let data_dir =
-        pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("server"));
+    let file = config::load_file(a.common.config.as_deref())?.server;
+    let td = pick(a.common.trust_domain, file.trust_domain)
+        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let data_dir = pick(a.common.data_dir, file.data_dir)
+        .unwrap_or_else(|| config::default_home().join("server"));
     let listen = pick(a.listen, file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
     let ca = match (pick(a.ca_cert, file.ca_cert), pick(a.ca_key, file.ca_key)) {
         (Some(cert), Some(key)) => CaSource::Disk {
@@ -149,10 +147,11 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
-    let file = config::load_file(a.config.as_deref())?.agent;
-    let td = pick(a.trust_domain, file.trust_domain).unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
-    let data_dir =
-        pick(a.data_dir, file.data_dir).unwrap_or_else(|| config::default_home().join("agent"));
+    let file = config::load_file(a.common.config.as_deref())?.agent;
+    let td = pick(a.common.trust_domain, file.trust_domain)
+        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
+    let data_dir = pick(a.common.data_dir, file.data_dir)
+        .unwrap_or_else(|| config::default_home().join("agent"));
     let servers = if a.servers.is_empty() {
         file.servers.unwrap_or_else(|| vec![DEFAULT_LISTEN.into()])
     } else {
@@ -203,7 +202,7 @@ async fn shutdown_signal() {
 }
 
 pub async fn run_server(a: ServerArgs) -> Result<()> {
-    let health = a.health_listen.clone();
+    let health = a.common.health_listen.clone();
     let cfg = server_config(a)?;
     let handle = hallmark_server::start(cfg).await?;
     if let Some(addr) = health {
@@ -244,7 +243,7 @@ fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
 }
 
 pub async fn run_agent(a: AgentArgs) -> Result<()> {
-    let health = a.health_listen.clone();
+    let health = a.common.health_listen.clone();
     let cfg = agent_config(a)?;
     let handle = hallmark_agent::start(cfg).await?;
     if let Some(addr) = health {

@@ -68,6 +68,12 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The fuzz targets live in their own workspace (they need cargo-fuzz to
+# run); type-checking them here keeps them in step with the crates' APIs.
+# `bash scripts/fuzz.sh` runs them.
+step "fuzz targets compile (cargo check --manifest-path fuzz/Cargo.toml)"
+CARGO_TARGET_DIR="$ROOT/target" cargo check --manifest-path fuzz/Cargo.toml --bins
+
 step "cargo test --workspace"
 cargo test --workspace
 

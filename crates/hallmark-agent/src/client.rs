@@ -33,11 +33,52 @@ pub enum ServerTrustSource {
 pub enum ClientError {
     #[error("TLS configuration: {0}")]
     Tls(#[from] hallmark_ca::CaError),
-    #[error("connecting to the server at {servers}: {source}")]
-    Connect {
-        servers: String,
-        source: tonic::transport::Error,
-    },
+    #[error("connecting to the server at {servers}: {reason}")]
+    Connect { servers: String, reason: String },
+    /// The server's certificate does not verify against the configured
+    /// trust; retrying cannot help.
+    #[error("the server at {servers} is not trusted: {reason} (check --ca-fingerprint / --trust-bundle, or the trust domain)")]
+    Untrusted { servers: String, reason: String },
+}
+
+impl ClientError {
+    /// Whether retrying the same connection can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Connect { .. })
+    }
+}
+
+/// An error and its causes on one line ("a: b: c"), skipping repeats.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    parts.join(": ")
+}
+
+/// True when a TLS certificate check failed somewhere in the chain.
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(rustls::Error::InvalidCertificate(_)) = c.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if is_certificate_error(inner) {
+                    return true;
+                }
+            }
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// The server's expected SPIFFE ID.
@@ -100,9 +141,19 @@ pub async fn connect(
         .keep_alive_timeout(Duration::from_secs(10))
         .connect_with_connector(connector)
         .await
-        .map_err(|source| ClientError::Connect {
-            servers: list,
-            source,
+        .map_err(|e| {
+            let reason = error_chain(&e);
+            if is_certificate_error(&e) {
+                ClientError::Untrusted {
+                    servers: list,
+                    reason,
+                }
+            } else {
+                ClientError::Connect {
+                    servers: list,
+                    reason,
+                }
+            }
         })?;
     Ok(NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
 }

@@ -230,7 +230,7 @@ async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), Mana
     let mut client = loop {
         match client::connect(&config.servers, tls.clone()).await {
             Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if e.is_retryable() && Instant::now() < deadline => {
                 tracing::warn!(error = %e, "server not reachable yet; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -257,9 +257,9 @@ fn micro_benchmarks(args: &IssuanceArgs) -> Result<Micro> {
         })?);
     }
     let mut ops: Vec<OpRate> = names
-        .iter()
+        .into_iter()
         .zip(per_round)
-        .map(|(name, rounds)| op_rate(*name, rounds))
+        .map(|(name, rounds)| op_rate(name, rounds))
         .collect();
     ops.push(op_rate(OP_KEY_AND_CSR, vec![keygen_rate]));
     Ok(Micro {

@@ -12,6 +12,10 @@
 //! every block is re-encoded, the server's HPACK state only ever reflects
 //! this encoder, so the two stay in step. All other frames pass untouched;
 //! the server-to-client direction is not touched at all.
+//!
+//! The choice is made once per connection, at its first header block: a
+//! client whose first authority is valid (tonic, grpc-go) gets its bytes
+//! passed through unchanged for the whole connection, at no cost.
 
 use std::io;
 use std::pin::Pin;
@@ -41,9 +45,24 @@ struct PendingHeaders {
     block: Vec<u8>,
 }
 
+/// Decided once per connection, at its first header block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Undecided,
+    /// The client sends valid authorities (tonic, grpc-go): bytes flow
+    /// through untouched, at no cost.
+    Passthrough,
+    /// The client sends invalid ones (gRPC C-core): every block is re-encoded.
+    Rewrite,
+}
+
 /// See the module docs.
 pub struct AuthorityFix<S> {
     inner: S,
+    mode: Mode,
+    /// The original frames of the pending header block, forwarded as they
+    /// are when the connection turns out not to need rewriting.
+    pending_raw: Vec<u8>,
     raw: BytesMut,
     out: BytesMut,
     preface_left: usize,
@@ -57,6 +76,8 @@ impl<S> AuthorityFix<S> {
     pub fn new(inner: S) -> Self {
         AuthorityFix {
             inner,
+            mode: Mode::Undecided,
+            pending_raw: Vec::new(),
             raw: BytesMut::new(),
             out: BytesMut::new(),
             preface_left: PREFACE_LEN,
@@ -80,6 +101,11 @@ impl<S> AuthorityFix<S> {
             if self.preface_left > 0 {
                 return Ok(());
             }
+        }
+        if self.mode == Mode::Passthrough {
+            let rest = self.raw.split();
+            self.out.extend_from_slice(&rest);
+            return Ok(());
         }
         while self.raw.len() >= FRAME_HEADER_LEN {
             let len = u32::from_be_bytes([0, self.raw[0], self.raw[1], self.raw[2]]) as usize;
@@ -118,6 +144,8 @@ impl<S> AuthorityFix<S> {
                         return Err(bad("HEADERS padding exceeds payload"));
                     }
                     let block = p[..p.len() - pad].to_vec();
+                    self.pending_raw.clear();
+                    self.pending_raw.extend_from_slice(&frame);
                     self.pending = Some(PendingHeaders {
                         stream_id,
                         end_stream: flags & FLAG_END_STREAM != 0,
@@ -131,6 +159,7 @@ impl<S> AuthorityFix<S> {
                 TYPE_CONTINUATION => match self.pending.as_mut() {
                     Some(h) if h.stream_id == stream_id => {
                         h.block.extend_from_slice(payload);
+                        self.pending_raw.extend_from_slice(&frame);
                         if h.block.len() > MAX_HEADER_BLOCK {
                             return Err(bad("header block too large"));
                         }
@@ -155,10 +184,25 @@ impl<S> AuthorityFix<S> {
             .decoder
             .decode(&h.block)
             .map_err(|e| bad(&format!("HPACK decoding failed: {e:?}")))?;
+        let invalid = |name: &[u8], value: &[u8]| {
+            name == b":authority" && http::uri::Authority::try_from(value).is_err()
+        };
+        if self.mode == Mode::Undecided {
+            if headers.iter().any(|(n, v)| invalid(n, v)) {
+                self.mode = Mode::Rewrite;
+            } else {
+                // The server decodes these same bytes, so its HPACK state
+                // matches the client's from here on without our help.
+                self.mode = Mode::Passthrough;
+                let raw = std::mem::take(&mut self.pending_raw);
+                self.out.extend_from_slice(&raw);
+                let rest = self.raw.split();
+                self.out.extend_from_slice(&rest);
+                return Ok(());
+            }
+        }
         for (name, value) in headers.iter_mut() {
-            if name.as_slice() == b":authority"
-                && http::uri::Authority::try_from(value.as_slice()).is_err()
-            {
+            if invalid(name, value) {
                 *value = b"localhost".to_vec();
             }
         }
@@ -388,24 +432,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn valid_authority_is_kept() {
+    async fn connection_with_valid_authority_passes_through_untouched() {
         let mut enc = loona_hpack::Encoder::new();
-        let b = enc.encode(vec![
+        let b1 = enc.encode(vec![
             (&b":authority"[..], &b"localhost:1234"[..]),
             (&b":method"[..], &b"POST"[..]),
         ]);
+        // A later block with a bad authority on the same connection is left
+        // alone too: the connection was judged by its first block.
+        let b2 = enc.encode(vec![(&b":authority"[..], &b"tmp%2Fx.sock"[..])]);
         let mut input = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS | FLAG_PADDED, 1, &{
             let mut p = vec![3u8];
-            p.extend_from_slice(&b);
+            p.extend_from_slice(&b1);
             p.extend_from_slice(&[0, 0, 0]);
             p
         }));
-        let (_, blocks) = run(input).await;
-        assert_eq!(
-            blocks[0][0],
-            (b":authority".to_vec(), b"localhost:1234".to_vec())
-        );
+        input.extend(frame(0x0, 0x1, 1, b"data"));
+        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &b2));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&input).await.unwrap();
+        drop(client);
+        let mut fix = AuthorityFix::new(server);
+        let mut out = Vec::new();
+        fix.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, input);
     }
 
     #[tokio::test]

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::attestor::{attest_unix, PeerInfo, PeerStream};
+use crate::attestor::{attest_unix, attest_unix_cached, PeerInfo, PeerStream};
 use crate::authority_fix::AuthorityFix;
 use crate::manager::{CachedSvid, Shared, Snapshot};
 
@@ -98,9 +98,15 @@ impl WorkloadService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
-        let selectors = tokio::task::spawn_blocking(move || attest_unix(&peer))
-            .await
-            .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?
+        // Inline when the caller's binary was hashed before (the common
+        // case); otherwise hash it off the async threads.
+        let attested = match attest_unix_cached(&peer) {
+            Some(r) => r,
+            None => tokio::task::spawn_blocking(move || attest_unix(&peer))
+                .await
+                .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?,
+        };
+        let selectors = attested
             .map_err(|e| Status::permission_denied(format!("could not attest caller: {e}")))?;
         Ok((selectors, snap))
     }

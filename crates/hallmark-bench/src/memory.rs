@@ -67,10 +67,17 @@ pub struct AgentMemoryReport {
     pub svids: usize,
     /// The agent holding no SVID: the baseline.
     pub baseline: Reading,
+    /// After the entries were created one by one while the agent ran.
     pub loaded: Reading,
+    /// A new agent process on the same state, holding the same SVIDs
+    /// obtained in its first sync.
+    pub restarted: Reading,
     pub rss_delta_kib: i64,
     pub rss_anon_delta_kib: i64,
     pub rss_anon_bytes_per_svid: f64,
+    /// The same for the restarted agent: state without the history of
+    /// N incremental updates.
+    pub restarted_rss_anon_bytes_per_svid: f64,
     /// The server, for scale, after the entries were created.
     pub server: Memory,
     pub create_entries_ms: f64,
@@ -135,26 +142,14 @@ pub async fn run(args: &AgentMemoryArgs) -> Result<AgentMemoryReport> {
         .context("reading the server's listen address")?;
     let token = generate_token(&mut admin, "bench-mem").await?;
 
-    let mut agent = Process::spawn(
-        &bin,
-        "agent",
-        dir.path(),
-        &[
-            "agent",
-            "run",
-            "--trust-domain",
-            TRUST_DOMAIN,
-            "--data-dir",
-            &path_arg(&dir.path().join("agent"))?,
-            "--server",
-            listen.trim(),
-            "--socket",
-            &path_arg(&workload_socket)?,
-            "--ca-fingerprint",
-            &token.ca_fingerprint,
-        ],
-        &[("HALLMARK_JOIN_TOKEN", token.token.as_str())],
-    )?;
+    let agent_cmd = AgentCommand {
+        bin: &bin,
+        dir: dir.path(),
+        server: listen.trim(),
+        socket: &workload_socket,
+        ca_fingerprint: &token.ca_fingerprint,
+    };
+    let mut agent = agent_cmd.spawn("agent", Some(&token.token))?;
     wait_for_sync(&mut agent, &workload_socket).await?;
     let agent_pid = agent.pid()?;
     eprintln!("  agent synced with no entries; waiting for its memory to settle");
@@ -189,6 +184,13 @@ pub async fn run(args: &AgentMemoryArgs) -> Result<AgentMemoryReport> {
     let loaded = settled_memory(agent_pid, settle).await?;
     let server_memory = Memory::of_pid(server.pid()?)?;
 
+    // The same state reached in one sync: a restarted agent keeps only its
+    // own SVID and mints every workload SVID again in one batch.
+    agent.stop().await;
+    let mut agent = agent_cmd.spawn("agent-restarted", None)?;
+    wait_until_served(&mut agent, &workload_socket, &last_id).await?;
+    let restarted = settled_memory(agent.pid()?, settle).await?;
+
     agent.stop().await;
     server.stop().await;
 
@@ -199,8 +201,13 @@ pub async fn run(args: &AgentMemoryArgs) -> Result<AgentMemoryReport> {
         rss_delta_kib: kib(loaded.memory.vm_rss_kib) - kib(baseline.memory.vm_rss_kib),
         rss_anon_delta_kib: anon_delta,
         rss_anon_bytes_per_svid: anon_delta as f64 * 1024.0 / args.svids as f64,
+        restarted_rss_anon_bytes_per_svid: (kib(restarted.memory.rss_anon_kib)
+            - kib(baseline.memory.rss_anon_kib)) as f64
+            * 1024.0
+            / args.svids as f64,
         baseline,
         loaded,
+        restarted,
         server: server_memory,
         create_entries_ms: created.as_secs_f64() * 1e3,
         last_create_to_served_ms: served.as_secs_f64() * 1e3,
@@ -286,6 +293,46 @@ impl Process {
     }
 }
 
+/// How to start the agent child; started twice (fresh, then restarted).
+struct AgentCommand<'a> {
+    bin: &'a Path,
+    dir: &'a Path,
+    server: &'a str,
+    socket: &'a Path,
+    ca_fingerprint: &'a str,
+}
+
+impl AgentCommand<'_> {
+    fn spawn(&self, name: &'static str, join_token: Option<&str>) -> Result<Process> {
+        let data_dir = path_arg(&self.dir.join("agent"))?;
+        let socket = path_arg(self.socket)?;
+        let env: Vec<(&str, &str)> = join_token
+            .map(|t| ("HALLMARK_JOIN_TOKEN", t))
+            .into_iter()
+            .collect();
+        Process::spawn(
+            self.bin,
+            name,
+            self.dir,
+            &[
+                "agent",
+                "run",
+                "--trust-domain",
+                TRUST_DOMAIN,
+                "--data-dir",
+                &data_dir,
+                "--server",
+                self.server,
+                "--socket",
+                &socket,
+                "--ca-fingerprint",
+                self.ca_fingerprint,
+            ],
+            &env,
+        )
+    }
+}
+
 async fn wait_for_admin(server: &mut Process, socket: &Path) -> Result<AdminClient<Channel>> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
@@ -326,7 +373,8 @@ async fn wait_for_sync(agent: &mut Process, socket: &Path) -> Result<()> {
     }
 }
 
-/// Waits until this process is served `spiffe_id`; returns how long that took.
+/// Waits until this process is served `spiffe_id`; returns how long that
+/// took. Connects afresh each time: a just-started agent may not listen yet.
 async fn wait_until_served(
     agent: &mut Process,
     socket: &Path,
@@ -334,18 +382,29 @@ async fn wait_until_served(
 ) -> Result<Duration> {
     let start = Instant::now();
     let deadline = start + STARTUP_TIMEOUT;
-    let mut client = workload_client(socket).await?;
+    let mut client = None;
     loop {
         agent.check_alive()?;
-        if let Ok(resp) = client
-            .fetch_x509svid(workload_request(X509svidRequest {}))
-            .await
-        {
-            let mut stream = resp.into_inner();
-            if let Ok(Some(msg)) = stream.message().await {
-                if msg.svids.iter().any(|s| s.spiffe_id == spiffe_id) {
-                    return Ok(start.elapsed());
+        if client.is_none() {
+            client = workload_client(socket).await.ok();
+        }
+        if let Some(c) = client.as_mut() {
+            match c.fetch_x509svid(workload_request(X509svidRequest {})).await {
+                Ok(resp) => {
+                    let mut stream = resp.into_inner();
+                    if let Ok(Some(msg)) = stream.message().await {
+                        if msg.svids.iter().any(|s| s.spiffe_id == spiffe_id) {
+                            return Ok(start.elapsed());
+                        }
+                    }
                 }
+                // Not synced yet, or no identity yet: ask again.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::PermissionDenied
+                    ) => {}
+                Err(s) => bail!("FetchX509SVID while waiting for {spiffe_id}: {s}"),
             }
         }
         if Instant::now() > deadline {
@@ -439,7 +498,11 @@ pub fn print(r: &AgentMemoryReport) {
         r.svids
     );
     let mut t = Table::new(&["agent", "VmRSS", "VmHWM", "RssAnon", "settled"]);
-    for (name, reading) in [("0 SVIDs (baseline)", &r.baseline), ("loaded", &r.loaded)] {
+    for (name, reading) in [
+        ("0 SVIDs (baseline)", &r.baseline),
+        ("N SVIDs, entries added live", &r.loaded),
+        ("N SVIDs, after a restart", &r.restarted),
+    ] {
         t.row(vec![
             name.into(),
             reading.memory.vm_rss_kib.to_string(),
@@ -449,7 +512,7 @@ pub fn print(r: &AgentMemoryReport) {
         ]);
     }
     t.row(vec![
-        "difference".into(),
+        "live - baseline".into(),
         r.rss_delta_kib.to_string(),
         String::new(),
         r.rss_anon_delta_kib.to_string(),
@@ -457,8 +520,9 @@ pub fn print(r: &AgentMemoryReport) {
     ]);
     print!("{}", t.render());
     println!(
-        "per SVID: {} bytes of anonymous memory; server VmRSS {} KiB",
+        "anonymous memory per SVID: {} bytes (entries added live), {} bytes (after a restart); server VmRSS {} KiB",
         num(r.rss_anon_bytes_per_svid),
+        num(r.restarted_rss_anon_bytes_per_svid),
         r.server.vm_rss_kib
     );
     println!(

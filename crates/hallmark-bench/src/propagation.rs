@@ -28,12 +28,19 @@ use crate::stats::{Samples, Summary};
 pub const TARGET_P99: Duration = Duration::from_millis(200);
 /// One change not visible after this long fails the run.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first `unix:uid` of background entries: far from real users.
+const FIRST_BACKGROUND_UID: u32 = 300_000;
 
 #[derive(Args, Debug, Clone)]
 pub struct PropagationArgs {
     /// Entries to create (and then delete), one at a time.
     #[arg(long, default_value_t = 100)]
     pub iterations: usize,
+    /// Other entries registered on the agent first (matching no process):
+    /// every change resends the agent's whole entry set, so this shows how
+    /// propagation scales with it.
+    #[arg(long, default_value_t = 0)]
+    pub background: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +56,7 @@ pub struct Phase {
 #[derive(Debug, Serialize)]
 pub struct PropagationReport {
     pub iterations: usize,
+    pub background_entries: usize,
     pub create: Phase,
     pub delete: Phase,
 }
@@ -60,10 +68,19 @@ pub async fn run(args: &PropagationArgs) -> Result<PropagationReport> {
     let mut cluster = Cluster::start().await?;
     let mut admin = cluster.admin().await?;
     let selectors = [own_uid_selector()];
+    for i in 0..args.background {
+        let id = cluster.spiffe_id(&format!("bench/propagation/background/{i}"));
+        let uid = FIRST_BACKGROUND_UID as usize + i;
+        cluster
+            .create_entry(&mut admin, &id, &[format!("unix:uid:{uid}")])
+            .await?;
+    }
     // Without an identity the stream would end at once with PermissionDenied.
     let base = cluster.spiffe_id("bench/propagation/base");
     cluster.create_entry(&mut admin, &base, &selectors).await?;
-    cluster.wait_for_svids(1, SETUP_TIMEOUT).await?;
+    cluster
+        .wait_for_svids(args.background + 1, SETUP_TIMEOUT)
+        .await?;
     let mut client = workload_client(&cluster.workload_socket()?).await?;
     let mut stream = client
         .fetch_x509svid(workload_request(X509svidRequest {}))
@@ -93,6 +110,7 @@ pub async fn run(args: &PropagationArgs) -> Result<PropagationReport> {
     cluster.shutdown().await;
     Ok(PropagationReport {
         iterations: n,
+        background_entries: args.background,
         create: phase(&create, &create_call)?,
         delete: phase(&delete, &delete_call)?,
     })
@@ -134,8 +152,8 @@ async fn wait_until(
 
 pub fn print(r: &PropagationReport) {
     println!(
-        "Propagation: {} entries created then deleted, one at a time (ms)",
-        r.iterations
+        "Propagation: {} entries created then deleted, one at a time, with {} other entries on the agent",
+        r.iterations, r.background_entries
     );
     let ms = |us: f64| num(us / 1_000.0);
     let mut t = Table::new(&[
@@ -222,7 +240,13 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_short_run_sees_every_change() {
-        let r = run(&PropagationArgs { iterations: 3 }).await.unwrap();
+        let r = run(&PropagationArgs {
+            iterations: 3,
+            background: 5,
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.background_entries, 5);
         assert_eq!(r.create.end_to_end.count, 3);
         assert_eq!(r.delete.end_to_end.count, 3);
         assert!(r.create.end_to_end.p50_us >= r.create.admin_call.p50_us);

@@ -21,7 +21,7 @@ use tokio::sync::Barrier;
 use tonic::transport::Channel;
 
 use crate::cluster::{own_uid_selector, workload_client, workload_request, Cluster, SETUP_TIMEOUT};
-use crate::noop::{NoopServer, Transport};
+use crate::noop::{NoopServer, Variant};
 use crate::report::{num, ratio_cell, verdict, Table};
 use crate::stats::{self, Samples, Summary};
 
@@ -68,7 +68,9 @@ pub enum Target {
     /// The no-op service on a plain tonic Unix socket server: the baseline.
     Noop,
     /// The no-op service behind the agent's accept path.
-    NoopAgentTransport,
+    NoopAgentAccept,
+    /// The no-op service behind the agent's accept path, attesting each call.
+    NoopAgentAttest,
     /// The real agent.
     Agent,
 }
@@ -77,7 +79,8 @@ impl Target {
     fn name(self) -> &'static str {
         match self {
             Target::Noop => "noop",
-            Target::NoopAgentTransport => "noop+agent-accept",
+            Target::NoopAgentAccept => "noop+accept",
+            Target::NoopAgentAttest => "noop+accept+attest",
             Target::Agent => "agent",
         }
     }
@@ -111,6 +114,12 @@ pub struct WorkloadApiReport {
     pub comparisons: Vec<Comparison>,
     /// One `attest_unix` call of this process on itself, single-threaded.
     pub attest_unix: Summary,
+    /// The user and group name lookups inside it (`getpwuid_r` and
+    /// `getgrgid_r` through NSS), timed alone.
+    pub name_lookup: Summary,
+    /// `spawn_blocking` of an empty closure, awaited: the thread hop the
+    /// agent makes around each attestation.
+    pub blocking_hop: Summary,
 }
 
 pub async fn run(args: &WorkloadApiArgs) -> Result<WorkloadApiReport> {
@@ -126,20 +135,34 @@ pub async fn run(args: &WorkloadApiArgs) -> Result<WorkloadApiReport> {
     cluster.wait_for_svids(1, SETUP_TIMEOUT).await?;
     let agent_socket = cluster.workload_socket()?;
 
-    let noop_socket = cluster.scratch_dir().join("noop.sock");
-    let noop = NoopServer::start(&noop_socket, Transport::Plain)?;
-    let noop_agent_socket = cluster.scratch_dir().join("noop-agent-accept.sock");
-    let noop_agent = NoopServer::start(&noop_agent_socket, Transport::AgentIncoming)?;
+    let mut baselines = Vec::new();
+    let mut targets: Vec<(Target, PathBuf)> = Vec::new();
+    for (target, variant, file) in [
+        (Target::Noop, Variant::Plain, "noop.sock"),
+        (
+            Target::NoopAgentAccept,
+            Variant::AgentAccept,
+            "noop-accept.sock",
+        ),
+        (
+            Target::NoopAgentAttest,
+            Variant::AgentAcceptAttest,
+            "noop-attest.sock",
+        ),
+    ] {
+        let socket = cluster.scratch_dir().join(file);
+        baselines.push(NoopServer::start(&socket, variant)?);
+        targets.push((target, socket));
+    }
+    targets.push((Target::Agent, agent_socket));
 
-    let attest = tokio::task::spawn_blocking(time_attestation)
-        .await
-        .context("attestation timing task")??;
+    let (attest, name_lookup) = tokio::task::spawn_blocking(|| {
+        Ok::<_, anyhow::Error>((time_attestation()?, time_name_lookup()?))
+    })
+    .await
+    .context("attestation timing task")??;
+    let blocking_hop = time_blocking_hop().await?;
 
-    let targets: [(Target, PathBuf); 3] = [
-        (Target::Noop, noop_socket),
-        (Target::NoopAgentTransport, noop_agent_socket),
-        (Target::Agent, agent_socket),
-    ];
     let mut measurements = Vec::new();
     for &clients in &args.clients {
         for method in [Method::FetchX509Svid, Method::FetchJwtSvid] {
@@ -154,7 +177,7 @@ pub async fn run(args: &WorkloadApiArgs) -> Result<WorkloadApiReport> {
                         )
                     })?;
                 eprintln!(
-                    "  {:<14} {:<18} {:>5} clients  p50 {:>9} us  p99 {:>9} us  {:>8} calls/s",
+                    "  {:<14} {:<19} {:>5} clients  p50 {:>9} us  p99 {:>9} us  {:>8} calls/s",
                     method.name(),
                     target.name(),
                     clients,
@@ -167,8 +190,9 @@ pub async fn run(args: &WorkloadApiArgs) -> Result<WorkloadApiReport> {
         }
     }
 
-    noop.shutdown().await;
-    noop_agent.shutdown().await;
+    for b in baselines {
+        b.shutdown().await;
+    }
     cluster.shutdown().await;
 
     let comparisons = compare(&measurements);
@@ -177,6 +201,8 @@ pub async fn run(args: &WorkloadApiArgs) -> Result<WorkloadApiReport> {
         measurements,
         comparisons,
         attest_unix: attest,
+        name_lookup,
+        blocking_hop,
     })
 }
 
@@ -234,24 +260,30 @@ async fn measure(
             let warm = call(&mut client, method, expect_identity).await;
             start_line.wait().await;
             warm?;
+            let began = Instant::now();
             let mut samples = Samples::with_capacity(per_client);
             for _ in 0..per_client {
                 let t = Instant::now();
                 call(&mut client, method, expect_identity).await?;
                 samples.push(t.elapsed());
             }
-            Ok::<_, anyhow::Error>((samples, Instant::now()))
+            Ok::<_, anyhow::Error>((samples, began, Instant::now()))
         }));
     }
     start_line.wait().await;
-    let started = Instant::now();
+    // Each task notes its own start: a task may finish all its calls
+    // before this one is scheduled again after the start line.
     let mut all = Samples::with_capacity(per_client * clients);
-    let mut finished = started;
+    let mut window: Option<(Instant, Instant)> = None;
     for t in tasks {
-        let (samples, done) = t.await.context("client task")??;
+        let (samples, began, done) = t.await.context("client task")??;
         all.extend(samples);
-        finished = finished.max(done);
+        window = Some(match window {
+            None => (began, done),
+            Some((b, d)) => (b.min(began), d.max(done)),
+        });
     }
+    let (started, finished) = window.ok_or_else(|| anyhow!("no client ran"))?;
     let latency = all
         .summary()
         .ok_or_else(|| anyhow!("no call was measured"))?;
@@ -329,6 +361,38 @@ fn time_attestation() -> Result<Summary> {
         .ok_or_else(|| anyhow!("no attestation was measured"))
 }
 
+/// An empty round trip through tokio's blocking pool.
+async fn time_blocking_hop() -> Result<Summary> {
+    let mut samples = Samples::with_capacity(ATTEST_CALLS);
+    for _ in 0..ATTEST_CALLS {
+        let t = Instant::now();
+        tokio::task::spawn_blocking(|| ())
+            .await
+            .context("an empty blocking task")?;
+        samples.push(t.elapsed());
+    }
+    samples
+        .summary()
+        .ok_or_else(|| anyhow!("no blocking hop was measured"))
+}
+
+/// The part of attestation that turns ids into names, as `attest_unix`
+/// does for every call: one user and one group lookup.
+fn time_name_lookup() -> Result<Summary> {
+    use nix::unistd::{Gid, Group, Uid, User};
+    let (uid, gid) = (Uid::current(), Gid::current());
+    let mut samples = Samples::with_capacity(ATTEST_CALLS);
+    for _ in 0..ATTEST_CALLS {
+        let t = Instant::now();
+        User::from_uid(uid).context("looking up this process's user")?;
+        Group::from_gid(gid).context("looking up this process's group")?;
+        samples.push(t.elapsed());
+    }
+    samples
+        .summary()
+        .ok_or_else(|| anyhow!("no name lookup was measured"))
+}
+
 pub fn print(report: &WorkloadApiReport) {
     println!(
         "Workload API: {} calls per method, target and level",
@@ -377,9 +441,15 @@ pub fn print(report: &WorkloadApiReport) {
     print!("{}", c.render());
     println!();
     println!(
-        "attest_unix alone (single thread): p50 {} us, p99 {} us",
+        "attest_unix alone (single thread): p50 {} us, p99 {} us; of which user+group name lookup: p50 {} us",
         num(report.attest_unix.p50_us),
-        num(report.attest_unix.p99_us)
+        num(report.attest_unix.p99_us),
+        num(report.name_lookup.p50_us)
+    );
+    println!(
+        "spawn_blocking round trip (empty closure, idle runtime): p50 {} us, p99 {} us",
+        num(report.blocking_hop.p50_us),
+        num(report.blocking_hop.p99_us)
     );
 }
 
@@ -407,7 +477,8 @@ mod tests {
     fn compares_agent_with_the_plain_noop_of_the_same_level_and_method() {
         let ms = vec![
             m(1, Method::FetchX509Svid, Target::Noop, 100.0),
-            m(1, Method::FetchX509Svid, Target::NoopAgentTransport, 150.0),
+            m(1, Method::FetchX509Svid, Target::NoopAgentAccept, 150.0),
+            m(1, Method::FetchX509Svid, Target::NoopAgentAttest, 200.0),
             m(1, Method::FetchX509Svid, Target::Agent, 250.0),
             m(1, Method::FetchJwtSvid, Target::Noop, 100.0),
             m(1, Method::FetchJwtSvid, Target::Agent, 150.0),
@@ -425,8 +496,18 @@ mod tests {
     }
 
     #[test]
-    fn attestation_of_this_process_succeeds_and_is_timed() {
+    fn attestation_and_name_lookups_of_this_process_succeed_and_are_timed() {
         let s = time_attestation().unwrap();
+        assert_eq!(s.count, ATTEST_CALLS);
+        assert!(s.p50_us > 0.0);
+        let n = time_name_lookup().unwrap();
+        assert_eq!(n.count, ATTEST_CALLS);
+        assert!(n.p50_us > 0.0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_blocking_hop_is_timed() {
+        let s = time_blocking_hop().await.unwrap();
         assert_eq!(s.count, ATTEST_CALLS);
         assert!(s.p50_us > 0.0);
     }
@@ -435,7 +516,7 @@ mod tests {
     async fn measures_the_noop_service_and_rejects_empty_answers_where_identity_is_expected() {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("noop.sock");
-        let server = NoopServer::start(&socket, Transport::Plain).unwrap();
+        let server = NoopServer::start(&socket, Variant::Plain).unwrap();
         let got = measure(&socket, Target::Noop, Method::FetchX509Svid, 3, 10)
             .await
             .unwrap();

@@ -45,7 +45,12 @@ fn trust_bundle_file_bootstraps_an_agent() {
     let roots = dir.path().join("roots.pem");
     fs::write(&roots, server.bundle_pem()).unwrap();
     let token = server.join_token("tb");
-    server.create_entry(&server.id("/w"), &server.agent_id("tb"), &["unix:uid:0"], &[]);
+    server.create_entry(
+        &server.id("/w"),
+        &server.agent_id("tb"),
+        &["unix:uid:0"],
+        &[],
+    );
 
     let log = dir.path().join("agent.log");
     let mut agent = Daemon::spawn(

@@ -67,6 +67,13 @@ impl DigestCache {
         self.get_or_hash(file, sha256_of)
     }
 
+    /// The digest when this version of the file was hashed before; no I/O
+    /// beyond an fstat.
+    pub(super) fn cached(&self, file: &File) -> io::Result<Option<[u8; 32]>> {
+        let version = FileVersion::of(&file.metadata()?);
+        Ok(self.lock().get(&version).copied())
+    }
+
     fn get_or_hash(
         &self,
         file: &File,

@@ -18,4 +18,4 @@ mod peer;
 mod unix;
 
 pub use peer::{PeerInfo, PeerStream};
-pub use unix::{attest_unix, AttestError};
+pub use unix::{attest_unix, attest_unix_cached, AttestError};

@@ -70,6 +70,79 @@ pub enum AttestError {
 /// not reused while its process exists, so the read was about the caller.
 /// Otherwise the answer is [`AttestError::PeerExited`].
 pub fn attest_unix(peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
+    match attest(peer, true)? {
+        Some(selectors) => Ok(selectors),
+        // `attest` only declines when told not to hash.
+        None => Err(AttestError::Proc {
+            pid: peer.pid,
+            what: "the executable's content",
+            source: io::Error::other("not hashed"),
+        }),
+    }
+}
+
+/// [`attest_unix`] without hashing: `None` when the caller's executable has
+/// not been hashed yet (run [`attest_unix`] off the async threads then).
+/// Reading /proc and an fstat are quick enough to do inline, which saves a
+/// thread hop on every Workload API call from a known binary.
+pub fn attest_unix_cached(peer: &PeerInfo) -> Option<Result<SelectorSet, AttestError>> {
+    attest(peer, false).transpose()
+}
+
+/// How long a uid/gid → name lookup is reused: /etc/passwd rarely changes,
+/// and reading it on every call costs more than the rest of attestation.
+const NAME_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+type NameCache = std::collections::HashMap<(bool, u32), (std::time::Instant, Option<String>)>;
+static NAMES: std::sync::Mutex<Option<NameCache>> = std::sync::Mutex::new(None);
+
+/// A user (`is_user`) or group name, from a short-lived cache.
+fn name_of(is_user: bool, id: u32) -> Result<Option<String>, AttestError> {
+    let key = (is_user, id);
+    let now = std::time::Instant::now();
+    {
+        let guard = NAMES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, name)) = guard.as_ref().and_then(|m| m.get(&key)) {
+            if now.duration_since(*at) < NAME_TTL {
+                return Ok(name.clone());
+            }
+        }
+    }
+    let name = if is_user {
+        User::from_uid(Uid::from_raw(id))
+            .map_err(|source| AttestError::NameLookup {
+                kind: "user",
+                id,
+                source,
+            })?
+            .map(|u| u.name)
+    } else {
+        Group::from_gid(Gid::from_raw(id))
+            .map_err(|source| AttestError::NameLookup {
+                kind: "group",
+                id,
+                source,
+            })?
+            .map(|g| g.name)
+    };
+    let mut guard = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let map = guard.get_or_insert_with(Default::default);
+    // Bounded: stale entries go first, and a map full of fresh ones is reset.
+    if map.len() >= 4096 {
+        map.retain(|_, (at, _)| now.duration_since(*at) < NAME_TTL);
+        if map.len() >= 4096 {
+            map.clear();
+        }
+    }
+    map.insert(key, (now, name.clone()));
+    Ok(name)
+}
+
+fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<SelectorSet>, AttestError> {
     let pid = peer.pid;
     if pid <= 0 {
         return Err(AttestError::NoPid);
@@ -131,33 +204,27 @@ pub fn attest_unix(peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
         exe: None,
     };
     if let Some(exe) = exe {
-        let sha256 = EXECUTABLES
-            .sha256(&exe.file)
-            .map_err(|source| AttestError::Proc {
-                pid,
-                what: "the executable's content",
-                source,
-            })?;
+        let digest = if may_hash {
+            EXECUTABLES.sha256(&exe.file).map(Some)
+        } else {
+            EXECUTABLES.cached(&exe.file)
+        };
+        let digest = digest.map_err(|source| AttestError::Proc {
+            pid,
+            what: "the executable's content",
+            source,
+        })?;
+        let Some(sha256) = digest else {
+            return Ok(None);
+        };
         facts.exe = Some(ExeFacts {
             path: exe.path,
             sha256,
         });
     }
-    facts.user = User::from_uid(Uid::from_raw(peer.uid))
-        .map_err(|source| AttestError::NameLookup {
-            kind: "user",
-            id: peer.uid,
-            source,
-        })?
-        .map(|u| u.name);
-    facts.group = Group::from_gid(Gid::from_raw(peer.gid))
-        .map_err(|source| AttestError::NameLookup {
-            kind: "group",
-            id: peer.gid,
-            source,
-        })?
-        .map(|g| g.name);
-    Ok(facts.selectors())
+    facts.user = name_of(true, peer.uid)?;
+    facts.group = name_of(false, peer.gid)?;
+    Ok(Some(facts.selectors()))
 }
 
 /// What the attestor learned, before it becomes selectors.

@@ -92,6 +92,15 @@ impl<S> AuthorityFix<S> {
         &self.inner
     }
 
+    /// Takes bytes read from the client and returns what the server may
+    /// read now (complete frames, rewritten where needed). A partial frame
+    /// waits for the next call.
+    pub fn feed(&mut self, bytes: &[u8]) -> io::Result<BytesMut> {
+        self.raw.extend_from_slice(bytes);
+        self.process()?;
+        Ok(self.out.split())
+    }
+
     /// Moves every complete frame from `raw` to `out`, rewriting header blocks.
     fn process(&mut self) -> io::Result<()> {
         if self.preface_left > 0 {
@@ -286,8 +295,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
                     if rb.filled().is_empty() {
                         this.eof = true;
                     } else {
-                        this.raw.extend_from_slice(rb.filled());
-                        this.process()?;
+                        let ready = this.feed(rb.filled())?;
+                        this.out.unsplit(ready);
                     }
                 }
             }

@@ -15,7 +15,7 @@
 //! - [`workload`]: the `SpiffeWorkloadAPI` gRPC service over the snapshot.
 
 pub mod attestor;
-mod authority_fix;
+pub mod authority_fix;
 mod client;
 pub mod manager;
 pub mod metrics;

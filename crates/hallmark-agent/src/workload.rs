@@ -449,9 +449,7 @@ impl WorkloadService {
             claims: Some(claims),
         }))
     }
-}
 
-impl WorkloadService {
     /// A JWT-SVID for an entry and audience set: from cache while more than
     /// half its lifetime is left, else freshly minted by the server.
     async fn jwt_for(&self, entry: &EntryId, audience: &[String]) -> Result<String, Status> {

@@ -6,12 +6,15 @@
 //! Errors carry one variant per rule so a message can name the input and the
 //! rule it broke.
 
+pub mod cgroup;
 pub mod duration;
 pub mod entry;
 pub mod selector;
 pub mod spiffe_id;
+pub mod workload;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use workload::{Compose, Confidence, PodInfo, RuntimeSource, Workload, WorkloadState};

@@ -2,7 +2,10 @@
 //! conversions validate: an entry arriving over the network passes through
 //! the same constructors as one typed by an operator.
 
-use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
+use hallmark_core::{
+    Compose, Confidence, Entry, EntryId, EntrySpec, PodInfo, RuntimeSource, Selector, SpiffeId,
+    Workload, WorkloadState,
+};
 
 use crate::hallmark as pb;
 
@@ -67,5 +70,192 @@ impl TryFrom<&pb::Entry> for Entry {
             created_at: p.created_at,
             revision: p.revision,
         })
+    }
+}
+
+/// A wire workload record that does not hold a valid [`Workload`].
+#[derive(Debug, thiserror::Error)]
+#[error("workload record `{container_id}`: field `{field}`: {reason}")]
+pub struct WorkloadConvertError {
+    pub container_id: String,
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// Longest container ID accepted from the wire (Docker/containerd use 64).
+pub const MAX_CONTAINER_ID_LEN: usize = 128;
+
+impl From<&Workload> for pb::WorkloadRecord {
+    fn from(w: &Workload) -> Self {
+        let compose = w.compose.clone().unwrap_or_default();
+        pb::WorkloadRecord {
+            container_id: w.container_id.clone(),
+            source: w.source.as_str().to_string(),
+            name: w.name.clone(),
+            image: w.image.clone(),
+            image_id: w.image_id.clone(),
+            image_digest: w.image_digest.clone(),
+            labels: w.labels.clone().into_iter().collect(),
+            compose_project: compose.project,
+            compose_service: compose.service,
+            compose_oneoff: compose.oneoff,
+            pod: w.pod.as_ref().map(|p| pb::PodRecord {
+                uid: p.uid.clone(),
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                sandbox_id: p.sandbox_id.clone(),
+                labels: p.labels.clone().into_iter().collect(),
+                annotations: p.annotations.clone().into_iter().collect(),
+                ips: p.ips.clone(),
+            }),
+            pid: w.pid.unwrap_or(0),
+            cgroup: w.cgroup.clone(),
+            network_mode: w.network_mode.clone(),
+            ips: w.ips.clone(),
+            state: w.state.as_str().to_string(),
+            created_at_ms: w.created_at_ms,
+            started_at_ms: w.started_at_ms,
+            finished_at_ms: w.finished_at_ms,
+            exit_code: w.exit_code,
+            confidence: w.confidence.as_str().to_string(),
+            degraded_reason: w.degraded_reason.clone(),
+        }
+    }
+}
+
+impl TryFrom<&pb::WorkloadRecord> for Workload {
+    type Error = WorkloadConvertError;
+
+    fn try_from(p: &pb::WorkloadRecord) -> Result<Self, Self::Error> {
+        let err = |field: &'static str, reason: String| WorkloadConvertError {
+            container_id: p.container_id.chars().take(MAX_CONTAINER_ID_LEN).collect(),
+            field,
+            reason,
+        };
+        if p.container_id.is_empty() {
+            return Err(err("container_id", "is empty".into()));
+        }
+        if p.container_id.len() > MAX_CONTAINER_ID_LEN
+            || !p
+                .container_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(err(
+                "container_id",
+                format!("must be at most {MAX_CONTAINER_ID_LEN} characters of [A-Za-z0-9._-]"),
+            ));
+        }
+        let source = RuntimeSource::parse(&p.source)
+            .ok_or_else(|| err("source", format!("`{}` is not docker or cri", p.source)))?;
+        let state = WorkloadState::parse(&p.state).ok_or_else(|| {
+            err(
+                "state",
+                format!(
+                    "`{}` is not one of created, running, paused, stopped, unknown",
+                    p.state
+                ),
+            )
+        })?;
+        let confidence = match p.confidence.as_str() {
+            "full" => Confidence::Full,
+            "partial" => Confidence::Partial,
+            other => {
+                return Err(err(
+                    "confidence",
+                    format!("`{other}` is not full or partial"),
+                ))
+            }
+        };
+        let compose = (!p.compose_project.is_empty()).then(|| Compose {
+            project: p.compose_project.clone(),
+            service: p.compose_service.clone(),
+            oneoff: p.compose_oneoff,
+        });
+        Ok(Workload {
+            container_id: p.container_id.clone(),
+            source,
+            name: p.name.clone(),
+            image: p.image.clone(),
+            image_id: p.image_id.clone(),
+            image_digest: p.image_digest.clone(),
+            labels: p.labels.clone().into_iter().collect(),
+            compose,
+            pod: p.pod.as_ref().map(|pod| PodInfo {
+                uid: pod.uid.clone(),
+                name: pod.name.clone(),
+                namespace: pod.namespace.clone(),
+                sandbox_id: pod.sandbox_id.clone(),
+                labels: pod.labels.clone().into_iter().collect(),
+                annotations: pod.annotations.clone().into_iter().collect(),
+                ips: pod.ips.clone(),
+            }),
+            pid: (p.pid != 0).then_some(p.pid),
+            cgroup: p.cgroup.clone(),
+            network_mode: p.network_mode.clone(),
+            ips: p.ips.clone(),
+            state,
+            created_at_ms: p.created_at_ms,
+            started_at_ms: p.started_at_ms,
+            finished_at_ms: p.finished_at_ms,
+            exit_code: p.exit_code,
+            confidence,
+            degraded_reason: p.degraded_reason.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod workload_tests {
+    use super::*;
+
+    fn sample() -> Workload {
+        let mut w = Workload::partial(&"c".repeat(64), RuntimeSource::Cri, "");
+        w.confidence = Confidence::Full;
+        w.name = "app".into();
+        w.state = WorkloadState::Running;
+        w.pid = Some(42);
+        w.exit_code = Some(0);
+        w.labels.insert("a".into(), "b".into());
+        w.compose = Some(Compose {
+            project: "p".into(),
+            service: "s".into(),
+            oneoff: true,
+        });
+        let mut pod = PodInfo {
+            uid: "u".into(),
+            namespace: "ns".into(),
+            ..PodInfo::default()
+        };
+        pod.labels.insert("x".into(), "y".into());
+        pod.ips.push("10.0.0.1".into());
+        w.pod = Some(pod);
+        w
+    }
+
+    #[test]
+    fn round_trip() {
+        let w = sample();
+        let back = Workload::try_from(&pb::WorkloadRecord::from(&w)).unwrap();
+        assert_eq!(w, back);
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let good = pb::WorkloadRecord::from(&sample());
+        let cases: Vec<(&str, Box<dyn Fn(&mut pb::WorkloadRecord)>)> = vec![
+            ("container_id", Box::new(|r| r.container_id.clear())),
+            ("container_id", Box::new(|r| r.container_id = "a/b".into())),
+            ("container_id", Box::new(|r| r.container_id = "a".repeat(129))),
+            ("source", Box::new(|r| r.source = "lxc".into())),
+            ("state", Box::new(|r| r.state = "gone".into())),
+            ("confidence", Box::new(|r| r.confidence = "some".into())),
+        ];
+        for (field, mutate) in cases {
+            let mut r = good.clone();
+            mutate(&mut r);
+            let e = Workload::try_from(&r).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
     }
 }

@@ -17,6 +17,7 @@
 pub mod attestor;
 pub mod authority_fix;
 mod client;
+pub mod inventory;
 pub mod manager;
 pub mod metrics;
 mod persist;
@@ -48,6 +49,8 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// First trust in the server, for the join-token attestation.
     pub trust: ServerTrustSource,
+    /// Container runtime discovery and the workload inventory.
+    pub inventory: inventory::InventoryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,7 @@ pub enum AgentError {
 pub struct AgentStatus {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<metrics::AgentMetrics>,
+    inventory: inventory::Inventory,
 }
 
 impl AgentStatus {
@@ -78,12 +82,25 @@ impl AgentStatus {
     pub fn metrics(&self) -> String {
         self.metrics.render()
     }
+
+    /// The container runtime and inventory state (runtime found, why a
+    /// source is degraded, workload counts).
+    pub fn inventory(&self) -> inventory::InventoryStatus {
+        self.inventory.status()
+    }
+
+    /// The agent's own SPIFFE ID, once attested.
+    pub fn agent_id(&self) -> String {
+        self.snapshots.borrow().agent_id.to_string()
+    }
 }
 
 /// A running agent.
 pub struct AgentHandle {
     pub socket_path: PathBuf,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// The node's workload inventory.
+    pub inventory: inventory::Inventory,
     metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -100,6 +117,7 @@ impl AgentHandle {
         AgentStatus {
             snapshots: self.snapshots.clone(),
             metrics: self.metrics.clone(),
+            inventory: self.inventory.clone(),
         }
     }
 
@@ -121,8 +139,19 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let metrics = manager.shared.metrics.clone();
     let mut tasks = vec![manager.task];
 
+    let (inventory, inventory_tasks) = inventory::Inventory::start(
+        config.inventory.clone(),
+        &config.data_dir,
+        inventory::RuntimeSetup::Discover,
+        manager.shared.client.subscribe(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )
+    .await;
+    tasks.extend(inventory_tasks);
+
     let listener = bind_workload_socket(&config.socket_path)?;
-    let service = workload::WorkloadService::new(manager.shared.clone());
+    let service = workload::WorkloadService::new(manager.shared.clone(), inventory.clone());
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let incoming = workload::incoming(listener);
@@ -140,6 +169,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     Ok(AgentHandle {
         socket_path: config.socket_path.clone(),
         snapshots,
+        inventory,
         metrics,
         shutdown,
         tasks,

@@ -4,12 +4,40 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub method: String,
     pub code: String,
+}
+
+/// Which container runtime a call went to (`docker`, `cri`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeLabels {
+    pub runtime: String,
+}
+
+/// Which runtime call failed (`version`, `list`, `inspect`, `events`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub call: String,
+}
+
+/// A runtime event's action (`created`, `started`, `died`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+/// A histogram family needs a plain constructor to build one per label set.
+pub type LatencyFamily = Family<RuntimeLabels, Histogram, fn() -> Histogram>;
+
+/// Runtime calls take from well under a millisecond (inspect on a local
+/// socket) to seconds (listing a busy node): 0.5 ms doubling up to ~16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
 pub struct AgentMetrics {
@@ -20,6 +48,20 @@ pub struct AgentMetrics {
     pub svids_cached: Gauge,
     pub server_connected: Gauge,
     pub ready: Gauge,
+    /// Workload API callers in a container the runtime could not describe.
+    pub unknown_container_calls: Counter,
+    pub runtime_list_seconds: LatencyFamily,
+    pub runtime_inspect_seconds: LatencyFamily,
+    pub runtime_call_failures: Family<CallLabels, Counter>,
+    pub runtime_events: Family<ActionLabels, Counter>,
+    pub runtime_degraded: Gauge,
+    pub inventory_workloads: Gauge,
+    pub inventory_partial_workloads: Gauge,
+    pub inventory_snapshot_records: Gauge,
+    pub inventory_dropped_events: Counter,
+    pub inventory_resyncs: Counter,
+    pub inventory_reports_sent: Counter,
+    pub inventory_reports_failed: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -61,6 +103,84 @@ impl Default for AgentMetrics {
             "1 once the agent has synced with the server",
             ready.clone(),
         );
+        let unknown_container_calls = Counter::default();
+        registry.register(
+            "unknown_container_calls",
+            "Workload API callers in a container the runtime could not describe (unix selectors only)",
+            unknown_container_calls.clone(),
+        );
+        let runtime_list_seconds = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "runtime_list_seconds",
+            "Time to list every container from the runtime (a full resync)",
+            runtime_list_seconds.clone(),
+        );
+        let runtime_inspect_seconds = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "runtime_inspect_seconds",
+            "Time to inspect one container",
+            runtime_inspect_seconds.clone(),
+        );
+        let runtime_call_failures = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "runtime_call_failures",
+            "Container runtime calls that failed, by call",
+            runtime_call_failures.clone(),
+        );
+        let runtime_events = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "runtime_events",
+            "Container lifecycle events received from the runtime, by action",
+            runtime_events.clone(),
+        );
+        let runtime_degraded = Gauge::default();
+        registry.register(
+            "runtime_degraded",
+            "1 while the container runtime is missing or not answering",
+            runtime_degraded.clone(),
+        );
+        let inventory_workloads = Gauge::default();
+        registry.register(
+            "inventory_workloads",
+            "Containers in the workload inventory (running and stopped)",
+            inventory_workloads.clone(),
+        );
+        let inventory_partial_workloads = Gauge::default();
+        registry.register(
+            "inventory_partial_workloads",
+            "Inventory records without runtime metadata (the inspect failed)",
+            inventory_partial_workloads.clone(),
+        );
+        let inventory_snapshot_records = Gauge::default();
+        registry.register(
+            "inventory_snapshot_records",
+            "Records in the last inventory snapshot sent to the server",
+            inventory_snapshot_records.clone(),
+        );
+        let inventory_dropped_events = Counter::default();
+        registry.register(
+            "inventory_dropped_events",
+            "Inventory events dropped because the report queue was full",
+            inventory_dropped_events.clone(),
+        );
+        let inventory_resyncs = Counter::default();
+        registry.register(
+            "inventory_resyncs",
+            "Full inventory resyncs (listings) that completed",
+            inventory_resyncs.clone(),
+        );
+        let inventory_reports_sent = Counter::default();
+        registry.register(
+            "inventory_reports_sent",
+            "ReportInventory calls the server accepted",
+            inventory_reports_sent.clone(),
+        );
+        let inventory_reports_failed = Counter::default();
+        registry.register(
+            "inventory_reports_failed",
+            "ReportInventory calls that failed (retried)",
+            inventory_reports_failed.clone(),
+        );
         AgentMetrics {
             registry,
             requests,
@@ -69,6 +189,19 @@ impl Default for AgentMetrics {
             svids_cached,
             server_connected,
             ready,
+            unknown_container_calls,
+            runtime_list_seconds,
+            runtime_inspect_seconds,
+            runtime_call_failures,
+            runtime_events,
+            runtime_degraded,
+            inventory_workloads,
+            inventory_partial_workloads,
+            inventory_snapshot_records,
+            inventory_dropped_events,
+            inventory_resyncs,
+            inventory_reports_sent,
+            inventory_reports_failed,
         }
     }
 }
@@ -87,11 +220,83 @@ impl AgentMetrics {
             .inc();
     }
 
+    /// Counts one failed runtime call.
+    pub fn runtime_failure(&self, call: &str) {
+        self.runtime_call_failures
+            .get_or_create(&CallLabels {
+                call: call.to_string(),
+            })
+            .inc();
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_metrics_are_exposed_with_their_labels() {
+        let m = AgentMetrics::default();
+        m.runtime_list_seconds
+            .get_or_create(&RuntimeLabels {
+                runtime: "docker".into(),
+            })
+            .observe(0.002);
+        m.runtime_inspect_seconds
+            .get_or_create(&RuntimeLabels {
+                runtime: "cri".into(),
+            })
+            .observe(0.0004);
+        m.runtime_failure("inspect");
+        m.runtime_failure("inspect");
+        m.runtime_events
+            .get_or_create(&ActionLabels {
+                action: "died".into(),
+            })
+            .inc();
+        m.runtime_degraded.set(1);
+        m.inventory_workloads.set(12);
+        m.inventory_partial_workloads.set(2);
+        m.inventory_snapshot_records.set(11);
+        m.inventory_dropped_events.inc_by(5);
+        m.inventory_resyncs.inc();
+        m.inventory_reports_sent.inc();
+        m.inventory_reports_failed.inc();
+        m.unknown_container_calls.inc();
+        let text = m.render();
+        for line in [
+            "hallmark_agent_runtime_list_seconds_count{runtime=\"docker\"} 1",
+            "hallmark_agent_runtime_call_failures_total{call=\"inspect\"} 2",
+            "hallmark_agent_runtime_events_total{action=\"died\"} 1",
+            "hallmark_agent_runtime_degraded 1",
+            "hallmark_agent_inventory_workloads 12",
+            "hallmark_agent_inventory_partial_workloads 2",
+            "hallmark_agent_inventory_snapshot_records 11",
+            "hallmark_agent_inventory_dropped_events_total 5",
+            "hallmark_agent_inventory_resyncs_total 1",
+            "hallmark_agent_inventory_reports_sent_total 1",
+            "hallmark_agent_inventory_reports_failed_total 1",
+            "hallmark_agent_unknown_container_calls_total 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        // 0.4 ms falls in the first bucket (0.5 ms).
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("hallmark_agent_runtime_inspect_seconds_bucket{")
+                    && l.contains("runtime=\"cri\"")
+                    && l.contains("le=\"0.0005\"")
+                    && l.ends_with(" 1")
+            ),
+            "{text}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
-use hallmark_core::{EntryId, SelectorSet, SpiffeId, TrustDomain};
+use hallmark_core::{EntryId, Selector, SelectorSet, SpiffeId, TrustDomain};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::attestor::{attest_unix, attest_unix_cached, PeerInfo, PeerStream};
+use crate::attestor::{attest_process, attest_process_cached, Attested, PeerInfo, PeerStream};
 use crate::authority_fix::AuthorityFix;
+use crate::inventory::Inventory;
 use crate::manager::{CachedSvid, Shared, Snapshot};
 
 /// The message SPIFFE clients match on (the Rust `spiffe` crate looks for it).
@@ -73,13 +74,20 @@ type JwtCache = HashMap<(EntryId, Vec<String>), CachedJwt>;
 
 pub struct WorkloadService {
     shared: Arc<Shared>,
+    inventory: Inventory,
+    /// `hallmark:context:<name>`, attested for every caller on this node.
+    context_selector: Option<Selector>,
     jwt_cache: Arc<Mutex<JwtCache>>,
 }
 
 impl WorkloadService {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, inventory: Inventory) -> Self {
+        let context_selector =
+            Selector::from_parts("hallmark", "context", inventory.context_name()).ok();
         WorkloadService {
             shared,
+            inventory,
+            context_selector,
             jwt_cache: Arc::default(),
         }
     }
@@ -100,16 +108,76 @@ impl WorkloadService {
             .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
         // Inline when the caller's binary was hashed before (the common
         // case); otherwise hash it off the async threads.
-        let attested = match attest_unix_cached(&peer) {
+        let attested = match attest_process_cached(&peer) {
             Some(r) => r,
-            None => tokio::task::spawn_blocking(move || attest_unix(&peer))
+            None => tokio::task::spawn_blocking(move || attest_process(&peer))
                 .await
                 .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?,
         };
-        let selectors = attested
+        let attested = attested
             .map_err(|e| Status::permission_denied(format!("could not attest caller: {e}")))?;
+        let selectors = self.container_selectors(attested).await;
+        // The snapshot may have moved on while the runtime was asked.
+        let snap = self.shared.snapshots.borrow().clone();
         Ok((selectors, snap))
     }
+
+    /// Adds the node's context and, for a process in a container, what the
+    /// runtime says about that container. The container ID comes from the
+    /// caller's own cgroup (read under the PID-reuse guard), and only that
+    /// container's record is used: a container the runtime does not know
+    /// (yet) is asked about for a short while, then the caller gets its unix
+    /// selectors only, never another container's.
+    async fn container_selectors(&self, attested: Attested) -> SelectorSet {
+        let Attested {
+            mut selectors,
+            cgroup,
+        } = attested;
+        if let Some(s) = &self.context_selector {
+            selectors.insert(s.clone());
+        }
+        if let Some(id) = cgroup.container_id {
+            match self.inventory.resolve(&id).await {
+                Some(w) if w.container_id == id && cgroup_matches(&w.cgroup, &cgroup.path) => {
+                    for s in w.selectors() {
+                        selectors.insert(s);
+                    }
+                }
+                Some(w) if w.container_id == id => {
+                    // Someone able to create cgroups can name one after
+                    // another container; the runtime's own path for that
+                    // container tells the impostor apart.
+                    self.shared.metrics.unknown_container_calls.inc();
+                    tracing::warn!(
+                        container = %id,
+                        caller_cgroup = %cgroup.path,
+                        runtime_cgroup = %w.cgroup,
+                        "caller's cgroup names a container but is not that container's cgroup: unix selectors only"
+                    );
+                }
+                _ => {
+                    self.shared.metrics.unknown_container_calls.inc();
+                    tracing::debug!(container = %id, cgroup = %cgroup.path, "caller's container is unknown to the runtime: unix selectors only");
+                }
+            }
+        }
+        selectors
+    }
+}
+
+/// Whether a caller in cgroup `caller` is inside the container whose cgroup
+/// the runtime reports as `runtime` (the same cgroup or one below it). An
+/// empty runtime path cannot be checked and is accepted: the container ID
+/// itself already came from the caller's own cgroup membership.
+fn cgroup_matches(runtime: &str, caller: &str) -> bool {
+    if runtime.is_empty() {
+        return true;
+    }
+    let runtime = runtime.trim_end_matches('/');
+    caller == runtime
+        || caller
+            .strip_prefix(runtime)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
@@ -502,5 +570,23 @@ impl WorkloadService {
                 ))),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn caller_cgroup_must_be_the_containers() {
+        let id = "a".repeat(64);
+        let rt = format!("/docker/{id}");
+        assert!(super::cgroup_matches(&rt, &rt));
+        assert!(super::cgroup_matches(&rt, &format!("{rt}/init.scope")));
+        assert!(super::cgroup_matches("", "/anything"));
+        assert!(!super::cgroup_matches(
+            &rt,
+            &format!("/user.slice/user-1000.slice/docker-{id}.scope")
+        ));
+        assert!(!super::cgroup_matches(&rt, &format!("{rt}x")));
+        assert!(!super::cgroup_matches(&rt, "/docker"));
     }
 }

@@ -67,6 +67,7 @@ impl Cluster {
             ca_ttl: Duration::from_secs(86_400),
             agent_svid_ttl: Duration::from_secs(3_600),
             join_token_ttl: Duration::from_secs(600),
+            workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
         })
         .await
         .context("starting the server")?;
@@ -84,6 +85,22 @@ impl Cluster {
     /// Starts the agent; returns once it is attested and listening (its
     /// first sync may still be under way).
     pub async fn start_agent(&mut self) -> Result<()> {
+        // Benchmarks of the identity plane measure it alone.
+        self.start_agent_with(hallmark_agent::inventory::InventoryConfig {
+            discovery: hallmark_runtime::discovery::DiscoveryConfig {
+                choice: hallmark_runtime::discovery::RuntimeChoice::None,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// [`Cluster::start_agent`] with a container runtime configuration.
+    pub async fn start_agent_with(
+        &mut self,
+        inventory: hallmark_agent::inventory::InventoryConfig,
+    ) -> Result<()> {
         let agent_dir = self.dir.path().join("agent");
         let agent = hallmark_agent::start(AgentConfig {
             trust_domain: self.trust_domain.clone(),
@@ -92,6 +109,7 @@ impl Cluster {
             servers: vec![self.server.listen_addr.to_string()],
             join_token: Some(self.token.token.clone()),
             trust: ServerTrustSource::Fingerprint(self.token.ca_fingerprint.clone()),
+            inventory,
         })
         .await
         .context("starting the agent")?;

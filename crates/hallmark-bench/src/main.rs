@@ -14,6 +14,8 @@
 //! - `agent-memory`: agent memory holding N SVIDs vs none.
 
 mod cluster;
+mod containers;
+mod cri_pods;
 mod issuance;
 mod memory;
 mod noop;
@@ -55,6 +57,15 @@ enum Bench {
     Propagation(propagation::PropagationArgs),
     /// Agent resident memory with N SVIDs vs none (child processes).
     AgentMemory(memory::AgentMemoryArgs),
+    /// Container start -> inventory at the server and -> SVID inside (Docker).
+    ContainerStart(containers::ContainerStartArgs),
+    /// Full runtime listing cost with N running containers (Docker, CRI).
+    Resync(containers::ResyncArgs),
+    /// Inventory memory with N synthetic workload records.
+    InventoryMemory(containers::InventoryMemoryArgs),
+    /// Runs inside a benchmark container: fetches its SVID, prints when.
+    #[command(hide = true)]
+    ProbeSvid(containers::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +128,28 @@ async fn run(cli: Cli) -> Result<()> {
                 report::write_json(p, "agent-memory", &r)?;
             }
         }
+        Bench::ContainerStart(args) => {
+            let r = containers::container_start(&args).await?;
+            containers::print_container_start(&r);
+            if let Some(p) = json {
+                report::write_json(p, "container-start", &r)?;
+            }
+        }
+        Bench::Resync(args) => {
+            let r = containers::resync(&args).await?;
+            containers::print_resync(&r);
+            if let Some(p) = json {
+                report::write_json(p, "resync", &r)?;
+            }
+        }
+        Bench::InventoryMemory(args) => {
+            let r = containers::inventory_memory(&args).await?;
+            containers::print_inventory_memory(&r);
+            if let Some(p) = json {
+                report::write_json(p, "inventory-memory", &r)?;
+            }
+        }
+        Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,
     }
     Ok(())
 }

@@ -246,7 +246,10 @@ mod workload_tests {
         let cases: Vec<(&str, Box<dyn Fn(&mut pb::WorkloadRecord)>)> = vec![
             ("container_id", Box::new(|r| r.container_id.clear())),
             ("container_id", Box::new(|r| r.container_id = "a/b".into())),
-            ("container_id", Box::new(|r| r.container_id = "a".repeat(129))),
+            (
+                "container_id",
+                Box::new(|r| r.container_id = "a".repeat(129)),
+            ),
             ("source", Box::new(|r| r.source = "lxc".into())),
             ("state", Box::new(|r| r.state = "gone".into())),
             ("confidence", Box::new(|r| r.confidence = "some".into())),

@@ -105,8 +105,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// One container by its full ID; `Ok(None)` when the runtime does not
     /// know it.
-    fn inspect<'a>(&'a self, container_id: &'a str)
-        -> BoxFuture<'a, Result<Option<Workload>, RuntimeError>>;
+    fn inspect<'a>(
+        &'a self,
+        container_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Workload>, RuntimeError>>;
 
     /// Container lifecycle events from now on. The stream ends (or yields an
     /// error) when the runtime's stream breaks; the consumer resyncs and

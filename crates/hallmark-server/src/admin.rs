@@ -2,6 +2,7 @@
 //! can open. Every request's input is validated into domain types here and
 //! refused with InvalidArgument naming the input and the rule.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use hallmark_store::{EntryFilter, JoinToken, StoreError};
 use rand::RngCore;
 use tonic::{Request, Response, Status};
 
+use crate::inventory::{
+    also_reported_by, event_to_pb, parse_filter, pick_workload, runtime_to_pb, stored_to_pb,
+    unix_now_ms, validate_container_prefix, QueryError, ALSO_REPORTED_BY_HEADER,
+};
 use crate::node::{agent_id_for_node, bundle_to_pb, hash_token};
 use crate::{unix_now, Shared};
 
@@ -70,6 +75,13 @@ fn store_status(e: StoreError) -> Status {
             tracing::error!(error = %other, "datastore error");
             Status::internal(format!("datastore: {other}"))
         }
+    }
+}
+
+fn query_status(e: QueryError) -> Status {
+    match e {
+        QueryError::NotFound(_) => Status::not_found(e.to_string()),
+        other => Status::invalid_argument(other.to_string()),
     }
 }
 
@@ -229,26 +241,81 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        let agents = self
-            .shared
-            .store
-            .list_agents()
+        let store = &self.shared.store;
+        let agents = store.list_agents().await.map_err(store_status)?;
+        let mut inventories: HashMap<SpiffeId, hallmark_store::AgentInventory> = store
+            .list_agent_inventories()
             .await
-            .map_err(store_status)?;
+            .map_err(store_status)?
+            .into_iter()
+            .map(|i| (i.agent_id.clone(), i))
+            .collect();
         Ok(Response::new(pb::ListAgentsResponse {
             agents: agents
                 .into_iter()
-                .map(|a| pb::Agent {
-                    connected: self.shared.connected.is_connected(&a.spiffe_id),
-                    spiffe_id: a.spiffe_id.to_string(),
-                    serial: a.serial,
-                    expires_at: a.expires_at,
-                    attested_at: a.attested_at,
-                    last_seen: a.last_seen,
-                    banned: a.banned,
+                .map(|a| {
+                    let inventory = inventories.remove(&a.spiffe_id);
+                    pb::Agent {
+                        connected: self.shared.connected.is_connected(&a.spiffe_id),
+                        spiffe_id: a.spiffe_id.to_string(),
+                        serial: a.serial,
+                        expires_at: a.expires_at,
+                        attested_at: a.attested_at,
+                        last_seen: a.last_seen,
+                        banned: a.banned,
+                        runtime: inventory.as_ref().and_then(runtime_to_pb),
+                        context_name: inventory.map(|i| i.context_name).unwrap_or_default(),
+                    }
                 })
                 .collect(),
         }))
+    }
+
+    async fn list_workloads(
+        &self,
+        req: Request<pb::ListWorkloadsRequest>,
+    ) -> Result<Response<pb::ListWorkloadsResponse>, Status> {
+        let filter = parse_filter(req.get_ref(), |node| {
+            agent_id_for_node(&self.shared, node).map_err(|s| s.message().to_string())
+        })
+        .map_err(query_status)?;
+        let workloads = self
+            .shared
+            .store
+            .list_workloads(&filter, unix_now_ms(), self.shared.workload_retention)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListWorkloadsResponse {
+            workloads: workloads.iter().map(stored_to_pb).collect(),
+        }))
+    }
+
+    async fn get_workload(
+        &self,
+        req: Request<pb::GetWorkloadRequest>,
+    ) -> Result<Response<pb::StoredWorkload>, Status> {
+        let prefix = req.get_ref().container_id.as_str();
+        validate_container_prefix(prefix).map_err(query_status)?;
+        let store = &self.shared.store;
+        let found = store
+            .find_workloads_by_prefix(prefix, unix_now_ms(), self.shared.workload_retention)
+            .await
+            .map_err(store_status)?;
+        let (chosen, others) = pick_workload(prefix, found).map_err(query_status)?;
+        let events = store
+            .workload_events(&chosen.workload.container_id)
+            .await
+            .map_err(store_status)?;
+        let mut out = stored_to_pb(&chosen);
+        out.events = events.iter().map(event_to_pb).collect();
+        let mut resp = Response::new(out);
+        if !others.is_empty() {
+            // Context names and SPIFFE IDs are ASCII, so this cannot fail.
+            if let Ok(v) = also_reported_by(&others).parse() {
+                resp.metadata_mut().insert(ALSO_REPORTED_BY_HEADER, v);
+            }
+        }
+        Ok(resp)
     }
 
     async fn evict_agent(

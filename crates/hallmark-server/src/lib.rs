@@ -6,11 +6,17 @@
 //!   authorized entries, batched X509-SVID signing and JWT-SVID minting;
 //! - the **admin API** (gRPC on a local Unix socket, mode 0600) to operators.
 //!
+//! Agents also report their workload inventory (snapshot pages and
+//! lifecycle events); the server keeps the current workload per (context,
+//! agent, container), keeps stopped ones for [`ServerConfig::workload_retention`]
+//! and prunes them afterwards (see [`inventory`]).
+//!
 //! All state lives in the datastore ([`hallmark_store::Store`]), so a restart
-//! keeps the same CA, entries and agents.
+//! keeps the same CA, entries, agents and inventory.
 
 mod admin;
 mod authority;
+pub mod inventory;
 pub mod metrics;
 mod node;
 mod tls;
@@ -32,6 +38,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use admin::AdminService;
 pub use authority::{AuthorityError, CaManager, CaSource};
+pub use inventory::ALSO_REPORTED_BY_HEADER;
+
+/// How long stopped workloads stay listed unless configured otherwise: long
+/// enough to attribute flows exported late.
+pub const DEFAULT_WORKLOAD_RETENTION: Duration = Duration::from_secs(3600);
 
 /// Everything the server needs to run. Built by the binary from flags and
 /// the config file; every field has a laptop-friendly default there.
@@ -46,6 +57,9 @@ pub struct ServerConfig {
     pub ca_ttl: Duration,
     pub agent_svid_ttl: Duration,
     pub join_token_ttl: Duration,
+    /// How long a stopped workload (and a lifecycle event) is kept and
+    /// listed; [`DEFAULT_WORKLOAD_RETENTION`] unless configured.
+    pub workload_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +101,7 @@ pub(crate) struct Shared {
     pub connected: Arc<node::ConnectedAgents>,
     pub agent_svid_ttl: Duration,
     pub join_token_ttl: Duration,
+    pub workload_retention: Duration,
     pub started_at: i64,
     pub metrics: Arc<metrics::ServerMetrics>,
 }
@@ -138,8 +153,23 @@ impl ServerStatus {
     /// The Prometheus text exposition, with gauges read now.
     pub async fn metrics(&self) -> String {
         let m = &self.shared.metrics;
-        if let Ok(n) = self.shared.store.count_entries().await {
+        let store = &self.shared.store;
+        if let Ok(n) = store.count_entries().await {
             m.entries.set(n as i64);
+        }
+        if let Ok(c) = store
+            .count_workloads(inventory::unix_now_ms(), self.shared.workload_retention)
+            .await
+        {
+            m.set_workloads("current", c.current);
+            m.set_workloads("stopped", c.stopped);
+        }
+        if let Ok(agents) = store.list_agent_inventories().await {
+            let dropped = agents
+                .iter()
+                .fold(0u64, |sum, a| sum.saturating_add(a.dropped_events));
+            m.agent_dropped_events
+                .set(i64::try_from(dropped).unwrap_or(i64::MAX));
         }
         m.agents_connected.set(self.shared.connected.count() as i64);
         m.render()
@@ -211,12 +241,21 @@ pub async fn start_with_store(
         connected: Arc::new(node::ConnectedAgents::default()),
         agent_svid_ttl: config.agent_svid_ttl,
         join_token_ttl: config.join_token_ttl,
+        workload_retention: config.workload_retention,
         started_at: unix_now(),
         metrics: Arc::default(),
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+
+    tasks.push(tokio::spawn(inventory::prune_loop(
+        shared.store.clone(),
+        config.workload_retention,
+        inventory::unix_now_ms,
+        shared.metrics.clone(),
+        shutdown_rx.clone(),
+    )));
 
     // Node API over mTLS.
     let listener =

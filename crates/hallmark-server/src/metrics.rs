@@ -11,6 +11,17 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `current` or `stopped`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 pub struct ServerMetrics {
     registry: Registry,
     pub x509_svids_signed: Counter,
@@ -19,6 +30,15 @@ pub struct ServerMetrics {
     pub attestations: Family<ResultLabels, Counter>,
     pub entries: Gauge,
     pub agents_connected: Gauge,
+    /// Listed workloads by state, read from the datastore at each scrape.
+    pub workloads: Family<StateLabels, Gauge>,
+    pub inventory_reports: Counter,
+    pub inventory_events: Counter,
+    pub inventory_reports_rejected: Family<ReasonLabels, Counter>,
+    /// Sum over agents of the events each says it dropped: one series, since
+    /// a series per agent is too many for a large fleet.
+    pub agent_dropped_events: Gauge,
+    pub workloads_pruned: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -32,6 +52,12 @@ impl Default for ServerMetrics {
             attestations: Family::default(),
             entries: Gauge::default(),
             agents_connected: Gauge::default(),
+            workloads: Family::default(),
+            inventory_reports: Counter::default(),
+            inventory_events: Counter::default(),
+            inventory_reports_rejected: Family::default(),
+            agent_dropped_events: Gauge::default(),
+            workloads_pruned: Counter::default(),
         };
         registry.register(
             "x509_svids_signed",
@@ -63,6 +89,36 @@ impl Default for ServerMetrics {
             "agents with an open entry stream",
             m.agents_connected.clone(),
         );
+        registry.register(
+            "workloads",
+            "workloads in the inventory by state (current, or stopped within the retention window)",
+            m.workloads.clone(),
+        );
+        registry.register(
+            "inventory_reports",
+            "inventory reports accepted from agents",
+            m.inventory_reports.clone(),
+        );
+        registry.register(
+            "inventory_events",
+            "workload lifecycle events received in accepted reports",
+            m.inventory_events.clone(),
+        );
+        registry.register(
+            "inventory_reports_rejected",
+            "inventory reports refused, by reason",
+            m.inventory_reports_rejected.clone(),
+        );
+        registry.register(
+            "agent_dropped_events",
+            "inventory events agents report having dropped, summed over agents",
+            m.agent_dropped_events.clone(),
+        );
+        registry.register(
+            "workloads_pruned",
+            "stopped workloads deleted after the retention window",
+            m.workloads_pruned.clone(),
+        );
         ServerMetrics { registry, ..m }
     }
 }
@@ -74,6 +130,22 @@ impl ServerMetrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    pub fn report_rejected(&self, reason: &str) {
+        self.inventory_reports_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_workloads(&self, state: &str, n: u64) {
+        self.workloads
+            .get_or_create(&StateLabels {
+                state: state.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn render(&self) -> String {

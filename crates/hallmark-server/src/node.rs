@@ -9,12 +9,13 @@ use futures::Stream;
 use hallmark_core::{Entry, EntryId, SpiffeId};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_server::Node;
-use hallmark_store::{AgentRecord, EntryFilter, StoreError};
+use hallmark_store::{AgentRecord, EntryFilter, SnapshotOutcome, StoreError};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::inventory::{parse_report, unix_now_ms};
 use crate::{agent_spiffe_id, unix_now, Shared};
 
 /// SVIDs are back-dated by this much (see hallmark-ca).
@@ -444,6 +445,39 @@ impl Node for NodeService {
             issued_at,
             expires_at: issued_at + ttl.as_secs() as i64,
         }))
+    }
+
+    async fn report_inventory(
+        &self,
+        req: Request<pb::InventoryReport>,
+    ) -> Result<Response<pb::InventoryAck>, Status> {
+        let metrics = &self.shared.metrics;
+        let agent = self.authorize(&req).await.inspect_err(|_| {
+            metrics.report_rejected("unauthorized");
+        })?;
+        let report = parse_report(&agent, req.into_inner()).map_err(|e| {
+            metrics.report_rejected(e.reason());
+            tracing::warn!(agent = %agent, error = %e, "inventory report refused");
+            Status::invalid_argument(format!("inventory report: {e}"))
+        })?;
+        let applied = self
+            .shared
+            .store
+            .apply_inventory(&report, unix_now_ms())
+            .await
+            .map_err(internal)?;
+        metrics.inventory_reports.inc();
+        metrics.inventory_events.inc_by(applied.events);
+        match applied.snapshot {
+            SnapshotOutcome::Completed { marked_stopped } if marked_stopped > 0 => {
+                tracing::debug!(agent = %agent, context = %report.context_name, marked_stopped, "inventory snapshot complete; unlisted workloads stopped");
+            }
+            SnapshotOutcome::Incomplete { missing_pages } => {
+                tracing::warn!(agent = %agent, context = %report.context_name, missing_pages, "inventory snapshot ended with pages missing; no workload was marked stopped");
+            }
+            _ => {}
+        }
+        Ok(Response::new(pb::InventoryAck {}))
     }
 }
 

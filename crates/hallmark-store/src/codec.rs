@@ -9,8 +9,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Display;
 
-use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
+use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId, Workload, WorkloadState};
 
+use crate::inventory::{
+    AgentInventory, RuntimeStatus, StoredWorkload, StoredWorkloadEvent, WorkloadEventKind,
+};
 use crate::{AgentRecord, AuthorityKind, AuthorityRecord, Result, StoreError};
 
 /// Key of the entry revision counter in the `meta` table.
@@ -244,6 +247,176 @@ impl AuthorityRow {
     }
 }
 
+/// The stored text of a workload record: its serde JSON form.
+pub(crate) fn workload_json(w: &Workload) -> Result<String> {
+    // Serializing a struct of strings, maps with string keys and numbers
+    // cannot fail; the error path exists only because the API has one.
+    serde_json::to_string(w).map_err(|e| {
+        StoreError::Database(sqlx::Error::Encode(
+            format!("workload record {}: {e}", w.container_id).into(),
+        ))
+    })
+}
+
+/// The state column: `stopped` exactly when the row is stopped.
+pub(crate) fn state_column(w: &Workload, stopped: bool) -> &'static str {
+    if stopped {
+        WorkloadState::Stopped.as_str()
+    } else {
+        w.state.as_str()
+    }
+}
+
+/// The namespace column: the pod's, or empty.
+pub(crate) fn namespace_column(w: &Workload) -> &str {
+    w.pod.as_ref().map_or("", |p| p.namespace.as_str())
+}
+
+/// Snapshot IDs are `u64` on the wire and compared only for equality, so
+/// they are stored as the `i64` with the same bits.
+pub(crate) fn snapshot_column(id: u64) -> i64 {
+    i64::from_ne_bytes(id.to_ne_bytes())
+}
+
+/// Counters from agents are `u64`; past `i64::MAX` they are stored
+/// saturated, which no real count reaches.
+pub(crate) fn counter_column(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn workload_record(table: &str, key: &str, container_id: &str, json: &str) -> Result<Workload> {
+    let w: Workload = serde_json::from_str(json).map_err(|e| {
+        corrupt(
+            table,
+            key,
+            "record",
+            format_args!("not a workload record: {e}"),
+        )
+    })?;
+    if w.container_id != container_id {
+        return Err(corrupt(
+            table,
+            key,
+            "record",
+            format_args!("holds container {} instead", w.container_id),
+        ));
+    }
+    Ok(w)
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WorkloadRow {
+    pub context_name: String,
+    pub agent_id: String,
+    pub container_id: String,
+    pub record: String,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    pub stopped_at_ms: Option<i64>,
+}
+
+/// Column list matching [`WorkloadRow`].
+pub(crate) const WORKLOAD_COLUMNS: &str =
+    "context_name, agent_id, container_id, record, first_seen_ms, last_seen_ms, stopped_at_ms";
+
+impl WorkloadRow {
+    pub(crate) fn into_workload(self) -> Result<StoredWorkload> {
+        const T: &str = "workloads";
+        let key = format!(
+            "context_name {}, agent_id {}, container_id {}",
+            self.context_name, self.agent_id, self.container_id
+        );
+        let mut workload = workload_record(T, &key, &self.container_id, &self.record)?;
+        if self.stopped_at_ms.is_some() {
+            workload.state = WorkloadState::Stopped;
+        }
+        Ok(StoredWorkload {
+            agent_id: spiffe_id(T, &key, "agent_id", &self.agent_id)?,
+            context_name: self.context_name,
+            workload,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            stopped_at_ms: self.stopped_at_ms,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct WorkloadEventRow {
+    pub id: i64,
+    pub context_name: String,
+    pub agent_id: String,
+    pub container_id: String,
+    pub kind: String,
+    pub at_ms: i64,
+    pub received_ms: i64,
+    pub record: String,
+}
+
+/// Column list matching [`WorkloadEventRow`].
+pub(crate) const WORKLOAD_EVENT_COLUMNS: &str =
+    "id, context_name, agent_id, container_id, kind, at_ms, received_ms, record";
+
+impl WorkloadEventRow {
+    pub(crate) fn into_event(self) -> Result<StoredWorkloadEvent> {
+        const T: &str = "workload_events";
+        let key = format!("id {}", self.id);
+        let kind = WorkloadEventKind::parse(&self.kind).ok_or_else(|| {
+            corrupt(
+                T,
+                &key,
+                "kind",
+                format_args!("unknown kind `{}` (started, updated or stopped)", self.kind),
+            )
+        })?;
+        Ok(StoredWorkloadEvent {
+            agent_id: spiffe_id(T, &key, "agent_id", &self.agent_id)?,
+            workload: workload_record(T, &key, &self.container_id, &self.record)?,
+            context_name: self.context_name,
+            kind,
+            at_ms: self.at_ms,
+            received_ms: self.received_ms,
+        })
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AgentInventoryRow {
+    pub agent_id: String,
+    pub context_name: String,
+    pub runtime: String,
+    pub endpoint: String,
+    pub version: String,
+    pub degraded: bool,
+    pub reason: String,
+    pub dropped_events: i64,
+    pub reported_at_ms: i64,
+}
+
+/// Column list matching [`AgentInventoryRow`].
+pub(crate) const AGENT_INVENTORY_COLUMNS: &str =
+    "agent_id, context_name, runtime, endpoint, version, degraded, reason, dropped_events, reported_at_ms";
+
+impl AgentInventoryRow {
+    pub(crate) fn into_inventory(self) -> Result<AgentInventory> {
+        const T: &str = "agent_inventory";
+        let key = format!("agent_id {}", self.agent_id);
+        Ok(AgentInventory {
+            agent_id: spiffe_id(T, &key, "agent_id", &self.agent_id)?,
+            dropped_events: unsigned(T, &key, "dropped_events", self.dropped_events)?,
+            context_name: self.context_name,
+            runtime: RuntimeStatus {
+                runtime: self.runtime,
+                endpoint: self.endpoint,
+                version: self.version,
+                degraded: self.degraded,
+                reason: self.reason,
+            },
+            reported_at_ms: self.reported_at_ms,
+        })
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
@@ -412,6 +585,87 @@ mod tests {
             msg.contains("x509_ttl_secs") && msg.contains("exceeds"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn corrupt_inventory_rows_name_table_key_and_column() {
+        let good = Workload::partial("c1", hallmark_core::RuntimeSource::Docker, "r");
+        let json = workload_json(&good).unwrap();
+        let row = |container_id: &str, record: &str, agent_id: &str| WorkloadRow {
+            context_name: "prod".into(),
+            agent_id: agent_id.into(),
+            container_id: container_id.into(),
+            record: record.into(),
+            first_seen_ms: 1,
+            last_seen_ms: 2,
+            stopped_at_ms: Some(3),
+        };
+        let agent = "spiffe://example.org/hallmark/agent/n1";
+        let ok = row("c1", &json, agent).into_workload().unwrap();
+        assert_eq!(
+            ok.workload.state,
+            WorkloadState::Stopped,
+            "a stopped row reads as stopped"
+        );
+        let cases: Vec<(WorkloadRow, &str)> = vec![
+            (
+                row("c1", "{", agent),
+                "column record: not a workload record",
+            ),
+            (
+                row("c2", &json, agent),
+                "column record: holds container c1 instead",
+            ),
+            (row("c1", &json, "spiffe://x/"), "column agent_id"),
+        ];
+        for (r, want) in cases {
+            let msg = r.into_workload().unwrap_err().to_string();
+            assert!(msg.contains("table workloads, context_name prod"), "{msg}");
+            assert!(msg.contains(want), "want `{want}` in {msg}");
+        }
+
+        let event = WorkloadEventRow {
+            id: 7,
+            context_name: "prod".into(),
+            agent_id: agent.into(),
+            container_id: "c1".into(),
+            kind: "exploded".into(),
+            at_ms: 1,
+            received_ms: 1,
+            record: json.clone(),
+        };
+        let msg = event.into_event().unwrap_err().to_string();
+        assert!(
+            msg.contains("table workload_events, id 7: column kind: unknown kind `exploded`"),
+            "{msg}"
+        );
+
+        let inv = AgentInventoryRow {
+            agent_id: agent.into(),
+            context_name: "prod".into(),
+            runtime: "docker".into(),
+            endpoint: String::new(),
+            version: String::new(),
+            degraded: false,
+            reason: String::new(),
+            dropped_events: -1,
+            reported_at_ms: 0,
+        };
+        let msg = inv.into_inventory().unwrap_err().to_string();
+        assert!(
+            msg.contains("table agent_inventory, agent_id spiffe://example.org/hallmark/agent/n1: column dropped_events: negative value -1"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn snapshot_ids_keep_their_bits() {
+        for id in [1u64, 42, u64::MAX, 1 << 63] {
+            let stored = snapshot_column(id);
+            assert_eq!(u64::from_ne_bytes(stored.to_ne_bytes()), id);
+        }
+        assert_eq!(counter_column(5), 5);
+        assert_eq!(counter_column(u64::MAX), i64::MAX);
     }
 
     #[test]

@@ -18,6 +18,8 @@ use crate::{
     AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, JoinToken, Result, Store, StoreError,
 };
 
+mod inventory;
+
 /// Runs every check against `store`; panics with a message naming the check
 /// and what differed on the first failure.
 pub async fn run_all(store: &dyn Store) {
@@ -31,6 +33,7 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_token_consumers(store, &run).await;
     agents(store, &run).await;
     authorities(store, &run).await;
+    inventory::run_all(store, &run).await;
 }
 
 /// Names unique to one run of the suite.

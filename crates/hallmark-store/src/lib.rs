@@ -1,5 +1,5 @@
-//! Hallmark's datastore: registration entries, join tokens, attested agents
-//! and the server's signing authorities.
+//! Hallmark's datastore: registration entries, join tokens, attested agents,
+//! the server's signing authorities and the workload inventory agents report.
 //!
 //! The server is stateless over its datastore (see the architecture map), so
 //! everything it must remember across restarts, or share with other servers,
@@ -7,8 +7,9 @@
 //! a PostgreSQL back end for several servers implements the same trait, and
 //! [`conformance::run_all`] is the single behavioural contract both must pass.
 //!
-//! Times are unix seconds passed in by the caller, never read from a clock
-//! here, so expiry logic is testable without sleeping.
+//! Times are passed in by the caller, never read from a clock here, so
+//! expiry and retention logic is testable without sleeping: unix seconds for
+//! the registry, unix milliseconds for the inventory (see [`inventory`]).
 //!
 //! Every row is parsed back through the validating constructors of
 //! `hallmark-core` when read; a row that does not parse is reported as
@@ -16,13 +17,20 @@
 //! of being skipped or passed on half-valid.
 
 use std::fmt;
+use std::time::Duration;
 
 use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
 
 mod codec;
 pub mod conformance;
+pub mod inventory;
 mod sqlite;
 
+pub use inventory::{
+    AgentInventory, FilterError, ImageMatch, InventoryApplied, InventoryReport, LabelMatch,
+    PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter, StoredWorkload,
+    StoredWorkloadEvent, WorkloadCounts, WorkloadEvent, WorkloadEventKind, WorkloadFilter,
+};
 pub use sqlite::SqliteStore;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -186,7 +194,8 @@ pub trait Store: Send + Sync + 'static {
     /// All agents, ordered by SPIFFE ID.
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
 
-    /// `false` when there was no such agent.
+    /// `false` when there was no such agent. Its inventory status goes with
+    /// it; the workloads it reported stay until they stop and age out.
     async fn delete_agent(&self, id: &SpiffeId) -> Result<bool>;
 
     /// `false` when there is no such agent.
@@ -202,6 +211,69 @@ pub trait Store: Send + Sync + 'static {
 
     /// Authorities of one kind, ordered by `created_at` (then `id`).
     async fn list_authorities(&self, kind: AuthorityKind) -> Result<Vec<AuthorityRecord>>;
+
+    /// Applies one agent's inventory report received at server time
+    /// `now_ms`, all of it or (on error) none of it, in this order:
+    ///
+    /// 1. The snapshot page's records are upserted (first and last seen at
+    ///    `now_ms`, tagged with the snapshot ID). A record in state
+    ///    `stopped` stops the workload (at its `finished_at_ms` when that is
+    ///    known and not after `now_ms`, else at `now_ms`; an earlier stop
+    ///    time is kept); any other state makes it current again.
+    /// 2. On the last page, if every page of the snapshot arrived (pages
+    ///    count from 0), every workload of this (agent, context)
+    ///    that is current, was not listed by this snapshot and was not seen
+    ///    since its first page arrived, is stopped at `now_ms`. With a page
+    ///    missing, nothing is stopped ([`SnapshotOutcome::Incomplete`]). A
+    ///    page of another snapshot ID abandons the one in progress.
+    /// 3. Events are upserted and recorded in order: `started`/`updated`
+    ///    like snapshot records (stop time reckoned from `at_ms`), `stopped`
+    ///    stops the workload at exactly `at_ms` with the final record.
+    /// 4. The agent's context, runtime status (when given) and dropped
+    ///    event count replace the stored ones.
+    async fn apply_inventory(
+        &self,
+        report: &InventoryReport,
+        now_ms: i64,
+    ) -> Result<InventoryApplied>;
+
+    /// Workloads matching `filter` ([`WorkloadFilter::matches`]) that are
+    /// current, or stopped no longer than `retention` before `now_ms` (older
+    /// ones are hidden even before [`Store::prune_workloads`] deletes them).
+    /// Ordered by `(context_name, agent_id, container_id)` bytewise.
+    async fn list_workloads(
+        &self,
+        filter: &WorkloadFilter,
+        now_ms: i64,
+        retention: Duration,
+    ) -> Result<Vec<StoredWorkload>>;
+
+    /// Visible workloads (as for [`Store::list_workloads`]) whose container
+    /// ID starts with `prefix`, under every agent and context. Ordered by
+    /// `(container_id, context_name, agent_id)`.
+    async fn find_workloads_by_prefix(
+        &self,
+        prefix: &str,
+        now_ms: i64,
+        retention: Duration,
+    ) -> Result<Vec<StoredWorkload>>;
+
+    /// The recorded events of one container (exact ID), from every agent
+    /// and context, ordered by `at_ms` and then by arrival.
+    async fn workload_events(&self, container_id: &str) -> Result<Vec<StoredWorkloadEvent>>;
+
+    /// How many workloads [`Store::list_workloads`] would show, by state.
+    async fn count_workloads(&self, now_ms: i64, retention: Duration) -> Result<WorkloadCounts>;
+
+    /// Deletes workloads stopped before `before_ms` and events received
+    /// before it, in one transaction.
+    async fn prune_workloads(&self, before_ms: i64) -> Result<PrunedWorkloads>;
+
+    /// The agent's latest inventory report; `None` before its first one.
+    async fn agent_inventory(&self, agent_id: &SpiffeId) -> Result<Option<AgentInventory>>;
+
+    /// Every agent's latest inventory report, ordered by agent ID.
+    async fn list_agent_inventories(&self) -> Result<Vec<AgentInventory>>;
 }
 
 impl AuthorityKind {

@@ -13,10 +13,13 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hallmark_core::{EntrySpec, Selector, SpiffeId};
+use hallmark_core::{
+    Confidence, EntrySpec, RuntimeSource, Selector, SpiffeId, Workload, WorkloadState,
+};
 use hallmark_store::{
-    conformance, AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, JoinToken, SqliteStore,
-    Store, StoreError,
+    conformance, AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, InventoryReport,
+    JoinToken, SnapshotPage, SqliteStore, Store, StoreError, WorkloadEvent, WorkloadEventKind,
+    WorkloadFilter,
 };
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
@@ -576,4 +579,170 @@ async fn verify_after_kill(
     assert!(store.delete_entry(&e.id).await.unwrap());
     store.close().await;
     (revision, present)
+}
+
+/// Set in the child process of the inventory kill test.
+const INVENTORY_CHILD_DB: &str = "HALLMARK_STORE_INVENTORY_CHILD_DB";
+const INVENTORY_TEST: &str = "kill_mid_report_leaves_the_old_or_the_new_inventory";
+/// Workloads (and events) per report in the inventory kill test.
+const REPORT_SIZE: usize = 60;
+
+fn inventory_agent() -> SpiffeId {
+    id("spiffe://example.org/hallmark/agent/crash")
+}
+
+/// Report `generation`: every workload relabelled `gen=<generation>`, one
+/// event per workload, and the generation as the dropped-event count.
+fn generation_report(generation: u64) -> InventoryReport {
+    let workloads: Vec<Workload> = (0..REPORT_SIZE)
+        .map(|i| {
+            let mut w = Workload::partial(&format!("{i:064x}"), RuntimeSource::Docker, "");
+            w.confidence = Confidence::Full;
+            w.state = WorkloadState::Running;
+            w.labels.insert("gen".into(), generation.to_string());
+            w
+        })
+        .collect();
+    InventoryReport {
+        agent_id: inventory_agent(),
+        context_name: "crash".into(),
+        events: workloads
+            .iter()
+            .map(|w| WorkloadEvent {
+                kind: WorkloadEventKind::Updated,
+                at_ms: i64::try_from(generation).unwrap(),
+                workload: w.clone(),
+            })
+            .collect(),
+        snapshot: Some(SnapshotPage {
+            snapshot_id: generation + 1,
+            page: 0,
+            last_page: true,
+            workloads,
+        }),
+        runtime: None,
+        dropped_events: generation,
+    }
+}
+
+/// A child process applies inventory reports in a tight loop and is
+/// SIGKILLed at an arbitrary point, three times over on one file. After each
+/// kill every workload, the event history and the agent status must all be
+/// those of one report: the last one the child saw committed, or the one
+/// after it.
+#[test]
+fn kill_mid_report_leaves_the_old_or_the_new_inventory() {
+    if let Ok(db) = std::env::var(INVENTORY_CHILD_DB) {
+        inventory_child(Path::new(&db));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inventory.sqlite3");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..3u32 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([INVENTORY_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(INVENTORY_CHILD_DB, &db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let target = 20 + 7 * round;
+        let mut applied = None;
+        let mut reports = 0;
+        while reports < target {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("round {round}: child exited after {reports} reports"))
+                .unwrap();
+            if let Some(g) = child_generation(&line) {
+                applied = Some(g);
+                reports += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(700 * u64::from(round)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines {
+            if let Some(g) = child_generation(&line.unwrap()) {
+                applied = Some(g);
+            }
+        }
+        let applied = applied.unwrap();
+        rt.block_on(verify_inventory_after_kill(&db, round, applied));
+    }
+}
+
+fn child_generation(line: &str) -> Option<u64> {
+    let at = line.find("inventory-child applied ")?;
+    line[at..]
+        .strip_prefix("inventory-child applied ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn inventory_child(db: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(db).await.unwrap();
+        // Continue from what the file holds, so generations keep rising
+        // across rounds.
+        let mut generation = store
+            .agent_inventory(&inventory_agent())
+            .await
+            .unwrap()
+            .map_or(0, |i| i.dropped_events + 1);
+        let started = Instant::now();
+        while started.elapsed() < CRASH_CHILD_MAX {
+            store
+                .apply_inventory(&generation_report(generation), 1_000)
+                .await
+                .unwrap();
+            // Printed only after the commit returned.
+            println!("inventory-child applied {generation}");
+            generation += 1;
+        }
+    });
+}
+
+async fn verify_inventory_after_kill(db: &Path, round: u32, applied: u64) {
+    let store = SqliteStore::open(db)
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: store does not open after kill: {e}"));
+    let status = store
+        .agent_inventory(&inventory_agent())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("round {round}: agent status lost"));
+    let generation = status.dropped_events;
+    assert!(
+        generation == applied || generation == applied + 1,
+        "round {round}: the store holds report {generation}, the child last committed {applied}"
+    );
+    let workloads = store
+        .list_workloads(&WorkloadFilter::default(), 1_000, Duration::from_secs(3600))
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: a workload row does not parse after kill: {e}"));
+    assert_eq!(workloads.len(), REPORT_SIZE, "round {round}");
+    let want = generation.to_string();
+    for w in &workloads {
+        assert_eq!(
+            w.workload.labels.get("gen"),
+            Some(&want),
+            "round {round}: workload {} is from another report than the agent status",
+            w.workload.container_id
+        );
+    }
+    // Every report added one event per workload; none is half there.
+    for i in [0, REPORT_SIZE / 2, REPORT_SIZE - 1] {
+        let events = store.workload_events(&format!("{i:064x}")).await.unwrap();
+        assert_eq!(
+            events.len() as u64,
+            generation + 1,
+            "round {round}: events of workload {i} after report {generation}"
+        );
+    }
+    store.close().await;
 }

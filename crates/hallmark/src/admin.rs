@@ -94,7 +94,7 @@ pub async fn uds_channel(path: &Path) -> Result<Channel> {
         .with_context(|| format!("connecting to {}", path.display()))
 }
 
-async fn client(args: &AdminArgs) -> Result<AdminClient<Channel>> {
+pub(crate) async fn client(args: &AdminArgs) -> Result<AdminClient<Channel>> {
     let path = args
         .admin_socket
         .clone()
@@ -114,7 +114,7 @@ fn entry_from_pb(e: &pb::Entry) -> Result<Entry> {
     Entry::try_from(e).map_err(|e| anyhow!("server sent an invalid entry: {e}"))
 }
 
-fn print_json<T: Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -301,6 +301,19 @@ struct AgentOut {
     last_seen: i64,
     banned: bool,
     connected: bool,
+    /// Empty until the agent's first inventory report.
+    context_name: String,
+    /// `null` until the agent reports a runtime status.
+    runtime: Option<RuntimeOut>,
+}
+
+#[derive(Serialize)]
+struct RuntimeOut {
+    runtime: String,
+    endpoint: String,
+    version: String,
+    degraded: bool,
+    reason: String,
 }
 
 pub async fn agent_list(a: AdminArgs) -> Result<()> {
@@ -321,6 +334,14 @@ pub async fn agent_list(a: AdminArgs) -> Result<()> {
             last_seen: g.last_seen,
             banned: g.banned,
             connected: g.connected,
+            context_name: g.context_name,
+            runtime: g.runtime.map(|r| RuntimeOut {
+                runtime: r.runtime,
+                endpoint: r.endpoint,
+                version: r.version,
+                degraded: r.degraded,
+                reason: r.reason,
+            }),
         })
         .collect();
     if a.json {
@@ -330,11 +351,67 @@ pub async fn agent_list(a: AdminArgs) -> Result<()> {
         println!("No agents. Join one with a token from `hallmark token generate`.");
         return Ok(());
     }
-    println!("{:<60} {:<10} {:<7}", "SPIFFE ID", "CONNECTED", "BANNED");
-    for g in out {
-        println!("{:<60} {:<10} {:<7}", g.spiffe_id, g.connected, g.banned);
-    }
+    print!("{}", agent_table(&out));
     Ok(())
+}
+
+fn agent_table(agents: &[AgentOut]) -> String {
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut rows = vec![[
+        "SPIFFE ID".to_string(),
+        "CONNECTED".into(),
+        "BANNED".into(),
+        "CONTEXT".into(),
+        "RUNTIME".into(),
+        "DEGRADED".into(),
+    ]];
+    for g in agents {
+        let (runtime, degraded) = match &g.runtime {
+            Some(r) => (
+                format!("{} {}", r.runtime, r.version).trim().to_string(),
+                if r.degraded {
+                    dash(&r.reason)
+                } else {
+                    "-".into()
+                },
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        rows.push([
+            g.spiffe_id.clone(),
+            g.connected.to_string(),
+            g.banned.to_string(),
+            dash(&g.context_name),
+            runtime,
+            degraded,
+        ]);
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i + 1 < row.len() {
+                line.push_str(&format!("{cell:<w$}  "));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 pub async fn agent_evict(a: AdminArgs, id: &str, ban: bool) -> Result<()> {
@@ -396,4 +473,66 @@ pub async fn status(a: AdminArgs) -> Result<()> {
     );
     println!("CA fingerprint   : {}", s.ca_fingerprint);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_table_shows_context_runtime_and_degradation() {
+        let agent = |id: &str, runtime: Option<RuntimeOut>, ctx: &str| AgentOut {
+            spiffe_id: id.into(),
+            serial: "01".into(),
+            expires_at: 0,
+            attested_at: 0,
+            last_seen: 0,
+            banned: false,
+            connected: true,
+            context_name: ctx.into(),
+            runtime,
+        };
+        let text = agent_table(&[
+            agent(
+                "spiffe://td/hallmark/agent/a",
+                Some(RuntimeOut {
+                    runtime: "docker".into(),
+                    endpoint: "/var/run/docker.sock".into(),
+                    version: "20.10.24".into(),
+                    degraded: false,
+                    reason: String::new(),
+                }),
+                "prod",
+            ),
+            agent(
+                "spiffe://td/hallmark/agent/b",
+                Some(RuntimeOut {
+                    runtime: "none".into(),
+                    endpoint: String::new(),
+                    version: String::new(),
+                    degraded: true,
+                    reason: "no runtime socket found".into(),
+                }),
+                "lab",
+            ),
+            agent("spiffe://td/hallmark/agent/c", None, ""),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "SPIFFE ID                     CONNECTED  BANNED  CONTEXT  RUNTIME          DEGRADED"
+        );
+        assert_eq!(
+            lines[1],
+            "spiffe://td/hallmark/agent/a  true       false   prod     docker 20.10.24  -"
+        );
+        assert_eq!(
+            lines[2],
+            "spiffe://td/hallmark/agent/b  true       false   lab      none             no runtime socket found"
+        );
+        assert_eq!(
+            lines[3],
+            "spiffe://td/hallmark/agent/c  true       false   -        -                -"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{admin, roles, workload};
+use crate::{admin, roles, workload, workloads};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +52,12 @@ pub enum Command {
     },
     /// Show the server's status.
     Status(AdminArgs),
+    /// Inspect the workload inventory agents report: containers and pods,
+    /// current and recently stopped.
+    Workloads {
+        #[command(subcommand)]
+        command: WorkloadsCommand,
+    },
     /// Fetch this process's X509-SVID from the Workload API.
     Svid {
         #[command(subcommand)]
@@ -96,7 +102,10 @@ pub enum ServerCommand {
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Run the agent until interrupted.
-    Run(roles::AgentArgs),
+    Run(Box<roles::AgentArgs>),
+    /// What the agent found on this node: container runtime, why a source
+    /// is degraded, workload counts (from its inventory spool file).
+    Status(crate::agent_status::AgentStatusArgs),
     /// List attested agents.
     List(AdminArgs),
     /// Remove an agent's registration: its SVID stops working at once; it
@@ -136,6 +145,14 @@ pub enum EntryCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum WorkloadsCommand {
+    /// List workloads (current, and stopped within the retention window).
+    List(workloads::ListArgs),
+    /// Show one workload in full, with its recorded lifecycle events.
+    Show(workloads::ShowArgs),
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Generate a single-use join token for a new agent.
     Generate(admin::TokenArgs),
@@ -167,7 +184,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             command: ServerCommand::Run(a),
         } => roles::run_server(a).await,
         Command::Agent { command } => match command {
-            AgentCommand::Run(a) => roles::run_agent(a).await,
+            AgentCommand::Run(a) => roles::run_agent(*a).await,
+            AgentCommand::Status(a) => crate::agent_status::run(a),
             AgentCommand::List(a) => admin::agent_list(a).await,
             AgentCommand::Evict { spiffe_id, admin } => {
                 admin::agent_evict(admin, &spiffe_id, false).await
@@ -190,6 +208,10 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             command: BundleCommand::Show(a),
         } => admin::bundle_show(a).await,
         Command::Status(a) => admin::status(a).await,
+        Command::Workloads { command } => match command {
+            WorkloadsCommand::List(a) => workloads::list(a).await,
+            WorkloadsCommand::Show(a) => workloads::show(a).await,
+        },
         Command::Svid {
             command: SvidCommand::Fetch(a),
         } => workload::svid_fetch(a).await,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use hallmark_ca::KeyAlg;
 use hallmark_core::{parse_duration, TrustDomain};
+use hallmark_runtime::discovery::RuntimeChoice;
 use serde::Deserialize;
 
 pub const DEFAULT_TRUST_DOMAIN: &str = "hallmark.local";
@@ -36,6 +37,7 @@ pub struct ServerFile {
     pub ca_ttl: Option<String>,
     pub agent_svid_ttl: Option<String>,
     pub join_token_ttl: Option<String>,
+    pub workload_retention: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,
@@ -51,6 +53,13 @@ pub struct AgentFile {
     pub join_token: Option<String>,
     pub ca_fingerprint: Option<String>,
     pub trust_bundle: Option<PathBuf>,
+    pub context: Option<String>,
+    pub runtime: Option<String>,
+    pub docker_socket: Option<PathBuf>,
+    pub cri_socket: Option<PathBuf>,
+    pub crictl_config: Option<PathBuf>,
+    pub resync_interval: Option<String>,
+    pub inventory_spool: Option<PathBuf>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {
@@ -106,6 +115,34 @@ pub fn server_addr(key: &str, v: &str) -> Result<String> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(v.to_string()),
         _ => Err(anyhow!(
             "{key} `{v}`: must be HOST:PORT (e.g. 127.0.0.1:8081)"
+        )),
+    }
+}
+
+/// A context name: 1 to 63 characters of `[A-Za-z0-9._-]`, the same rule
+/// the server applies to inventory reports.
+pub fn context_name(key: &str, v: &str) -> Result<String> {
+    if v.is_empty()
+        || v.len() > 63
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(anyhow!(
+            "{key} `{v}`: must be 1 to 63 characters of letters, digits, `.`, `_` or `-` (e.g. prod-eu-1)"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+pub fn runtime_choice(key: &str, v: &str) -> Result<RuntimeChoice> {
+    match v {
+        "auto" => Ok(RuntimeChoice::Auto),
+        "docker" => Ok(RuntimeChoice::Docker),
+        "cri" => Ok(RuntimeChoice::Cri),
+        "none" => Ok(RuntimeChoice::None),
+        _ => Err(anyhow!(
+            "{key} `{v}`: must be one of auto (CRI, then Docker), docker, cri, none"
         )),
     }
 }

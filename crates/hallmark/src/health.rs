@@ -1,7 +1,8 @@
 //! Health and metrics over HTTP, for orchestrators and Prometheus:
 //! `/healthz` (the process answers), `/readyz` (it can do its job: the
-//! server's datastore answers; the agent has synced with a server) and
-//! `/metrics` (Prometheus text format).
+//! server's datastore answers; the agent has synced with a server),
+//! `/metrics` (Prometheus text format) and, on the agent, `/status` (JSON:
+//! its identity, container runtime and why any source is degraded).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ pub type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct Probe {
     pub ready: Arc<dyn Fn() -> BoxFut<bool> + Send + Sync>,
     pub metrics: Arc<dyn Fn() -> BoxFut<String> + Send + Sync>,
+    /// `/status`: a JSON document of the component's state, when it has one.
+    pub status: Option<Arc<dyn Fn() -> serde_json::Value + Send + Sync>>,
 }
 
 impl Probe {
@@ -32,7 +35,17 @@ impl Probe {
         Probe {
             ready: Arc::new(ready),
             metrics: Arc::new(metrics),
+            status: None,
         }
+    }
+
+    /// Adds a `/status` JSON document.
+    pub fn with_status(
+        mut self,
+        status: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.status = Some(Arc::new(status));
+        self
     }
 }
 
@@ -46,6 +59,7 @@ pub async fn serve(addr: SocketAddr, probe: Probe) -> Result<SocketAddr> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/status", get(status))
         .with_state(probe);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -61,6 +75,13 @@ async fn ready(State(p): State<Probe>) -> impl IntoResponse {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn status(State(p): State<Probe>) -> axum::response::Response {
+    match &p.status {
+        Some(f) => axum::Json(f()).into_response(),
+        None => (StatusCode::NOT_FOUND, "no status document here\n").into_response(),
     }
 }
 

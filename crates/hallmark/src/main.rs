@@ -2,11 +2,13 @@
 //! set up logging, run the command, map its error to a message and exit code.
 
 mod admin;
+mod agent_status;
 mod cli;
 mod config;
 mod health;
 mod roles;
 mod workload;
+mod workloads;
 
 use std::process::ExitCode;
 

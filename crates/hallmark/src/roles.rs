@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// Default join token lifetime [default: 10m].
     #[arg(long)]
     pub join_token_ttl: Option<String>,
+    /// How long stopped workloads stay in the inventory (late flow records
+    /// still need them) [default: 1h].
+    #[arg(long)]
+    pub workload_retention: Option<String>,
     /// CA certificate (PEM) to sign with instead of a self-signed root.
     #[arg(long, requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
@@ -85,6 +89,69 @@ pub struct AgentArgs {
     /// PEM file with the server's root CA(s).
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+}
+
+/// Container runtime and workload inventory options (agent and `up`).
+#[derive(Args, Debug, Default)]
+pub struct InventoryArgs {
+    /// Name of the cluster or site this node belongs to; qualifies every
+    /// inventory record and is attested as `hallmark:context:<name>` [default: default].
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Container runtime: auto (CRI, then Docker), docker, cri or none [default: auto].
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Docker Engine socket [default: $DOCKER_HOST, /var/run/docker.sock].
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
+    /// CRI runtime socket [default: from crictl's config, else the usual containerd/CRI-O paths].
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    /// crictl config file consulted for the CRI socket [default: /etc/crictl.yaml].
+    #[arg(long)]
+    pub crictl_config: Option<PathBuf>,
+    /// Full inventory resync period, behind the runtime's events [default: 30s].
+    #[arg(long)]
+    pub resync_interval: Option<String>,
+    /// Where the latest inventory snapshot is written [default: <data-dir>/inventory.json].
+    #[arg(long)]
+    pub inventory_spool: Option<PathBuf>,
+}
+
+/// The inventory configuration from flags over the config file.
+pub fn inventory_config(
+    a: InventoryArgs,
+    file: &config::AgentFile,
+) -> Result<hallmark_agent::inventory::InventoryConfig> {
+    use hallmark_agent::inventory::{InventoryConfig, DEFAULT_CONTEXT};
+    use hallmark_runtime::discovery::DiscoveryConfig;
+    let defaults = InventoryConfig::default();
+    let context = pick(a.context, file.context.clone()).unwrap_or_else(|| DEFAULT_CONTEXT.into());
+    let runtime = pick(a.runtime, file.runtime.clone()).unwrap_or_else(|| "auto".into());
+    let resync_interval = match pick(a.resync_interval, file.resync_interval.clone()) {
+        Some(v) => {
+            let d = config::duration("resync_interval", &v)?;
+            if d < Duration::from_secs(1) {
+                return Err(anyhow!("resync_interval `{v}`: must be at least 1s"));
+            }
+            d
+        }
+        None => defaults.resync_interval,
+    };
+    Ok(InventoryConfig {
+        context_name: config::context_name("context", &context)?,
+        discovery: DiscoveryConfig {
+            choice: config::runtime_choice("runtime", &runtime)?,
+            docker_socket: pick(a.docker_socket, file.docker_socket.clone()),
+            cri_socket: pick(a.cri_socket, file.cri_socket.clone()),
+            crictl_config: pick(a.crictl_config, file.crictl_config.clone()),
+        },
+        resync_interval,
+        spool_path: pick(a.inventory_spool, file.inventory_spool.clone()),
+        ..defaults
+    })
 }
 
 #[derive(Args, Debug)]
@@ -95,9 +162,11 @@ pub struct UpArgs {
     /// Trust domain [default: hallmark.local].
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    /// Serve /healthz, /readyz, /metrics and /status over HTTP on this address.
     #[arg(long)]
     pub health_listen: Option<String>,
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -142,12 +211,23 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
             "join_token_ttl",
             &pick(a.join_token_ttl, file.join_token_ttl).unwrap_or_else(|| "10m".into()),
         )?,
+        workload_retention: match pick(a.workload_retention, file.workload_retention) {
+            Some(v) => {
+                let d = config::duration("workload_retention", &v)?;
+                if d < Duration::from_secs(1) {
+                    return Err(anyhow!("workload_retention `{v}`: must be at least 1s"));
+                }
+                d
+            }
+            None => hallmark_server::DEFAULT_WORKLOAD_RETENTION,
+        },
         data_dir,
     })
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     let file = config::load_file(a.common.config.as_deref())?.agent;
+    let inventory = inventory_config(a.inventory, &file)?;
     let td = pick(a.common.trust_domain, file.trust_domain)
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let data_dir = pick(a.common.data_dir, file.data_dir)
@@ -183,6 +263,7 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
         servers,
         join_token: pick(a.join_token, file.join_token),
         trust,
+        inventory,
     })
 }
 
@@ -230,6 +311,7 @@ pub async fn run_server(a: ServerArgs) -> Result<()> {
 
 fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
     let m = a.clone();
+    let st = a.clone();
     health::Probe::new(
         move || {
             let r = a.ready();
@@ -240,6 +322,16 @@ fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
             Box::pin(async move { text })
         },
     )
+    .with_status(move || agent_status_json(&st))
+}
+
+/// The agent's `/status` document.
+pub fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
+    serde_json::json!({
+        "ready": a.ready(),
+        "agent_id": a.agent_id(),
+        "inventory": a.inventory(),
+    })
 }
 
 pub async fn run_agent(a: AgentArgs) -> Result<()> {
@@ -279,6 +371,7 @@ fn invoking_user() -> (u32, String) {
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {
+    let inventory = inventory_config(a.inventory, &config::AgentFile::default())?;
     let home = a.home.unwrap_or_else(config::default_home);
     let td_name = a
         .trust_domain
@@ -295,6 +388,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         ca_ttl: Duration::from_secs(365 * 86400),
         agent_svid_ttl: Duration::from_secs(3600),
         join_token_ttl: Duration::from_secs(600),
+        workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
     })
     .await
     .context("starting the server")?;
@@ -336,6 +430,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         socket_path: socket.clone(),
         join_token: Some(token.token),
         trust: ServerTrustSource::Fingerprint(token.ca_fingerprint),
+        inventory,
     })
     .await
     .context("starting the agent")?;
@@ -346,6 +441,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
     if let Some(addr) = a.health_listen {
         let (srv, ag) = (server.status(), agent.status());
         let (srv2, ag2) = (srv.clone(), ag.clone());
+        let ag3 = ag.clone();
         let probe = health::Probe::new(
             move || {
                 let (srv, ag) = (srv.clone(), ag.clone());
@@ -359,7 +455,8 @@ pub async fn up(a: UpArgs) -> Result<()> {
                     format!("{}{}", server.trim_end_matches("# EOF\n"), ag.metrics())
                 })
             },
-        );
+        )
+        .with_status(move || agent_status_json(&ag3));
         health::serve(config::socket_addr("--health-listen", &addr)?, probe).await?;
     }
 
@@ -369,6 +466,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
     println!("  your identity  {spiffe_id}   (selector unix:uid:{uid})");
     println!("  workload API   unix://{}", socket.display());
     println!("  admin socket   {}", server.admin_socket.display());
+    println!("  containers     {}", agent.inventory.status().summary());
     println!();
     println!("Try it in another terminal:");
     println!(

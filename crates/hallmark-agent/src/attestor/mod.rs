@@ -18,4 +18,4 @@ mod peer;
 mod unix;
 
 pub use peer::{PeerInfo, PeerStream};
-pub use unix::{attest_unix, attest_unix_cached, AttestError};
+pub use unix::{attest_process, attest_process_cached, attest_unix, AttestError, Attested};

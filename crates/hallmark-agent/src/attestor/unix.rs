@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use hallmark_core::cgroup::{parse_proc_cgroup, CgroupError, CgroupIdentity};
 use hallmark_core::{Selector, SelectorSet};
 use nix::unistd::{Gid, Group, Uid, User};
 
@@ -44,6 +45,13 @@ pub enum AttestError {
         #[source]
         source: io::Error,
     },
+    /// `/proc/<pid>/cgroup` did not have the layout the kernel documents.
+    #[error("workload attestation: /proc/{pid}/cgroup {source}")]
+    Cgroup {
+        pid: i32,
+        #[source]
+        source: CgroupError,
+    },
     /// The user or group database failed (not: had no entry for the id).
     #[error("workload attestation: looking up the name of {kind} id {id}: {source}")]
     NameLookup {
@@ -70,8 +78,23 @@ pub enum AttestError {
 /// not reused while its process exists, so the read was about the caller.
 /// Otherwise the answer is [`AttestError::PeerExited`].
 pub fn attest_unix(peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
+    attest_process(peer).map(|a| a.selectors)
+}
+
+/// What attestation learned about the caller from the kernel.
+#[derive(Debug, Clone)]
+pub struct Attested {
+    /// The `unix:*` selectors.
+    pub selectors: SelectorSet,
+    /// The caller's container, from its cgroup membership (read under the
+    /// same liveness guard as everything else, so it is the caller's).
+    pub cgroup: CgroupIdentity,
+}
+
+/// [`attest_unix`] plus the caller's cgroup identity.
+pub fn attest_process(peer: &PeerInfo) -> Result<Attested, AttestError> {
     match attest(peer, true)? {
-        Some(selectors) => Ok(selectors),
+        Some(attested) => Ok(attested),
         // `attest` only declines when told not to hash.
         None => Err(AttestError::Proc {
             pid: peer.pid,
@@ -81,11 +104,11 @@ pub fn attest_unix(peer: &PeerInfo) -> Result<SelectorSet, AttestError> {
     }
 }
 
-/// [`attest_unix`] without hashing: `None` when the caller's executable has
-/// not been hashed yet (run [`attest_unix`] off the async threads then).
-/// Reading /proc and an fstat are quick enough to do inline, which saves a
-/// thread hop on every Workload API call from a known binary.
-pub fn attest_unix_cached(peer: &PeerInfo) -> Option<Result<SelectorSet, AttestError>> {
+/// [`attest_process`] without hashing: `None` when the caller's executable
+/// has not been hashed yet (run [`attest_process`] off the async threads
+/// then). Reading /proc and an fstat are quick enough to do inline, which
+/// saves a thread hop on every Workload API call from a known binary.
+pub fn attest_process_cached(peer: &PeerInfo) -> Option<Result<Attested, AttestError>> {
     attest(peer, false).transpose()
 }
 
@@ -142,7 +165,7 @@ fn name_of(is_user: bool, id: u32) -> Result<Option<String>, AttestError> {
     Ok(name)
 }
 
-fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<SelectorSet>, AttestError> {
+fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<Attested>, AttestError> {
     let pid = peer.pid;
     if pid <= 0 {
         return Err(AttestError::NoPid);
@@ -188,6 +211,8 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<SelectorSet>, Attest
         }
     }
     let exe = open_executable(pid).map_err(|e| proc_err("/proc/<pid>/exe", e))?;
+    let cgroup_text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map_err(|e| proc_err("/proc/<pid>/cgroup", e))?;
 
     // --- The check: the caller still exists, so it still owns `pid`, so
     // everything above described it.
@@ -196,6 +221,11 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<SelectorSet>, Attest
     }
 
     // Nothing below reads /proc/<pid>; the executable is the open file.
+    // A cgroup file the parser cannot read is refused rather than taken as
+    // "not in a container": a container's process must never pass for a
+    // host process.
+    let cgroup =
+        parse_proc_cgroup(&cgroup_text).map_err(|source| AttestError::Cgroup { pid, source })?;
     let mut facts = UnixFacts {
         uid: peer.uid,
         gid: peer.gid,
@@ -224,7 +254,10 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<SelectorSet>, Attest
     }
     facts.user = name_of(true, peer.uid)?;
     facts.group = name_of(false, peer.gid)?;
-    Ok(Some(facts.selectors()))
+    Ok(Some(Attested {
+        selectors: facts.selectors(),
+        cgroup,
+    }))
 }
 
 /// What the attestor learned, before it becomes selectors.

@@ -532,15 +532,24 @@ pub struct TestAgent {
     pub server_addr: SocketAddr,
     pub socket: PathBuf,
     pub data_dir: PathBuf,
+    /// Extra `agent run` flags, kept across restarts.
+    extra_args: Vec<String>,
     daemon: Option<Daemon>,
     pub dir: TempDir,
 }
 
 impl TestAgent {
+    /// [`TestAgent::start_with`] with no container runtime (`--runtime
+    /// none`): the identity-plane tests attest by uid only.
+    #[track_caller]
+    pub fn start(server: &TestServer, node: &str) -> Self {
+        Self::start_with(server, node, &["--runtime", "none"])
+    }
+
     /// Generates a join token for `node`, starts the agent with it and waits
     /// until the Workload API answers (i.e. the agent synced once).
     #[track_caller]
-    pub fn start(server: &TestServer, node: &str) -> Self {
+    pub fn start_with(server: &TestServer, node: &str, extra_args: &[&str]) -> Self {
         let token = server.join_token(node);
         assert_eq!(
             token.agent_spiffe_id,
@@ -555,6 +564,7 @@ impl TestAgent {
             server_addr: server.addr,
             socket: dir.path().join("w.sock"),
             data_dir: dir.path().join("agent"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             daemon: None,
             dir,
         };
@@ -576,6 +586,7 @@ impl TestAgent {
             .arg("--socket")
             .arg(&self.socket)
             .args(["--trust-domain", &self.td])
+            .args(&self.extra_args)
             .args(bootstrap);
         let log = self.dir.path().join("agent.log");
         let mut daemon = Daemon::spawn(&format!("agent {}", self.node), cmd, &log, None);
@@ -1026,3 +1037,4 @@ pub fn now_unix() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+pub mod containers;

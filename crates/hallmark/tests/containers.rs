@@ -108,8 +108,9 @@ fn py_spiffe_in_docker(agent: &TestAgent, labels: &[&str], check: &[&str]) -> Ou
         args.push((*l).to_string());
     }
     args.extend(docker_python_flags(&agent.socket));
-    args.push(BUSYBOX_IMAGE.into());
+    args.push("--entrypoint".into());
     args.push(python_in_container());
+    args.push(BUSYBOX_IMAGE.into());
     args.push(format!("{INTEROP_IN_CONTAINER}/py_spiffe_check.py"));
     args.extend(check.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -190,7 +191,6 @@ fn inventory_follows_docker_containers_from_start_to_forgotten() {
     let server = server();
     let agent = docker_agent(&server, "inv-node", "inv-ctx");
     let name = unique_name("hm-inv");
-    let started = Instant::now();
     let c = DockerContainer::run_detached(
         &name,
         &[
@@ -207,13 +207,15 @@ fn inventory_follows_docker_containers_from_start_to_forgotten() {
             "300",
         ],
     );
+    // `docker run -d` returns once the container runs.
+    let started = Instant::now();
     let w = wait_for_workload(&server, &c.id, Duration::from_secs(5), "running", |w| {
         w["state"] == "running"
     });
     let seen_after = started.elapsed();
     assert!(
-        seen_after < Duration::from_secs(3),
-        "the inventory took {seen_after:?} to show a started container"
+        seen_after < Duration::from_secs(1),
+        "the server listed a started container only after {seen_after:?}"
     );
     assert_eq!(w["name"], name.as_str());
     assert_eq!(w["image"], BUSYBOX_IMAGE);
@@ -340,8 +342,226 @@ fn without_a_runtime_the_agent_serves_unix_identities_and_says_why() {
 
     // So does the spool file the agent writes.
     let spool = agent.data_dir.join("inventory.json");
-    let doc: Value = wait_until("the inventory spool file", WAIT, || {
-        serde_json::from_str(&fs::read_to_string(&spool).ok()?).ok()
+    let doc: Value = wait_until("the inventory spool file to say degraded", WAIT, || {
+        let doc: Value = serde_json::from_str(&fs::read_to_string(&spool).ok()?).ok()?;
+        (doc["runtime"]["degraded"] == true).then_some(doc)
     });
-    assert_eq!(doc["runtime"]["degraded"], true, "{doc}");
+    let reason = doc["runtime"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(&missing_s), "{doc}");
+
+    // And `hallmark agent status`, which reads it.
+    let mut cmd = hallmark_cmd(&["agent", "status", "--data-dir"]);
+    cmd.arg(&agent.data_dir);
+    let out = run(&mut cmd, CLI_TIMEOUT).ok();
+    assert!(out.stdout.contains("DEGRADED"), "{out}");
+    assert!(out.stdout.contains(&missing_s), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Kubernetes CRI (containerd)
+// ---------------------------------------------------------------------------
+
+const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
+
+/// An agent with `runtime = auto`: on this node both containerd's CRI and
+/// Docker answer, and auto must pick CRI.
+fn cri_agent(server: &TestServer, node: &str) -> TestAgent {
+    ensure_runtimes();
+    TestAgent::start_with(
+        server,
+        node,
+        &[
+            "--runtime",
+            "auto",
+            "--context",
+            "k8s-lab",
+            "--resync-interval",
+            "1h",
+        ],
+    )
+}
+
+fn random_uid() -> String {
+    let b: [u8; 16] = rand_bytes();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0xfff,
+        u16::from_be_bytes([b[8], b[9]]) & 0xfff,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let mut f = fs::File::open("/dev/urandom").expect("open /dev/urandom");
+    std::io::Read::read_exact(&mut f, &mut b).expect("read /dev/urandom");
+    b
+}
+
+/// A host-network pod in `namespace` with `labels`, removed on drop.
+struct Pod {
+    pod: Option<hallmark_runtime::cri::pods::HostPod>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Pod {
+    fn run(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
+        use hallmark_runtime::cri::pods::{HostPod, PodSpec};
+        let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let uid = random_uid();
+        let spec = PodSpec {
+            name: format!("{name}-{}", &uid[..8]),
+            namespace: namespace.into(),
+            uid: uid.clone(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            annotations: Default::default(),
+            cgroup_parent: format!("/hallmark-test/pod{uid}"),
+        };
+        let pod = rt
+            .block_on(HostPod::run(CRI_SOCKET, spec))
+            .unwrap_or_else(|e| panic!("RunPodSandbox {name} in {namespace}: {e}"));
+        Pod { pod: Some(pod), rt }
+    }
+
+    fn uid(&self) -> String {
+        self.pod.as_ref().expect("pod").spec.uid.clone()
+    }
+
+    /// Runs py-spiffe in a new container of this pod (agent socket and the
+    /// interop clients mounted in) and waits for it to exit.
+    fn py_spiffe(&mut self, agent: &TestAgent, container: &str, check: &[&str]) -> (i32, String) {
+        use hallmark_runtime::cri::pb::ContainerState;
+        use hallmark_runtime::cri::pods::{ContainerSpec, Mount};
+        let out = tempfile::tempdir().expect("output dir");
+        let mut mounts: Vec<Mount> = python_mounts()
+            .into_iter()
+            .map(|(h, c)| Mount {
+                host_path: h.display().to_string(),
+                container_path: c.display().to_string(),
+                readonly: true,
+            })
+            .collect();
+        mounts.push(Mount {
+            host_path: agent.socket.display().to_string(),
+            container_path: SOCKET_IN_CONTAINER.into(),
+            readonly: false,
+        });
+        mounts.push(Mount {
+            host_path: out.path().display().to_string(),
+            container_path: "/out".into(),
+            readonly: false,
+        });
+        let script = format!(
+            "{} {INTEROP_IN_CONTAINER}/py_spiffe_check.py {} > /out/log 2>&1",
+            python_in_container(),
+            check.join(" ")
+        );
+        let pod = self.pod.as_mut().expect("pod");
+        let id = self
+            .rt
+            .block_on(pod.spawn(ContainerSpec {
+                name: container.into(),
+                image: BUSYBOX_IMAGE.into(),
+                command: vec!["/busybox".into(), "sh".into(), "-c".into(), script],
+                envs: vec![(
+                    "SPIFFE_ENDPOINT_SOCKET".into(),
+                    format!("unix://{SOCKET_IN_CONTAINER}"),
+                )],
+                mounts,
+                ..Default::default()
+            }))
+            .unwrap_or_else(|e| panic!("starting container {container}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            let (state, code) = self
+                .rt
+                .block_on(pod.container_state(&id))
+                .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"));
+            if state == ContainerState::ContainerExited {
+                break code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "container {container} still {state:?} after 60s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let log = fs::read_to_string(out.path().join("log")).unwrap_or_default();
+        (code, log)
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(pod) = self.pod.take() {
+            if let Err(e) = self.rt.block_on(pod.remove()) {
+                eprintln!("removing pod: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn py_spiffe_inside_a_cri_pod_gets_the_identity_its_pod_selects() {
+    let server = server();
+    let agent = cri_agent(&server, "k8s-node");
+    let pay = server.id("/ns/payments/sa/ledger");
+    server.create_entry(
+        &pay,
+        &agent.spiffe_id,
+        &[
+            "k8s:ns:payments",
+            "k8s:pod-label:team:money",
+            "hallmark:context:k8s-lab",
+        ],
+        &[],
+    );
+
+    let mut pod = Pod::run("payments", "ledger", &[("team", "money")]);
+    let (code, log) = pod.py_spiffe(&agent, "app", &["x509", "--expect-id", &pay]);
+    assert_eq!(
+        code, 0,
+        "py-spiffe in pod payments/ledger (team=money):\n{log}"
+    );
+    assert!(log.contains(&pay), "{log}");
+
+    // The inventory at the server shows the pod's container.
+    let list = workloads(
+        &server,
+        &["--namespace", "payments", "--context", "k8s-lab"],
+    );
+    let w = list
+        .iter()
+        .find(|w| w["pod"]["uid"] == pod.uid().as_str())
+        .unwrap_or_else(|| panic!("no workload of pod {} in {list:?}", pod.uid()));
+    assert_eq!(w["source"], "cri");
+    assert_eq!(w["name"], "app");
+    assert_eq!(w["pod"]["labels"]["team"], "money");
+    assert_eq!(w["agent_id"], agent.spiffe_id.as_str());
+
+    // Another pod in the same namespace with other labels: refused.
+    let mut other = Pod::run("payments", "intruder", &[("team", "other")]);
+    let (code, log) = other.py_spiffe(&agent, "app", &["no-identity"]);
+    assert_eq!(
+        code, 0,
+        "a team=other pod must get PermissionDenied:\n{log}"
+    );
+
+    // The agent reports that it chose CRI.
+    let agents = server.json(&["agent", "list"]);
+    let a = agents
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find(|a| a["spiffe_id"] == agent.spiffe_id.as_str())
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(a["runtime"]["runtime"], "cri", "{a}");
+    assert_eq!(a["context_name"], "k8s-lab", "{a}");
 }

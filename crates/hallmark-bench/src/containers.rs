@@ -133,6 +133,19 @@ fn docker(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A container's output, stdout and stderr.
+fn docker_logs(id: &str) -> Result<String> {
+    let out = Command::new("docker")
+        .args(["logs", id])
+        .output()
+        .with_context(|| format!("running docker logs {id}"))?;
+    Ok(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// `State.StartedAt` in unix nanoseconds (RFC 3339 with nanoseconds).
 fn started_at_ns(id: &str) -> Result<i128> {
     let text = docker(&["inspect", "-f", "{{.State.StartedAt}}", id])?;
@@ -210,8 +223,9 @@ pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStart
             format!("{}:{SOCKET_INSIDE}", socket.display()),
         ];
         run_args.extend(host_binary_mounts(&exe));
-        run_args.push(IMAGE.into());
+        run_args.push("--entrypoint".into());
         run_args.push(exe.display().to_string());
+        run_args.push(IMAGE.into());
         run_args.push("probe-svid".into());
         // Watch the server from before the start, so the first running
         // answer is timed as it happens.
@@ -229,7 +243,7 @@ pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStart
             .map_err(|e| anyhow!("{name}: {e}"))?;
         let _ = seen.0;
         docker(&["wait", &container])?;
-        let logs = docker(&["logs", &container])?;
+        let logs = docker_logs(&container)?;
         let svid_at: i128 = logs
             .lines()
             .find_map(|l| l.strip_prefix("svid_at_ns="))

@@ -14,7 +14,7 @@
 //! - `inventory-memory`: resident memory of an inventory holding N
 //!   synthetic workload records.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -205,6 +205,15 @@ pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStart
     let socket = cluster.workload_socket()?;
     let exe = std::env::current_exe().context("locating this binary")?;
 
+    // Watch the server for the whole run, so that the first answer listing
+    // a container as running is timed as it happens, even before `docker
+    // run` returns.
+    let seen: Seen = Arc::default();
+    let watcher = tokio::spawn(watch_server(
+        cluster.admin().await?,
+        run_label.clone(),
+        seen.clone(),
+    ));
     let mut to_server = Samples::with_capacity(args.starts);
     let mut to_svid = Samples::with_capacity(args.starts);
     let mut docker_run = Samples::with_capacity(args.starts);
@@ -227,23 +236,27 @@ pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStart
         run_args.push(exe.display().to_string());
         run_args.push(IMAGE.into());
         run_args.push("probe-svid".into());
-        // Watch the server from before the start, so the first running
-        // answer is timed as it happens.
-        let watcher = tokio::spawn(watch_server(cluster.admin().await?, run_label.clone()));
         let refs: Vec<&str> = run_args.iter().map(String::as_str).collect();
         let t = Instant::now();
         let container = docker(&refs)?;
         docker_run.push(t.elapsed());
         let started = started_at_ns(&container)?;
-        let seen = tokio::time::timeout(PROBE_DEADLINE, watcher)
-            .await
-            .map_err(|_| {
-                anyhow!("{name}: the server did not list it as running within {PROBE_DEADLINE:?}")
-            })??
-            .map_err(|e| anyhow!("{name}: {e}"))?;
-        let _ = seen.0;
-        docker(&["wait", &container])?;
-        let logs = docker_logs(&container)?;
+        let server_ns = wait_seen(&seen, &container).await.ok_or_else(|| {
+            anyhow!("{name}: the server did not list it as running within {PROBE_DEADLINE:?}")
+        })?;
+        // The probe stays up after its answer, so the container is running
+        // while the server is watched.
+        let deadline = Instant::now() + PROBE_DEADLINE;
+        let logs = loop {
+            let logs = docker_logs(&container)?;
+            if logs.contains("svid_at_ns=") || logs.contains("error") {
+                break logs;
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: no answer from the probe within {PROBE_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let svid_at: i128 = logs
             .lines()
             .find_map(|l| l.strip_prefix("svid_at_ns="))
@@ -252,10 +265,10 @@ pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStart
             .parse()
             .with_context(|| format!("{name}: probe output {logs}"))?;
         docker(&["rm", "-f", &container])?;
-        let server_ns = seen.1;
         to_server.push(nonneg(server_ns - started));
         to_svid.push(nonneg(svid_at - started));
     }
+    watcher.abort();
     let to_server_inventory = to_server.summary().ok_or_else(|| anyhow!("no samples"))?;
     let to_svid_inside = to_svid.summary().ok_or_else(|| anyhow!("no samples"))?;
     let met = to_server_inventory.p99_us < TARGET_P99.as_micros() as f64
@@ -275,41 +288,52 @@ fn nonneg(ns: i128) -> Duration {
     Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
 }
 
-/// Polls the server's workload listing (every millisecond) until a
-/// container with `label` shows as running that was not running before;
-/// returns its ID and the wall clock of that answer.
+/// When the server first listed each container as running (unix ns).
+type Seen = Arc<std::sync::Mutex<HashMap<String, i128>>>;
+
+async fn wait_seen(seen: &Seen, id: &str) -> Option<i128> {
+    let deadline = Instant::now() + PROBE_DEADLINE;
+    loop {
+        if let Some(t) = seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+        {
+            return Some(*t);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls the server's workload listing (every millisecond) and records
+/// when each container with `label` first shows as running.
 async fn watch_server(
     mut admin: hallmark_proto::hallmark::admin_client::AdminClient<tonic::transport::Channel>,
     label: String,
-) -> Result<(String, i128), String> {
-    let request = || pb::ListWorkloadsRequest {
-        labels: vec![label.clone()],
-        state: "running".into(),
-        ..Default::default()
-    };
-    let before: Vec<String> = admin
-        .list_workloads(request())
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner()
-        .workloads
-        .into_iter()
-        .filter_map(|w| w.record.map(|r| r.container_id))
-        .collect();
+    seen: Seen,
+) {
     loop {
-        let list = admin
-            .list_workloads(request())
-            .await
-            .map_err(|s| s.message().to_string())?
-            .into_inner();
-        let now = unix_ns(SystemTime::now());
-        if let Some(id) = list
-            .workloads
-            .into_iter()
-            .filter_map(|w| w.record.map(|r| r.container_id))
-            .find(|id| !before.contains(id))
-        {
-            return Ok((id, now));
+        let request = pb::ListWorkloadsRequest {
+            labels: vec![label.clone()],
+            state: "running".into(),
+            ..Default::default()
+        };
+        if let Ok(list) = admin.list_workloads(request).await {
+            let now = unix_ns(SystemTime::now());
+            let mut seen = seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in list
+                .into_inner()
+                .workloads
+                .into_iter()
+                .filter_map(|w| w.record.map(|r| r.container_id))
+            {
+                seen.entry(id).or_insert(now);
+            }
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -332,6 +356,9 @@ pub async fn probe_svid(args: &ProbeArgs) -> Result<()> {
                     if !msg.svids.is_empty() {
                         println!("svid_at_ns={}", unix_ns(SystemTime::now()));
                         println!("attempts={attempts}");
+                        // Stay up until removed: the benchmark also times
+                        // when the server lists this container as running.
+                        tokio::time::sleep(PROBE_DEADLINE).await;
                         return Ok(());
                     }
                 }

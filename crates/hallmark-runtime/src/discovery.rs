@@ -28,6 +28,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::combined::Combined;
 use crate::cri::CriRuntime;
 use crate::docker::DockerRuntime;
 use crate::{Runtime, RuntimeError};
@@ -223,6 +224,19 @@ pub async fn discover(cfg: &DiscoveryConfig) -> Discovered {
             discover_cri(cfg, &mut out).await;
             if out.runtime.is_none() {
                 discover_docker(cfg, &mut out).await;
+            } else {
+                // A Docker Engine beside the CRI runtime runs containers
+                // CRI does not list: follow both.
+                // A node without Docker is the norm here, so its absence
+                // is not recorded as a failed attempt.
+                let mut docker = Discovered::default();
+                discover_docker(cfg, &mut docker).await;
+                if let (Some(cri), Some(d)) = (out.runtime.clone(), docker.runtime) {
+                    out.runtime = Some(Arc::new(Combined::new(cri, d)));
+                    out.version = format!("{} + {}", out.version, docker.version);
+                    out.attempts
+                        .extend(docker.attempts.into_iter().filter(|a| a.outcome.is_ok()));
+                }
             }
         }
     }

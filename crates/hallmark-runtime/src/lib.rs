@@ -10,6 +10,7 @@
 //! Every record is a [`hallmark_core::Workload`]; this crate never invents a
 //! field: what the runtime did not say stays empty.
 
+pub mod combined;
 pub mod cri;
 pub mod discovery;
 pub mod docker;

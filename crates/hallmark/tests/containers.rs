@@ -364,7 +364,7 @@ fn without_a_runtime_the_agent_serves_unix_identities_and_says_why() {
 const CRI_SOCKET: &str = "/run/containerd/containerd.sock";
 
 /// An agent with `runtime = auto`: on this node both containerd's CRI and
-/// Docker answer, and auto must pick CRI.
+/// Docker answer; auto picks CRI first and follows Docker beside it.
 fn cri_agent(server: &TestServer, node: &str) -> TestAgent {
     ensure_runtimes();
     TestAgent::start_with(
@@ -564,4 +564,14 @@ fn py_spiffe_inside_a_cri_pod_gets_the_identity_its_pod_selects() {
         .unwrap_or_default();
     assert_eq!(a["runtime"]["runtime"], "cri", "{a}");
     assert_eq!(a["context_name"], "k8s-lab", "{a}");
+
+    // Docker runs beside containerd here: auto follows it too, so a plain
+    // Docker container on this node is attested by its labels as well.
+    let tool = server.id("/tools/backup");
+    server.create_entry(&tool, &agent.spiffe_id, &["docker:label:app:backup"], &[]);
+    let out = py_spiffe_in_docker(&agent, &["app=backup"], &["x509", "--expect-id", &tool]);
+    assert!(
+        out.success(),
+        "py-spiffe in a Docker container beside CRI:\n{out}"
+    );
 }

@@ -168,8 +168,27 @@ fn host_binary_mounts(exe: &Path) -> Vec<String> {
     v
 }
 
+/// Removes every container carrying a label when dropped, so a failed run
+/// leaves nothing behind.
+struct LabelCleanup(String);
+
+impl Drop for LabelCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}", self.0);
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &filter]) {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let mut rm = vec!["rm", "-f"];
+                rm.extend(ids);
+                let _ = docker(&rm);
+            }
+        }
+    }
+}
+
 pub async fn container_start(args: &ContainerStartArgs) -> Result<ContainerStartReport> {
     let run_label = format!("hallmark-bench={}", std::process::id());
+    let _cleanup = LabelCleanup(run_label.clone());
     let mut cluster = Cluster::start_server().await?;
     let mut admin = cluster.admin().await?;
     let id = cluster.spiffe_id("/bench/container");
@@ -396,6 +415,7 @@ pub fn print_container_start(r: &ContainerStartReport) {
 
 pub async fn resync(args: &ResyncArgs) -> Result<ResyncReport> {
     let label = format!("hallmark-bench-resync={}", std::process::id());
+    let _cleanup = LabelCleanup(label.clone());
     let names: Vec<String> = (0..args.containers)
         .map(|i| format!("hm-resync-{}-{i}", std::process::id()))
         .collect();

@@ -575,3 +575,39 @@ fn py_spiffe_inside_a_cri_pod_gets_the_identity_its_pod_selects() {
         "py-spiffe in a Docker container beside CRI:\n{out}"
     );
 }
+
+#[test]
+fn an_unreadable_runtime_socket_is_reported_with_what_to_do() {
+    ensure_runtimes();
+    // Docker's socket is root:docker 0660; `nobody` may not connect.
+    let server = server();
+    let agent = TestAgent::start_as(
+        &server,
+        "unprivileged-node",
+        &["--runtime", "docker", "--context", "lab"],
+        NOBODY,
+    );
+    let what = "agent list to show the permission problem";
+    let a = wait_until(what, WAIT, || {
+        let list = server.json(&["agent", "list"]);
+        let a = list
+            .as_array()?
+            .iter()
+            .find(|a| a["spiffe_id"] == agent.spiffe_id.as_str())?
+            .clone();
+        (a["runtime"]["degraded"] == true).then_some(a)
+    });
+    let reason = a["runtime"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(reason.contains("permission denied"), "{a}");
+    assert!(
+        reason.contains("docker.sock"),
+        "the reason names the socket: {a}"
+    );
+    assert!(
+        reason.contains("docker group") || reason.contains("root"),
+        "the reason says what to do: {a}"
+    );
+}

@@ -534,6 +534,8 @@ pub struct TestAgent {
     pub data_dir: PathBuf,
     /// Extra `agent run` flags, kept across restarts.
     extra_args: Vec<String>,
+    /// Runs the agent as this uid (gid the same) instead of root.
+    run_as: Option<u32>,
     daemon: Option<Daemon>,
     pub dir: TempDir,
 }
@@ -565,17 +567,53 @@ impl TestAgent {
             socket: dir.path().join("w.sock"),
             data_dir: dir.path().join("agent"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            run_as: None,
             daemon: None,
             dir,
         };
         fs::create_dir_all(&agent.data_dir).expect("create agent data dir");
+        agent.bootstrap(&token);
+        agent
+    }
+
+    /// [`TestAgent::start_with`] with the agent running as `uid` (its data
+    /// directory, which then also holds the socket, owned by that uid).
+    #[track_caller]
+    pub fn start_as(server: &TestServer, node: &str, extra_args: &[&str], uid: u32) -> Self {
+        let token = server.join_token(node);
+        let dir = short_tempdir();
+        let data_dir = dir.path().join("agent");
+        fs::create_dir_all(&data_dir).expect("create agent data dir");
+        nix::unistd::chown(
+            &data_dir,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(uid)),
+        )
+        .expect("chown agent data dir");
+        let mut agent = TestAgent {
+            node: node.to_string(),
+            spiffe_id: token.agent_spiffe_id.clone(),
+            td: server.td.clone(),
+            server_addr: server.addr,
+            socket: data_dir.join("w.sock"),
+            data_dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            run_as: Some(uid),
+            daemon: None,
+            dir,
+        };
+        agent.bootstrap(&token);
+        agent
+    }
+
+    fn bootstrap(&mut self, token: &JoinToken) {
+        let agent = self;
         agent.launch(&[
             "--join-token",
             &token.token,
             "--ca-fingerprint",
             &token.ca_fingerprint,
         ]);
-        agent
     }
 
     fn launch(&mut self, bootstrap: &[&str]) {
@@ -588,6 +626,9 @@ impl TestAgent {
             .args(["--trust-domain", &self.td])
             .args(&self.extra_args)
             .args(bootstrap);
+        if let Some(uid) = self.run_as {
+            cmd.uid(uid).gid(uid).current_dir("/");
+        }
         let log = self.dir.path().join("agent.log");
         let mut daemon = Daemon::spawn(&format!("agent {}", self.node), cmd, &log, None);
         let what = format!("agent socket {} to exist", self.socket.display());

@@ -1,5 +1,6 @@
-//! The behaviour every [`Store`] back end must show, as one suite that the
-//! SQLite tests run today and the PostgreSQL tests run later.
+//! The behaviour every [`Store`] back end must show, as one suite that both
+//! the SQLite tests (tests/sqlite.rs) and the PostgreSQL tests
+//! (tests/postgres.rs) run.
 //!
 //! The suite may run on a store that already holds data: everything it
 //! creates lives under a fresh random path, selector value and token hash,

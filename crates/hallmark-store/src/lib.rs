@@ -4,7 +4,7 @@
 //! The server is stateless over its datastore (see the architecture map), so
 //! everything it must remember across restarts, or share with other servers,
 //! goes through the [`Store`] trait. [`SqliteStore`] is the embedded default;
-//! a PostgreSQL back end for several servers implements the same trait, and
+//! [`PostgresStore`] lets several servers share one database, and
 //! [`conformance::run_all`] is the single behavioural contract both must pass.
 //!
 //! Times are passed in by the caller, never read from a clock here, so
@@ -24,6 +24,7 @@ use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
 mod codec;
 pub mod conformance;
 pub mod inventory;
+mod postgres;
 mod sqlite;
 
 pub use inventory::{
@@ -31,6 +32,7 @@ pub use inventory::{
     PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter, StoredWorkload,
     StoredWorkloadEvent, WorkloadCounts, WorkloadEvent, WorkloadEventKind, WorkloadFilter,
 };
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -73,6 +75,11 @@ pub enum StoreError {
     /// names the path.
     #[error("{0}")]
     Io(std::io::Error),
+    /// Reaching a database server failed (refused, unreachable, timed out,
+    /// login refused) or its URL does not parse. The text names the URL
+    /// with its password masked and says what to check.
+    #[error("{0}")]
+    Connect(String),
 }
 
 /// Which entries [`Store::list_entries`] returns. Every set field must match;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use crate::{admin, roles, workload, workloads};
+use crate::{admin, helper, roles, workload, workloads};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -68,6 +68,10 @@ pub enum Command {
         #[command(subcommand)]
         command: JwtCommand,
     },
+    /// Keep this process's X509-SVID, key, bundle (and a JWT-SVID) in files,
+    /// rewritten on every rotation, for software that reads credentials
+    /// from disk; optionally reload it after each change.
+    Helper(helper::HelperArgs),
 }
 
 /// How to reach the server's admin API.
@@ -219,5 +223,6 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             JwtCommand::Fetch(a) => workload::jwt_fetch(a).await,
             JwtCommand::Validate(a) => workload::jwt_validate(a).await,
         },
+        Command::Helper(a) => helper::run(a).await,
     }
 }

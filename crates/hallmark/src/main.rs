@@ -6,6 +6,7 @@ mod agent_status;
 mod cli;
 mod config;
 mod health;
+mod helper;
 mod roles;
 mod workload;
 mod workloads;

@@ -74,7 +74,7 @@ fn socket_path(flag: &Option<String>) -> Result<PathBuf> {
     bail!("socket `{raw}`: expected unix:///absolute/path or an absolute path")
 }
 
-async fn client(args: &WorkloadArgs) -> Result<SpiffeWorkloadApiClient<Channel>> {
+pub(crate) async fn client(args: &WorkloadArgs) -> Result<SpiffeWorkloadApiClient<Channel>> {
     let path = socket_path(&args.socket)?;
     let ch = uds_channel(&path).await.map_err(|e| {
         anyhow!("{e:#}: is the agent running? (`hallmark up` or `hallmark agent run`)")
@@ -82,7 +82,7 @@ async fn client(args: &WorkloadArgs) -> Result<SpiffeWorkloadApiClient<Channel>>
     Ok(SpiffeWorkloadApiClient::new(ch))
 }
 
-fn request<T>(msg: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert(
         WORKLOAD_HEADER,
@@ -91,12 +91,12 @@ fn request<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("Workload API: {} ({:?})", s.message(), s.code())
 }
 
 /// Splits concatenated DER certificates.
-fn split_der(mut data: &[u8]) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn split_der(mut data: &[u8]) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     while !data.is_empty() {
         let (rest, _) = x509_parser::parse_x509_certificate(data)
@@ -107,7 +107,7 @@ fn split_der(mut data: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-fn pem_certs(ders: &[Vec<u8>]) -> String {
+pub(crate) fn pem_certs(ders: &[Vec<u8>]) -> String {
     ders.iter()
         .map(|d| pem::encode(&pem::Pem::new("CERTIFICATE", d.clone())))
         .collect()

@@ -1,0 +1,319 @@
+//! The PostgreSQL back end against the conformance suite, plus what only a
+//! shared server can show: several store handles (standing in for several
+//! Hallmark servers) on one database, racing each other.
+//!
+//! PostgreSQL is set up by `scripts/setup.d/20-postgres.sh` (once per test
+//! binary); each test gets a database of its own, dropped at its end. When
+//! the script fails, the tests fail with its output.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hallmark_core::{EntryId, EntrySpec, Selector, SpiffeId};
+use hallmark_store::{
+    conformance, AgentRecord, EntryFilter, JoinToken, PostgresStore, Store, StoreError,
+};
+use sqlx::{Connection, PgConnection};
+
+/// The server the setup script prepares, as the role it creates.
+const SERVER: &str = "postgres://hallmark:hallmark@127.0.0.1:5432";
+const SETUP_SCRIPT: &str = "scripts/setup.d/20-postgres.sh";
+
+/// Runs the setup script the first time a test asks; later callers get the
+/// same outcome.
+fn setup() {
+    static OUTCOME: OnceLock<Result<(), String>> = OnceLock::new();
+    let outcome = OUTCOME.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let script = root.join(SETUP_SCRIPT);
+        let out = Command::new(&script)
+            .current_dir(&root)
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}):\n{text}",
+                script.display(),
+                out.status
+            ))
+        }
+    });
+    if let Err(e) = outcome {
+        panic!("PostgreSQL could not be set up for the tests: {e}");
+    }
+}
+
+/// Runs `test` with the URL of a fresh, empty database and drops the
+/// database afterwards, also when the test panics.
+async fn with_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    setup();
+    let name = format!(
+        "hallmark_test_{}",
+        EntryId::new_random().as_str().replace('-', "")
+    );
+    let mut admin = PgConnection::connect(&format!("{SERVER}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    // Spawned so that a panic comes back as a value and the database is
+    // dropped before the panic goes on.
+    let outcome = tokio::spawn(test(format!("{SERVER}/{name}"))).await;
+    // FORCE ends the sessions of pools the test left open.
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::new(s).unwrap()
+}
+
+fn spec(name: &str, selectors: &[&str]) -> EntrySpec {
+    EntrySpec {
+        spiffe_id: id(&format!("spiffe://example.org/{name}")),
+        parent_id: id("spiffe://example.org/hallmark/agent/node1"),
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::new(s).unwrap())
+            .collect(),
+        x509_ttl_secs: 3600,
+        jwt_ttl_secs: 300,
+        dns_names: vec![format!("{name}.example.org")],
+        hint: name.to_string(),
+        admin: false,
+    }
+}
+
+/// A port nothing listens on: bound once by the OS, then released.
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn conformance_on_a_fresh_database_non_empty_and_reconnected() {
+    with_database(|url| async move {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        conformance::run_all(&store).await;
+        // A second run finds the first run's leftovers (tokens, revision)
+        // and must not be confused by them.
+        conformance::run_all(&store).await;
+        store.close().await;
+        // Connecting again finds the schema in place.
+        let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        conformance::run_all(store.as_ref()).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn two_servers_see_each_others_writes_and_share_single_use_tokens() {
+    with_database(|url| async move {
+        // Two servers starting together both apply the migrations.
+        let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+        let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
+
+        let e = a
+            .create_entry(&spec("web", &["unix:uid:1000"]), 10)
+            .await
+            .unwrap();
+        assert_eq!(b.get_entry(&e.id).await.unwrap(), Some(e.clone()));
+        assert_eq!(b.revision().await.unwrap(), e.revision);
+        let agent = AgentRecord {
+            spiffe_id: id("spiffe://example.org/hallmark/agent/node1"),
+            serial: "01".into(),
+            expires_at: 100,
+            attested_at: 1,
+            last_seen: 1,
+            banned: false,
+        };
+        b.upsert_agent(&agent).await.unwrap();
+        assert_eq!(
+            a.get_agent(&agent.spiffe_id).await.unwrap(),
+            Some(agent.clone())
+        );
+        assert!(b.delete_entry(&e.id).await.unwrap());
+        assert_eq!(a.get_entry(&e.id).await.unwrap(), None);
+        assert!(a.revision().await.unwrap() > e.revision);
+
+        // Each token is consumed by three tasks on each server at once.
+        const TOKENS: u32 = 20;
+        const PER_SERVER: usize = 3;
+        for n in 0..TOKENS {
+            a.create_join_token(&JoinToken {
+                token_hash: format!("{n:064x}"),
+                agent_id: id(&format!("spiffe://example.org/hallmark/agent/t{n}")),
+                expires_at: 1_000,
+            })
+            .await
+            .unwrap();
+        }
+        let mut tasks = Vec::new();
+        for n in 0..TOKENS {
+            for _ in 0..PER_SERVER {
+                for store in [&a, &b] {
+                    let store = Arc::clone(store);
+                    tasks.push(tokio::spawn(async move {
+                        (n, store.consume_join_token(&format!("{n:064x}"), 500).await)
+                    }));
+                }
+            }
+        }
+        let mut wins = vec![0; TOKENS as usize];
+        for task in tasks {
+            let (n, outcome) = task.await.unwrap();
+            match outcome {
+                Ok(agent_id) => {
+                    assert_eq!(
+                        agent_id,
+                        id(&format!("spiffe://example.org/hallmark/agent/t{n}"))
+                    );
+                    wins[n as usize] += 1;
+                }
+                Err(StoreError::TokenUsed) => {}
+                Err(e) => panic!("token {n}: unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(
+            wins,
+            vec![1; TOKENS as usize],
+            "every token must be consumed exactly once"
+        );
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_entry_writers_on_two_servers() {
+    with_database(|url| async move {
+        let a = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let b = Arc::new(PostgresStore::connect(&url).await.unwrap());
+        let start = a.revision().await.unwrap();
+
+        // Distinct entries from both servers at once: every creation gets
+        // its own revision, and the counter ends up moved by exactly as
+        // many.
+        const WRITERS: usize = 24;
+        let mut tasks = Vec::new();
+        for i in 0..WRITERS {
+            let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_entry(&spec(&format!("w{i}"), &["unix:uid:1"]), 1)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut revisions = Vec::new();
+        for task in tasks {
+            revisions.push(task.await.unwrap().revision);
+        }
+        revisions.sort_unstable();
+        let want: Vec<i64> = (start + 1..=start + WRITERS as i64).collect();
+        assert_eq!(revisions, want, "revisions must be distinct and gap-free");
+        assert_eq!(b.revision().await.unwrap(), start + WRITERS as i64);
+
+        // The same entry from both servers at once: exactly one is created,
+        // the others are told which entry exists.
+        let same = spec("contested", &["unix:uid:2", "unix:gid:3"]);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+            let same = same.clone();
+            tasks.push(tokio::spawn(
+                async move { store.create_entry(&same, 2).await },
+            ));
+        }
+        let mut created = Vec::new();
+        let mut refused = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(e) => created.push(e),
+                Err(StoreError::AlreadyExists(msg)) => refused.push(msg),
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(created.len(), 1, "exactly one creation wins");
+        for msg in &refused {
+            assert!(msg.contains(created[0].id.as_str()), "{msg}");
+        }
+        assert_eq!(
+            a.revision().await.unwrap(),
+            start + WRITERS as i64 + 1,
+            "refused creations must not bump the revision"
+        );
+        let listed = b
+            .list_entries(&EntryFilter {
+                spiffe_id: Some(same.spiffe_id.clone()),
+                ..EntryFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed, created);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connect_to_a_closed_port_fails_fast_and_clearly() {
+    let port = closed_port();
+    let url = format!("postgres://hallmark:s3cret@127.0.0.1:{port}/hallmark");
+    let started = Instant::now();
+    let err = PostgresStore::connect(&url).await.unwrap_err();
+    let took = started.elapsed();
+    let msg = err.to_string();
+    assert!(took < Duration::from_secs(3), "took {took:?}: {msg}");
+    assert!(matches!(err, StoreError::Connect(_)), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "postgres://hallmark:***@127.0.0.1:{port}/hallmark"
+        )),
+        "must name the URL with the password masked: {msg}"
+    );
+    assert!(
+        msg.contains("is PostgreSQL running? check the URL"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "password leaked: {msg}");
+}
+
+#[tokio::test]
+async fn a_refused_login_names_the_url_not_the_password() {
+    setup();
+    let url = "postgres://hallmark:wrong-s3cret@127.0.0.1:5432/postgres";
+    let err = PostgresStore::connect(url).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Connect(_)), "{msg}");
+    assert!(
+        msg.contains("postgres://hallmark:***@127.0.0.1:5432/postgres"),
+        "{msg}"
+    );
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    assert!(!msg.contains("wrong-s3cret"), "password leaked: {msg}");
+}

@@ -38,6 +38,7 @@ pub struct ServerFile {
     pub agent_svid_ttl: Option<String>,
     pub join_token_ttl: Option<String>,
     pub workload_retention: Option<String>,
+    pub datastore: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,

@@ -43,6 +43,10 @@ pub struct ServerArgs {
     /// Admin API socket [default: <data-dir>/admin.sock].
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
+    /// Datastore: `sqlite` (a file in the data dir) or a PostgreSQL URL
+    /// `postgres://user:password@host:port/db` [default: sqlite].
+    #[arg(long, env = "HALLMARK_DATASTORE")]
+    pub datastore: Option<String>,
     /// JWT-SVID signing key: ec-p256 (ES256) or rsa-2048 (RS256) [default: ec-p256].
     #[arg(long)]
     pub jwt_key_type: Option<String>,
@@ -282,10 +286,44 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where the server keeps its state.
+enum Datastore {
+    Sqlite,
+    Postgres(String),
+}
+
+fn datastore(key: &str, v: &str) -> Result<Datastore> {
+    if v == "sqlite" {
+        Ok(Datastore::Sqlite)
+    } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+        Ok(Datastore::Postgres(v.to_string()))
+    } else {
+        // The value may be a URL with a password: do not echo it.
+        Err(anyhow!(
+            "{key}: must be `sqlite` or a PostgreSQL URL starting with postgres:// (e.g. postgres://hallmark:secret@db:5432/hallmark)"
+        ))
+    }
+}
+
 pub async fn run_server(a: ServerArgs) -> Result<()> {
     let health = a.common.health_listen.clone();
+    let file_store = config::load_file(a.common.config.as_deref())?
+        .server
+        .datastore;
+    let store = datastore(
+        "datastore",
+        &pick(a.datastore.clone(), file_store).unwrap_or_else(|| "sqlite".into()),
+    )?;
     let cfg = server_config(a)?;
-    let handle = hallmark_server::start(cfg).await?;
+    let handle = match store {
+        Datastore::Sqlite => hallmark_server::start(cfg).await?,
+        Datastore::Postgres(url) => {
+            let store = hallmark_store::PostgresStore::connect(&url)
+                .await
+                .context("opening the PostgreSQL datastore")?;
+            hallmark_server::start_with_store(cfg, std::sync::Arc::new(store)).await?
+        }
+    };
     if let Some(addr) = health {
         let s = handle.status();
         let probe = health::Probe::new(

@@ -14,7 +14,7 @@
 //! - `inventory-memory`: resident memory of an inventory holding N
 //!   synthetic workload records.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -419,13 +419,7 @@ pub async fn resync(args: &ResyncArgs) -> Result<ResyncReport> {
     let names: Vec<String> = (0..args.containers)
         .map(|i| format!("hm-resync-{}-{i}", std::process::id()))
         .collect();
-    let result = resync_with(args, &label, &names).await;
-    for chunk in names.chunks(50) {
-        let mut rm = vec!["rm", "-f"];
-        rm.extend(chunk.iter().map(String::as_str));
-        let _ = docker(&rm);
-    }
-    result
+    resync_with(args, &label, &names).await
 }
 
 async fn resync_with(args: &ResyncArgs, label: &str, names: &[String]) -> Result<ResyncReport> {
@@ -570,11 +564,8 @@ pub async fn inventory_memory(args: &InventoryMemoryArgs) -> Result<InventoryMem
     .await;
     // Records built before the baseline, so only the inventory's copies count.
     let records: Vec<Workload> = (0..args.workloads).map(synthetic).collect();
-    let check: BTreeMap<String, ()> = records
-        .iter()
-        .map(|w| (w.container_id.clone(), ()))
-        .collect();
-    if check.len() != args.workloads {
+    let ids: HashSet<&str> = records.iter().map(|w| w.container_id.as_str()).collect();
+    if ids.len() != args.workloads {
         bail!("synthetic container IDs collide");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

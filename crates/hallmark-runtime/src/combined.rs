@@ -32,10 +32,7 @@ impl Combined {
 /// `events`, then one error when it ends: the merged stream must end (so the
 /// consumer resyncs and subscribes again) as soon as either side breaks.
 fn ending(rt: &Arc<dyn Runtime>) -> BoxStream<'static, Result<RuntimeEvent, RuntimeError>> {
-    let runtime = match rt.source() {
-        RuntimeSource::Docker => "docker",
-        RuntimeSource::Cri => "cri",
-    };
+    let runtime = rt.source().as_str();
     rt.events()
         .chain(stream::once(async move {
             Err(RuntimeError::Events {

@@ -177,8 +177,13 @@ fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
     flag.or(file)
 }
 
-pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
+/// The server configuration and its datastore, from flags over the file.
+fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
     let file = config::load_file(a.common.config.as_deref())?.server;
+    let store = datastore(
+        "datastore",
+        &pick(a.datastore, file.datastore).unwrap_or_else(|| "sqlite".into()),
+    )?;
     let td = pick(a.common.trust_domain, file.trust_domain)
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let data_dir = pick(a.common.data_dir, file.data_dir)
@@ -193,7 +198,7 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
         (None, None) => CaSource::SelfSigned,
         _ => return Err(anyhow!("ca_cert and ca_key must be given together")),
     };
-    Ok(ServerConfig {
+    let config = ServerConfig {
         trust_domain: config::trust_domain("trust_domain", &td)?,
         admin_socket: pick(a.admin_socket, file.admin_socket)
             .unwrap_or_else(|| data_dir.join("admin.sock")),
@@ -226,7 +231,8 @@ pub fn server_config(a: ServerArgs) -> Result<ServerConfig> {
             None => hallmark_server::DEFAULT_WORKLOAD_RETENTION,
         },
         data_dir,
-    })
+    };
+    Ok((config, store))
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
@@ -307,14 +313,7 @@ fn datastore(key: &str, v: &str) -> Result<Datastore> {
 
 pub async fn run_server(a: ServerArgs) -> Result<()> {
     let health = a.common.health_listen.clone();
-    let file_store = config::load_file(a.common.config.as_deref())?
-        .server
-        .datastore;
-    let store = datastore(
-        "datastore",
-        &pick(a.datastore.clone(), file_store).unwrap_or_else(|| "sqlite".into()),
-    )?;
-    let cfg = server_config(a)?;
+    let (cfg, store) = server_config(a)?;
     let handle = match store {
         Datastore::Sqlite => hallmark_server::start(cfg).await?,
         Datastore::Postgres(url) => {

@@ -381,25 +381,6 @@ fn cri_agent(server: &TestServer, node: &str) -> TestAgent {
     )
 }
 
-fn random_uid() -> String {
-    let b: [u8; 16] = rand_bytes();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0xfff,
-        u16::from_be_bytes([b[8], b[9]]) & 0xfff,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
-}
-
-fn rand_bytes() -> [u8; 16] {
-    let mut b = [0u8; 16];
-    let mut f = fs::File::open("/dev/urandom").expect("open /dev/urandom");
-    std::io::Read::read_exact(&mut f, &mut b).expect("read /dev/urandom");
-    b
-}
-
 /// A host-network pod in `namespace` with `labels`, removed on drop.
 struct Pod {
     pod: Option<hallmark_runtime::cri::pods::HostPod>,
@@ -410,7 +391,7 @@ impl Pod {
     fn run(namespace: &str, name: &str, labels: &[(&str, &str)]) -> Pod {
         use hallmark_runtime::cri::pods::{HostPod, PodSpec};
         let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-        let uid = random_uid();
+        let uid = uuid::Uuid::new_v4().to_string();
         let spec = PodSpec {
             name: format!("{name}-{}", &uid[..8]),
             namespace: namespace.into(),

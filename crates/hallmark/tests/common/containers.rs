@@ -72,15 +72,10 @@ impl Drop for DockerContainer {
 
 /// A name no other test (or earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), uuid_like())
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{nanos:08x}")
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// Host paths a container needs to run the repository's Python interop

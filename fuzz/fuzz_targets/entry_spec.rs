@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! spiffe_id \0 parent_id \0 selectors \0 x509_ttl \0 jwt_ttl \0 dns_names \0 hint \0 admin
+//! \0 federates_with \0 oidc_claims
 //! ```
 //!
 //! `selectors` and `dns_names` are newline-separated lists (neither may hold
@@ -46,6 +47,8 @@ fuzz_target!(|data: &[u8]| {
     let dns_names = list(next());
     let hint = next();
     let admin = next() == "1";
+    let federates_with = list(next());
+    let oidc_claims = list(next());
     let raw = RawEntrySpec {
         spiffe_id,
         parent_id,
@@ -55,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         dns_names,
         hint,
         admin,
+        federates_with,
+        oidc_claims,
     };
     let Ok(spec) = EntrySpec::parse(&raw, TRUST_DOMAIN) else {
         return;
@@ -159,6 +164,11 @@ fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
     // Parsing what was accepted gives the same spec: nothing in it depends
     // on how the operator spelled the input beyond what the spec keeps.
     let selectors: Vec<String> = spec.selectors.iter().map(ToString::to_string).collect();
+    let federated: Vec<String> = spec
+        .federates_with
+        .iter()
+        .map(|t| t.name().to_string())
+        .collect();
     let again = RawEntrySpec {
         spiffe_id: spec.spiffe_id.as_str(),
         parent_id: spec.parent_id.as_str(),
@@ -168,6 +178,8 @@ fn check_spec(raw: &RawEntrySpec<'_>, spec: &EntrySpec) {
         dns_names: spec.dns_names.iter().map(String::as_str).collect(),
         hint: &spec.hint,
         admin: spec.admin,
+        federates_with: federated.iter().map(String::as_str).collect(),
+        oidc_claims: spec.oidc_claims.iter().map(String::as_str).collect(),
     };
     assert_eq!(
         EntrySpec::parse(&again, TRUST_DOMAIN).as_ref(),

@@ -68,6 +68,11 @@ impl Cluster {
             agent_svid_ttl: Duration::from_secs(3_600),
             join_token_ttl: Duration::from_secs(600),
             workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
+            oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
+            oidc: None,
+            federation: Default::default(),
+            rotation: Default::default(),
+            admin_listen: None,
         })
         .await
         .context("starting the server")?;

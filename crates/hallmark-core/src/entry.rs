@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::selector::{Selector, SelectorSet};
-use crate::spiffe_id::SpiffeId;
+use crate::spiffe_id::{SpiffeId, TrustDomain};
 
 /// Shortest SVID lifetime an entry may ask for. Shorter lifetimes would make
 /// the agent spend its time re-signing.
@@ -17,6 +17,32 @@ pub const MAX_TTL_SECS: u64 = 30 * 86400;
 pub const DEFAULT_X509_TTL_SECS: u64 = 3600;
 pub const DEFAULT_JWT_TTL_SECS: u64 = 300;
 const MAX_HINT_LEN: usize = 256;
+/// Most foreign trust domains one entry may federate with.
+pub const MAX_FEDERATES_WITH: usize = 32;
+
+/// The attested attributes an OIDC token may carry as extra claims, by
+/// claim name. Each is taken from what the agent attested about the caller
+/// (its container runtime record and the agent's own settings); a claim whose
+/// attribute is unknown for a caller is left out, never guessed.
+pub const OIDC_CLAIM_NAMES: &[&str] = &[
+    // The operator-set context name of the agent (cluster or site).
+    "context",
+    // The agent's node name.
+    "node",
+    // Kubernetes: namespace, pod name and pod UID.
+    "namespace",
+    "pod",
+    "pod_uid",
+    // Container name, ID and image as the runtime reports them.
+    "container",
+    "container_id",
+    "image",
+    // The image's content digest (`sha256:...`).
+    "image_digest",
+    // Docker Compose project and service.
+    "compose_project",
+    "compose_service",
+];
 const MAX_DNS_NAME_LEN: usize = 253;
 
 /// An entry's identifier: a UUID in its canonical hyphenated form.
@@ -44,6 +70,12 @@ pub enum EntryError {
     DnsName(String),
     #[error("hint is longer than {MAX_HINT_LEN} bytes or contains control characters")]
     Hint,
+    #[error("federates_with `{input}`: {reason}")]
+    FederatesWith { input: String, reason: String },
+    #[error("federates_with lists more than {MAX_FEDERATES_WITH} trust domains")]
+    TooManyFederated,
+    #[error("OIDC claim `{0}` is not one of the attested attributes ({names})", names = OIDC_CLAIM_NAMES.join(", "))]
+    OidcClaim(String),
 }
 
 impl EntryId {
@@ -101,6 +133,14 @@ pub struct EntrySpec {
     pub hint: String,
     #[serde(default)]
     pub admin: bool,
+    /// Foreign trust domains whose bundles this entry's workloads receive,
+    /// sorted and deduplicated; never the entry's own.
+    #[serde(default)]
+    pub federates_with: Vec<TrustDomain>,
+    /// Extra OIDC token claims (names from [`OIDC_CLAIM_NAMES`]), sorted
+    /// and deduplicated.
+    #[serde(default)]
+    pub oidc_claims: Vec<String>,
 }
 
 /// A stored registration entry.
@@ -126,6 +166,9 @@ pub struct RawEntrySpec<'a> {
     pub dns_names: Vec<&'a str>,
     pub hint: &'a str,
     pub admin: bool,
+    /// Trust domain names or IDs (`partner.example`, `spiffe://partner.example`).
+    pub federates_with: Vec<&'a str>,
+    pub oidc_claims: Vec<&'a str>,
 }
 
 impl EntrySpec {
@@ -174,6 +217,8 @@ impl EntrySpec {
         if raw.hint.len() > MAX_HINT_LEN || raw.hint.chars().any(char::is_control) {
             return Err(EntryError::Hint);
         }
+        let federates_with = parse_federates_with(&raw.federates_with, trust_domain)?;
+        let oidc_claims = parse_oidc_claims(&raw.oidc_claims)?;
         Ok(EntrySpec {
             spiffe_id,
             parent_id,
@@ -183,6 +228,8 @@ impl EntrySpec {
             dns_names,
             hint: raw.hint.to_string(),
             admin: raw.admin,
+            federates_with,
+            oidc_claims,
         })
     }
 
@@ -191,6 +238,51 @@ impl EntrySpec {
     pub fn matches(&self, agent_id: &SpiffeId, attested: &SelectorSet) -> bool {
         &self.parent_id == agent_id && attested.satisfies(&self.selectors)
     }
+}
+
+/// Validates trust domain names for `federates_with`: sorted, deduplicated,
+/// never the server's own domain.
+pub fn parse_federates_with(
+    raw: &[&str],
+    own_trust_domain: &str,
+) -> Result<Vec<TrustDomain>, EntryError> {
+    let mut out: Vec<TrustDomain> = Vec::with_capacity(raw.len());
+    for input in raw {
+        let td = TrustDomain::new(input).map_err(|e| EntryError::FederatesWith {
+            input: input.to_string(),
+            reason: format!("not a trust domain name: {e}"),
+        })?;
+        if td.name() == own_trust_domain {
+            return Err(EntryError::FederatesWith {
+                input: input.to_string(),
+                reason: "is this server's own trust domain".into(),
+            });
+        }
+        if !out.contains(&td) {
+            out.push(td);
+        }
+    }
+    if out.len() > MAX_FEDERATES_WITH {
+        return Err(EntryError::TooManyFederated);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Validates OIDC claim names against [`OIDC_CLAIM_NAMES`]: sorted,
+/// deduplicated.
+pub fn parse_oidc_claims(raw: &[&str]) -> Result<Vec<String>, EntryError> {
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for name in raw {
+        if !OIDC_CLAIM_NAMES.contains(name) {
+            return Err(EntryError::OidcClaim(name.to_string()));
+        }
+        if !out.iter().any(|c| c == name) {
+            out.push(name.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn check_ttl(which: &'static str, secs: u64) -> Result<u64, EntryError> {
@@ -237,6 +329,30 @@ mod tests {
         assert_eq!(spec.selectors.len(), 1, "duplicates collapse");
         assert_eq!(spec.x509_ttl_secs, DEFAULT_X509_TTL_SECS);
         assert_eq!(spec.jwt_ttl_secs, DEFAULT_JWT_TTL_SECS);
+    }
+
+    #[test]
+    fn federates_with_and_oidc_claims() {
+        let mut r = raw();
+        r.federates_with = vec!["spiffe://b.org", "a.org", "b.org"];
+        r.oidc_claims = vec!["pod", "namespace", "pod"];
+        let spec = EntrySpec::parse(&r, "example.org").unwrap();
+        let names: Vec<&str> = spec.federates_with.iter().map(|t| t.name()).collect();
+        assert_eq!(names, ["a.org", "b.org"]);
+        assert_eq!(spec.oidc_claims, ["namespace", "pod"]);
+
+        let mut r = raw();
+        r.federates_with = vec!["example.org"];
+        let e = EntrySpec::parse(&r, "example.org").unwrap_err().to_string();
+        assert!(e.contains("own trust domain"), "{e}");
+        r.federates_with = vec!["Bad Domain"];
+        let e = EntrySpec::parse(&r, "example.org").unwrap_err().to_string();
+        assert!(e.contains("Bad Domain"), "{e}");
+
+        let mut r = raw();
+        r.oidc_claims = vec!["password"];
+        let e = EntrySpec::parse(&r, "example.org").unwrap_err().to_string();
+        assert!(e.contains("password") && e.contains("namespace"), "{e}");
     }
 
     #[test]

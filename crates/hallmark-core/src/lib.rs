@@ -14,7 +14,7 @@ pub mod spiffe_id;
 pub mod workload;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec};
+pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec, OIDC_CLAIM_NAMES};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use workload::{Compose, Confidence, PodInfo, RuntimeSource, Workload, WorkloadState};

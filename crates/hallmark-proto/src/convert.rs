@@ -30,6 +30,13 @@ impl From<&Entry> for pb::Entry {
             dns_names: e.spec.dns_names.clone(),
             hint: e.spec.hint.clone(),
             admin: e.spec.admin,
+            federates_with: e
+                .spec
+                .federates_with
+                .iter()
+                .map(|t| t.name().to_string())
+                .collect(),
+            oidc_claims: e.spec.oidc_claims.clone(),
             created_at: e.created_at,
             revision: e.revision,
         }
@@ -55,6 +62,18 @@ impl TryFrom<&pb::Entry> for Entry {
             .iter()
             .map(|s| Selector::new(s).map_err(|e| err("selectors", format!("`{s}` {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let federates_with = p
+            .federates_with
+            .iter()
+            .map(|t| {
+                hallmark_core::TrustDomain::new(t)
+                    .map_err(|e| err("federates_with", format!("`{t}` {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let oidc_claims = hallmark_core::entry::parse_oidc_claims(
+            &p.oidc_claims.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .map_err(|e| err("oidc_claims", e.to_string()))?;
         Ok(Entry {
             id,
             spec: EntrySpec {
@@ -66,6 +85,8 @@ impl TryFrom<&pb::Entry> for Entry {
                 dns_names: p.dns_names.clone(),
                 hint: p.hint.clone(),
                 admin: p.admin,
+                federates_with,
+                oidc_claims,
             },
             created_at: p.created_at,
             revision: p.revision,

@@ -113,6 +113,8 @@ impl Admin for AdminService {
             dns_names: r.dns_names.iter().map(String::as_str).collect(),
             hint: &r.hint,
             admin: r.admin,
+            federates_with: r.federates_with.iter().map(String::as_str).collect(),
+            oidc_claims: r.oidc_claims.iter().map(String::as_str).collect(),
         };
         let spec = EntrySpec::parse(&raw, self.shared.trust_domain.name())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -235,6 +237,95 @@ impl Admin for AdminService {
             expires_at,
             ca_fingerprint: self.shared.ca.fingerprint(),
         }))
+    }
+
+    async fn create_federation(
+        &self,
+        req: Request<pb::CreateFederationRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        crate::federation::create(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_federations(
+        &self,
+        _req: Request<pb::ListFederationsRequest>,
+    ) -> Result<Response<pb::ListFederationsResponse>, Status> {
+        crate::federation::list(&self.shared)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        crate::federation::get(&self.shared, &req.get_ref().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::DeleteFederationResponse>, Status> {
+        crate::federation::delete(&self.shared, &req.get_ref().trust_domain).await?;
+        Ok(Response::new(pb::DeleteFederationResponse {}))
+    }
+
+    async fn refresh_federation(
+        &self,
+        req: Request<pb::FederationRequest>,
+    ) -> Result<Response<pb::Federation>, Status> {
+        crate::federation::refresh(&self.shared, &req.get_ref().trust_domain)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_authorities(
+        &self,
+        req: Request<pb::ListAuthoritiesRequest>,
+    ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
+        crate::rotation::list(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn prepare_authority(
+        &self,
+        req: Request<pb::AuthorityRequest>,
+    ) -> Result<Response<pb::Authority>, Status> {
+        crate::rotation::prepare(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn activate_authority(
+        &self,
+        req: Request<pb::AuthorityRequest>,
+    ) -> Result<Response<pb::Authority>, Status> {
+        crate::rotation::activate(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn taint_authority(
+        &self,
+        req: Request<pb::AuthorityRequest>,
+    ) -> Result<Response<pb::Authority>, Status> {
+        crate::rotation::taint(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn revoke_authority(
+        &self,
+        req: Request<pb::AuthorityRequest>,
+    ) -> Result<Response<pb::Authority>, Status> {
+        crate::rotation::revoke(&self.shared, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_agents(

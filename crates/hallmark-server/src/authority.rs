@@ -52,10 +52,23 @@ pub enum AuthorityError {
     },
 }
 
+/// Authorities an operator tainted, by kind: agents re-issue whatever they
+/// signed at once. Sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tainted {
+    /// X.509 authority IDs.
+    pub x509: Vec<String>,
+    /// JWT key IDs.
+    pub jwt: Vec<String>,
+}
+
 /// The authorities in force, swapped as one unit.
 pub struct Authorities {
     pub x509: X509Authority,
     pub jwt: JwtAuthority,
+    /// Signs OIDC-profile tokens; published in the OIDC JWKS, not in the
+    /// SPIFFE bundle.
+    pub oidc: JwtAuthority,
     pub bundle: Arc<Bundle>,
 }
 
@@ -79,6 +92,7 @@ impl CaManager {
         source: &CaSource,
         ca_ttl: Duration,
         jwt_alg: KeyAlg,
+        oidc_alg: KeyAlg,
     ) -> Result<Self, AuthorityError> {
         let now = SystemTime::now();
         let mut x509_records = store.list_authorities(AuthorityKind::X509).await?;
@@ -130,54 +144,18 @@ impl CaManager {
             }
         };
 
-        let jwt_records = store.list_authorities(AuthorityKind::Jwt).await?;
-        let jwt = match jwt_records
-            .iter()
-            .rev()
-            .find(|r| r.state == "active" && r.alg == jwt_alg.to_string())
-        {
-            Some(r) => JwtAuthority::from_stored(&StoredJwtKey {
-                kid: r.id.clone(),
-                alg: jwt_alg,
-                key_pkcs8: r.key_pkcs8.clone(),
-                created_at_unix: r.created_at,
-            })
-            .map_err(|e| AuthorityError::Corrupt {
-                kind: "JWT",
-                id: r.id.clone(),
-                reason: e.to_string(),
-            })?,
-            None => {
-                // Switching algorithms retires the old key; it stays published.
-                for r in jwt_records.iter().filter(|r| r.state == "active") {
-                    let mut r = r.clone();
-                    r.state = "retired".into();
-                    r.not_after = unix(now + JWT_KEY_PUBLISH_AFTER_RETIRE);
-                    store.put_authority(&r).await?;
-                }
-                let key = JwtAuthority::generate(jwt_alg, now)?;
-                store
-                    .put_authority(&AuthorityRecord {
-                        id: key.kid().to_string(),
-                        kind: AuthorityKind::Jwt,
-                        state: "active".into(),
-                        alg: jwt_alg.to_string(),
-                        key_pkcs8: key.to_stored().key_pkcs8,
-                        cert_der: Vec::new(),
-                        chain_der: Vec::new(),
-                        created_at: unix(now),
-                        not_after: i64::MAX,
-                    })
-                    .await?;
-                tracing::info!(kid = %key.kid(), alg = %jwt_alg, "created a new JWT signing key");
-                key
-            }
-        };
+        let jwt = load_or_create_key(&store, AuthorityKind::Jwt, jwt_alg, now).await?;
+        let oidc = load_or_create_key(&store, AuthorityKind::Oidc, oidc_alg, now).await?;
 
         let bundle = Arc::new(build_bundle(td, &store, now).await?);
         let (bundle_tx, _) = watch::channel(bundle.clone());
         Ok(CaManager {
-            current: RwLock::new(Arc::new(Authorities { x509, jwt, bundle })),
+            current: RwLock::new(Arc::new(Authorities {
+                x509,
+                jwt,
+                oidc,
+                bundle,
+            })),
             bundle_tx,
         })
     }
@@ -199,10 +177,106 @@ impl CaManager {
         self.bundle_tx.subscribe()
     }
 
+    /// The tainted authorities agents must re-issue away from.
+    pub fn tainted(&self) -> Tainted {
+        Tainted::default()
+    }
+
     /// SHA-256 of the trust anchor, the fingerprint agents pin on first contact.
     pub fn fingerprint(&self) -> String {
         self.current().x509.fingerprint()
     }
+}
+
+/// The active signing key of `kind` (JWT or OIDC) with algorithm `alg`,
+/// created on first start. Switching algorithms retires the old key, which
+/// stays published until everything it signed has expired.
+async fn load_or_create_key(
+    store: &Arc<dyn Store>,
+    kind: AuthorityKind,
+    alg: KeyAlg,
+    now: SystemTime,
+) -> Result<JwtAuthority, AuthorityError> {
+    let label = match kind {
+        AuthorityKind::Oidc => "OIDC",
+        _ => "JWT",
+    };
+    let records = store.list_authorities(kind).await?;
+    if let Some(r) = records
+        .iter()
+        .rev()
+        .find(|r| r.state == "active" && r.alg == alg.to_string())
+    {
+        return JwtAuthority::from_stored(&StoredJwtKey {
+            kid: r.id.clone(),
+            alg,
+            key_pkcs8: r.key_pkcs8.clone(),
+            created_at_unix: r.created_at,
+        })
+        .map_err(|e| AuthorityError::Corrupt {
+            kind: label,
+            id: r.id.clone(),
+            reason: e.to_string(),
+        });
+    }
+    for r in records.iter().filter(|r| r.state == "active") {
+        let mut r = r.clone();
+        r.state = "retired".into();
+        r.not_after = unix(now + JWT_KEY_PUBLISH_AFTER_RETIRE);
+        store.put_authority(&r).await?;
+    }
+    let key = JwtAuthority::generate(alg, now)?;
+    store
+        .put_authority(&AuthorityRecord {
+            id: key.kid().to_string(),
+            kind,
+            state: "active".into(),
+            alg: alg.to_string(),
+            key_pkcs8: key.to_stored().key_pkcs8,
+            cert_der: Vec::new(),
+            chain_der: Vec::new(),
+            created_at: unix(now),
+            not_after: i64::MAX,
+        })
+        .await?;
+    tracing::info!(kid = %key.kid(), alg = %alg, kind = label, "created a new signing key");
+    Ok(key)
+}
+
+/// The public keys of every OIDC signing key that is still published
+/// (active, prepared, or retired but not yet expired), newest first: the
+/// OIDC issuer's JWKS.
+#[allow(dead_code)] // the OIDC issuer's JWKS handler is its caller
+pub async fn oidc_public_keys(
+    store: &Arc<dyn Store>,
+    now: SystemTime,
+) -> Result<Vec<JwtKey>, AuthorityError> {
+    let now_unix = unix(now);
+    let mut keys = Vec::new();
+    for r in store
+        .list_authorities(AuthorityKind::Oidc)
+        .await?
+        .iter()
+        .rev()
+        .filter(|r| r.not_after > now_unix && r.state != "revoked")
+    {
+        let alg: KeyAlg =
+            r.alg
+                .parse()
+                .map_err(|e: hallmark_ca::CaError| AuthorityError::Corrupt {
+                    kind: "OIDC",
+                    id: r.id.clone(),
+                    reason: e.to_string(),
+                })?;
+        let key = JwtAuthority::from_stored(&StoredJwtKey {
+            kid: r.id.clone(),
+            alg,
+            key_pkcs8: r.key_pkcs8.clone(),
+            created_at_unix: r.created_at,
+        })?;
+        keys.push(key.jwt_key());
+    }
+    Ok(keys)
 }
 
 fn x509_record(ca: &X509Authority, now: SystemTime) -> AuthorityRecord {

@@ -16,9 +16,12 @@
 
 mod admin;
 mod authority;
+mod federation;
 pub mod inventory;
 pub mod metrics;
 mod node;
+mod oidc;
+mod rotation;
 mod tls;
 
 use std::net::SocketAddr;
@@ -38,7 +41,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use admin::AdminService;
 pub use authority::{AuthorityError, CaManager, CaSource};
+pub use federation::FederationConfig;
 pub use inventory::ALSO_REPORTED_BY_HEADER;
+pub use oidc::OidcConfig;
+pub use rotation::RotationConfig;
 
 /// How long stopped workloads stay listed unless configured otherwise: long
 /// enough to attribute flows exported late.
@@ -60,6 +66,19 @@ pub struct ServerConfig {
     /// How long a stopped workload (and a lifecycle event) is kept and
     /// listed; [`DEFAULT_WORKLOAD_RETENTION`] unless configured.
     pub workload_retention: Duration,
+    /// Algorithm of the OIDC-profile signing key (RS256 by default: every
+    /// cloud accepts it).
+    pub oidc_key_alg: KeyAlg,
+    /// The OIDC issuer (discovery document and JWKS over HTTPS); `None`
+    /// serves neither, though agents may still mint OIDC tokens.
+    pub oidc: Option<OidcConfig>,
+    /// The SPIFFE bundle endpoint and foreign bundle refresh.
+    pub federation: FederationConfig,
+    /// Automatic rotation of signing authorities.
+    pub rotation: RotationConfig,
+    /// The admin API over mTLS on TCP, for SVIDs of admin entries; `None`
+    /// serves it on the local socket only.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +114,9 @@ pub(crate) struct Shared {
     pub ca: Arc<CaManager>,
     /// Bumped after every entry change; agent streams wake on it.
     pub entries_changed: watch::Sender<u64>,
+    /// Bumped after a federation relationship or a foreign bundle changes;
+    /// agent streams wake on it.
+    pub federation_changed: watch::Sender<u64>,
     /// Agents whose SVIDs were revoked by an operator (evict/ban); their
     /// open streams end at once.
     pub revoked: tokio::sync::broadcast::Sender<SpiffeId>,
@@ -227,16 +249,19 @@ pub async fn start_with_store(
             &config.ca,
             config.ca_ttl,
             config.jwt_key_alg,
+            config.oidc_key_alg,
         )
         .await?,
     );
     let (entries_changed, _) = watch::channel(0);
+    let (federation_changed, _) = watch::channel(0);
     let (revoked, _) = tokio::sync::broadcast::channel(64);
     let shared = Arc::new(Shared {
         trust_domain: config.trust_domain.clone(),
         store,
         ca: ca.clone(),
         entries_changed,
+        federation_changed,
         revoked,
         connected: Arc::new(node::ConnectedAgents::default()),
         agent_svid_ttl: config.agent_svid_ttl,

@@ -153,6 +153,20 @@ impl NodeService {
         ))
     }
 
+    /// One of the agent's own entries, by ID; anything else is refused.
+    async fn agent_entry(&self, agent: &SpiffeId, entry_id: &str) -> Result<Entry, Status> {
+        let id = EntryId::parse(entry_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.shared
+            .store
+            .get_entry(&id)
+            .await
+            .map_err(internal)?
+            .filter(|e| &e.spec.parent_id == agent)
+            .ok_or_else(|| {
+                Status::permission_denied(format!("entry {id} is not authorized for this agent"))
+            })
+    }
+
     async fn entries_for(&self, agent: &SpiffeId) -> Result<Vec<Entry>, Status> {
         self.shared
             .store
@@ -165,7 +179,16 @@ impl NodeService {
     }
 }
 
-fn internal(e: StoreError) -> Status {
+fn check_audience(audience: &[String]) -> Result<(), Status> {
+    if audience.is_empty() || audience.iter().any(String::is_empty) {
+        return Err(Status::invalid_argument(
+            "audience must list at least one non-empty value",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn internal(e: StoreError) -> Status {
     tracing::error!(error = %e, "datastore error");
     Status::internal(format!("datastore: {e}"))
 }
@@ -199,6 +222,15 @@ pub(crate) fn bundle_to_pb(b: &hallmark_ca::Bundle) -> pb::Bundle {
 
 pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// What an agent was last sent; a new update goes out when it changes.
+#[derive(PartialEq)]
+struct SyncState {
+    entries: BTreeMap<EntryId, i64>,
+    bundle_sequence: u64,
+    federated_bundles: Vec<pb::Bundle>,
+    tainted: crate::authority::Tainted,
 }
 
 type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncUpdate, Status>> + Send>>;
@@ -295,6 +327,7 @@ impl Node for NodeService {
         let guard = self.connected.enter(&id);
         let mut changed = shared.entries_changed.subscribe();
         let mut bundles = shared.ca.subscribe_bundle();
+        let mut federation = shared.federation_changed.subscribe();
         let mut revoked = shared.revoked.subscribe();
         let svc = NodeService {
             shared: shared.clone(),
@@ -302,9 +335,10 @@ impl Node for NodeService {
         };
         tokio::spawn(async move {
             let _guard = guard;
-            let mut last: Option<(BTreeMap<EntryId, i64>, u64)> = None;
+            let mut last: Option<SyncState> = None;
             loop {
                 changed.borrow_and_update();
+                federation.borrow_and_update();
                 let bundle = bundles.borrow_and_update().clone();
                 let entries = match svc.entries_for(&id).await {
                     Ok(e) => e,
@@ -315,12 +349,22 @@ impl Node for NodeService {
                 };
                 let fingerprint: BTreeMap<EntryId, i64> =
                     entries.iter().map(|e| (e.id.clone(), e.revision)).collect();
-                let state = (fingerprint, bundle.sequence);
+                let federated_bundles = crate::federation::bundles_for(&svc.shared, &entries).await;
+                let tainted = svc.shared.ca.tainted();
+                let state = SyncState {
+                    entries: fingerprint,
+                    bundle_sequence: bundle.sequence,
+                    federated_bundles,
+                    tainted,
+                };
                 if last.as_ref() != Some(&state) {
                     let update = pb::SyncUpdate {
                         entries: entries.iter().map(pb::Entry::from).collect(),
                         bundle: Some(bundle_to_pb(&bundle)),
                         revision: *changed.borrow() as i64,
+                        federated_bundles: state.federated_bundles.clone(),
+                        tainted_x509_authorities: state.tainted.x509.clone(),
+                        tainted_jwt_keys: state.tainted.jwt.clone(),
                     };
                     if tx.send(Ok(update)).await.is_err() {
                         return;
@@ -330,6 +374,7 @@ impl Node for NodeService {
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
                     r = bundles.changed() => if r.is_err() { return },
+                    r = federation.changed() => if r.is_err() { return },
                     r = revoked.recv() => match r {
                         Ok(who) if who == id => {
                             let _ = tx.send(Err(Status::permission_denied(format!("agent {id} was evicted or banned")))).await;
@@ -412,23 +457,8 @@ impl Node for NodeService {
     ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
         let agent = self.authorize(&req).await?;
         let req = req.into_inner();
-        let id =
-            EntryId::parse(&req.entry_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let entry = self
-            .shared
-            .store
-            .get_entry(&id)
-            .await
-            .map_err(internal)?
-            .filter(|e| e.spec.parent_id == agent)
-            .ok_or_else(|| {
-                Status::permission_denied(format!("entry {id} is not authorized for this agent"))
-            })?;
-        if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
-            return Err(Status::invalid_argument(
-                "audience must list at least one non-empty value",
-            ));
-        }
+        let entry = self.agent_entry(&agent, &req.entry_id).await?;
+        check_audience(&req.audience)?;
         let now = SystemTime::now();
         let ttl = Duration::from_secs(entry.spec.jwt_ttl_secs);
         let token = self
@@ -445,6 +475,19 @@ impl Node for NodeService {
             issued_at,
             expires_at: issued_at + ttl.as_secs() as i64,
         }))
+    }
+
+    async fn new_oidc_token(
+        &self,
+        req: Request<pb::NewOidcTokenRequest>,
+    ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
+        let agent = self.authorize(&req).await?;
+        let req = req.into_inner();
+        let entry = self.agent_entry(&agent, &req.entry_id).await?;
+        check_audience(&req.audience)?;
+        let answer =
+            crate::oidc::mint_for_entry(&self.shared, &entry, &req.audience, &req.attributes)?;
+        Ok(Response::new(answer))
     }
 
     async fn report_inventory(

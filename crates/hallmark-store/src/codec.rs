@@ -121,11 +121,14 @@ pub(crate) struct EntryRow {
     pub admin: bool,
     pub created_at: i64,
     pub revision: i64,
+    pub federates_with: String,
+    pub oidc_claims: String,
 }
 
 /// Column list matching [`EntryRow`].
 pub(crate) const ENTRY_COLUMNS: &str =
-    "id, spiffe_id, parent_id, selectors, x509_ttl_secs, jwt_ttl_secs, dns_names, hint, admin, created_at, revision";
+    "id, spiffe_id, parent_id, selectors, x509_ttl_secs, jwt_ttl_secs, dns_names, hint, admin, created_at, revision, \
+     federates_with, oidc_claims";
 
 impl EntryRow {
     pub(crate) fn into_entry(self) -> Result<Entry> {
@@ -150,6 +153,15 @@ impl EntryRow {
                 dns_names: string_array(T, &key, "dns_names", &self.dns_names)?,
                 hint: self.hint,
                 admin: self.admin,
+                federates_with: string_array(T, &key, "federates_with", &self.federates_with)?
+                    .iter()
+                    .map(|t| {
+                        hallmark_core::TrustDomain::new(t).map_err(|e| {
+                            corrupt(T, &key, "federates_with", format_args!("`{t}` {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                oidc_claims: string_array(T, &key, "oidc_claims", &self.oidc_claims)?,
             },
             created_at: self.created_at,
             revision: self.revision,
@@ -435,6 +447,8 @@ mod tests {
             admin: false,
             created_at: 10,
             revision: 3,
+            federates_with: r#"["partner.example"]"#.into(),
+            oidc_claims: r#"["namespace"]"#.into(),
         }
     }
 

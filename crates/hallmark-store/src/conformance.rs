@@ -86,6 +86,8 @@ impl Run {
             dns_names: Vec::new(),
             hint: String::new(),
             admin: false,
+            federates_with: Vec::new(),
+            oidc_claims: Vec::new(),
         }
     }
 

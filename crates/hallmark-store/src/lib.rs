@@ -125,6 +125,8 @@ pub enum AuthorityKind {
     X509,
     /// A key that signs JWT-SVIDs.
     Jwt,
+    /// A key that signs OIDC-profile tokens for cloud federation.
+    Oidc,
 }
 
 /// A signing authority (CA or JWT key) with its private key.
@@ -289,6 +291,7 @@ impl AuthorityKind {
         match self {
             AuthorityKind::X509 => "x509",
             AuthorityKind::Jwt => "jwt",
+            AuthorityKind::Oidc => "oidc",
         }
     }
 
@@ -297,6 +300,7 @@ impl AuthorityKind {
         match name {
             "x509" => Some(AuthorityKind::X509),
             "jwt" => Some(AuthorityKind::Jwt),
+            "oidc" => Some(AuthorityKind::Oidc),
             _ => None,
         }
     }
@@ -352,7 +356,7 @@ mod tests {
 
     #[test]
     fn authority_kind_names_round_trip() {
-        for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
+        for kind in [AuthorityKind::X509, AuthorityKind::Jwt, AuthorityKind::Oidc] {
             assert_eq!(AuthorityKind::from_name(kind.as_str()), Some(kind));
             assert_eq!(kind.to_string(), kind.as_str());
         }

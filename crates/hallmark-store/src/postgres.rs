@@ -147,7 +147,8 @@ impl Store for PostgresStore {
         let id = EntryId::new_random();
         sqlx::query(
             "INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_ttl_secs, jwt_ttl_secs, \
-             dns_names, hint, admin, created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             dns_names, hint, admin, created_at, revision, federates_with, oidc_claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(id.as_str())
         .bind(spec.spiffe_id.as_str())
@@ -161,6 +162,8 @@ impl Store for PostgresStore {
         .bind(spec.admin)
         .bind(now)
         .bind(revision)
+        .bind(json_strings(&spec.federates_with))
+        .bind(json_strings(&spec.oidc_claims))
         .execute(&mut *tx)
         .await
         .map_err(|e| {

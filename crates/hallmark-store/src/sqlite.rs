@@ -151,7 +151,8 @@ impl Store for SqliteStore {
         let id = EntryId::new_random();
         sqlx::query(
             "INSERT INTO entries (id, spiffe_id, parent_id, selectors, selectors_key, x509_ttl_secs, jwt_ttl_secs, \
-             dns_names, hint, admin, created_at, revision) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             dns_names, hint, admin, created_at, revision, federates_with, oidc_claims) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(id.as_str())
         .bind(spec.spiffe_id.as_str())
@@ -165,6 +166,8 @@ impl Store for SqliteStore {
         .bind(spec.admin)
         .bind(now)
         .bind(revision)
+        .bind(json_strings(&spec.federates_with))
+        .bind(json_strings(&spec.oidc_claims))
         .execute(&mut *tx)
         .await?;
         for selector in &selectors {
@@ -1138,6 +1141,8 @@ mod tests {
             dns_names: vec![],
             hint: String::new(),
             admin: false,
+            federates_with: Vec::new(),
+            oidc_claims: Vec::new(),
         };
         let e = store.create_entry(&spec, 1).await.unwrap();
         let count = || async {

@@ -51,6 +51,8 @@ fn spec(name: &str, selectors: &[&str]) -> EntrySpec {
         dns_names: vec![format!("{name}.example.org")],
         hint: name.to_string(),
         admin: false,
+        federates_with: Vec::new(),
+        oidc_claims: Vec::new(),
     }
 }
 

@@ -40,9 +40,20 @@ pub struct EntryCreateArgs {
     /// A hint returned with the SVID to tell several identities apart.
     #[arg(long, default_value = "")]
     pub hint: String,
-    /// Mark the entry as an admin identity.
+    /// Mark the entry as an admin identity: its SVID may call the admin API
+    /// over mTLS.
     #[arg(long)]
     pub admin: bool,
+    /// A foreign trust domain whose bundle this entry's workloads receive
+    /// (repeatable; needs a federation relationship for it).
+    #[arg(long = "federates-with")]
+    pub federates_with: Vec<String>,
+    /// An extra claim for this entry's OIDC tokens, drawn from the attested
+    /// workload (repeatable): context, node, namespace, pod, pod_uid,
+    /// container, container_id, image, image_digest, compose_project,
+    /// compose_service.
+    #[arg(long = "oidc-claim")]
+    pub oidc_claims: Vec<String>,
     #[command(flatten)]
     pub conn: AdminArgs,
 }
@@ -143,6 +154,13 @@ fn print_entry(e: &Entry) {
     if e.spec.admin {
         println!("Admin         : true");
     }
+    if !e.spec.federates_with.is_empty() {
+        let tds: Vec<&str> = e.spec.federates_with.iter().map(|t| t.name()).collect();
+        println!("Federates with: {}", tds.join(", "));
+    }
+    if !e.spec.oidc_claims.is_empty() {
+        println!("OIDC claims   : {}", e.spec.oidc_claims.join(", "));
+    }
 }
 
 fn ttl_secs(key: &str, v: &Option<String>) -> Result<u64> {
@@ -175,6 +193,8 @@ pub async fn entry_create(a: EntryCreateArgs) -> Result<()> {
         dns_names: a.dns_names,
         hint: a.hint,
         admin: a.admin,
+        federates_with: a.federates_with,
+        oidc_claims: a.oidc_claims,
     };
     let e = entry_from_pb(&c.create_entry(req).await.map_err(status_err)?.into_inner())?;
     if a.conn.json {

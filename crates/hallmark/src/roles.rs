@@ -230,6 +230,11 @@ fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
             }
             None => hallmark_server::DEFAULT_WORKLOAD_RETENTION,
         },
+        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
+        oidc: None,
+        federation: Default::default(),
+        rotation: Default::default(),
+        admin_listen: None,
         data_dir,
     };
     Ok((config, store))
@@ -426,6 +431,11 @@ pub async fn up(a: UpArgs) -> Result<()> {
         agent_svid_ttl: Duration::from_secs(3600),
         join_token_ttl: Duration::from_secs(600),
         workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
+        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
+        oidc: None,
+        federation: Default::default(),
+        rotation: Default::default(),
+        admin_listen: None,
     })
     .await
     .context("starting the server")?;

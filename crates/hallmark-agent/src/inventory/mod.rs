@@ -1293,6 +1293,13 @@ mod tests {
             Err(tonic::Status::unimplemented("jwt"))
         }
 
+        async fn new_oidc_token(
+            &self,
+            _: tonic::Request<pb::NewOidcTokenRequest>,
+        ) -> Result<tonic::Response<pb::NewJwtSvidResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("oidc"))
+        }
+
         async fn report_inventory(
             &self,
             req: tonic::Request<pb::InventoryReport>,

@@ -21,6 +21,7 @@ pub mod inventory;
 pub mod manager;
 pub mod metrics;
 mod persist;
+pub mod token_endpoint;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -154,7 +155,9 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let service = workload::WorkloadService::new(manager.shared.clone(), inventory.clone());
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = workload::incoming(listener);
+        // HTTP/1.1 on the same socket is the token endpoint.
+        let tokens = Arc::new(token_endpoint::TokenEndpoint::new(service.clone()));
+        let incoming = workload::incoming_with_tokens(listener, Some(tokens));
         if let Err(e) = tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(service))
             .serve_with_incoming_shutdown(incoming, async move {

@@ -10,7 +10,7 @@
 //! - workload private keys are generated here and never leave the process
 //!   (the server only ever sees CSRs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub entries: Vec<Entry>,
     pub svids: HashMap<EntryId, Arc<CachedSvid>>,
     pub bundle: Arc<Bundle>,
+    /// Bundles of the foreign trust domains the entries federate with.
+    pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,33 @@ pub struct Shared {
     /// The current node API client, for JWT-SVID minting.
     pub client: watch::Sender<Option<NodeClient<Channel>>>,
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// Key IDs an operator tainted: cached JWT-SVIDs they signed are not
+    /// served any more (a fresh one is minted instead).
+    pub tainted_jwt_keys: RwLock<Vec<String>>,
+}
+
+impl Shared {
+    /// Whether `token` (a compact JWS) names a tainted key in its `kid`.
+    pub fn jwt_signed_by_tainted_key(&self, token: &str) -> bool {
+        let tainted = self
+            .tainted_jwt_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        !tainted.is_empty() && jwt_kid(token).is_some_and(|kid| tainted.contains(&kid))
+    }
+}
+
+/// The `kid` of a compact JWS header; `None` when it has none or does not
+/// parse (tokens here come from our own server, so that only means "not
+/// tainted").
+fn jwt_kid(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    v.get("kid")?.as_str().map(str::to_string)
 }
 
 pub(crate) struct Manager {
@@ -134,12 +163,14 @@ impl Manager {
             entries: Vec::new(),
             svids: HashMap::new(),
             bundle: Arc::new(bundle),
+            federated: BTreeMap::new(),
         };
         let shared = Arc::new(Shared {
             trust_domain: td,
             snapshots: watch::channel(Arc::new(snapshot)).0,
             client: watch::channel(None).0,
             metrics: Arc::default(),
+            tainted_jwt_keys: RwLock::new(Vec::new()),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -148,6 +179,7 @@ impl Manager {
             creds,
             roots: Arc::new(RwLock::new(Vec::new())),
             backoff: MIN_BACKOFF,
+            renew_agent_now: false,
         };
         let task = tokio::spawn(worker.run(shutdown));
         Ok(Manager { shared, task })
@@ -278,6 +310,39 @@ fn parse_bundle(td: &TrustDomain, b: Option<pb::Bundle>) -> Result<Bundle, Manag
     })
 }
 
+/// The foreign bundles of a Sync update. One that does not parse is left
+/// out with a warning: a bad foreign bundle must not stop the agent from
+/// serving its own trust domain. Unchanged bundles keep their `Arc`, so
+/// streams can tell what changed cheaply.
+fn parse_federated(
+    update: &[pb::Bundle],
+    current: &BTreeMap<TrustDomain, Arc<Bundle>>,
+) -> BTreeMap<TrustDomain, Arc<Bundle>> {
+    let mut out = BTreeMap::new();
+    for b in update {
+        let td = match TrustDomain::new(&b.trust_domain) {
+            Ok(td) => td,
+            Err(e) => {
+                tracing::warn!(trust_domain = %b.trust_domain, error = %e, "server sent a federated bundle with a bad trust domain name; skipping it");
+                continue;
+            }
+        };
+        match Bundle::from_jwks_json(&td, &b.jwks) {
+            Ok(parsed) => {
+                let bundle = match current.get(&td) {
+                    Some(old) if **old == parsed => old.clone(),
+                    _ => Arc::new(parsed),
+                };
+                out.insert(td, bundle);
+            }
+            Err(e) => {
+                tracing::warn!(trust_domain = %td, error = %e, "server sent a federated bundle that does not parse; skipping it")
+            }
+        }
+    }
+    out
+}
+
 struct Worker {
     shared: Arc<Shared>,
     servers: Vec<String>,
@@ -286,6 +351,9 @@ struct Worker {
     /// Roots the TLS client trusts, updated in place when the bundle changes.
     roots: Arc<RwLock<Vec<Vec<u8>>>>,
     backoff: Duration,
+    /// The agent SVID was signed by a tainted authority: renew it now
+    /// instead of at half its lifetime.
+    renew_agent_now: bool,
 }
 
 /// Why a sync session ended.
@@ -357,7 +425,7 @@ impl Worker {
             .duration_since(not_before)
             .unwrap_or(Duration::ZERO)
             / 2;
-        if SystemTime::now() >= not_before + half {
+        if self.renew_agent_now || SystemTime::now() >= not_before + half {
             match self.renew_agent(&mut client).await {
                 // Reconnect at once so every call presents the new SVID.
                 Ok(()) => {
@@ -411,7 +479,11 @@ impl Worker {
                             entries: s.entries.clone(),
                             svids: s.svids.clone(),
                             bundle: s.bundle.clone(),
+                            federated: s.federated.clone(),
                         });
+                        if self.renew_agent_now {
+                            return SessionEnd::Reconnect;
+                        }
                     }
                     Ok(None) => {
                         tracing::warn!("the server closed the entry stream; reconnecting");
@@ -451,6 +523,7 @@ impl Worker {
             chain: svid.cert_chain,
         };
         persist::save_credentials(&self.data_dir, &self.creds)?;
+        self.renew_agent_now = false;
         tracing::info!(agent = %id, "agent SVID renewed");
         Ok(())
     }
@@ -485,12 +558,43 @@ impl Worker {
         };
         let mut svids = current.svids.clone();
         svids.retain(|id, _| entries.iter().any(|e| &e.id == id));
+        // What a tainted authority signed is re-issued now, not at half
+        // its lifetime; the tainted root stays in the bundle meanwhile, so
+        // the current SVIDs keep verifying until they are replaced.
+        *self
+            .shared
+            .tainted_jwt_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = update.tainted_jwt_keys.clone();
+        let tainted = &update.tainted_x509_authorities;
+        if !tainted.is_empty() {
+            let now = Instant::now();
+            for svid in svids.values_mut() {
+                if svid.renew_at > now && signed_by_any(&svid.chain, &bundle, tainted) {
+                    *svid = Arc::new(CachedSvid {
+                        entry_id: svid.entry_id.clone(),
+                        spiffe_id: svid.spiffe_id.clone(),
+                        chain: svid.chain.clone(),
+                        key_pkcs8: svid.key_pkcs8.clone(),
+                        not_after: svid.not_after,
+                        entry_revision: svid.entry_revision,
+                        renew_at: now,
+                    });
+                }
+            }
+            if signed_by_any(&self.creds.chain, &bundle, tainted) {
+                tracing::warn!("the agent SVID was signed by a tainted authority; renewing it now");
+                self.renew_agent_now = true;
+            }
+        }
+        let federated = parse_federated(&update.federated_bundles, &current.federated);
         self.publish(|s| Snapshot {
             ready: s.ready,
             agent_id: s.agent_id.clone(),
             entries,
             svids,
             bundle,
+            federated,
         });
         Ok(())
     }
@@ -547,11 +651,38 @@ impl Worker {
                     entries: s.entries.clone(),
                     svids,
                     bundle: s.bundle.clone(),
+                    federated: s.federated.clone(),
                 }
             });
         }
         failed.then(|| Instant::now() + Duration::from_secs(2))
     }
+}
+
+/// The ID (SHA-256 of the DER certificate, as the server names authorities)
+/// of the CA that signed `chain`'s leaf: the next certificate of the chain
+/// when there is one, else the bundle root whose subject is the leaf's
+/// issuer (a self-signed root's SVIDs carry no chain).
+fn issuer_id(chain: &[Vec<u8>], bundle: &Bundle) -> Option<String> {
+    use sha2::Digest;
+    let hex_sha = |der: &[u8]| hex::encode(sha2::Sha256::digest(der));
+    if let Some(ca) = chain.get(1) {
+        return Some(hex_sha(ca));
+    }
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let issuer = leaf.issuer().as_raw();
+    bundle
+        .x509_authorities
+        .iter()
+        .find(|root| {
+            x509_parser::parse_x509_certificate(root)
+                .is_ok_and(|(_, c)| c.subject().as_raw() == issuer)
+        })
+        .map(|root| hex_sha(root))
+}
+
+fn signed_by_any(chain: &[Vec<u8>], bundle: &Bundle, tainted: &[String]) -> bool {
+    issuer_id(chain, bundle).is_some_and(|id| tainted.contains(&id))
 }
 
 /// Generates keys and CSRs for `entries` and has the server sign them in one
@@ -630,6 +761,47 @@ async fn mint_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issuer_of_a_chainless_svid_is_found_in_the_bundle() {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let now = SystemTime::now();
+        let old =
+            hallmark_ca::X509Authority::generate_root(&td, Duration::from_secs(3600), now).unwrap();
+        let new =
+            hallmark_ca::X509Authority::generate_root(&td, Duration::from_secs(3600), now).unwrap();
+        let id = td.id_with_path("/w").unwrap();
+        let (_, csr) = hallmark_ca::generate_key_and_csr(&id).unwrap();
+        let chain = old
+            .sign_x509_svid(&csr, &id, &[], Duration::from_secs(60), now)
+            .unwrap();
+        assert_eq!(chain.len(), 1, "a root's SVIDs carry no chain");
+        let mut bundle = Bundle::new(td.clone());
+        bundle.x509_authorities = vec![new.cert_der().to_vec(), old.cert_der().to_vec()];
+        assert_eq!(issuer_id(&chain, &bundle).as_deref(), Some(old.id()));
+        assert!(signed_by_any(&chain, &bundle, &[old.id().to_string()]));
+        assert!(!signed_by_any(&chain, &bundle, &[new.id().to_string()]));
+        bundle.x509_authorities = vec![new.cert_der().to_vec()];
+        assert_eq!(issuer_id(&chain, &bundle), None, "unknown issuer");
+    }
+
+    #[test]
+    fn jwt_kid_is_read_from_the_header() {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let cases = [
+            (
+                format!("{}.e30.sig", enc(r#"{"alg":"ES256","kid":"k1"}"#)),
+                Some("k1"),
+            ),
+            (format!("{}.e30.sig", enc(r#"{"alg":"ES256"}"#)), None),
+            ("not-base64!.e30.sig".to_string(), None),
+            (String::new(), None),
+        ];
+        for (token, want) in cases {
+            assert_eq!(jwt_kid(&token).as_deref(), want, "{token}");
+        }
+    }
 
     #[test]
     fn renewal_is_about_half_with_jitter() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
-use hallmark_core::{EntryId, Selector, SelectorSet, SpiffeId, TrustDomain};
+use hallmark_core::{EntryId, Selector, SelectorSet, SpiffeId, TrustDomain, Workload};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
@@ -29,6 +29,7 @@ use crate::attestor::{attest_process, attest_process_cached, Attested, PeerInfo,
 use crate::authority_fix::AuthorityFix;
 use crate::inventory::Inventory;
 use crate::manager::{CachedSvid, Shared, Snapshot};
+use crate::token_endpoint::TokenEndpoint;
 
 /// The message SPIFFE clients match on (the Rust `spiffe` crate looks for it).
 const NO_IDENTITY: &str = "no identity issued";
@@ -40,17 +41,45 @@ const JWT_REUSE_FRACTION: f64 = 0.5;
 pub fn incoming(
     listener: UnixListener,
 ) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
+    incoming_with_tokens(listener, None)
+}
+
+/// Like [`incoming`], and when `tokens` is given, connections that do not
+/// open with the HTTP/2 preface are served HTTP/1.1 by the token endpoint
+/// instead (see [`crate::token_endpoint`]). Credentials are captured at
+/// accept either way, before the first byte is looked at.
+pub fn incoming_with_tokens(
+    listener: UnixListener,
+    tokens: Option<Arc<TokenEndpoint>>,
+) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(128);
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => match PeerStream::new(stream) {
-                    Ok(p) => {
+                Ok((stream, _)) => match (PeerStream::new(stream), &tokens) {
+                    (Ok(p), None) => {
                         if tx.send(Ok(AuthorityFix::new(p))).await.is_err() {
                             return;
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "reading peer credentials failed"),
+                    // Sniffing waits for the client's first bytes: never in
+                    // the accept loop, where one silent client would stall
+                    // everyone.
+                    (Ok(p), Some(tokens)) => {
+                        let (tx, tokens) = (tx.clone(), tokens.clone());
+                        tokio::spawn(async move {
+                            match crate::token_endpoint::sniff_http2(p.get_ref()).await {
+                                Ok(true) => {
+                                    let _ = tx.send(Ok(AuthorityFix::new(p))).await;
+                                }
+                                Ok(false) => tokens.serve(p).await,
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "reading a Workload API connection's first bytes failed")
+                                }
+                            }
+                        });
+                    }
+                    (Err(e), _) => tracing::debug!(error = %e, "reading peer credentials failed"),
                 },
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a Workload API connection failed");
@@ -72,6 +101,7 @@ struct CachedJwt {
 /// JWT-SVIDs by (entry, sorted audiences).
 type JwtCache = HashMap<(EntryId, Vec<String>), CachedJwt>;
 
+#[derive(Clone)]
 pub struct WorkloadService {
     shared: Arc<Shared>,
     inventory: Inventory,
@@ -95,17 +125,24 @@ impl WorkloadService {
     /// Header check, readiness check and caller attestation, in that order.
     async fn caller<T>(&self, req: &Request<T>) -> Result<(SelectorSet, Arc<Snapshot>), Status> {
         check_header(req)?;
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
+        let caller = self.attest_peer(peer).await?;
+        Ok((caller.selectors, caller.snapshot))
+    }
+
+    /// Readiness check and attestation of the process behind `peer`: what
+    /// every API on the socket (gRPC or the token endpoint) decides by.
+    pub(crate) async fn attest_peer(&self, peer: PeerInfo) -> Result<Caller, Status> {
         let snap = self.shared.snapshots.borrow().clone();
         if !snap.ready {
             return Err(Status::unavailable(
                 "agent is starting: not yet synced with the server",
             ));
         }
-        let peer = req
-            .extensions()
-            .get::<PeerInfo>()
-            .cloned()
-            .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
         // Inline when the caller's binary was hashed before (the common
         // case); otherwise hash it off the async threads.
         let attested = match attest_process_cached(&peer) {
@@ -116,10 +153,22 @@ impl WorkloadService {
         };
         let attested = attested
             .map_err(|e| Status::permission_denied(format!("could not attest caller: {e}")))?;
-        let selectors = self.container_selectors(attested).await;
+        let (selectors, container) = self.container_selectors(attested).await;
         // The snapshot may have moved on while the runtime was asked.
-        let snap = self.shared.snapshots.borrow().clone();
-        Ok((selectors, snap))
+        let snapshot = self.shared.snapshots.borrow().clone();
+        Ok(Caller {
+            selectors,
+            snapshot,
+            container,
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn context_name(&self) -> &str {
+        self.inventory.context_name()
     }
 
     /// Adds the node's context and, for a process in a container, what the
@@ -128,7 +177,7 @@ impl WorkloadService {
     /// container's record is used: a container the runtime does not know
     /// (yet) is asked about for a short while, then the caller gets its unix
     /// selectors only, never another container's.
-    async fn container_selectors(&self, attested: Attested) -> SelectorSet {
+    async fn container_selectors(&self, attested: Attested) -> (SelectorSet, Option<Workload>) {
         let Attested {
             mut selectors,
             cgroup,
@@ -142,6 +191,7 @@ impl WorkloadService {
                     for s in w.selectors() {
                         selectors.insert(s);
                     }
+                    return (selectors, Some(w));
                 }
                 Some(w) if w.container_id == id => {
                     // Someone able to create cgroups can name one after
@@ -161,8 +211,18 @@ impl WorkloadService {
                 }
             }
         }
-        selectors
+        (selectors, None)
     }
+}
+
+/// An attested caller.
+pub(crate) struct Caller {
+    pub selectors: SelectorSet,
+    /// The snapshot the selectors are to be matched against.
+    pub snapshot: Arc<Snapshot>,
+    /// The runtime's record of the caller's container, when it is in one
+    /// the runtime vouched for.
+    pub container: Option<Workload>,
 }
 
 /// Whether a caller in cgroup `caller` is inside the container whose cgroup
@@ -209,13 +269,25 @@ fn svids_for<'a>(
         .collect()
 }
 
-fn matching_entries<'a>(
+pub(crate) fn matching_entries<'a>(
     snap: &'a Snapshot,
     selectors: &SelectorSet,
 ) -> Vec<&'a hallmark_core::Entry> {
     snap.entries
         .iter()
         .filter(|e| e.spec.matches(&snap.agent_id, selectors))
+        .collect()
+}
+
+/// The foreign bundles that `entries` federate with and the agent knows.
+fn federated_for<'a>(
+    snap: &'a Snapshot,
+    entries: impl IntoIterator<Item = &'a hallmark_core::Entry>,
+) -> std::collections::BTreeMap<&'a TrustDomain, &'a Arc<hallmark_ca::Bundle>> {
+    entries
+        .into_iter()
+        .flat_map(|e| e.spec.federates_with.iter())
+        .filter_map(|td| snap.federated.get_key_value(td))
         .collect()
 }
 
@@ -239,6 +311,10 @@ fn x509_response(snap: &Snapshot, selectors: &SelectorSet) -> Option<X509svidRes
         return None;
     }
     let bundle = snap.bundle.x509_der_concat();
+    let federated_bundles = federated_for(snap, svids.iter().map(|(e, _)| *e))
+        .into_iter()
+        .map(|(td, b)| (td_key(td), b.x509_der_concat()))
+        .collect();
     Some(X509svidResponse {
         svids: svids
             .into_iter()
@@ -251,7 +327,7 @@ fn x509_response(snap: &Snapshot, selectors: &SelectorSet) -> Option<X509svidRes
             })
             .collect(),
         crl: Vec::new(),
-        federated_bundles: HashMap::new(),
+        federated_bundles,
     })
 }
 
@@ -404,12 +480,20 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<X509BundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            (!matching_entries(snap, sel).is_empty()).then(|| X509BundlesResponse {
-                crl: Vec::new(),
-                bundles: HashMap::from([(
+            let entries = matching_entries(snap, sel);
+            (!entries.is_empty()).then(|| {
+                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
+                    .into_iter()
+                    .map(|(td, b)| (td_key(td), b.x509_der_concat()))
+                    .collect();
+                bundles.insert(
                     td_key(&snap.bundle.trust_domain),
                     snap.bundle.x509_der_concat(),
-                )]),
+                );
+                X509BundlesResponse {
+                    crl: Vec::new(),
+                    bundles,
+                }
             })
         };
         if make(&snap, &selectors).is_none() {
@@ -469,11 +553,14 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            (!matching_entries(snap, sel).is_empty()).then(|| JwtBundlesResponse {
-                bundles: HashMap::from([(
-                    td_key(&snap.bundle.trust_domain),
-                    jwt_jwks(&snap.bundle),
-                )]),
+            let entries = matching_entries(snap, sel);
+            (!entries.is_empty()).then(|| {
+                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
+                    .into_iter()
+                    .map(|(td, b)| (td_key(td), jwt_jwks(b)))
+                    .collect();
+                bundles.insert(td_key(&snap.bundle.trust_domain), jwt_jwks(&snap.bundle));
+                JwtBundlesResponse { bundles }
             })
         };
         if make(&snap, &selectors).is_none() {
@@ -487,6 +574,17 @@ impl WorkloadService {
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
+        // Tokens of a foreign trust domain are accepted only for callers
+        // whose entries federate with it; a caller without an identity can
+        // still validate tokens of the agent's own trust domain.
+        let federated: std::collections::BTreeMap<TrustDomain, Arc<hallmark_ca::Bundle>> =
+            match self.caller(&req).await {
+                Ok((selectors, snap)) => federated_for(&snap, matching_entries(&snap, &selectors))
+                    .into_iter()
+                    .map(|(td, b)| (td.clone(), b.clone()))
+                    .collect(),
+                Err(_) => Default::default(),
+            };
         let r = req.into_inner();
         if r.audience.is_empty() {
             return Err(Status::invalid_argument("audience must be specified"));
@@ -501,8 +599,13 @@ impl WorkloadService {
             ));
         }
         let bundle = snap.bundle.clone();
-        let lookup =
-            move |td: &TrustDomain| (td == &bundle.trust_domain).then(|| (*bundle).clone());
+        let lookup = move |td: &TrustDomain| {
+            if td == &bundle.trust_domain {
+                Some((*bundle).clone())
+            } else {
+                federated.get(td).map(|b| (**b).clone())
+            }
+        };
         let v = hallmark_ca::validate_jwt_svid(&r.svid, &r.audience, &lookup, SystemTime::now())
             .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
         let claims = prost_types::Struct {
@@ -528,7 +631,8 @@ impl WorkloadService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .cloned();
+            .cloned()
+            .filter(|c| !self.shared.jwt_signed_by_tainted_key(&c.token));
         if let Some(c) = &cached {
             let life = (c.expires_at - c.issued_at).max(1) as f64;
             if (c.expires_at - now) as f64 > life * JWT_REUSE_FRACTION {

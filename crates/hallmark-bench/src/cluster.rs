@@ -2,6 +2,7 @@
 //! directory, and the clients the benchmarks talk to them with.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -12,6 +13,7 @@ use hallmark_proto::hallmark::admin_client::AdminClient;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::WORKLOAD_HEADER;
 use hallmark_server::{CaSource, ServerConfig, ServerHandle};
+use hallmark_store::Store;
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
@@ -37,7 +39,12 @@ pub struct Cluster {
 impl Cluster {
     /// A server and an attested agent that has completed its first sync.
     pub async fn start() -> Result<Self> {
-        let mut cluster = Self::start_server().await?;
+        Self::start_on(None).await
+    }
+
+    /// [`Cluster::start`] on `store` (see [`Cluster::start_server_on`]).
+    pub async fn start_on(store: Option<Arc<dyn Store>>) -> Result<Self> {
+        let mut cluster = Self::start_server_on(store).await?;
         cluster.start_agent().await?;
         let agent = cluster.agent_mut()?;
         tokio::time::timeout(SETUP_TIMEOUT, agent.ready())
@@ -51,30 +58,22 @@ impl Cluster {
     /// A server and a join token for the agent, but no agent yet, so that
     /// entries can be registered before the agent's first sync.
     pub async fn start_server() -> Result<Self> {
+        Self::start_server_on(None).await
+    }
+
+    /// [`Cluster::start_server`] on `store` (a SQLite file in the state
+    /// directory when `None`).
+    pub async fn start_server_on(store: Option<Arc<dyn Store>>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hallmark-bench-")
             .tempdir()
             .context("creating the state directory")?;
         let trust_domain = TrustDomain::new(TRUST_DOMAIN)?;
-        let server_dir = dir.path().join("server");
-        let server = hallmark_server::start(ServerConfig {
-            trust_domain: trust_domain.clone(),
-            admin_socket: server_dir.join("admin.sock"),
-            data_dir: server_dir,
-            listen: "127.0.0.1:0".parse()?,
-            jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
-            ca: CaSource::SelfSigned,
-            ca_ttl: Duration::from_secs(86_400),
-            agent_svid_ttl: Duration::from_secs(3_600),
-            join_token_ttl: Duration::from_secs(600),
-            workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
-            oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-            oidc: None,
-            federation: Default::default(),
-            rotation: Default::default(),
-            admin_listen: None,
-        })
-        .await
+        let config = server_config(&trust_domain, &dir.path().join("server"))?;
+        let server = match store {
+            Some(store) => hallmark_server::start_with_store(config, store).await,
+            None => hallmark_server::start(config).await,
+        }
         .context("starting the server")?;
         let token = generate_token(&mut admin_client(&server.admin_socket).await?, "bench").await?;
         Ok(Cluster {
@@ -180,6 +179,27 @@ impl Cluster {
         }
         self.server.shutdown().await;
     }
+}
+
+/// The benchmarks' server configuration with its state under `data_dir`.
+pub fn server_config(trust_domain: &TrustDomain, data_dir: &Path) -> Result<ServerConfig> {
+    Ok(ServerConfig {
+        trust_domain: trust_domain.clone(),
+        admin_socket: data_dir.join("admin.sock"),
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse()?,
+        jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
+        ca: CaSource::SelfSigned,
+        ca_ttl: Duration::from_secs(86_400),
+        agent_svid_ttl: Duration::from_secs(3_600),
+        join_token_ttl: Duration::from_secs(600),
+        workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
+        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
+        oidc: None,
+        federation: Default::default(),
+        rotation: Default::default(),
+        admin_listen: None,
+    })
 }
 
 pub async fn generate_token(

@@ -12,10 +12,12 @@
 //!   minting for many entries.
 //! - `propagation`: registration change to workload, vs the admin call.
 //! - `agent-memory`: agent memory holding N SVIDs vs none.
+//! - `token-endpoint`: the agent's HTTP token endpoint vs FetchJWTSVID.
 
 mod cluster;
 mod containers;
 mod cri_pods;
+mod ha;
 mod issuance;
 mod memory;
 mod noop;
@@ -23,6 +25,7 @@ mod procfs;
 mod propagation;
 mod report;
 mod stats;
+mod token_endpoint;
 mod workload_api;
 
 use std::path::PathBuf;
@@ -55,6 +58,10 @@ enum Bench {
     Issuance(issuance::IssuanceArgs),
     /// Time from a registration change to the workload's stream.
     Propagation(propagation::PropagationArgs),
+    /// Propagation with two servers on PostgreSQL vs one on SQLite.
+    PropagationHa(ha::PropagationHaArgs),
+    /// Server start to ready with N entries in the datastore.
+    ServerStart(ha::ServerStartArgs),
     /// Agent resident memory with N SVIDs vs none (child processes).
     AgentMemory(memory::AgentMemoryArgs),
     /// Container start -> inventory at the server and -> SVID inside (Docker).
@@ -63,6 +70,8 @@ enum Bench {
     Resync(containers::ResyncArgs),
     /// Inventory memory with N synthetic workload records.
     InventoryMemory(containers::InventoryMemoryArgs),
+    /// The agent's HTTP token endpoint vs FetchJWTSVID, warm, same run.
+    TokenEndpoint(token_endpoint::TokenEndpointArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -121,6 +130,20 @@ async fn run(cli: Cli) -> Result<()> {
                 report::write_json(p, "propagation", &r)?;
             }
         }
+        Bench::PropagationHa(args) => {
+            let r = ha::propagation_ha(&args).await?;
+            ha::print_propagation_ha(&r);
+            if let Some(p) = json {
+                report::write_json(p, "propagation-ha", &r)?;
+            }
+        }
+        Bench::ServerStart(args) => {
+            let r = ha::server_start(&args).await?;
+            ha::print_server_start(&r);
+            if let Some(p) = json {
+                report::write_json(p, "server-start", &r)?;
+            }
+        }
         Bench::AgentMemory(args) => {
             let r = memory::run(&args).await?;
             memory::print(&r);
@@ -147,6 +170,13 @@ async fn run(cli: Cli) -> Result<()> {
             containers::print_inventory_memory(&r);
             if let Some(p) = json {
                 report::write_json(p, "inventory-memory", &r)?;
+            }
+        }
+        Bench::TokenEndpoint(args) => {
+            let r = token_endpoint::run(&args).await?;
+            token_endpoint::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "token-endpoint", &r)?;
             }
         }
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,

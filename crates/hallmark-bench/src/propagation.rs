@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use hallmark_proto::hallmark::admin_client::AdminClient;
 use hallmark_proto::workload::{X509svidRequest, X509svidResponse};
 use serde::Serialize;
+use tonic::transport::Channel;
 use tonic::Streaming;
 
 use crate::cluster::{
@@ -62,11 +64,23 @@ pub struct PropagationReport {
 }
 
 pub async fn run(args: &PropagationArgs) -> Result<PropagationReport> {
+    let mut cluster = Cluster::start().await?;
+    let admin = cluster.admin().await?;
+    let report = measure(&mut cluster, admin, args).await;
+    cluster.shutdown().await;
+    report
+}
+
+/// Measures on a running cluster, making registration changes through
+/// `admin` (which may be another server than the agent's).
+pub async fn measure(
+    cluster: &mut Cluster,
+    mut admin: AdminClient<Channel>,
+    args: &PropagationArgs,
+) -> Result<PropagationReport> {
     if args.iterations == 0 {
         bail!("--iterations must be at least 1");
     }
-    let mut cluster = Cluster::start().await?;
-    let mut admin = cluster.admin().await?;
     let selectors = [own_uid_selector()];
     for i in 0..args.background {
         let id = cluster.spiffe_id(&format!("bench/propagation/background/{i}"));
@@ -107,7 +121,6 @@ pub async fn run(args: &PropagationArgs) -> Result<PropagationReport> {
         delete.push(t.elapsed());
     }
     drop(stream);
-    cluster.shutdown().await;
     Ok(PropagationReport {
         iterations: n,
         background_entries: args.background,

@@ -17,6 +17,7 @@
 mod bundle;
 mod csr;
 mod error;
+mod https;
 mod jwk;
 mod jwt;
 pub mod tls;
@@ -25,6 +26,7 @@ mod x509;
 pub use bundle::{Bundle, BundleError, JwtKey};
 pub use csr::{verify_csr, CsrError};
 pub use error::CaError;
+pub use https::HttpsIdentity;
 pub use jwk::JwkError;
 pub use jwt::{validate_jwt_svid, JwtAuthority, JwtError, KeyAlg, StoredJwtKey, ValidatedJwt};
 pub use x509::{

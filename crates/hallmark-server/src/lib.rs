@@ -15,12 +15,13 @@
 //! keeps the same CA, entries, agents and inventory.
 
 mod admin;
+mod admin_mtls;
 mod authority;
 mod federation;
 pub mod inventory;
 pub mod metrics;
 mod node;
-mod oidc;
+pub mod oidc;
 mod rotation;
 mod tls;
 
@@ -41,9 +42,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use admin::AdminService;
 pub use authority::{AuthorityError, CaManager, CaSource};
-pub use federation::FederationConfig;
+pub use federation::{EndpointError, EndpointProfile, FederationConfig};
 pub use inventory::ALSO_REPORTED_BY_HEADER;
-pub use oidc::OidcConfig;
+pub use oidc::{IssuerError, IssuerUrl, OidcConfig, OidcError, OidcTls};
 pub use rotation::RotationConfig;
 
 /// How long stopped workloads stay listed unless configured otherwise: long
@@ -105,6 +106,10 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
+    #[error(transparent)]
+    Federation(#[from] federation::EndpointError),
 }
 
 /// State shared by the node and admin services.
@@ -126,6 +131,11 @@ pub(crate) struct Shared {
     pub workload_retention: Duration,
     pub started_at: i64,
     pub metrics: Arc<metrics::ServerMetrics>,
+    /// The OIDC issuer, when configured: the `iss` and extra claims of
+    /// OIDC-profile tokens.
+    pub oidc: Option<OidcConfig>,
+    /// Foreign bundles decoded from the datastore, for Sync streams.
+    pub federation: federation::Federations,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -194,6 +204,11 @@ impl ServerStatus {
                 .set(i64::try_from(dropped).unwrap_or(i64::MAX));
         }
         m.agents_connected.set(self.shared.connected.count() as i64);
+        if let Ok(records) = self.shared.ca.list(None).await {
+            m.set_authorities(records.iter().map(|r| (r.kind.as_str(), r.state.as_str())));
+        }
+        m.bundle_sequence
+            .set(i64::try_from(self.shared.ca.bundle().sequence).unwrap_or(i64::MAX));
         m.render()
     }
 }
@@ -269,10 +284,24 @@ pub async fn start_with_store(
         workload_retention: config.workload_retention,
         started_at: unix_now(),
         metrics: Arc::default(),
+        oidc: config.oidc.clone(),
+        federation: federation::Federations::default(),
     });
+    // Loaded before agents can connect, so their first Sync update already
+    // carries the foreign bundles.
+    if let Err(e) = federation::reload(&shared).await {
+        tracing::warn!(error = %e, "reading federation relationships failed");
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+
+    if shared.store.shared_between_servers() {
+        tasks.push(tokio::spawn(follow_datastore(
+            shared.clone(),
+            shutdown_rx.clone(),
+        )));
+    }
 
     tasks.push(tokio::spawn(inventory::prune_loop(
         shared.store.clone(),
@@ -281,6 +310,13 @@ pub async fn start_with_store(
         shared.metrics.clone(),
         shutdown_rx.clone(),
     )));
+    tasks.push(tokio::spawn(rotation::schedule_loop(
+        shared.clone(),
+        config.rotation.clone(),
+        shutdown_rx.clone(),
+    )));
+
+    let admin = AdminService::new(shared.clone());
 
     // Node API over mTLS.
     let listener =
@@ -298,6 +334,27 @@ pub async fn start_with_store(
         })?;
     let tls = tls::ServerTls::new(ca.clone(), &config.trust_domain)?;
     tasks.push(tokio::spawn(tls.clone().rotate(shutdown_rx.clone())));
+    tasks.push(tokio::spawn(federation::refresh_loop(
+        shared.clone(),
+        shutdown_rx.clone(),
+    )));
+    if let Some(addr) = config.federation.listen {
+        let (bound, task) = federation::serve_endpoint(
+            shared.clone(),
+            &config.federation,
+            addr,
+            tls.clone(),
+            shutdown_rx.clone(),
+        )
+        .await?;
+        tasks.push(task);
+        // Like listen.addr: lets tests and scripts use port 0.
+        let _ = std::fs::write(
+            config.data_dir.join("federation.addr"),
+            format!("{bound}\n"),
+        );
+        tracing::info!(listen = %bound, "SPIFFE bundle endpoint serving");
+    }
     let incoming = tls::incoming(listener, tls, shutdown_rx.clone());
     let node = NodeServer::new(node::NodeService::new(shared.clone()));
     let stop = wait_for(shutdown_rx.clone());
@@ -317,8 +374,34 @@ pub async fn start_with_store(
         format!("{listen_addr}\n"),
     );
 
+    if let Some(addr) = config.admin_listen {
+        let bound = serve_admin_mtls(
+            addr,
+            shared.clone(),
+            admin.clone(),
+            &config,
+            &mut tasks,
+            shutdown_rx.clone(),
+        )
+        .await?;
+        let _ = std::fs::write(config.data_dir.join("admin.addr"), format!("{bound}\n"));
+        tracing::info!(listen = %bound, "admin API over mTLS for admin SVIDs");
+    }
+
+    // OIDC discovery document and JWKS, for cloud federation.
+    if let Some(oidc) = &config.oidc {
+        let (addr, task) =
+            oidc::start(shared.clone(), oidc, &config.data_dir, shutdown_rx.clone()).await?;
+        tasks.push(task);
+        tracing::info!(
+            issuer = %oidc.issuer,
+            discovery = %oidc.issuer.discovery_url(),
+            listen = %addr,
+            "OIDC issuer serving discovery and JWKS"
+        );
+    }
+
     // Admin API on a Unix socket only the owner can open.
-    let admin = AdminService::new(shared.clone());
     let uds = bind_private_socket(&config.admin_socket)?;
     let admin_svc = AdminServer::new(admin.clone());
     let stop = wait_for(shutdown_rx.clone());
@@ -347,6 +430,143 @@ pub async fn start_with_store(
         shutdown,
         tasks,
     })
+}
+
+/// How often a server on a shared datastore looks for entry changes made
+/// by the other servers when the datastore cannot announce them: the floor
+/// of cross-server propagation latency, for one tiny query per period.
+const DATASTORE_POLL: Duration = Duration::from_millis(50);
+/// The same when changes are announced (PostgreSQL NOTIFY): the poll only
+/// covers notifications lost while the listening connection was down.
+const DATASTORE_POLL_NOTIFIED: Duration = Duration::from_secs(1);
+/// How often it reloads the signing authorities others may have rotated.
+const AUTHORITY_POLL: Duration = Duration::from_secs(1);
+/// How often it checks its connected agents against evictions and bans
+/// made through other servers (its own close streams at once).
+const AGENT_POLL: Duration = Duration::from_secs(5);
+
+/// Follows changes other servers sharing the datastore make: entry changes
+/// wake this server's agent streams (they re-read their entries), authority
+/// changes swap the signing keys and bundle, and agents evicted elsewhere
+/// lose their streams here too.
+async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut notes = shared.store.change_notifications();
+    let mut last = shared.store.revision().await.ok();
+    let mut failing = false;
+    let mut next_authorities = tokio::time::Instant::now() + AUTHORITY_POLL;
+    let mut next_agents = tokio::time::Instant::now() + AGENT_POLL;
+    loop {
+        let period = if notes.is_some() {
+            DATASTORE_POLL_NOTIFIED
+        } else {
+            DATASTORE_POLL
+        };
+        let deadline = (tokio::time::Instant::now() + period)
+            .min(next_authorities)
+            .min(next_agents);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            r = async {
+                match notes.as_mut() {
+                    Some(n) => n.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => if r.is_err() { notes = None },
+            _ = shutdown.changed() => return,
+        }
+        match shared.store.revision().await {
+            Ok(rev) => {
+                if failing {
+                    tracing::info!("datastore reachable again");
+                    failing = false;
+                }
+                if last != Some(rev) {
+                    last = Some(rev);
+                    shared.entries_changed.send_modify(|v| *v += 1);
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "reading the datastore revision failed; retrying");
+                    failing = true;
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= next_authorities {
+            next_authorities = now + AUTHORITY_POLL;
+            reload_authorities(&shared).await;
+        }
+        if now >= next_agents {
+            next_agents = now + AGENT_POLL;
+            end_revoked_streams(&shared).await;
+        }
+    }
+}
+
+/// Picks up authorities another server prepared, activated, retired or
+/// tainted; agents' streams follow through the bundle watch.
+async fn reload_authorities(shared: &Shared) {
+    match shared.ca.reload().await {
+        Ok(true) => tracing::info!("signing authorities changed in the datastore; reloaded"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "reloading the signing authorities failed; keeping the current ones")
+        }
+    }
+}
+
+/// Ends the streams of connected agents that another server evicted or
+/// banned.
+async fn end_revoked_streams(shared: &Shared) {
+    let connected = shared.connected.ids();
+    if connected.is_empty() {
+        return;
+    }
+    let Ok(agents) = shared.store.list_agents().await else {
+        return;
+    };
+    let allowed: std::collections::HashSet<&SpiffeId> = agents
+        .iter()
+        .filter(|a| !a.banned)
+        .map(|a| &a.spiffe_id)
+        .collect();
+    for id in connected {
+        if !allowed.contains(&id) {
+            tracing::info!(agent = %id, "agent evicted or banned through another server; ending its stream");
+            let _ = shared.revoked.send(id);
+        }
+    }
+}
+
+/// Serves the admin API over mTLS on `addr`; returns the bound address.
+async fn serve_admin_mtls(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    admin: AdminService,
+    config: &ServerConfig,
+    tasks: &mut Vec<JoinHandle<()>>,
+    shutdown_rx: watch::Receiver<bool>,
+) -> Result<SocketAddr, ServerError> {
+    let listen_err = |source| ServerError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
+    let bound = listener.local_addr().map_err(listen_err)?;
+    let tls = tls::ServerTls::new(shared.ca.clone(), &config.trust_domain)?;
+    tasks.push(tokio::spawn(tls.clone().rotate(shutdown_rx.clone())));
+    let incoming = tls::incoming(listener, tls, shutdown_rx.clone());
+    let stop = wait_for(shutdown_rx);
+    let layer = admin_mtls::RequireAdminLayer { shared };
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(AdminServer::new(admin))
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await
+        {
+            tracing::error!(error = %e, "admin API over mTLS stopped");
+        }
+    }));
+    Ok(bound)
 }
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {

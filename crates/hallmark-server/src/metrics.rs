@@ -22,11 +22,36 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrustDomainLabels {
+    pub trust_domain: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthorityLabels {
+    /// `x509`, `jwt` or `oidc`.
+    pub kind: String,
+    /// `prepared`, `active`, `retired`, `tainted` or `revoked`.
+    pub state: String,
+}
+
 pub struct ServerMetrics {
+    /// Signing authorities by kind and state, read at each scrape.
+    pub authorities: Family<AuthorityLabels, Gauge>,
+    /// The trust bundle's `spiffe_sequence`.
+    pub bundle_sequence: Gauge,
     registry: Registry,
+    pub federation_refreshes_ok: Counter,
+    pub federation_refreshes_failed: Counter,
+    /// Seconds since each foreign bundle was last fetched, as of the last
+    /// refresh loop tick.
+    pub federation_bundle_age: Family<TrustDomainLabels, Gauge>,
     pub x509_svids_signed: Counter,
     pub x509_sign_failures: Counter,
+    /// Admin calls over mTLS refused (no SVID, foreign, or not an admin entry).
+    pub admin_mtls_refused: Counter,
     pub jwt_svids_minted: Counter,
+    pub oidc_tokens_minted: Counter,
     pub attestations: Family<ResultLabels, Counter>,
     pub entries: Gauge,
     pub agents_connected: Gauge,
@@ -46,9 +71,16 @@ impl Default for ServerMetrics {
         let mut registry = Registry::with_prefix("hallmark_server");
         let m = ServerMetrics {
             registry: Registry::default(),
+            authorities: Family::default(),
+            bundle_sequence: Gauge::default(),
+            federation_refreshes_ok: Counter::default(),
+            federation_refreshes_failed: Counter::default(),
+            federation_bundle_age: Family::default(),
             x509_svids_signed: Counter::default(),
             x509_sign_failures: Counter::default(),
+            admin_mtls_refused: Counter::default(),
             jwt_svids_minted: Counter::default(),
+            oidc_tokens_minted: Counter::default(),
             attestations: Family::default(),
             entries: Gauge::default(),
             agents_connected: Gauge::default(),
@@ -70,9 +102,19 @@ impl Default for ServerMetrics {
             m.x509_sign_failures.clone(),
         );
         registry.register(
+            "admin_mtls_refused",
+            "admin API calls over mTLS refused before reaching the service",
+            m.admin_mtls_refused.clone(),
+        );
+        registry.register(
             "jwt_svids_minted",
             "JWT-SVIDs minted",
             m.jwt_svids_minted.clone(),
+        );
+        registry.register(
+            "oidc_tokens_minted",
+            "OIDC-profile tokens minted for cloud federation",
+            m.oidc_tokens_minted.clone(),
         );
         registry.register(
             "attestations",
@@ -115,9 +157,34 @@ impl Default for ServerMetrics {
             m.agent_dropped_events.clone(),
         );
         registry.register(
+            "federation_refreshes_ok",
+            "foreign bundles fetched and accepted",
+            m.federation_refreshes_ok.clone(),
+        );
+        registry.register(
+            "federation_refreshes_failed",
+            "foreign bundle fetches that failed or were refused",
+            m.federation_refreshes_failed.clone(),
+        );
+        registry.register(
+            "federation_bundle_age_seconds",
+            "seconds since the foreign bundle was last fetched, by trust domain",
+            m.federation_bundle_age.clone(),
+        );
+        registry.register(
             "workloads_pruned",
             "stopped workloads deleted after the retention window",
             m.workloads_pruned.clone(),
+        );
+        registry.register(
+            "authorities",
+            "signing authorities by kind and state",
+            m.authorities.clone(),
+        );
+        registry.register(
+            "bundle_sequence",
+            "spiffe_sequence of the trust bundle in force",
+            m.bundle_sequence.clone(),
         );
         ServerMetrics { registry, ..m }
     }
@@ -148,10 +215,55 @@ impl ServerMetrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// Counts authorities by (kind, state); states no longer held read 0.
+    pub fn set_authorities<'a>(&self, records: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut counts: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        for kind in ["x509", "jwt", "oidc"] {
+            for state in ["prepared", "active", "retired", "tainted", "revoked"] {
+                counts.insert((kind, state), 0);
+            }
+        }
+        for (kind, state) in records {
+            *counts.entry((kind, state)).or_default() += 1;
+        }
+        for ((kind, state), n) in counts {
+            self.authorities
+                .get_or_create(&AuthorityLabels {
+                    kind: kind.into(),
+                    state: state.into(),
+                })
+                .set(n);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_are_counted_by_kind_and_state() {
+        let m = ServerMetrics::default();
+        m.set_authorities([("x509", "active"), ("x509", "retired"), ("x509", "retired")]);
+        let text = m.render();
+        assert!(
+            text.contains(r#"hallmark_server_authorities{kind="x509",state="retired"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hallmark_server_authorities{kind="jwt",state="active"} 0"#),
+            "{text}"
+        );
+        m.set_authorities([("x509", "active")]);
+        assert!(m
+            .render()
+            .contains(r#"hallmark_server_authorities{kind="x509",state="retired"} 0"#));
     }
 }

@@ -54,6 +54,16 @@ impl ConnectedAgents {
     pub fn count(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+
+    /// The agents with an open stream now.
+    pub fn ids(&self) -> Vec<SpiffeId> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
 }
 
 struct ConnectedGuard {

@@ -50,6 +50,20 @@ impl ServerTls {
         )
     }
 
+    /// The current configuration (same SVID, renewed by [`ServerTls::rotate`])
+    /// offering `alpn` instead of gRPC's `h2`, for the SPIFFE bundle
+    /// endpoint, which speaks HTTP/1.1.
+    pub(crate) fn config_with_alpn(&self, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
+        let mut config = (*self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+        .clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
     /// Renews the server certificate at half its lifetime and follows
     /// bundle changes, until shutdown.
     pub async fn rotate(self, mut shutdown: watch::Receiver<bool>) {

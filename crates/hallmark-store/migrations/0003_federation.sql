@@ -30,3 +30,20 @@ DROP TABLE authorities;
 ALTER TABLE authorities_v3 RENAME TO authorities;
 ALTER TABLE authority_chain_v3 RENAME TO authority_chain;
 CREATE INDEX authorities_kind ON authorities (kind, created_at);
+
+-- Federation relationships with foreign trust domains and the bundle last
+-- fetched from each. `bundle` is the foreign SPIFFE bundle (JWKS JSON),
+-- empty until bootstrapped or fetched.
+CREATE TABLE federations (
+    trust_domain        TEXT PRIMARY KEY NOT NULL,
+    bundle_endpoint_url TEXT NOT NULL,
+    profile             TEXT NOT NULL CHECK (profile IN ('https_web', 'https_spiffe')),
+    endpoint_spiffe_id  TEXT NOT NULL,
+    web_ca_pem          BLOB NOT NULL,
+    bundle              BLOB NOT NULL,
+    bundle_sequence     BIGINT NOT NULL,
+    created_at          BIGINT NOT NULL,
+    last_refresh        BIGINT NOT NULL,
+    next_refresh        BIGINT NOT NULL,
+    last_error          TEXT NOT NULL
+);

@@ -19,14 +19,16 @@
 use std::fmt;
 use std::time::Duration;
 
-use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId};
+use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId, TrustDomain};
 
 mod codec;
 pub mod conformance;
+mod federation;
 pub mod inventory;
 mod postgres;
 mod sqlite;
 
+pub use federation::{FederationProfile, FederationRecord, FederationRefresh};
 pub use inventory::{
     AgentInventory, FilterError, ImageMatch, InventoryApplied, InventoryReport, LabelMatch,
     PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter, StoredWorkload,
@@ -179,6 +181,22 @@ pub trait Store: Send + Sync + 'static {
     /// entry creation or deletion, never decreases, survives restarts.
     async fn revision(&self) -> Result<i64>;
 
+    /// True for back ends that several servers may share (PostgreSQL): a
+    /// server then watches [`Store::revision`] for changes other servers
+    /// make. An embedded database is private to one server.
+    fn shared_between_servers(&self) -> bool {
+        false
+    }
+
+    /// For shared back ends that can announce changes (PostgreSQL's
+    /// `LISTEN`/`NOTIFY`): a receiver that changes soon after any server
+    /// commits an entry change, and after a lost notification connection is
+    /// re-established. `None` when the back end cannot; callers poll
+    /// [`Store::revision`] either way, as notifications are best effort.
+    fn change_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Fails with [`StoreError::AlreadyExists`] when a token with the same
     /// hash exists.
     async fn create_join_token(&self, t: &JoinToken) -> Result<()>;
@@ -283,6 +301,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every agent's latest inventory report, ordered by agent ID.
     async fn list_agent_inventories(&self) -> Result<Vec<AgentInventory>>;
+
+    /// Inserts the federation relationship or replaces every field of the
+    /// one with the same trust domain.
+    async fn put_federation(&self, f: &FederationRecord) -> Result<()>;
+
+    async fn get_federation(&self, td: &TrustDomain) -> Result<Option<FederationRecord>>;
+
+    /// All federation relationships, ordered by trust domain name bytewise.
+    async fn list_federations(&self) -> Result<Vec<FederationRecord>>;
+
+    /// `false` when there was no relationship with `td`.
+    async fn delete_federation(&self, td: &TrustDomain) -> Result<bool>;
+
+    /// Records the outcome of a fetch of `td`'s bundle, touching only the
+    /// bundle, sequence, refresh times and error columns, so an operator's
+    /// concurrent edit of the endpoint survives. `false` when the
+    /// relationship was deleted meanwhile (nothing is written).
+    async fn record_federation_refresh(
+        &self,
+        td: &TrustDomain,
+        outcome: &FederationRefresh,
+    ) -> Result<bool>;
 }
 
 impl AuthorityKind {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use hallmark_core::{Entry, EntryId, EntrySpec, SpiffeId, Workload, WorkloadState};
+use hallmark_core::{Entry, EntryId, EntrySpec, SpiffeId, TrustDomain, Workload, WorkloadState};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use sqlx::{Connection, QueryBuilder};
@@ -31,13 +31,17 @@ use crate::codec::{
     WorkloadRow, AGENT_COLUMNS, AGENT_INVENTORY_COLUMNS, AUTHORITY_COLUMNS, ENTRY_COLUMNS,
     ENTRY_REVISION_KEY, WORKLOAD_COLUMNS, WORKLOAD_EVENT_COLUMNS,
 };
+use crate::federation::{
+    FederationRow, FEDERATION_COLUMNS, PUT_FEDERATION, SET_FAILED, SET_FETCHED,
+};
 use crate::inventory::{
     visible_since_ms, AgentInventory, InventoryApplied, InventoryReport, PrunedWorkloads,
     SnapshotOutcome, StateFilter, StoredWorkload, StoredWorkloadEvent, WorkloadCounts,
     WorkloadEventKind, WorkloadFilter,
 };
 use crate::{
-    AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, JoinToken, Result, Store, StoreError,
+    AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, FederationRecord, FederationRefresh,
+    JoinToken, Result, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -258,6 +262,16 @@ impl Store for PostgresStore {
             .await?;
         u64::try_from(n)
             .map_err(|_| StoreError::Corrupt(format!("table entries: COUNT(*) returned {n}")))
+    }
+
+    fn shared_between_servers(&self) -> bool {
+        true
+    }
+
+    fn change_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        tokio::spawn(listen_for_changes(self.pool.clone(), tx));
+        Some(rx)
     }
 
     async fn revision(&self) -> Result<i64> {
@@ -695,6 +709,87 @@ impl Store for PostgresStore {
             .map(AgentInventoryRow::into_inventory)
             .collect()
     }
+
+    async fn put_federation(&self, f: &FederationRecord) -> Result<()> {
+        sqlx::query(PUT_FEDERATION)
+            .bind(f.trust_domain.name())
+            .bind(&f.bundle_endpoint_url)
+            .bind(f.profile.as_str())
+            .bind(&f.endpoint_spiffe_id)
+            .bind(&f.web_ca_pem)
+            .bind(&f.bundle)
+            .bind(u64_column("bundle_sequence", f.bundle_sequence)?)
+            .bind(f.created_at)
+            .bind(f.last_refresh)
+            .bind(f.next_refresh)
+            .bind(&f.last_error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_federation(&self, td: &TrustDomain) -> Result<Option<FederationRecord>> {
+        let sql = format!("SELECT {FEDERATION_COLUMNS} FROM federations WHERE trust_domain = $1");
+        let row: Option<FederationRow> = sqlx::query_as(&sql)
+            .bind(td.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| decode_error("federations", e))?;
+        row.map(FederationRow::into_record).transpose()
+    }
+
+    async fn list_federations(&self) -> Result<Vec<FederationRecord>> {
+        let sql = format!("SELECT {FEDERATION_COLUMNS} FROM federations ORDER BY trust_domain");
+        let rows: Vec<FederationRow> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| decode_error("federations", e))?;
+        rows.into_iter().map(FederationRow::into_record).collect()
+    }
+
+    async fn delete_federation(&self, td: &TrustDomain) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM federations WHERE trust_domain = $1")
+            .bind(td.name())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_federation_refresh(
+        &self,
+        td: &TrustDomain,
+        outcome: &FederationRefresh,
+    ) -> Result<bool> {
+        let done = match outcome {
+            FederationRefresh::Fetched {
+                bundle,
+                sequence,
+                at,
+                next_refresh,
+            } => {
+                sqlx::query(SET_FETCHED)
+                    .bind(bundle)
+                    .bind(u64_column("bundle_sequence", *sequence)?)
+                    .bind(*at)
+                    .bind(*next_refresh)
+                    .bind(td.name())
+                    .execute(&self.pool)
+                    .await?
+            }
+            FederationRefresh::Failed {
+                error,
+                next_refresh,
+            } => {
+                sqlx::query(SET_FAILED)
+                    .bind(error)
+                    .bind(*next_refresh)
+                    .bind(td.name())
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 /// The inventory rows one report may touch belong to this pair.
@@ -891,13 +986,68 @@ async fn set_agent_inventory(
 /// Increments the entry revision inside the caller's transaction and
 /// returns the new value. The row stays locked until the transaction ends,
 /// which is what orders concurrent entry writers.
+/// The channel on which entry changes are announced to every server.
+const CHANGES_CHANNEL: &str = "hallmark_entries";
+
 async fn bump_revision(conn: &mut PgConnection) -> Result<i64> {
-    sqlx::query_scalar("UPDATE meta SET value = value + 1 WHERE key = $1 RETURNING value")
-        .bind(ENTRY_REVISION_KEY)
-        .fetch_optional(conn)
-        .await
-        .map_err(|e| decode_error("meta", e))?
-        .ok_or_else(missing_revision)
+    let revision: i64 =
+        sqlx::query_scalar("UPDATE meta SET value = value + 1 WHERE key = $1 RETURNING value")
+            .bind(ENTRY_REVISION_KEY)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| decode_error("meta", e))?
+            .ok_or_else(missing_revision)?;
+    // Delivered at commit, and only if the transaction commits.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(revision.to_string())
+        .execute(conn)
+        .await?;
+    Ok(revision)
+}
+
+/// Follows `NOTIFY` on [`CHANGES_CHANNEL`], bumping `tx` on each; after a
+/// lost connection it reconnects with backoff and bumps once (a change may
+/// have been missed meanwhile). Ends when nobody listens any more.
+async fn listen_for_changes(pool: PgPool, tx: tokio::sync::watch::Sender<u64>) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            l.listen(CHANGES_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(l)
+        }
+        .await;
+        let mut listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "listening for datastore changes failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(100);
+        tx.send_modify(|v| *v += 1);
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            match listener.try_recv().await {
+                Ok(Some(_)) => tx.send_modify(|v| *v += 1),
+                // The connection was lost and re-established inside the
+                // listener: notifications in between are gone.
+                Ok(None) => tx.send_modify(|v| *v += 1),
+                Err(e) => {
+                    tracing::warn!(error = %e, "datastore change notifications interrupted; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn missing_revision() -> StoreError {

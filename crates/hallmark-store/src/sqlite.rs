@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use hallmark_core::{Entry, EntryId, EntrySpec, SpiffeId, Workload, WorkloadState};
+use hallmark_core::{Entry, EntryId, EntrySpec, SpiffeId, TrustDomain, Workload, WorkloadState};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
@@ -29,13 +29,17 @@ use crate::codec::{
     WorkloadRow, AGENT_COLUMNS, AGENT_INVENTORY_COLUMNS, AUTHORITY_COLUMNS, ENTRY_COLUMNS,
     ENTRY_REVISION_KEY, WORKLOAD_COLUMNS, WORKLOAD_EVENT_COLUMNS,
 };
+use crate::federation::{
+    FederationRow, FEDERATION_COLUMNS, PUT_FEDERATION, SET_FAILED, SET_FETCHED,
+};
 use crate::inventory::{
     visible_since_ms, AgentInventory, InventoryApplied, InventoryReport, PrunedWorkloads,
     SnapshotOutcome, StateFilter, StoredWorkload, StoredWorkloadEvent, WorkloadCounts,
     WorkloadEventKind, WorkloadFilter,
 };
 use crate::{
-    AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, JoinToken, Result, Store, StoreError,
+    AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, FederationRecord, FederationRefresh,
+    JoinToken, Result, Store, StoreError,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -688,6 +692,87 @@ impl Store for SqliteStore {
         rows.into_iter()
             .map(AgentInventoryRow::into_inventory)
             .collect()
+    }
+
+    async fn put_federation(&self, f: &FederationRecord) -> Result<()> {
+        sqlx::query(PUT_FEDERATION)
+            .bind(f.trust_domain.name())
+            .bind(&f.bundle_endpoint_url)
+            .bind(f.profile.as_str())
+            .bind(&f.endpoint_spiffe_id)
+            .bind(&f.web_ca_pem)
+            .bind(&f.bundle)
+            .bind(u64_column("bundle_sequence", f.bundle_sequence)?)
+            .bind(f.created_at)
+            .bind(f.last_refresh)
+            .bind(f.next_refresh)
+            .bind(&f.last_error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_federation(&self, td: &TrustDomain) -> Result<Option<FederationRecord>> {
+        let sql = format!("SELECT {FEDERATION_COLUMNS} FROM federations WHERE trust_domain = $1");
+        let row: Option<FederationRow> = sqlx::query_as(&sql)
+            .bind(td.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| decode_error("federations", e))?;
+        row.map(FederationRow::into_record).transpose()
+    }
+
+    async fn list_federations(&self) -> Result<Vec<FederationRecord>> {
+        let sql = format!("SELECT {FEDERATION_COLUMNS} FROM federations ORDER BY trust_domain");
+        let rows: Vec<FederationRow> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| decode_error("federations", e))?;
+        rows.into_iter().map(FederationRow::into_record).collect()
+    }
+
+    async fn delete_federation(&self, td: &TrustDomain) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM federations WHERE trust_domain = $1")
+            .bind(td.name())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_federation_refresh(
+        &self,
+        td: &TrustDomain,
+        outcome: &FederationRefresh,
+    ) -> Result<bool> {
+        let done = match outcome {
+            FederationRefresh::Fetched {
+                bundle,
+                sequence,
+                at,
+                next_refresh,
+            } => {
+                sqlx::query(SET_FETCHED)
+                    .bind(bundle)
+                    .bind(u64_column("bundle_sequence", *sequence)?)
+                    .bind(*at)
+                    .bind(*next_refresh)
+                    .bind(td.name())
+                    .execute(&self.pool)
+                    .await?
+            }
+            FederationRefresh::Failed {
+                error,
+                next_refresh,
+            } => {
+                sqlx::query(SET_FAILED)
+                    .bind(error)
+                    .bind(*next_refresh)
+                    .bind(td.name())
+                    .execute(&self.pool)
+                    .await?
+            }
+        };
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -106,6 +106,10 @@ pub async fn uds_channel(path: &Path) -> Result<Channel> {
 }
 
 pub(crate) async fn client(args: &AdminArgs) -> Result<AdminClient<Channel>> {
+    if let Some(addr) = &args.admin_addr {
+        let ch = crate::admin_remote::channel(addr, args.admin_credentials.as_deref()).await?;
+        return Ok(AdminClient::new(ch));
+    }
     let path = args
         .admin_socket
         .clone()

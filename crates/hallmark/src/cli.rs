@@ -50,6 +50,18 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Show and rotate the server's signing authorities (X.509 CA, JWT
+    /// and OIDC keys).
+    Authority {
+        #[command(subcommand)]
+        command: crate::authority::AuthorityCommand,
+    },
+    /// Federate with other trust domains: fetch their bundles and give them
+    /// to the workloads of entries created with --federates-with.
+    Federation {
+        #[command(subcommand)]
+        command: crate::federation::FederationCommand,
+    },
     /// Show the server's status.
     Status(AdminArgs),
     /// Inspect the workload inventory agents report: containers and pods,
@@ -80,6 +92,17 @@ pub struct AdminArgs {
     /// The server's admin socket [default: $HALLMARK_HOME/server/admin.sock].
     #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
+    /// Call a server's admin API over mTLS at HOST:PORT (its `--admin-listen`)
+    /// instead of the local socket, authenticated by an admin entry's
+    /// X509-SVID.
+    #[arg(long, env = "HALLMARK_ADMIN_ADDR", conflicts_with = "admin_socket")]
+    pub admin_addr: Option<String>,
+    /// With --admin-addr: a directory holding svid.pem, svid_key.pem and
+    /// bundle.pem (as `hallmark helper` writes them) [default: fetch the
+    /// SVID from the Workload API at $SPIFFE_ENDPOINT_SOCKET or the agent's
+    /// default socket].
+    #[arg(long, env = "HALLMARK_ADMIN_CREDENTIALS", requires = "admin_addr")]
+    pub admin_credentials: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -100,7 +123,7 @@ pub struct WorkloadArgs {
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
     /// Run the server until interrupted.
-    Run(roles::ServerArgs),
+    Run(Box<roles::ServerArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,7 +209,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server {
             command: ServerCommand::Run(a),
-        } => roles::run_server(a).await,
+        } => roles::run_server(*a).await,
         Command::Agent { command } => match command {
             AgentCommand::Run(a) => roles::run_agent(*a).await,
             AgentCommand::Status(a) => crate::agent_status::run(a),
@@ -211,6 +234,8 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Bundle {
             command: BundleCommand::Show(a),
         } => admin::bundle_show(a).await,
+        Command::Authority { command } => crate::authority::run(command).await,
+        Command::Federation { command } => crate::federation::run(command).await,
         Command::Status(a) => admin::status(a).await,
         Command::Workloads { command } => match command {
             WorkloadsCommand::List(a) => workloads::list(a).await,

@@ -39,9 +39,26 @@ pub struct ServerFile {
     pub join_token_ttl: Option<String>,
     pub workload_retention: Option<String>,
     pub datastore: Option<String>,
+    pub admin_listen: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_listen: Option<String>,
+    pub oidc_tls_cert: Option<PathBuf>,
+    pub oidc_tls_key: Option<PathBuf>,
+    pub oidc_insecure_http: Option<bool>,
+    pub oidc_claims: Option<Vec<String>>,
+    pub oidc_token_ttl: Option<String>,
+    pub oidc_key_type: Option<String>,
+    pub federation_listen: Option<String>,
+    pub federation_profile: Option<String>,
+    pub federation_tls_cert: Option<PathBuf>,
+    pub federation_tls_key: Option<PathBuf>,
+    /// `false` turns scheduled rotation off (see `--no-auto-rotation`).
+    pub auto_rotation: Option<bool>,
+    pub rotation_check_interval: Option<String>,
+    pub jwt_key_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,9 +2,12 @@
 //! set up logging, run the command, map its error to a message and exit code.
 
 mod admin;
+mod admin_remote;
 mod agent_status;
+mod authority;
 mod cli;
 mod config;
+mod federation;
 mod health;
 mod helper;
 mod roles;

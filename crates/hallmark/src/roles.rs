@@ -8,7 +8,7 @@ use clap::Args;
 use hallmark_agent::{AgentConfig, ServerTrustSource};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::admin_server::Admin;
-use hallmark_server::{CaSource, ServerConfig};
+use hallmark_server::{CaSource, OidcConfig, OidcTls, RotationConfig, ServerConfig};
 
 use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
 use crate::health;
@@ -43,6 +43,10 @@ pub struct ServerArgs {
     /// Admin API socket [default: <data-dir>/admin.sock].
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
+    /// Also serve the admin API over mTLS on this address, to callers
+    /// presenting an X509-SVID of an entry marked `--admin` [default: off].
+    #[arg(long)]
+    pub admin_listen: Option<String>,
     /// Datastore: `sqlite` (a file in the data dir) or a PostgreSQL URL
     /// `postgres://user:password@host:port/db` [default: sqlite].
     #[arg(long, env = "HALLMARK_DATASTORE")]
@@ -72,6 +76,80 @@ pub struct ServerArgs {
     /// Certificates above the CA up to the root (PEM), for an intermediate CA.
     #[arg(long, requires = "ca_cert")]
     pub ca_chain: Option<PathBuf>,
+    /// Rotate signing authorities only by hand (`hallmark authority ...`),
+    /// not on schedule (prepare at 50% of the active one's lifetime,
+    /// activate at 83%).
+    #[arg(long)]
+    pub no_auto_rotation: bool,
+    /// How often the server checks the rotation schedule and re-reads the
+    /// authorities (a retired one leaves the bundle at the next check after
+    /// its window) [default: 10s].
+    #[arg(long)]
+    pub rotation_check_interval: Option<String>,
+    /// Lifetime of a JWT-SVID or OIDC signing key before scheduled
+    /// rotation replaces it [default: 30d].
+    #[arg(long)]
+    pub jwt_key_ttl: Option<String>,
+    #[command(flatten)]
+    pub oidc: OidcArgs,
+    #[command(flatten)]
+    pub federation: FederationArgs,
+}
+
+/// The SPIFFE bundle endpoint other trust domains fetch this one's bundle
+/// from (server only).
+#[derive(Args, Debug, Default)]
+pub struct FederationArgs {
+    /// Serve the SPIFFE bundle endpoint (HTTPS GET /) on this address
+    /// [default: off].
+    #[arg(long)]
+    pub federation_listen: Option<String>,
+    /// How the endpoint authenticates: https_spiffe (an SVID for
+    /// spiffe://<td>/hallmark/server) or https_web (--federation-tls-cert)
+    /// [default: https_spiffe].
+    #[arg(long)]
+    pub federation_profile: Option<String>,
+    /// https_web: certificate chain (PEM, leaf first) of the endpoint.
+    #[arg(long, requires = "federation_tls_key")]
+    pub federation_tls_cert: Option<PathBuf>,
+    /// https_web: private key (PEM) of --federation-tls-cert.
+    #[arg(long, requires = "federation_tls_cert")]
+    pub federation_tls_key: Option<PathBuf>,
+}
+
+/// The OIDC issuer for cloud federation (server only).
+#[derive(Args, Debug, Default)]
+pub struct OidcArgs {
+    /// Public OIDC issuer URL `https://host[/path]` (no port, query or
+    /// trailing slash); enables the discovery document and JWKS [default: off].
+    #[arg(long)]
+    pub oidc_issuer: Option<String>,
+    /// Address serving the discovery document and JWKS [default: 0.0.0.0:8443].
+    #[arg(long)]
+    pub oidc_listen: Option<String>,
+    /// HTTPS certificate chain (PEM, leaf first) for the issuer [default:
+    /// self-signed for the issuer's host, written to <data-dir>/oidc-tls.pem].
+    #[arg(long, requires = "oidc_tls_key")]
+    pub oidc_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --oidc-tls-cert.
+    #[arg(long, requires = "oidc_tls_cert")]
+    pub oidc_tls_key: Option<PathBuf>,
+    /// Serve the issuer over plain HTTP, for a TLS-terminating proxy or CDN
+    /// in front (the issuer URL stays https).
+    #[arg(long, conflicts_with = "oidc_tls_cert")]
+    pub oidc_insecure_http: bool,
+    /// Extra claims for every OIDC token, comma-separated, from the attested
+    /// attributes: context, node, namespace, pod, pod_uid, container,
+    /// container_id, image, image_digest, compose_project, compose_service.
+    #[arg(long, value_delimiter = ',')]
+    pub oidc_claims: Vec<String>,
+    /// Lifetime of OIDC tokens, at most 24h [default: 5m].
+    #[arg(long)]
+    pub oidc_token_ttl: Option<String>,
+    /// OIDC signing key: rsa-2048 (RS256, accepted by every cloud) or
+    /// ec-p256 (ES256) [default: rsa-2048].
+    #[arg(long)]
+    pub oidc_key_type: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -180,6 +258,19 @@ fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
 /// The server configuration and its datastore, from flags over the file.
 fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
     let file = config::load_file(a.common.config.as_deref())?.server;
+    let oidc_key_alg = config::key_alg(
+        "oidc_key_type",
+        &pick(a.oidc.oidc_key_type.clone(), file.oidc_key_type.clone())
+            .unwrap_or_else(|| "rsa-2048".into()),
+    )?;
+    let oidc = oidc_config(a.oidc, &file)?;
+    let federation = federation_config(a.federation, &file)?;
+    let rotation = rotation_config(
+        a.no_auto_rotation,
+        a.rotation_check_interval,
+        a.jwt_key_ttl,
+        &file,
+    )?;
     let store = datastore(
         "datastore",
         &pick(a.datastore, file.datastore).unwrap_or_else(|| "sqlite".into()),
@@ -230,14 +321,176 @@ fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
             }
             None => hallmark_server::DEFAULT_WORKLOAD_RETENTION,
         },
-        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-        oidc: None,
-        federation: Default::default(),
-        rotation: Default::default(),
-        admin_listen: None,
+        oidc_key_alg,
+        oidc,
+        federation,
+        rotation,
+        admin_listen: pick(a.admin_listen, file.admin_listen)
+            .map(|v| config::socket_addr("admin_listen", &v))
+            .transpose()?,
         data_dir,
     };
     Ok((config, store))
+}
+
+/// The rotation schedule from flags over the file.
+fn rotation_config(
+    no_auto_rotation: bool,
+    check_interval: Option<String>,
+    jwt_key_ttl: Option<String>,
+    file: &config::ServerFile,
+) -> Result<RotationConfig> {
+    let mut c = RotationConfig {
+        enabled: !no_auto_rotation && file.auto_rotation.unwrap_or(true),
+        ..RotationConfig::default()
+    };
+    if let Some(v) = pick(check_interval, file.rotation_check_interval.clone()) {
+        c.check_interval = config::duration("rotation_check_interval", &v)?;
+        if c.check_interval < Duration::from_secs(1) {
+            return Err(anyhow!(
+                "rotation_check_interval `{v}`: must be at least 1s"
+            ));
+        }
+    }
+    if let Some(v) = pick(jwt_key_ttl, file.jwt_key_ttl.clone()) {
+        c.jwt_key_ttl = config::duration("jwt_key_ttl", &v)?;
+        if c.jwt_key_ttl < Duration::from_secs(60) {
+            return Err(anyhow!(
+                "jwt_key_ttl `{v}`: must be at least 1m, longer than the JWT-SVIDs it signs"
+            ));
+        }
+    }
+    Ok(c)
+}
+
+/// The bundle endpoint from flags over the file.
+fn federation_config(
+    a: FederationArgs,
+    file: &config::ServerFile,
+) -> Result<hallmark_server::FederationConfig> {
+    let listen = pick(a.federation_listen, file.federation_listen.clone())
+        .map(|v| config::socket_addr("federation_listen", &v))
+        .transpose()?;
+    let cert = pick(a.federation_tls_cert, file.federation_tls_cert.clone());
+    let key = pick(a.federation_tls_key, file.federation_tls_key.clone());
+    let profile = pick(a.federation_profile, file.federation_profile.clone())
+        .unwrap_or_else(|| "https_spiffe".into());
+    let profile = match (profile.as_str(), cert, key) {
+        ("https_spiffe", None, None) => hallmark_server::EndpointProfile::HttpsSpiffe,
+        ("https_spiffe", _, _) => {
+            return Err(anyhow!(
+                "federation_tls_cert/federation_tls_key are for federation_profile https_web; https_spiffe presents the server's SVID"
+            ))
+        }
+        ("https_web", Some(cert), Some(key)) => {
+            hallmark_server::EndpointProfile::HttpsWeb { cert, key }
+        }
+        ("https_web", _, _) => {
+            return Err(anyhow!(
+                "federation_profile https_web needs federation_tls_cert and federation_tls_key (PEM certificate chain and key)"
+            ))
+        }
+        (other, _, _) => {
+            return Err(anyhow!(
+                "federation_profile `{other}`: must be https_spiffe or https_web"
+            ))
+        }
+    };
+    if listen.is_none() && !matches!(profile, hallmark_server::EndpointProfile::HttpsSpiffe) {
+        return Err(anyhow!(
+            "federation_profile https_web is set but federation_listen is not: give --federation-listen ADDR"
+        ));
+    }
+    Ok(hallmark_server::FederationConfig { listen, profile })
+}
+
+/// The OIDC issuer from flags over the file; `None` without an issuer URL.
+fn oidc_config(a: OidcArgs, file: &config::ServerFile) -> Result<Option<OidcConfig>> {
+    let Some(issuer) = a.oidc_issuer.or_else(|| file.oidc_issuer.clone()) else {
+        let stray = [
+            (
+                "oidc_listen",
+                a.oidc_listen.is_some() || file.oidc_listen.is_some(),
+            ),
+            (
+                "oidc_tls_cert",
+                a.oidc_tls_cert.is_some() || file.oidc_tls_cert.is_some(),
+            ),
+            (
+                "oidc_insecure_http",
+                a.oidc_insecure_http || file.oidc_insecure_http.unwrap_or(false),
+            ),
+            (
+                "oidc_claims",
+                !a.oidc_claims.is_empty() || file.oidc_claims.is_some(),
+            ),
+            (
+                "oidc_token_ttl",
+                a.oidc_token_ttl.is_some() || file.oidc_token_ttl.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(anyhow!(
+                "{key} is set but oidc_issuer is not: give --oidc-issuer https://... to enable the OIDC issuer"
+            ));
+        }
+        return Ok(None);
+    };
+    let issuer: hallmark_server::IssuerUrl = issuer
+        .parse()
+        .map_err(|e: hallmark_server::IssuerError| anyhow!("oidc_issuer: {e}"))?;
+    let listen = a
+        .oidc_listen
+        .or_else(|| file.oidc_listen.clone())
+        .unwrap_or_else(|| hallmark_server::oidc::DEFAULT_LISTEN.into());
+    let insecure = a.oidc_insecure_http || file.oidc_insecure_http.unwrap_or(false);
+    let tls = match (
+        a.oidc_tls_cert.or_else(|| file.oidc_tls_cert.clone()),
+        a.oidc_tls_key.or_else(|| file.oidc_tls_key.clone()),
+    ) {
+        (Some(_), Some(_)) if insecure => {
+            return Err(anyhow!(
+                "oidc_insecure_http and oidc_tls_cert exclude each other: serve HTTPS with the certificate, or plain HTTP behind a TLS proxy"
+            ))
+        }
+        (Some(cert), Some(key)) => OidcTls::Files { cert, key },
+        (None, None) if insecure => OidcTls::InsecureHttp,
+        (None, None) => OidcTls::SelfSigned,
+        _ => return Err(anyhow!("oidc_tls_cert and oidc_tls_key must be given together")),
+    };
+    let claims: Vec<String> = if a.oidc_claims.is_empty() {
+        file.oidc_claims.clone().unwrap_or_default()
+    } else {
+        a.oidc_claims
+    };
+    let claims = hallmark_core::entry::parse_oidc_claims(
+        &claims
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| anyhow!("oidc_claims: {e}"))?;
+    let token_ttl = match a.oidc_token_ttl.or_else(|| file.oidc_token_ttl.clone()) {
+        Some(v) => {
+            let d = config::duration("oidc_token_ttl", &v)?;
+            let max = hallmark_server::oidc::MAX_TOKEN_TTL;
+            if d < Duration::from_secs(1) || d > max {
+                return Err(anyhow!(
+                    "oidc_token_ttl `{v}`: must be between 1s and 24h (GCP refuses tokens that live 48h or more)"
+                ));
+            }
+            d
+        }
+        None => hallmark_server::oidc::DEFAULT_TOKEN_TTL,
+    };
+    Ok(Some(OidcConfig {
+        issuer,
+        listen: config::socket_addr("oidc_listen", &listen)?,
+        tls,
+        claims,
+        token_ttl,
+    }))
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {

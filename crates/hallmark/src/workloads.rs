@@ -284,7 +284,7 @@ fn age(ms: i64) -> String {
 }
 
 /// Unix milliseconds as UTC ISO 8601 (`2024-11-23T22:08:01.123Z`).
-fn timestamp(ms: i64) -> String {
+pub(crate) fn timestamp(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -326,7 +326,7 @@ fn when(ms: i64, now: i64) -> String {
 }
 
 /// Left-aligned columns two spaces apart, sized to their widest cell.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -507,6 +507,8 @@ mod tests {
             state: None,
             conn: AdminArgs {
                 admin_socket: None,
+                admin_addr: None,
+                admin_credentials: None,
                 json: false,
             },
         }

@@ -128,3 +128,91 @@ fn a_bad_datastore_is_refused_with_the_rule_and_no_password() {
     assert!(out.stderr.contains("PostgreSQL"), "{out}");
     assert!(!out.stderr.contains("s3cret"), "the password leaked: {out}");
 }
+
+/// The admin socket of a second server on the same datastore, started with
+/// the same trust domain and its own data directory.
+fn second_server(td: &str, url: &str) -> TestServer {
+    TestServer::start_with(td, &["--datastore", url])
+}
+
+#[test]
+fn two_servers_on_one_postgresql_survive_the_loss_of_either() {
+    let db = Database::create();
+    let url = db.url();
+    let mut a = TestServer::start_with("ha.test", &["--datastore", &url]);
+    let mut b = second_server("ha.test", &url);
+    assert_eq!(
+        a.bundle_pem(),
+        b.bundle_pem(),
+        "servers on one datastore must share the CA"
+    );
+
+    // The agent knows both servers and starts on the first.
+    let b_addr = b.addr.to_string();
+    let agent = TestAgent::start_with(&a, "ha-node", &["--runtime", "none", "--server", &b_addr]);
+
+    // An entry made through B reaches the agent connected to A.
+    let first = a.id("/first");
+    b.create_entry(&first, &agent.spiffe_id, &["unix:uid:0"], &[]);
+    agent.wait_for_ids(&[&first], WAIT);
+
+    // A CA prepared through A is published by B as well.
+    a.cli(&["authority", "prepare", "--kind", "x509"]).ok();
+    let bundle = a.bundle_pem();
+    assert_ne!(
+        bundle,
+        b.bundle_pem(),
+        "A publishes the prepared CA at once"
+    );
+    wait_until(
+        "B to publish the CA prepared through A",
+        Duration::from_secs(10),
+        || (b.bundle_pem() == bundle).then_some(()),
+    );
+
+    // A dies: the agent fails over to B, keeps issuing (a JWT-SVID needs the
+    // server) and receives entry changes made through B.
+    a.kill();
+    let second = a.id("/second");
+    b.create_entry(&second, &agent.spiffe_id, &["unix:uid:0"], &[]);
+    agent.wait_for_ids(&[&first, &second], Duration::from_secs(60));
+    let jwt = wait_until(
+        "a JWT-SVID minted through B",
+        Duration::from_secs(30),
+        || {
+            let out = agent.cli(&[
+                "jwt",
+                "fetch",
+                "--audience",
+                "ha-check",
+                "--spiffe-id",
+                &second,
+            ]);
+            out.success().then(|| out.stdout.trim().to_string())
+        },
+    );
+    assert!(jwt.split('.').count() == 3, "not a JWT: {jwt}");
+
+    // A comes back with no manual step; then B dies and A carries on.
+    a.restart();
+    b.kill();
+    let third = a.id("/third");
+    a.create_entry(&third, &agent.spiffe_id, &["unix:uid:0"], &[]);
+    agent.wait_for_ids(&[&first, &second, &third], Duration::from_secs(60));
+
+    // B rejoins too, and a change made there reaches the agent on A.
+    b.restart();
+    let fourth = a.id("/fourth");
+    b.create_entry(&fourth, &agent.spiffe_id, &["unix:uid:0"], &[]);
+    agent.wait_for_ids(&[&first, &second, &third, &fourth], Duration::from_secs(30));
+
+    // Evicting the agent through B ends its stream on A as well.
+    let connected = |s: &TestServer| s.json(&["status"])["connected_agents"].as_u64();
+    assert_eq!(connected(&a), Some(1), "the agent streams from A");
+    b.cli(&["agent", "evict", &agent.spiffe_id]).ok();
+    wait_until(
+        "A to end the evicted agent's stream",
+        Duration::from_secs(15),
+        || (connected(&a) == Some(0)).then_some(()),
+    );
+}

@@ -71,6 +71,11 @@ impl PeerStream {
         &self.peer
     }
 
+    /// The underlying stream, e.g. to peek at the first bytes.
+    pub fn get_ref(&self) -> &UnixStream {
+        &self.inner
+    }
+
     /// The underlying stream.
     pub fn into_inner(self) -> UnixStream {
         self.inner

@@ -1,0 +1,400 @@
+//! The OIDC issuer and the workload token endpoint, end to end: a server
+//! serving discovery + JWKS over HTTPS (self-signed), an agent answering
+//! `POST /v1/tokens/oidc` on its Workload API socket to a real `curl`, and
+//! the tokens checked by PyJWT (PyJWKClient on the discovered `jwks_uri`) and
+//! jwcrypto, with the discovery document checked against each cloud's rules.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// The issuer must be on port 443 (clouds allow no port in the URL), so
+/// each test binds 443 on its own loopback address.
+fn loopback_ip() -> String {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    format!(
+        "127.{}.{}.{}",
+        64 + seed % 128,
+        (seed >> 8) % 250 + 1,
+        (seed >> 16) % 250 + 2
+    )
+}
+
+/// `curl` over the agent socket; returns (HTTP status, body).
+#[track_caller]
+fn curl_uds(socket: &Path, args: &[&str], as_uid: Option<u32>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--unix-socket",
+    ])
+    .arg(socket)
+    .args(args);
+    if let Some(uid) = as_uid {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(uid).current_dir("/");
+    }
+    split_status(run(&mut cmd, CLI_TIMEOUT).ok().stdout)
+}
+
+/// `curl` over HTTPS trusting `cafile`; returns (HTTP status, body).
+#[track_caller]
+fn curl_https(cafile: &Path, args: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-w",
+        "\n%{http_code}",
+        "--cacert",
+    ])
+    .arg(cafile)
+    .args(args);
+    split_status(run(&mut cmd, CLI_TIMEOUT).ok().stdout)
+}
+
+fn split_status(out: String) -> (u16, String) {
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    let code = code
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("curl printed no status: {out}"));
+    (code, body.to_string())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+const TOKEN_URL: &str = "http://localhost/v1/tokens/oidc";
+
+#[test]
+fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
+    let ip = loopback_ip();
+    let issuer = format!("https://{ip}/tenant-a");
+    let listen = format!("{ip}:443");
+    let server = TestServer::start_with(
+        "oidc.test",
+        &[
+            "--oidc-issuer",
+            &issuer,
+            "--oidc-listen",
+            &listen,
+            "--oidc-token-ttl",
+            "10m",
+        ],
+    );
+    let cafile = server.data_dir.join("oidc-tls.pem");
+    assert!(
+        cafile.exists(),
+        "the self-signed certificate is written for clients"
+    );
+    let agent = TestAgent::start_with(
+        &server,
+        "n1",
+        &["--runtime", "none", "--context", "prod-eu"],
+    );
+    let id = server.id("billing");
+    server.create_entry(
+        &id,
+        &agent.spiffe_id,
+        &["unix:uid:0"],
+        &[
+            "--oidc-claim",
+            "node",
+            "--oidc-claim",
+            "context",
+            "--oidc-claim",
+            "pod",
+        ],
+    );
+    agent.wait_for_ids(&[&id], WAIT);
+
+    // A real curl, no special header.
+    let (status, body) = curl_uds(
+        &agent.socket,
+        &[
+            "-X",
+            "POST",
+            TOKEN_URL,
+            "-d",
+            r#"{"aud":"sts.amazonaws.com"}"#,
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["spiffe_id"], id.as_str());
+    let token = answer["token"]
+        .as_str()
+        .expect("token is a string")
+        .to_string();
+    let (iat, exp) = (
+        answer["issued_at"].as_i64().expect("issued_at"),
+        answer["expires_at"].as_i64().expect("expires_at"),
+    );
+    assert_eq!(exp - iat, 600, "{answer}");
+    assert!((iat - now_unix()).abs() < 60, "{answer}");
+
+    // PyJWT (PyJWKClient on the discovered jwks_uri) and jwcrypto; the
+    // discovery document against AWS/GCP/Azure; header and claims.
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/interop/oidc_check.py"))
+        .args(["--issuer", &issuer, "--audience", "sts.amazonaws.com"])
+        .args(["--expect-sub", &id, "--ttl", "600", "--token", &token])
+        .args(["--claim", "node=n1", "--claim", "context=prod-eu"])
+        // Asked for, but a host process has no pod: left out, not guessed.
+        .args(["--absent", "pod", "--absent", "namespace"])
+        .arg("--cafile")
+        .arg(&cafile)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = run(&mut cmd, Duration::from_secs(60));
+    assert!(out.success(), "oidc_check.py:\n{out}");
+    for line in [
+        "ok: AWS IAM discovery requirements",
+        "ok: GCP Workload Identity Federation",
+        "ok: Azure federated credential",
+        "ok: PyJWT PyJWKClient validated",
+        "ok: jwcrypto validated",
+    ] {
+        assert!(out.stdout.contains(line), "missing `{line}`:\n{out}");
+    }
+
+    // The bare token, for AWS_WEB_IDENTITY_TOKEN_FILE; within half its
+    // lifetime the same token is served from the agent's cache.
+    let (status, raw) = curl_uds(
+        &agent.socket,
+        &[
+            "-H",
+            "Accept: text/plain",
+            TOKEN_URL,
+            "-d",
+            r#"{"aud":"sts.amazonaws.com"}"#,
+        ],
+        None,
+    );
+    assert_eq!((status, raw.as_str()), (200, token.as_str()));
+    let (status, raw) = curl_uds(
+        &agent.socket,
+        &[
+            &format!("{TOKEN_URL}?format=raw"),
+            "-d",
+            r#"{"aud":"sts.amazonaws.com"}"#,
+        ],
+        None,
+    );
+    assert_eq!((status, raw.as_str()), (200, token.as_str()));
+
+    // Several audiences become an array, and a different token.
+    let (status, body) = curl_uds(
+        &agent.socket,
+        &[
+            TOKEN_URL,
+            "-d",
+            r#"{"aud":["b","a"],"spiffe_id":"spiffe://oidc.test/billing"}"#,
+        ],
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let multi = json(&body)["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let claims = jwt_payload(&multi);
+    assert_eq!(claims["aud"], serde_json::json!(["a", "b"]));
+    assert_eq!(claims["iss"], issuer.as_str());
+
+    // Refusals, each as JSON saying what to do.
+    let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL], None);
+    assert_eq!(status, 405, "GET: {body}");
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("POST"));
+    let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL, "-d", "{\"aud\":"], None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("aud"),
+        "{body}"
+    );
+    let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL, "-d", "{}"], None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`aud` is missing"),
+        "{body}"
+    );
+    let (status, body) = curl_uds(
+        &agent.socket,
+        &[
+            TOKEN_URL,
+            "-d",
+            r#"{"aud":"x","spiffe_id":"spiffe://oidc.test/other"}"#,
+        ],
+        None,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = curl_uds(
+        &agent.socket,
+        &["-X", "POST", "http://localhost/v1/nope"],
+        None,
+    );
+    assert_eq!(status, 404, "{body}");
+    let big = format!(r#"{{"aud":"{}"}}"#, "a".repeat(70 * 1024));
+    let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL, "-d", &big], None);
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = curl_uds(
+        &agent.socket,
+        &[TOKEN_URL, "-d", r#"{"aud":"sts.amazonaws.com"}"#],
+        Some(NOBODY),
+    );
+    assert_eq!(status, 403, "uid {NOBODY} has no entry: {body}");
+    assert!(json(&body)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("no identity issued"));
+
+    // The Workload API (gRPC) still answers on the same socket.
+    let out = agent
+        .cli(&["jwt", "fetch", "--audience", "grpc-still-works"])
+        .ok();
+    assert!(
+        out.stdout.contains('.'),
+        "jwt fetch printed no token:\n{out}"
+    );
+
+    // The issuer's own refusals.
+    let (status, _) = curl_https(&cafile, &["-X", "POST", &format!("{issuer}/keys")]);
+    assert_eq!(status, 405);
+    let (status, body) = curl_https(
+        &cafile,
+        &[&format!("https://{ip}/.well-known/openid-configuration")],
+    );
+    assert_eq!(
+        status, 404,
+        "discovery lives under the issuer path only: {body}"
+    );
+    let (status, body) = curl_https(&cafile, &[&format!("{issuer}/keys")]);
+    assert_eq!(status, 200);
+    assert!(json(&body)["keys"]
+        .as_array()
+        .is_some_and(|k| !k.is_empty()));
+}
+
+fn jwt_payload(token: &str) -> Value {
+    use base64::Engine as _;
+    let part = token
+        .split('.')
+        .nth(1)
+        .unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap_or_else(|e| panic!("payload not base64url ({e}): {token}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("payload not JSON ({e})"))
+}
+
+#[test]
+fn without_an_issuer_the_endpoint_says_how_to_enable_it() {
+    let server = TestServer::start("no-oidc.test");
+    let agent = TestAgent::start(&server, "n1");
+    let id = server.id("w");
+    server.create_entry(&id, &agent.spiffe_id, &["unix:uid:0"], &[]);
+    agent.wait_for_ids(&[&id], WAIT);
+    let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL, "-d", r#"{"aud":"x"}"#], None);
+    assert_eq!(status, 503, "{body}");
+    let msg = json(&body)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("no OIDC issuer configured") && msg.contains("--oidc-issuer https://"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_oidc_flags_are_refused_naming_the_rule() {
+    let dir = short_tempdir();
+    let data = dir.path().join("s");
+    let data = data.to_str().expect("utf-8 temp path");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--oidc-issuer", "http://x?y"],
+            &["oidc_issuer", "https://"],
+        ),
+        (
+            &["--oidc-issuer", "https://x.example:8443"],
+            &["oidc_issuer", "port"],
+        ),
+        (
+            &["--oidc-issuer", "https://x.example/a?b=c"],
+            &["oidc_issuer", "query"],
+        ),
+        (
+            &["--oidc-issuer", "https://x.example/"],
+            &["oidc_issuer", "trailing slash"],
+        ),
+        (
+            &[
+                "--oidc-issuer",
+                "https://x.example",
+                "--oidc-token-ttl",
+                "72h",
+            ],
+            &["oidc_token_ttl", "24h"],
+        ),
+        (
+            &[
+                "--oidc-issuer",
+                "https://x.example",
+                "--oidc-claims",
+                "node,password",
+            ],
+            &["oidc_claims", "password"],
+        ),
+        (
+            &[
+                "--oidc-issuer",
+                "https://x.example",
+                "--oidc-key-type",
+                "rsa-1024",
+            ],
+            &["oidc_key_type", "rsa-2048"],
+        ),
+        (
+            &["--oidc-listen", "127.0.0.1:0"],
+            &["oidc_listen", "--oidc-issuer"],
+        ),
+    ];
+    for (flags, needles) in cases {
+        let mut cmd = hallmark_cmd(&[
+            "server",
+            "run",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        cmd.args(*flags);
+        run(&mut cmd, CLI_TIMEOUT).fails().stderr_has(needles);
+    }
+}

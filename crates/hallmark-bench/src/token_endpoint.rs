@@ -79,7 +79,7 @@ impl FrontEnd {
 }
 
 pub async fn run(args: &TokenEndpointArgs) -> Result<TokenEndpointResult> {
-    if args.clients.iter().any(|&c| c == 0) || args.requests == 0 {
+    if args.clients.contains(&0) || args.requests == 0 {
         bail!("--clients and --requests must be at least 1");
     }
     let dir = tempfile::Builder::new()

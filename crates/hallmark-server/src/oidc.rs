@@ -635,6 +635,59 @@ mod tests {
     }
 
     #[test]
+    fn extra_claims_are_the_union_of_entry_and_global_when_attested() {
+        let spec = hallmark_core::EntrySpec::parse(
+            &hallmark_core::RawEntrySpec {
+                spiffe_id: "spiffe://example.org/billing",
+                parent_id: "spiffe://example.org/hallmark/agent/n1",
+                selectors: vec!["unix:uid:0"],
+                oidc_claims: vec!["namespace", "pod"],
+                ..Default::default()
+            },
+            "example.org",
+        )
+        .unwrap();
+        let entry = Entry {
+            id: hallmark_core::EntryId::new_random(),
+            spec,
+            created_at: 0,
+            revision: 1,
+        };
+        let config = OidcConfig {
+            issuer: "https://oidc.example.org".parse().unwrap(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: OidcTls::InsecureHttp,
+            claims: vec!["node".into()],
+            token_ttl: DEFAULT_TOKEN_TTL,
+        };
+        let attributes: HashMap<String, String> = [
+            ("namespace", "shop"),
+            ("node", "n1"),
+            ("pod", ""),
+            ("image", "not-asked-for"),
+            ("iss", "https://evil.example"),
+            ("sub", "spiffe://evil.example/x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let claims = token_claims(&config, &entry, &attributes).unwrap();
+        assert_eq!(claims["iss"], "https://oidc.example.org");
+        assert_eq!(claims["namespace"], "shop");
+        assert_eq!(claims["node"], "n1");
+        assert!(
+            !claims.contains_key("pod"),
+            "an empty attribute is left out"
+        );
+        assert!(!claims.contains_key("image"), "only configured claims");
+        assert!(!claims.contains_key("sub"));
+        let jti = claims["jti"].as_str().unwrap();
+        assert_eq!(jti.len(), 22);
+        let again = token_claims(&config, &entry, &attributes).unwrap();
+        assert_ne!(again["jti"], claims["jti"], "jti is random per token");
+    }
+
+    #[test]
     fn jwks_uses_sig_and_caps_keys_per_type() {
         let key = |kty: &str, alg: &str, i: usize| json!({"kty": kty, "alg": alg, "kid": format!("k{i}"), "use": "jwt-svid"});
         let keys = (0..150)

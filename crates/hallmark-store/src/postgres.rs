@@ -1012,12 +1012,15 @@ async fn bump_revision(conn: &mut PgConnection) -> Result<i64> {
 async fn listen_for_changes(pool: PgPool, tx: tokio::sync::watch::Sender<u64>) {
     let mut backoff = std::time::Duration::from_millis(100);
     loop {
-        let listener = async {
+        let connect = async {
             let mut l = sqlx::postgres::PgListener::connect_with(&pool).await?;
             l.listen(CHANGES_CHANNEL).await?;
             Ok::<_, sqlx::Error>(l)
-        }
-        .await;
+        };
+        let listener = tokio::select! {
+            r = connect => r,
+            _ = tx.closed() => return,
+        };
         let mut listener = match listener {
             Ok(l) => l,
             Err(e) => {
@@ -1033,10 +1036,12 @@ async fn listen_for_changes(pool: PgPool, tx: tokio::sync::watch::Sender<u64>) {
         backoff = std::time::Duration::from_millis(100);
         tx.send_modify(|v| *v += 1);
         loop {
-            if tx.is_closed() {
-                return;
-            }
-            match listener.try_recv().await {
+            let received = tokio::select! {
+                r = listener.try_recv() => r,
+                // The server stopped following: stop listening.
+                _ = tx.closed() => return,
+            };
+            match received {
                 Ok(Some(_)) => tx.send_modify(|v| *v += 1),
                 // The connection was lost and re-established inside the
                 // listener: notifications in between are gone.

@@ -319,3 +319,59 @@ async fn a_refused_login_names_the_url_not_the_password() {
     assert!(msg.contains("password authentication failed"), "{msg}");
     assert!(!msg.contains("wrong-s3cret"), "password leaked: {msg}");
 }
+
+#[tokio::test]
+async fn entry_changes_are_announced_to_other_servers() {
+    with_database(|url| async move {
+        let a = PostgresStore::connect(&url).await.unwrap();
+        let b = PostgresStore::connect(&url).await.unwrap();
+        assert!(a.shared_between_servers());
+        let mut notes = b
+            .change_notifications()
+            .expect("PostgreSQL announces changes");
+        // The first mark says the listener is up.
+        tokio::time::timeout(Duration::from_secs(10), notes.changed())
+            .await
+            .expect("the listener connects")
+            .unwrap();
+        notes.borrow_and_update();
+
+        let created = a
+            .create_entry(&spec("announced", &["unix:uid:7"]), 1)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), notes.changed())
+            .await
+            .expect("a creation on another handle is announced")
+            .unwrap();
+        notes.borrow_and_update();
+
+        a.delete_entry(&created.id).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), notes.changed())
+            .await
+            .expect("a deletion is announced")
+            .unwrap();
+
+        // A refused write (duplicate) commits nothing and announces nothing.
+        notes.borrow_and_update();
+        a.create_entry(&spec("dup", &["unix:uid:8"]), 1)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), notes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        notes.borrow_and_update();
+        assert!(a
+            .create_entry(&spec("dup", &["unix:uid:8"]), 1)
+            .await
+            .is_err());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), notes.changed())
+                .await
+                .is_err(),
+            "a rolled-back write must not be announced"
+        );
+    })
+    .await;
+}

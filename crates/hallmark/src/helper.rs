@@ -85,6 +85,11 @@ pub struct HelperArgs {
     /// AWS_WEB_IDENTITY_TOKEN_FILE points at).
     #[arg(long, default_value = DEFAULT_JWT_FILE, requires = "audience")]
     pub jwt_file: String,
+    /// Keep an OIDC-profile token (from the agent's token endpoint: `iss` =
+    /// the server's OIDC issuer, signed with a key in its discovery JWKS)
+    /// instead of a JWT-SVID: what AWS STS, GCP and Azure accept.
+    #[arg(long, requires = "audience")]
+    pub oidc: bool,
     /// After every change following the first write, run this through
     /// `sh -c` and wait for it (runs never overlap).
     #[arg(long)]
@@ -148,6 +153,9 @@ struct Config {
 struct JwtTarget {
     audience: Vec<String>,
     path: PathBuf,
+    /// Fetch from the token endpoint (OIDC profile) rather than
+    /// FetchJWTSVID.
+    oidc: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -168,6 +176,7 @@ impl Config {
             Some(JwtTarget {
                 path: a.out_dir.join(&a.jwt_file),
                 audience: a.audience,
+                oidc: a.oidc,
             })
         };
         let target = match (a.pid, a.pid_file) {
@@ -334,7 +343,7 @@ impl Keeper {
         let Some(id) = self.last_x509.as_ref().map(|s| s.spiffe_id.clone()) else {
             return false;
         };
-        match fetch_and_write_jwt(c, target, &id).await {
+        match fetch_and_write_jwt(c, &self.cfg.conn, target, &id).await {
             Ok(delay) => {
                 self.jwt_due = Some(Instant::now() + delay);
                 true
@@ -393,7 +402,7 @@ async fn write_once(cfg: &Config) -> Result<()> {
     })?;
     write_x509(&cfg.out_dir, svid)?;
     if let Some(target) = &cfg.jwt {
-        fetch_and_write_jwt(&mut c, target, &svid.spiffe_id).await?;
+        fetch_and_write_jwt(&mut c, &cfg.conn, target, &svid.spiffe_id).await?;
     }
     Ok(())
 }
@@ -450,9 +459,113 @@ fn write_x509(dir: &Path, svid: &X509svid) -> Result<()> {
 /// until it is due for refresh.
 async fn fetch_and_write_jwt(
     c: &mut SpiffeWorkloadApiClient<Channel>,
+    conn: &WorkloadArgs,
     target: &JwtTarget,
     spiffe_id: &str,
 ) -> Result<Duration> {
+    let token = if target.oidc {
+        fetch_oidc_token(conn, &target.audience, spiffe_id).await?
+    } else {
+        fetch_jwt_svid(c, target, spiffe_id).await?
+    };
+    let kind = if target.oidc {
+        "OIDC token"
+    } else {
+        "JWT-SVID"
+    };
+    let claims = JwtClaims::parse(&token).with_context(|| format!("{kind} for {spiffe_id}"))?;
+    // No trailing newline: some SDKs send the file's bytes verbatim.
+    write_atomic(&target.path, token.as_bytes())?;
+    info!(
+        file = %target.path.display(),
+        spiffe_id = %claims.sub,
+        audience = ?target.audience,
+        exp = claims.exp,
+        "wrote {kind}"
+    );
+    Ok(refresh_delay(claims.iat, claims.exp, unix_now()))
+}
+
+/// Largest token endpoint answer read; tokens are a few KiB.
+const MAX_TOKEN_ANSWER: u64 = 1 << 20;
+
+/// `POST /v1/tokens/oidc` over the agent's socket (plain HTTP/1.1, one
+/// request per connection).
+async fn fetch_oidc_token(
+    conn: &WorkloadArgs,
+    audience: &[String],
+    spiffe_id: &str,
+) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = crate::workload::socket_path(&conn.socket)?;
+    let body = serde_json::json!({ "aud": audience, "spiffe_id": spiffe_id }).to_string();
+    let request = format!(
+        "POST /v1/tokens/oidc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let what = || format!("token endpoint on {}", path.display());
+    let mut stream = tokio::net::UnixStream::connect(&path)
+        .await
+        .with_context(|| format!("connecting to the {}", what()))?;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .with_context(what)?;
+    let mut raw = Vec::new();
+    (&mut stream)
+        .take(MAX_TOKEN_ANSWER)
+        .read_to_end(&mut raw)
+        .await
+        .with_context(what)?;
+    let (status, body) = split_http_answer(&raw).with_context(what)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| anyhow!("{}: answer is not JSON: {e}", what()))?;
+    if status != 200 {
+        let msg = json["error"].as_str().unwrap_or("no error message");
+        bail!("{}: HTTP {status}: {msg}", what());
+    }
+    json["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("{}: the answer has no `token`", what()))
+}
+
+/// The status code and body of a complete HTTP/1.1 answer read until the
+/// server closed the connection (Content-Length framing; the endpoint never
+/// chunks).
+fn split_http_answer(raw: &[u8]) -> Result<(u16, &[u8])> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("incomplete HTTP answer"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| anyhow!("HTTP header is not UTF-8"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line"))?;
+    let mut body = &raw[end + 4..];
+    let length = head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())
+            .flatten()
+    });
+    if let Some(n) = length {
+        if body.len() < n {
+            bail!("HTTP answer cut short ({} of {n} bytes)", body.len());
+        }
+        body = &body[..n];
+    }
+    Ok((status, body))
+}
+
+async fn fetch_jwt_svid(
+    c: &mut SpiffeWorkloadApiClient<Channel>,
+    target: &JwtTarget,
+    spiffe_id: &str,
+) -> Result<String> {
     let resp = c
         .fetch_jwtsvid(request(JwtsvidRequest {
             audience: target.audience.clone(),
@@ -467,23 +580,11 @@ async fn fetch_and_write_jwt(
             )
         })?
         .into_inner();
-    let svid = resp
-        .svids
+    resp.svids
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow!("FetchJWTSVID for {spiffe_id}: the answer holds no token"))?;
-    let claims =
-        JwtClaims::parse(&svid.svid).with_context(|| format!("FetchJWTSVID for {spiffe_id}"))?;
-    // No trailing newline: some SDKs send the file's bytes verbatim.
-    write_atomic(&target.path, svid.svid.as_bytes())?;
-    info!(
-        file = %target.path.display(),
-        spiffe_id = %claims.sub,
-        audience = ?target.audience,
-        exp = claims.exp,
-        "wrote JWT-SVID"
-    );
-    Ok(refresh_delay(claims.iat, claims.exp, unix_now()))
+        .map(|s| s.svid)
+        .ok_or_else(|| anyhow!("FetchJWTSVID for {spiffe_id}: the answer holds no token"))
 }
 
 /// Replaces `path` with `data`, mode 0600, so that a reader sees either the
@@ -807,6 +908,27 @@ mod tests {
         for (input, needle) in bad {
             let err = format!("{:#}", JwtClaims::parse(input).expect_err(input));
             assert!(err.contains(needle), "parse({input:?}): {err}");
+        }
+    }
+
+    #[test]
+    fn http_answers_split_into_status_and_body() {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"token\":\"t\"}";
+        let (status, body) = split_http_answer(ok).expect("complete answer");
+        assert_eq!(status, 200);
+        assert_eq!(body, b"{\"token\":\"t\"}");
+        let forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\n{}trailing";
+        assert_eq!(split_http_answer(forbidden).expect("answer").1, b"{}");
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n"[..],
+            b"HTTP/1.1 2x0 OK\r\n\r\n{}",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{}",
+        ] {
+            assert!(
+                split_http_answer(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

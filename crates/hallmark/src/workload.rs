@@ -48,7 +48,7 @@ pub struct JwtValidateArgs {
 }
 
 /// Resolves the socket: flag, then SPIFFE_ENDPOINT_SOCKET, then the default.
-fn socket_path(flag: &Option<String>) -> Result<PathBuf> {
+pub(crate) fn socket_path(flag: &Option<String>) -> Result<PathBuf> {
     let raw = match flag {
         Some(s) => s.clone(),
         None => match std::env::var("SPIFFE_ENDPOINT_SOCKET") {

@@ -98,6 +98,11 @@ fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
             "10m",
         ],
     );
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("{issuer}/.well-known/openid-configuration")),
+        "`server run` logs the discovery URL:\n{log}"
+    );
     let cafile = server.data_dir.join("oidc-tls.pem");
     assert!(
         cafile.exists(),
@@ -217,6 +222,34 @@ fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
     let claims = jwt_payload(&multi);
     assert_eq!(claims["aud"], serde_json::json!(["a", "b"]));
     assert_eq!(claims["iss"], issuer.as_str());
+
+    // `hallmark helper --oidc` keeps the same kind of token in a file, for
+    // AWS_WEB_IDENTITY_TOKEN_FILE and the other clouds' file sources.
+    let out_dir = agent.dir.path().join("aws");
+    agent
+        .cli(&[
+            "helper",
+            "--once",
+            "--out-dir",
+            out_dir.to_str().unwrap_or_default(),
+            "--audience",
+            "sts.amazonaws.com",
+            "--oidc",
+            "--jwt-file",
+            "web-identity.token",
+            "--spiffe-id",
+            "spiffe://oidc.test/billing",
+        ])
+        .ok();
+    let file = out_dir.join("web-identity.token");
+    let token = std::fs::read_to_string(&file).unwrap_or_default();
+    let claims = jwt_payload(&token);
+    assert_eq!(claims["iss"], issuer.as_str(), "{claims}");
+    assert_eq!(claims["aud"], "sts.amazonaws.com");
+    assert_eq!(claims["sub"], "spiffe://oidc.test/billing");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode.ok(), Some(0o600));
 
     // Refusals, each as JSON saying what to do.
     let (status, body) = curl_uds(&agent.socket, &[TOKEN_URL], None);
@@ -385,6 +418,18 @@ fn bad_oidc_flags_are_refused_naming_the_rule() {
             &["oidc_listen", "--oidc-issuer"],
         ),
     ];
+    // The same keys in the config file's [server] section.
+    let file = dir.path().join("hallmark.toml");
+    std::fs::write(
+        &file,
+        "[server]\noidc_issuer = \"https://x.example\"\noidc_token_ttl = \"48h\"\n",
+    )
+    .expect("write config file");
+    let mut cmd = hallmark_cmd(&["server", "run", "--data-dir", data, "--config"]);
+    cmd.arg(&file);
+    run(&mut cmd, CLI_TIMEOUT)
+        .fails()
+        .stderr_has(&["oidc_token_ttl", "between 1s and 24h"]);
     for (flags, needles) in cases {
         let mut cmd = hallmark_cmd(&[
             "server",

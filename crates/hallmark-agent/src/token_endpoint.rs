@@ -344,6 +344,13 @@ struct Answer {
     expires_at: i64,
 }
 
+/// [`parse_request`] for callers outside this module (the fuzz target):
+/// the audience (sorted, deduplicated, none empty) and the optional SPIFFE
+/// ID a token request body asks for, or the message a caller would get.
+pub fn parse_token_request(body: &[u8]) -> Result<(Vec<String>, Option<SpiffeId>), String> {
+    parse_request(body).map_err(|r| r.message)
+}
+
 /// The audience (sorted, deduplicated) and the optional SPIFFE ID asked for.
 fn parse_request(body: &[u8]) -> Result<(Vec<String>, Option<SpiffeId>), Refusal> {
     let bad = |m: String| Refusal::new(StatusCode::BAD_REQUEST, m);

@@ -12,7 +12,7 @@ use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::admin_client::AdminClient;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::WORKLOAD_HEADER;
-use hallmark_server::{CaSource, ServerConfig, ServerHandle};
+use hallmark_server::{ServerConfig, ServerHandle};
 use hallmark_store::Store;
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
@@ -184,21 +184,8 @@ impl Cluster {
 /// The benchmarks' server configuration with its state under `data_dir`.
 pub fn server_config(trust_domain: &TrustDomain, data_dir: &Path) -> Result<ServerConfig> {
     Ok(ServerConfig {
-        trust_domain: trust_domain.clone(),
-        admin_socket: data_dir.join("admin.sock"),
-        data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse()?,
-        jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
-        ca: CaSource::SelfSigned,
         ca_ttl: Duration::from_secs(86_400),
-        agent_svid_ttl: Duration::from_secs(3_600),
-        join_token_ttl: Duration::from_secs(600),
-        workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
-        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-        oidc: None,
-        federation: Default::default(),
-        rotation: Default::default(),
-        admin_listen: None,
+        ..ServerConfig::new(trust_domain.clone(), data_dir.to_path_buf())
     })
 }
 

@@ -82,6 +82,33 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
 }
 
+impl ServerConfig {
+    /// The laptop defaults (those of `hallmark up`), with state in
+    /// `data_dir`: node API on an ephemeral loopback port, admin socket
+    /// `<data_dir>/admin.sock`, self-signed root for a year, ES256 JWT-SVIDs,
+    /// RS256 OIDC tokens with no issuer served, one-hour agent SVIDs,
+    /// ten-minute join tokens, no admin API over TCP.
+    pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            trust_domain,
+            admin_socket: data_dir.join("admin.sock"),
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            jwt_key_alg: KeyAlg::EcP256,
+            ca: CaSource::SelfSigned,
+            ca_ttl: Duration::from_secs(365 * 86_400),
+            agent_svid_ttl: Duration::from_secs(3_600),
+            join_token_ttl: Duration::from_secs(600),
+            workload_retention: DEFAULT_WORKLOAD_RETENTION,
+            oidc_key_alg: KeyAlg::Rsa2048,
+            oidc: None,
+            federation: FederationConfig::default(),
+            rotation: RotationConfig::default(),
+            admin_listen: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("opening the datastore at {path}: {source}")]

@@ -18,7 +18,7 @@ use hallmark_core::{
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::admin_server::Admin;
 use hallmark_proto::hallmark::node_client::NodeClient;
-use hallmark_server::{AdminService, CaSource, ServerConfig, ServerHandle};
+use hallmark_server::{AdminService, ServerConfig, ServerHandle};
 use hallmark_store::{SqliteStore, Store, WorkloadFilter};
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
@@ -55,21 +55,8 @@ impl Harness {
         let td = TrustDomain::new(TD).unwrap();
         let server = hallmark_server::start_with_store(
             ServerConfig {
-                trust_domain: td.clone(),
-                data_dir: dir.path().to_path_buf(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                admin_socket: dir.path().join("admin.sock"),
-                jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
-                ca: CaSource::SelfSigned,
-                ca_ttl: Duration::from_secs(86_400),
-                agent_svid_ttl: Duration::from_secs(3_600),
-                join_token_ttl: Duration::from_secs(600),
                 workload_retention: retention,
-                oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-                oidc: None,
-                federation: Default::default(),
-                rotation: Default::default(),
-                admin_listen: None,
+                ..ServerConfig::new(td.clone(), dir.path().to_path_buf())
             },
             store.clone(),
         )

@@ -673,25 +673,9 @@ pub async fn up(a: UpArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let td = config::trust_domain("--trust-domain", &td_name)?;
     let server_dir = home.join("server");
-    let server = hallmark_server::start(ServerConfig {
-        trust_domain: td.clone(),
-        admin_socket: server_dir.join("admin.sock"),
-        data_dir: server_dir,
-        listen: config::socket_addr("listen", "127.0.0.1:0")?,
-        jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
-        ca: CaSource::SelfSigned,
-        ca_ttl: Duration::from_secs(365 * 86400),
-        agent_svid_ttl: Duration::from_secs(3600),
-        join_token_ttl: Duration::from_secs(600),
-        workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
-        oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-        oidc: None,
-        federation: Default::default(),
-        rotation: Default::default(),
-        admin_listen: None,
-    })
-    .await
-    .context("starting the server")?;
+    let server = hallmark_server::start(ServerConfig::new(td.clone(), server_dir))
+        .await
+        .context("starting the server")?;
     let admin = server.admin();
 
     // A token every time: the agent ignores it while it holds a valid SVID

@@ -185,24 +185,8 @@ async fn two_trust_domains_federate_and_workloads_authenticate_each_other() {
         .fails()
         .stderr_has(&["no federation with gamma.test", "hallmark federation list"]);
 
-    let a_agent = TestAgent::start(&alpha, "a1");
-    let b_agent = TestAgent::start(&beta, "b1");
-    let a_id = alpha.id("svc/server");
-    let b_id = beta.id("svc/client");
-    alpha.create_entry(
-        &a_id,
-        &a_agent.spiffe_id,
-        &["unix:uid:0"],
-        &["--federates-with", "beta.test"],
-    );
-    beta.create_entry(
-        &b_id,
-        &b_agent.spiffe_id,
-        &["unix:uid:0"],
-        &["--federates-with", "alpha.test"],
-    );
-    a_agent.wait_for_ids(&[&a_id], WAIT);
-    b_agent.wait_for_ids(&[&b_id], WAIT);
+    let (a_agent, b_agent, a_id, b_id) =
+        federated_workloads(&alpha, &beta, "svc/server", "svc/client");
 
     // Both domains' bundles reach each side's workloads.
     let want_a = vec![
@@ -604,6 +588,34 @@ struct FederatedPair {
     b_id: String,
 }
 
+/// An agent on each server and a root workload entry on each that
+/// federates with the other domain, synced: (alpha agent, beta agent,
+/// alpha ID, beta ID).
+fn federated_workloads(
+    alpha: &TestServer,
+    beta: &TestServer,
+    a_path: &str,
+    b_path: &str,
+) -> (TestAgent, TestAgent, String, String) {
+    let a_agent = TestAgent::start(alpha, "a1");
+    let b_agent = TestAgent::start(beta, "b1");
+    let a_id = alpha.id(a_path);
+    let b_id = beta.id(b_path);
+    for (server, agent, id, other) in [
+        (alpha, &a_agent, &a_id, &beta.td),
+        (beta, &b_agent, &b_id, &alpha.td),
+    ] {
+        server.create_entry(
+            id,
+            &agent.spiffe_id,
+            &["unix:uid:0"],
+            &["--federates-with", other],
+        );
+        agent.wait_for_ids(&[id], WAIT);
+    }
+    (a_agent, b_agent, a_id, b_id)
+}
+
 fn federated_pair() -> FederatedPair {
     let alpha = TestServer::start_with("alpha.test", &["--federation-listen", "127.0.0.1:0"]);
     let beta = TestServer::start_with("beta.test", &["--federation-listen", "127.0.0.1:0"]);
@@ -627,24 +639,8 @@ fn federated_pair() -> FederatedPair {
             there.td
         );
     }
-    let a_agent = TestAgent::start(&alpha, "a1");
-    let b_agent = TestAgent::start(&beta, "b1");
-    let a_id = alpha.id("svc/listener");
-    let b_id = beta.id("svc/dialer");
-    alpha.create_entry(
-        &a_id,
-        &a_agent.spiffe_id,
-        &["unix:uid:0"],
-        &["--federates-with", "beta.test"],
-    );
-    beta.create_entry(
-        &b_id,
-        &b_agent.spiffe_id,
-        &["unix:uid:0"],
-        &["--federates-with", "alpha.test"],
-    );
-    a_agent.wait_for_ids(&[&a_id], WAIT);
-    b_agent.wait_for_ids(&[&b_id], WAIT);
+    let (a_agent, b_agent, a_id, b_id) =
+        federated_workloads(&alpha, &beta, "svc/listener", "svc/dialer");
     FederatedPair {
         _alpha: alpha,
         _beta: beta,

@@ -15,13 +15,13 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{hallmark_cmd, run, short_tempdir, Output, CLI_TIMEOUT};
 use hallmark_core::{
     Compose, Confidence, PodInfo, RuntimeSource, SpiffeId, TrustDomain, Workload, WorkloadState,
 };
-use hallmark_server::{CaSource, ServerConfig, ServerHandle};
+use hallmark_server::{ServerConfig, ServerHandle};
 use hallmark_store::{
     AgentRecord, InventoryReport, RuntimeStatus, SnapshotPage, SqliteStore, Store, WorkloadEvent,
     WorkloadEventKind,
@@ -110,21 +110,8 @@ async fn fixture() -> Fixture {
     let socket = dir.path().join("admin.sock");
     let server = hallmark_server::start_with_store(
         ServerConfig {
-            trust_domain: TrustDomain::new(TD).unwrap(),
-            data_dir: dir.path().to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
             admin_socket: socket.clone(),
-            jwt_key_alg: hallmark_ca::KeyAlg::EcP256,
-            ca: CaSource::SelfSigned,
-            ca_ttl: Duration::from_secs(86_400),
-            agent_svid_ttl: Duration::from_secs(3_600),
-            join_token_ttl: Duration::from_secs(600),
-            workload_retention: hallmark_server::DEFAULT_WORKLOAD_RETENTION,
-            oidc_key_alg: hallmark_ca::KeyAlg::Rsa2048,
-            oidc: None,
-            federation: Default::default(),
-            rotation: Default::default(),
-            admin_listen: None,
+            ..ServerConfig::new(TrustDomain::new(TD).unwrap(), dir.path().to_path_buf())
         },
         store.clone(),
     )

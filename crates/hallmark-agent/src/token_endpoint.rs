@@ -297,6 +297,8 @@ impl TokenEndpoint {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             .cloned();
+        // A token signed with a key an operator tainted is never served.
+        let cached = cached.filter(|c| !self.workload.shared().jwt_signed_by_tainted_key(&c.token));
         if let Some(c) = &cached {
             let life = (c.expires_at - c.issued_at).max(1) as f64;
             if (c.expires_at - now) as f64 > life * REUSE_FRACTION {

@@ -228,7 +228,8 @@ impl CaManager {
         let x509_records = store.list_authorities(AuthorityKind::X509).await?;
         let jwt_records = store.list_authorities(AuthorityKind::Jwt).await?;
         let bundle = Arc::new(bundle_from(td, &x509_records, &jwt_records, now)?);
-        let tainted = tainted_from(&x509_records, &jwt_records);
+        let oidc_records = store.list_authorities(AuthorityKind::Oidc).await?;
+        let tainted = tainted_from(&x509_records, &jwt_records, &oidc_records);
         let (bundle_tx, _) = watch::channel(bundle.clone());
         Ok(CaManager {
             store,
@@ -305,7 +306,7 @@ impl CaManager {
         let jwt = self.converged(AuthorityKind::Jwt, now).await?;
         let oidc = self.converged(AuthorityKind::Oidc, now).await?;
         let bundle = bundle_from(&self.td, &x509, &jwt, now)?;
-        let tainted = tainted_from(&x509, &jwt);
+        let tainted = tainted_from(&x509, &jwt, &oidc);
         let cur = self.current();
         let active = |rs: &[AuthorityRecord]| {
             rs.iter()
@@ -563,10 +564,17 @@ fn bundle_sequence(x509: &[AuthorityRecord], jwt: &[AuthorityRecord], now_unix: 
         .sum()
 }
 
-fn tainted_from(x509: &[AuthorityRecord], jwt: &[AuthorityRecord]) -> Tainted {
-    let ids = |rs: &[AuthorityRecord]| {
+/// Tainted X.509 authorities, and tainted JWT and OIDC key IDs together
+/// (kids are random, so one list serves both token caches of the agent).
+fn tainted_from(
+    x509: &[AuthorityRecord],
+    jwt: &[AuthorityRecord],
+    oidc: &[AuthorityRecord],
+) -> Tainted {
+    let ids = |rs: &[&[AuthorityRecord]]| {
         let mut v: Vec<String> = rs
             .iter()
+            .flat_map(|r| r.iter())
             .filter(|r| state_of(r) == Some(AuthorityState::Tainted))
             .map(|r| r.id.clone())
             .collect();
@@ -574,8 +582,8 @@ fn tainted_from(x509: &[AuthorityRecord], jwt: &[AuthorityRecord]) -> Tainted {
         v
     };
     Tainted {
-        x509: ids(x509),
-        jwt: ids(jwt),
+        x509: ids(&[x509]),
+        jwt: ids(&[jwt, oidc]),
     }
 }
 

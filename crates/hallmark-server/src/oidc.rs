@@ -368,7 +368,9 @@ pub(crate) async fn start(
 struct Site {
     shared: Arc<Shared>,
     issuer: IssuerUrl,
-    jwks: Mutex<Option<(Instant, Bytes, Vec<String>)>>,
+    /// When it was read, the signing key in force then, the document and
+    /// its algorithms.
+    jwks: Mutex<Option<(Instant, String, Bytes, Vec<String>)>>,
 }
 
 async fn accept_loop(
@@ -472,11 +474,14 @@ impl Site {
         ))
     }
 
-    /// The JWKS and the algorithms of its keys, from cache when fresh.
+    /// The JWKS and the algorithms of its keys, from cache when fresh and
+    /// read while the key that signs now was already signing (a token must
+    /// never name a key the JWKS lacks).
     async fn jwks(&self) -> Result<(Bytes, Vec<String>), crate::AuthorityError> {
+        let signing = self.shared.ca.current().oidc.kid().to_string();
         let cached = self.jwks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((at, body, algs)) = cached {
-            if at.elapsed() < JWKS_CACHE {
+        if let Some((at, kid, body, algs)) = cached {
+            if at.elapsed() < JWKS_CACHE && kid == signing {
                 return Ok((body, algs));
             }
         }
@@ -488,7 +493,7 @@ impl Site {
         }
         let body = Bytes::from(doc.to_string());
         *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), body.clone(), algs.clone()));
+            Some((Instant::now(), signing, body.clone(), algs.clone()));
         Ok((body, algs))
     }
 }

@@ -51,7 +51,8 @@ pub struct ActivateArgs {
     #[arg(long)]
     pub kind: String,
     /// The prepared authority to activate [default: the newest prepared one].
-    #[arg(long)]
+    // Key IDs are base64url and may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub id: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -63,7 +64,8 @@ pub struct IdArgs {
     #[arg(long)]
     pub kind: String,
     /// The authority's ID (see `hallmark authority show`).
-    #[arg(long)]
+    // Key IDs are base64url and may start with `-`.
+    #[arg(long, allow_hyphen_values = true)]
     pub id: String,
     #[command(flatten)]
     pub admin: AdminArgs,

@@ -242,6 +242,47 @@ fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
         ])
         .ok();
     let file = out_dir.join("web-identity.token");
+    let helper_token = std::fs::read_to_string(&file).unwrap_or_default();
+
+    // Rotating the OIDC key and tainting the old one: the cached token (and
+    // any other signed with the old key) is not served again.
+    let old_kid = jwt_header(&helper_token)["kid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    server.cli(&["authority", "prepare", "--kind", "oidc"]).ok();
+    server
+        .cli(&["authority", "activate", "--kind", "oidc"])
+        .ok();
+    server
+        .cli(&["authority", "taint", "--kind", "oidc", "--id", &old_kid])
+        .ok();
+    let fresh = wait_until("a token signed with the new OIDC key", WAIT, || {
+        let (status, body) = curl_uds(
+            &agent.socket,
+            &[
+                TOKEN_URL,
+                "-d",
+                r#"{"aud":"sts.amazonaws.com","spiffe_id":"spiffe://oidc.test/billing"}"#,
+            ],
+            None,
+        );
+        let token = json(&body)["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (status == 200 && jwt_header(&token)["kid"] != old_kid.as_str()).then_some(token)
+    });
+    assert_eq!(jwt_payload(&fresh)["iss"], issuer.as_str());
+    let (status, keys) = curl_https(&cafile, &[&format!("{issuer}/keys")]);
+    assert_eq!(status, 200);
+    let kid = jwt_header(&fresh)["kid"].clone();
+    assert!(
+        json(&keys)["keys"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k["kid"] == kid)),
+        "the new key is in the JWKS: {keys}"
+    );
     let token = std::fs::read_to_string(&file).unwrap_or_default();
     let claims = jwt_payload(&token);
     assert_eq!(claims["iss"], issuer.as_str(), "{claims}");
@@ -333,11 +374,19 @@ fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
         .is_some_and(|k| !k.is_empty()));
 }
 
+fn jwt_header(token: &str) -> Value {
+    jwt_part(token, 0)
+}
+
 fn jwt_payload(token: &str) -> Value {
+    jwt_part(token, 1)
+}
+
+fn jwt_part(token: &str, n: usize) -> Value {
     use base64::Engine as _;
     let part = token
         .split('.')
-        .nth(1)
+        .nth(n)
         .unwrap_or_else(|| panic!("not a JWT: {token}"));
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(part)

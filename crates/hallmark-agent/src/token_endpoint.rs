@@ -46,6 +46,10 @@ use crate::workload::{matching_entries, WorkloadService};
 pub const OIDC_TOKEN_PATH: &str = "/v1/tokens/oidc";
 /// Largest request body read; anything bigger is refused unread.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a request waits for the agent's server connection before it is
+/// answered 503.
+const CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reuse a cached token while more than this share of its lifetime is left.
 const REUSE_FRACTION: f64 = 0.5;
 /// How long a connection may stay silent before its protocol is known.
@@ -305,7 +309,15 @@ impl TokenEndpoint {
                 return Ok(c.clone());
             }
         }
-        let client = self.workload.shared().client.borrow().clone();
+        // Right after start (or a reconnect) the agent may hold SVIDs a
+        // moment before its server connection is published: wait briefly
+        // rather than answer 503 to the first caller.
+        let mut clients = self.workload.shared().client.subscribe();
+        let client = tokio::time::timeout(CLIENT_WAIT, clients.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|c| c.clone());
         let minted = match client {
             Some(mut client) => client
                 .new_oidc_token(pb::NewOidcTokenRequest {

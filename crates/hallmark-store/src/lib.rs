@@ -26,6 +26,7 @@ pub mod conformance;
 mod federation;
 pub mod inventory;
 mod postgres;
+mod shared_sql;
 mod sqlite;
 
 pub use federation::{FederationProfile, FederationRecord, FederationRefresh};

@@ -76,6 +76,27 @@ fn required_kind(kind: &str) -> Result<AuthorityKind, Status> {
     parse_kind(kind, true)?.ok_or_else(|| Status::invalid_argument("an authority kind is required"))
 }
 
+/// The kind named in the request, or, when it names none, the kind of the
+/// authority with the requested ID (IDs do not repeat across kinds).
+async fn kind_of(shared: &Shared, req: &pb::AuthorityRequest) -> Result<AuthorityKind, Status> {
+    if !req.kind.is_empty() || req.id.is_empty() {
+        return required_kind(&req.kind);
+    }
+    let records = shared.ca.list(None).await.map_err(status)?;
+    let mut kinds = records.iter().filter(|r| r.id == req.id).map(|r| r.kind);
+    match (kinds.next(), kinds.next()) {
+        (Some(kind), None) => Ok(kind),
+        (None, _) => Err(Status::not_found(format!(
+            "no authority `{}`; list them with `hallmark authority show`",
+            req.id
+        ))),
+        (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
+            "authority ID `{}` exists for several kinds; name the kind",
+            req.id
+        ))),
+    }
+}
+
 fn required_id(id: &str) -> Result<&str, Status> {
     if id.is_empty() {
         return Err(Status::invalid_argument(
@@ -126,7 +147,7 @@ pub(crate) async fn activate(
     shared: &Shared,
     req: pb::AuthorityRequest,
 ) -> Result<pb::Authority, Status> {
-    let kind = required_kind(&req.kind)?;
+    let kind = kind_of(shared, &req).await?;
     let id = (!req.id.is_empty()).then_some(req.id.as_str());
     let window = retire_window(shared, kind).await.map_err(status)?;
     let r = shared
@@ -141,7 +162,7 @@ pub(crate) async fn taint(
     shared: &Shared,
     req: pb::AuthorityRequest,
 ) -> Result<pb::Authority, Status> {
-    let kind = required_kind(&req.kind)?;
+    let kind = kind_of(shared, &req).await?;
     let r = shared
         .ca
         .taint(kind, required_id(&req.id)?, SystemTime::now())
@@ -154,7 +175,7 @@ pub(crate) async fn revoke(
     shared: &Shared,
     req: pb::AuthorityRequest,
 ) -> Result<pb::Authority, Status> {
-    let kind = required_kind(&req.kind)?;
+    let kind = kind_of(shared, &req).await?;
     let r = shared
         .ca
         .revoke(kind, required_id(&req.id)?, SystemTime::now())

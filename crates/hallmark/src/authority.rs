@@ -39,7 +39,7 @@ pub struct ShowArgs {
 #[derive(Args, Debug)]
 pub struct KindArgs {
     /// x509, jwt or oidc.
-    #[arg(long)]
+    #[arg(long, default_value = "x509")]
     pub kind: String,
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -47,9 +47,9 @@ pub struct KindArgs {
 
 #[derive(Args, Debug)]
 pub struct ActivateArgs {
-    /// x509, jwt or oidc.
+    /// x509, jwt or oidc [default: the kind of --id, else x509].
     #[arg(long)]
-    pub kind: String,
+    pub kind: Option<String>,
     /// The prepared authority to activate [default: the newest prepared one].
     // Key IDs are base64url and may start with `-`.
     #[arg(long, allow_hyphen_values = true)]
@@ -60,15 +60,38 @@ pub struct ActivateArgs {
 
 #[derive(Args, Debug)]
 pub struct IdArgs {
-    /// x509, jwt or oidc.
+    /// x509, jwt or oidc [default: the kind of the authority with this ID].
     #[arg(long)]
-    pub kind: String,
-    /// The authority's ID (see `hallmark authority show`).
+    pub kind: Option<String>,
+    /// The authority's ID (see `hallmark authority show`), as --id or as
+    /// the argument.
     // Key IDs are base64url and may start with `-`.
-    #[arg(long, allow_hyphen_values = true)]
-    pub id: String,
+    #[arg(
+        long = "id",
+        allow_hyphen_values = true,
+        required_unless_present = "id_arg",
+        conflicts_with = "id_arg"
+    )]
+    pub id: Option<String>,
+    #[arg(value_name = "ID", allow_hyphen_values = true)]
+    pub id_arg: Option<String>,
     #[command(flatten)]
     pub admin: AdminArgs,
+}
+
+impl IdArgs {
+    /// The request naming this authority (the server finds its kind when
+    /// none is given).
+    fn request(&self) -> pb::AuthorityRequest {
+        pb::AuthorityRequest {
+            kind: self.kind.clone().unwrap_or_default(),
+            id: self
+                .id
+                .clone()
+                .or_else(|| self.id_arg.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -117,7 +140,14 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
             let mut c = client(&a.admin).await?;
             let r = c
                 .activate_authority(pb::AuthorityRequest {
-                    kind: a.kind.clone(),
+                    // Without an ID the server needs the kind: X.509 then.
+                    kind: a.kind.clone().unwrap_or_else(|| {
+                        if a.id.is_some() {
+                            String::new()
+                        } else {
+                            "x509".into()
+                        }
+                    }),
                     id: a.id.clone().unwrap_or_default(),
                 })
                 .await
@@ -131,25 +161,19 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
         AuthorityCommand::Taint(a) => {
             let mut c = client(&a.admin).await?;
             let r = c
-                .taint_authority(pb::AuthorityRequest {
-                    kind: a.kind.clone(),
-                    id: a.id.clone(),
-                })
+                .taint_authority(a.request())
                 .await
                 .map_err(status_err)?
                 .into_inner();
             report(&a.admin, &r, &format!(
-                "tainted {} authority {}; agents re-issue everything it signed now; once they have, remove it from the bundle with `hallmark authority revoke --kind {} --id {}`",
-                r.kind, r.id, r.kind, r.id
+                "tainted {} authority {}; agents re-issue everything it signed now; once they have, remove it from the bundle with `hallmark authority revoke {}`",
+                r.kind, r.id, r.id
             ))
         }
         AuthorityCommand::Revoke(a) => {
             let mut c = client(&a.admin).await?;
             let r = c
-                .revoke_authority(pb::AuthorityRequest {
-                    kind: a.kind.clone(),
-                    id: a.id.clone(),
-                })
+                .revoke_authority(a.request())
                 .await
                 .map_err(status_err)?
                 .into_inner();

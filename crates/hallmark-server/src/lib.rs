@@ -426,6 +426,9 @@ pub async fn start_with_store(
             listen = %addr,
             "OIDC issuer serving discovery and JWKS"
         );
+        if let Some(warning) = oidc.issuer.cloud_warning() {
+            tracing::warn!("{warning}");
+        }
     }
 
     // Admin API on a Unix socket only the owner can open.

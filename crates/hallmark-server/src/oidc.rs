@@ -95,13 +95,17 @@ pub enum OidcTls {
     InsecureHttp,
 }
 
-/// An issuer URL that every cloud provider accepts: `https://host[/path]`,
-/// with no port, user info, query, fragment or trailing slash. Kept exactly
-/// as written, since providers compare `iss` as a string.
+/// An issuer URL: `https://host[:port][/path]`, with no user info, query,
+/// fragment or trailing slash. Kept exactly as written, since providers
+/// compare `iss` as a string. Every cloud accepts it without a port; AWS IAM
+/// refuses one with a port (see [`IssuerUrl::cloud_warning`]), which still
+/// suits tests, GCP and Azure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerUrl {
     raw: String,
     host: String,
+    /// The port written in the URL, if any (`:443` included).
+    port: Option<u16>,
     path: String,
 }
 
@@ -114,9 +118,6 @@ pub enum IssuerError {
     /// The scheme is not https.
     #[error("OIDC issuer `{0}` must use https:// (clouds fetch discovery over HTTPS only; use --oidc-insecure-http to serve plain HTTP behind a TLS proxy, the issuer stays https)")]
     NotHttps(String),
-    /// An explicit port.
-    #[error("OIDC issuer `{0}` must not have a port (clouds require the default HTTPS port 443; put a proxy or port mapping in front of --oidc-listen)")]
-    Port(String),
     /// A query string.
     #[error("OIDC issuer `{0}` must not have a query (`?...`)")]
     Query(String),
@@ -184,6 +185,21 @@ impl IssuerUrl {
     pub fn jwks_url(&self) -> String {
         format!("{}{JWKS_PATH}", self.raw)
     }
+
+    /// The port written in the URL, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Why a cloud provider would refuse this issuer, when one would.
+    pub fn cloud_warning(&self) -> Option<String> {
+        self.port.map(|p| {
+            format!(
+                "OIDC issuer `{}` names port {p}: AWS IAM refuses issuer URLs with a port (GCP and Azure accept them); for AWS publish the issuer on the default HTTPS port",
+                self.raw
+            )
+        })
+    }
 }
 
 impl FromStr for IssuerUrl {
@@ -209,9 +225,13 @@ impl FromStr for IssuerUrl {
             .unwrap_or_default();
         let authority = authority.split(['/', '?', '#']).next().unwrap_or_default();
         let after_host = authority.rsplit_once(']').map_or(authority, |(_, p)| p);
-        if url.port().is_some() || after_host.contains(':') {
-            return Err(IssuerError::Port(owned()));
-        }
+        let port = match after_host.rsplit_once(':') {
+            Some((_, p)) => Some(p.parse::<u16>().map_err(|_| IssuerError::NotUrl {
+                url: owned(),
+                reason: format!("port `{p}` is not a number from 0 to 65535"),
+            })?),
+            None => None,
+        };
         if raw.contains('?') {
             return Err(IssuerError::Query(owned()));
         }
@@ -235,6 +255,7 @@ impl FromStr for IssuerUrl {
         Ok(IssuerUrl {
             raw: raw.to_string(),
             host,
+            port,
             path,
         })
     }
@@ -591,8 +612,11 @@ mod tests {
             ),
             ("https://127.0.0.1", Ok(("127.0.0.1", ""))),
             ("http://oidc.example.org", Err(IssuerError::NotHttps)),
-            ("https://oidc.example.org:8443", Err(IssuerError::Port)),
-            ("https://oidc.example.org:443", Err(IssuerError::Port)),
+            (
+                "https://oidc.example.org:8443/t",
+                Ok(("oidc.example.org", "/t")),
+            ),
+            ("https://oidc.example.org:443", Ok(("oidc.example.org", ""))),
             ("https://oidc.example.org/a?b=c", Err(IssuerError::Query)),
             ("https://oidc.example.org/#x", Err(IssuerError::Fragment)),
             ("https://oidc.example.org/x#y", Err(IssuerError::Fragment)),
@@ -613,6 +637,13 @@ mod tests {
                 Err(variant) => assert_eq!(got.unwrap_err(), variant(raw.to_string()), "{raw}"),
             }
         }
+        let u: IssuerUrl = "https://oidc.example.org:8443/t".parse().unwrap();
+        assert_eq!(u.port(), Some(8443));
+        assert!(u.cloud_warning().unwrap().contains("AWS IAM"));
+        let u: IssuerUrl = "https://oidc.example.org:443".parse().unwrap();
+        assert_eq!(u.port(), Some(443), "an explicit :443 is part of `iss` too");
+        let u: IssuerUrl = "https://oidc.example.org/t".parse().unwrap();
+        assert_eq!((u.port(), u.cloud_warning()), (None, None));
         for raw in ["", "oidc.example.org", "https://"] {
             assert!(
                 matches!(raw.parse::<IssuerUrl>(), Err(IssuerError::NotUrl { .. })),

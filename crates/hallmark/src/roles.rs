@@ -120,11 +120,13 @@ pub struct FederationArgs {
 /// The OIDC issuer for cloud federation (server only).
 #[derive(Args, Debug, Default)]
 pub struct OidcArgs {
-    /// Public OIDC issuer URL `https://host[/path]` (no port, query or
-    /// trailing slash); enables the discovery document and JWKS [default: off].
+    /// Public OIDC issuer URL `https://host[/path]` (no query or trailing
+    /// slash; a port works for tests, GCP and Azure, but AWS IAM refuses
+    /// it); enables the discovery document and JWKS [default: off].
     #[arg(long)]
     pub oidc_issuer: Option<String>,
-    /// Address serving the discovery document and JWKS [default: 0.0.0.0:8443].
+    /// Address serving the discovery document and JWKS [default:
+    /// 0.0.0.0:<the issuer's port>, else 0.0.0.0:8443].
     #[arg(long)]
     pub oidc_listen: Option<String>,
     /// HTTPS certificate chain (PEM, leaf first) for the issuer [default:
@@ -442,7 +444,10 @@ fn oidc_config(a: OidcArgs, file: &config::ServerFile) -> Result<Option<OidcConf
     let listen = a
         .oidc_listen
         .or_else(|| file.oidc_listen.clone())
-        .unwrap_or_else(|| hallmark_server::oidc::DEFAULT_LISTEN.into());
+        .unwrap_or_else(|| match issuer.port() {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => hallmark_server::oidc::DEFAULT_LISTEN.into(),
+        });
     let insecure = a.oidc_insecure_http || file.oidc_insecure_http.unwrap_or(false);
     let tls = match (
         a.oidc_tls_cert.or_else(|| file.oidc_tls_cert.clone()),

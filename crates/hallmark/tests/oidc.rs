@@ -414,6 +414,31 @@ fn without_an_issuer_the_endpoint_says_how_to_enable_it() {
 }
 
 #[test]
+fn an_issuer_with_a_port_is_served_there_with_a_warning_for_aws() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let issuer = format!("https://127.0.0.1:{port}");
+    // No --oidc-listen: the issuer's port is where it listens.
+    let server = TestServer::start_with("port.test", &["--oidc-issuer", &issuer]);
+    let cafile = server.data_dir.join("oidc-tls.pem");
+    let (status, body) = curl_https(
+        &cafile,
+        &[&format!("{issuer}/.well-known/openid-configuration")],
+    );
+    assert_eq!(status, 200, "{body}");
+    let doc = json(&body);
+    assert_eq!(doc["issuer"], issuer.as_str());
+    assert_eq!(doc["jwks_uri"], format!("{issuer}/keys").as_str());
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+    assert!(
+        log.contains("AWS IAM refuses issuer URLs with a port"),
+        "the operator is told which cloud will refuse it:\n{log}"
+    );
+}
+
+#[test]
 fn bad_oidc_flags_are_refused_naming_the_rule() {
     let dir = short_tempdir();
     let data = dir.path().join("s");
@@ -424,7 +449,7 @@ fn bad_oidc_flags_are_refused_naming_the_rule() {
             &["oidc_issuer", "https://"],
         ),
         (
-            &["--oidc-issuer", "https://x.example:8443"],
+            &["--oidc-issuer", "https://x.example:http"],
             &["oidc_issuer", "port"],
         ),
         (

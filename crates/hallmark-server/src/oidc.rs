@@ -389,9 +389,17 @@ pub(crate) async fn start(
 struct Site {
     shared: Arc<Shared>,
     issuer: IssuerUrl,
-    /// When it was read, the signing key in force then, the document and
-    /// its algorithms.
-    jwks: Mutex<Option<(Instant, String, Bytes, Vec<String>)>>,
+    jwks: Mutex<Option<CachedJwks>>,
+}
+
+/// The JWKS as last read.
+#[derive(Clone)]
+struct CachedJwks {
+    read_at: Instant,
+    /// The key that was signing when it was read.
+    signing_kid: String,
+    body: Bytes,
+    algs: Vec<String>,
 }
 
 async fn accept_loop(
@@ -501,9 +509,9 @@ impl Site {
     async fn jwks(&self) -> Result<(Bytes, Vec<String>), crate::AuthorityError> {
         let signing = self.shared.ca.current().oidc.kid().to_string();
         let cached = self.jwks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((at, kid, body, algs)) = cached {
-            if at.elapsed() < JWKS_CACHE && kid == signing {
-                return Ok((body, algs));
+        if let Some(c) = cached {
+            if c.read_at.elapsed() < JWKS_CACHE && c.signing_kid == signing {
+                return Ok((c.body, c.algs));
             }
         }
         let keys =
@@ -513,8 +521,12 @@ impl Site {
             algs.push(self.shared.ca.current().oidc.alg().jws_alg().to_string());
         }
         let body = Bytes::from(doc.to_string());
-        *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), signing, body.clone(), algs.clone()));
+        *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) = Some(CachedJwks {
+            read_at: Instant::now(),
+            signing_kid: signing,
+            body: body.clone(),
+            algs: algs.clone(),
+        });
         Ok((body, algs))
     }
 }

@@ -251,3 +251,28 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Helper(a) => helper::run(a).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent_servers(args: &[&str]) -> Vec<String> {
+        let all = ["hallmark", "agent", "run"].iter().chain(args);
+        match Cli::try_parse_from(all).map(|c| c.command) {
+            Ok(Command::Agent {
+                command: AgentCommand::Run(a),
+            }) => a.servers,
+            other => panic!("{args:?} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn agent_servers_repeat_or_separate_with_commas() {
+        assert_eq!(
+            agent_servers(&["--server", "a:1", "--server", "b:2"]),
+            ["a:1", "b:2"]
+        );
+        assert_eq!(agent_servers(&["--server", "a:1,b:2"]), ["a:1", "b:2"]);
+        assert!(agent_servers(&[]).is_empty());
+    }
+}

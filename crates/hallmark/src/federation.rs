@@ -38,7 +38,11 @@ pub struct CreateArgs {
     pub bundle_endpoint_url: String,
     /// How the endpoint authenticates: https_spiffe (an SVID chained to the
     /// foreign bundle) or https_web (a WebPKI certificate).
-    #[arg(long, default_value = "https_spiffe")]
+    #[arg(
+        long,
+        alias = "bundle-endpoint-profile",
+        default_value = "https_spiffe"
+    )]
     pub profile: String,
     /// https_spiffe: the SPIFFE ID the endpoint presents [default:
     /// spiffe://<trust-domain>/hallmark/server].
@@ -47,7 +51,7 @@ pub struct CreateArgs {
     /// The foreign bundle to start from (JWKS from `hallmark bundle show
     /// --format jwks` on the other side, or PEM certificates); required for
     /// https_spiffe.
-    #[arg(long)]
+    #[arg(long, alias = "bundle", alias = "trust-domain-bundle")]
     pub trust_bundle: Option<PathBuf>,
     /// https_web: PEM roots to trust for the endpoint beside the system's.
     #[arg(long)]

@@ -158,8 +158,10 @@ pub struct OidcArgs {
 pub struct AgentArgs {
     #[command(flatten)]
     pub common: RoleArgs,
-    /// Server node API address HOST:PORT (repeat for failover) [default: 127.0.0.1:8081].
-    #[arg(long = "server")]
+    /// Server node API address HOST:PORT; repeat it (or separate with
+    /// commas) to fail over between servers, tried in order [default:
+    /// 127.0.0.1:8081].
+    #[arg(long = "server", value_delimiter = ',')]
     pub servers: Vec<String>,
     /// Workload API socket [default: <data-dir>/workload.sock].
     #[arg(long)]

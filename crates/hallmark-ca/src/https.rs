@@ -7,11 +7,14 @@
 //! endpoints work at once for local testing (clients then trust that
 //! certificate explicitly).
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls::crypto::aws_lc_rs;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
@@ -114,6 +117,34 @@ impl HttpsIdentity {
             .unwrap_or_default()
     }
 
+    /// Reads the PEM certificate chain and key from files (see
+    /// [`HttpsIdentity::from_pem`]); errors name the file.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, CaError> {
+        let read = |path: &Path, what: &'static str| {
+            std::fs::read(path).map_err(|e| CaError::BadPem {
+                what,
+                reason: format!("reading {}: {e}", path.display()),
+            })
+        };
+        Self::from_pem(
+            &read(cert, "HTTPS certificate")?,
+            &read(key, "HTTPS private key")?,
+        )
+    }
+
+    /// The chain and key as rustls serves them; fails when the key is not
+    /// usable or does not match the certificate.
+    fn certified_key(&self) -> Result<Arc<CertifiedKey>, CaError> {
+        let provider = aws_lc_rs::default_provider();
+        let chain = self
+            .chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let key = CertifiedKey::from_der(chain, self.key.clone_key(), &provider)?;
+        Ok(Arc::new(key))
+    }
+
     /// A TLS server configuration without client authentication, offering
     /// HTTP/1.1 by ALPN. Fails when the key does not match the certificate.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, CaError> {
@@ -129,6 +160,105 @@ impl HttpsIdentity {
             .with_single_cert(chain, self.key.clone_key())?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// How often a [`ReloadingIdentity`] looks at its files.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(10);
+
+/// A certificate and key read from files and read again when either file
+/// changes, so a renewed certificate (ACME, cert-manager) is served without
+/// a restart. A renewal that does not load (half-written files, a key that
+/// does not match) keeps the previous pair and is logged.
+pub struct ReloadingIdentity {
+    cert: PathBuf,
+    key: PathBuf,
+    check_every: Duration,
+    state: Mutex<Loaded>,
+}
+
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+    checked: Instant,
+}
+
+impl std::fmt::Debug for ReloadingIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingIdentity")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl ReloadingIdentity {
+    /// Loads the pair now (an error names the file) and then looks for
+    /// changes at most every `check_every`.
+    pub fn open(cert: &Path, key: &Path, check_every: Duration) -> Result<Self, CaError> {
+        let stamps = (modified(cert), modified(key));
+        let loaded = HttpsIdentity::from_files(cert, key)?.certified_key()?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            check_every,
+            state: Mutex::new(Loaded {
+                key: loaded,
+                stamps,
+                checked: Instant::now(),
+            }),
+        })
+    }
+
+    /// The pair to serve now, re-read first if the files changed since the
+    /// last look.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.checked.elapsed() >= self.check_every {
+            state.checked = Instant::now();
+            let stamps = (modified(&self.cert), modified(&self.key));
+            if stamps != state.stamps {
+                match HttpsIdentity::from_files(&self.cert, &self.key)
+                    .and_then(|id| id.certified_key())
+                {
+                    Ok(key) => {
+                        state.key = key;
+                        state.stamps = stamps;
+                        tracing::info!(cert = %self.cert.display(), "HTTPS certificate reloaded");
+                    }
+                    // Not marked as seen: the next look tries again, as a
+                    // renewal may still be writing the second file.
+                    Err(e) => tracing::warn!(
+                        cert = %self.cert.display(),
+                        error = %e,
+                        "the changed HTTPS certificate does not load; serving the previous one"
+                    ),
+                }
+            }
+        }
+        state.key.clone()
+    }
+
+    /// A TLS server configuration (no client authentication, HTTP/1.1 by
+    /// ALPN) serving whatever [`ReloadingIdentity::current`] holds.
+    pub fn server_config(self) -> Result<Arc<ServerConfig>, CaError> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(self));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ReloadingIdentity {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
     }
 }
 
@@ -162,6 +292,47 @@ mod tests {
             assert_eq!(again.chain, id.chain);
             again.server_config().unwrap();
         }
+    }
+
+    fn write_pair(dir: &Path, id: &HttpsIdentity) {
+        let key = match &id.key {
+            PrivateKeyDer::Pkcs8(k) => {
+                pem::encode(&pem::Pem::new("PRIVATE KEY", k.secret_pkcs8_der().to_vec()))
+            }
+            _ => unreachable!(),
+        };
+        std::fs::write(dir.join("c.pem"), id.leaf_pem()).unwrap();
+        std::fs::write(dir.join("k.pem"), key).unwrap();
+    }
+
+    #[test]
+    fn a_renewed_certificate_is_served_and_a_broken_one_is_not() {
+        let dir = std::env::temp_dir().join(format!("hm-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = crate::system_time(1_700_000_000);
+        let first = HttpsIdentity::self_signed("a.example", Duration::from_secs(60), now).unwrap();
+        write_pair(&dir, &first);
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        let reloading = ReloadingIdentity::open(&c, &k, Duration::ZERO).unwrap();
+        assert_eq!(reloading.current().cert[0].as_ref(), &first.chain[0][..]);
+
+        // mtime granularity: make sure the stamp moves.
+        std::thread::sleep(Duration::from_millis(20));
+        let second = HttpsIdentity::self_signed("a.example", Duration::from_secs(60), now).unwrap();
+        write_pair(&dir, &second);
+        assert_eq!(reloading.current().cert[0].as_ref(), &second.chain[0][..]);
+
+        // A half-written renewal keeps the previous pair.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&c, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert_eq!(reloading.current().cert[0].as_ref(), &second.chain[0][..]);
+
+        // Missing files at start are an error naming the file.
+        let err = ReloadingIdentity::open(&dir.join("nope.pem"), &k, RELOAD_CHECK)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope.pem"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod x509;
 pub use bundle::{Bundle, BundleError, JwtKey};
 pub use csr::{verify_csr, CsrError};
 pub use error::CaError;
-pub use https::HttpsIdentity;
+pub use https::{HttpsIdentity, ReloadingIdentity, RELOAD_CHECK};
 pub use jwk::JwkError;
 pub use jwt::{validate_jwt_svid, JwtAuthority, JwtError, KeyAlg, StoredJwtKey, ValidatedJwt};
 pub use x509::{

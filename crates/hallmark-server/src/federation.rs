@@ -816,47 +816,18 @@ fn answer<B>(shared: &Shared, req: &hyper::Request<B>) -> hyper::Response<Full<B
     )
 }
 
-fn web_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<rustls::ServerConfig>, EndpointError> {
-    let read = |path: &PathBuf| {
-        std::fs::read(path).map_err(|e| EndpointError::WebCert {
-            path: path.clone(),
+/// The operator's https_web certificate, re-read when its files change (a
+/// renewed WebPKI certificate is served without a restart).
+fn web_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, EndpointError> {
+    hallmark_ca::ReloadingIdentity::open(cert, key, hallmark_ca::RELOAD_CHECK)
+        .and_then(hallmark_ca::ReloadingIdentity::server_config)
+        .map_err(|e| EndpointError::WebCert {
+            path: cert.to_path_buf(),
             reason: e.to_string(),
         })
-    };
-    let bad = |path: &PathBuf, reason: String| EndpointError::WebCert {
-        path: path.clone(),
-        reason,
-    };
-    let chain = pem_certs(&read(cert)?).map_err(|e| bad(cert, e))?;
-    if chain.is_empty() {
-        return Err(bad(cert, "holds no CERTIFICATE block".into()));
-    }
-    let key_pem = read(key)?;
-    let key_block = pem::parse_many(&key_pem)
-        .map_err(|e| bad(key, format!("not PEM: {e}")))?
-        .into_iter()
-        .find(|b| b.tag().ends_with("PRIVATE KEY"))
-        .ok_or_else(|| bad(key, "holds no PRIVATE KEY block".into()))?;
-    let key_der = match key_block.tag() {
-        "PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Pkcs8(key_block.into_contents().into()),
-        "EC PRIVATE KEY" => rustls_pki_types::PrivateKeyDer::Sec1(key_block.into_contents().into()),
-        "RSA PRIVATE KEY" => {
-            rustls_pki_types::PrivateKeyDer::Pkcs1(key_block.into_contents().into())
-        }
-        other => return Err(bad(key, format!("unsupported key block `{other}`"))),
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EndpointError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(
-            chain.into_iter().map(CertificateDer::from).collect(),
-            key_der,
-        )
-        .map_err(|e| EndpointError::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

@@ -144,13 +144,8 @@ pub enum OidcError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    /// A certificate or key file cannot be read.
-    #[error("OIDC issuer: reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// The certificate or key is unusable.
+    /// The certificate or key file is unreadable or unusable (the message
+    /// names the file).
     #[error("OIDC issuer: HTTPS certificate: {0}")]
     Tls(#[from] hallmark_ca::CaError),
     /// The self-signed certificate could not be written for clients.
@@ -337,16 +332,12 @@ pub(crate) async fn start(
 ) -> Result<(SocketAddr, JoinHandle<()>), OidcError> {
     let tls = match &config.tls {
         OidcTls::InsecureHttp => None,
-        OidcTls::Files { cert, key } => {
-            let read = |path: &PathBuf| {
-                std::fs::read(path).map_err(|source| OidcError::Read {
-                    path: path.clone(),
-                    source,
-                })
-            };
-            let id = HttpsIdentity::from_pem(&read(cert)?, &read(key)?)?;
-            Some(id.server_config()?)
-        }
+        // Re-read when the files change: public certificates are renewed
+        // every few months and the issuer must not need a restart for it.
+        OidcTls::Files { cert, key } => Some(
+            hallmark_ca::ReloadingIdentity::open(cert, key, hallmark_ca::RELOAD_CHECK)?
+                .server_config()?,
+        ),
         OidcTls::SelfSigned => {
             let id = HttpsIdentity::self_signed(
                 config.issuer.host(),

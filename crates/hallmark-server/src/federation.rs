@@ -671,15 +671,20 @@ pub(crate) async fn list(shared: &Shared) -> Result<pb::ListFederationsResponse,
     })
 }
 
-pub(crate) async fn get(shared: &Shared, trust_domain: &str) -> Result<pb::Federation, Status> {
+/// The stored relationship with `trust_domain`, or NotFound saying how to
+/// list them.
+async fn stored(shared: &Shared, trust_domain: &str) -> Result<FederationRecord, Status> {
     let td = parse_td(shared, trust_domain)?;
-    let r = shared
+    shared
         .store
         .get_federation(&td)
         .await
         .map_err(internal)?
-        .ok_or_else(|| not_found(&td))?;
-    Ok(to_pb(&r))
+        .ok_or_else(|| not_found(&td))
+}
+
+pub(crate) async fn get(shared: &Shared, trust_domain: &str) -> Result<pb::Federation, Status> {
+    Ok(to_pb(&stored(shared, trust_domain).await?))
 }
 
 pub(crate) async fn delete(shared: &Shared, trust_domain: &str) -> Result<(), Status> {
@@ -697,13 +702,7 @@ pub(crate) async fn delete(shared: &Shared, trust_domain: &str) -> Result<(), St
 }
 
 pub(crate) async fn refresh(shared: &Shared, trust_domain: &str) -> Result<pb::Federation, Status> {
-    let td = parse_td(shared, trust_domain)?;
-    let r = shared
-        .store
-        .get_federation(&td)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| not_found(&td))?;
+    let r = stored(shared, trust_domain).await?;
     let _ = refresh_one(shared, &r).await;
     reload(shared).await.map_err(internal)?;
     get(shared, trust_domain).await

@@ -193,25 +193,7 @@ async fn two_trust_domains_federate_and_workloads_authenticate_each_other() {
         "spiffe://alpha.test".to_string(),
         "spiffe://beta.test".to_string(),
     ];
-    let keys = wait_until("alpha's workload to see both bundles", WAIT, || {
-        let keys = block_on({
-            let socket = a_agent.socket.clone();
-            async move {
-                let mut c = connect(&socket).await.ok()?;
-                let mut s = c
-                    .fetch_x509_bundles(req(X509BundlesRequest {}))
-                    .await
-                    .ok()?
-                    .into_inner();
-                let m = s.message().await.ok()??;
-                let mut k: Vec<String> = m.bundles.keys().cloned().collect();
-                k.sort();
-                Some(k)
-            }
-        })?;
-        (keys.len() == 2).then_some(keys)
-    });
-    assert_eq!(keys, want_a);
+    assert_eq!(wait_for_bundle_domains(&a_agent, 2), want_a);
     assert_eq!(x509_bundle_keys(&b_agent).await, want_a);
     let mut c = b_agent.client().await;
     let mut s = c

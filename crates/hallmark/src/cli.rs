@@ -93,9 +93,9 @@ pub struct AdminArgs {
     #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
     pub admin_socket: Option<PathBuf>,
     /// Call a server's admin API over mTLS at HOST:PORT (its `--admin-listen`)
-    /// instead of the local socket, authenticated by an admin entry's
-    /// X509-SVID.
-    #[arg(long, env = "HALLMARK_ADMIN_ADDR", conflicts_with = "admin_socket")]
+    /// instead of the local socket (it wins over --admin-socket),
+    /// authenticated by an admin entry's X509-SVID.
+    #[arg(long, env = "HALLMARK_ADMIN_ADDR")]
     pub admin_addr: Option<String>,
     /// With --admin-addr: a directory holding svid.pem, svid_key.pem and
     /// bundle.pem (as `hallmark helper` writes them) [default: fetch the
@@ -274,5 +274,25 @@ mod tests {
         );
         assert_eq!(agent_servers(&["--server", "a:1,b:2"]), ["a:1", "b:2"]);
         assert!(agent_servers(&[]).is_empty());
+    }
+
+    #[test]
+    fn admin_addr_wins_over_an_admin_socket_from_the_environment() {
+        let cli = Cli::try_parse_from([
+            "hallmark",
+            "entry",
+            "list",
+            "--admin-socket",
+            "/run/hallmark/admin.sock",
+            "--admin-addr",
+            "hallmark-1:8082",
+        ])
+        .expect("both may be given");
+        match cli.command {
+            Command::Entry {
+                command: EntryCommand::List(a),
+            } => assert_eq!(a.conn.admin_addr.as_deref(), Some("hallmark-1:8082")),
+            other => panic!("parsed as {other:?}"),
+        }
     }
 }

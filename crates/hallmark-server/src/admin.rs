@@ -457,6 +457,20 @@ impl Admin for AdminService {
             agents,
             connected_agents: self.shared.connected.count() as u64,
             ca_fingerprint: self.shared.ca.fingerprint(),
+            datastore: self.shared.store.backend().to_string(),
+            oidc_issuer: self
+                .shared
+                .oidc
+                .as_ref()
+                .map(|o| o.issuer.to_string())
+                .unwrap_or_default(),
+            federations: self
+                .shared
+                .store
+                .list_federations()
+                .await
+                .map_err(store_status)?
+                .len() as u64,
         }))
     }
 }

@@ -189,6 +189,9 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// The back end's name, for status output: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
     /// For shared back ends that can announce changes (PostgreSQL's
     /// `LISTEN`/`NOTIFY`): a receiver that changes soon after any server
     /// commits an entry change, and after a lost notification connection is

@@ -268,6 +268,10 @@ impl Store for PostgresStore {
         true
     }
 
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
     fn change_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         let (tx, rx) = tokio::sync::watch::channel(0);
         tokio::spawn(listen_for_changes(self.pool.clone(), tx));

@@ -268,6 +268,10 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Corrupt(format!("table entries: COUNT(*) returned {n}")))
     }
 
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn revision(&self) -> Result<i64> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
             .bind(ENTRY_REVISION_KEY)

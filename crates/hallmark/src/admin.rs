@@ -486,6 +486,9 @@ pub async fn status(a: AdminArgs) -> Result<()> {
             "agents": s.agents,
             "connected_agents": s.connected_agents,
             "ca_fingerprint": s.ca_fingerprint,
+            "datastore": s.datastore,
+            "oidc_issuer": (!s.oidc_issuer.is_empty()).then_some(&s.oidc_issuer),
+            "federations": s.federations,
         }));
     }
     println!("Trust domain     : {}", s.trust_domain);
@@ -496,6 +499,11 @@ pub async fn status(a: AdminArgs) -> Result<()> {
         s.agents, s.connected_agents
     );
     println!("CA fingerprint   : {}", s.ca_fingerprint);
+    println!("Datastore        : {}", s.datastore);
+    if !s.oidc_issuer.is_empty() {
+        println!("OIDC issuer      : {}", s.oidc_issuer);
+    }
+    println!("Federations      : {}", s.federations);
     Ok(())
 }
 

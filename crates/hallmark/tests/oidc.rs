@@ -103,6 +103,9 @@ fn token_endpoint_tokens_validate_against_the_discovered_issuer() {
         log.contains(&format!("{issuer}/.well-known/openid-configuration")),
         "`server run` logs the discovery URL:\n{log}"
     );
+    let status = server.json(&["status"]);
+    assert_eq!(status["oidc_issuer"], issuer.as_str(), "{status}");
+    assert_eq!(status["datastore"], "sqlite", "{status}");
     let cafile = server.data_dir.join("oidc-tls.pem");
     assert!(
         cafile.exists(),

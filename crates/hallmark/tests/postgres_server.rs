@@ -146,6 +146,7 @@ fn two_servers_on_one_postgresql_survive_the_loss_of_either() {
         b.bundle_pem(),
         "servers on one datastore must share the CA"
     );
+    assert_eq!(a.json(&["status"])["datastore"], "postgres");
 
     // The agent knows both servers and starts on the first.
     let b_addr = b.addr.to_string();

@@ -46,6 +46,10 @@ use crate::workload::{matching_entries, WorkloadService};
 pub const OIDC_TOKEN_PATH: &str = "/v1/tokens/oidc";
 /// Largest request body read; anything bigger is refused unread.
 const MAX_BODY: usize = 64 * 1024;
+/// How long a caller may take to send a request's headers, or idle between
+/// requests, before the connection is closed.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a request waits for the agent's server connection before it is
 /// answered 503.
 const CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -162,7 +166,11 @@ impl TokenEndpoint {
             let (this, peer) = (this.clone(), peer.clone());
             async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
         });
+        // A caller that never finishes its headers (or idles between
+        // requests) does not hold the connection forever.
         if let Err(e) = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
             .serve_connection(TokioIo::new(stream), service)
             .await
         {

@@ -776,7 +776,7 @@ pub(crate) async fn serve_endpoint(
                     let shared = shared.clone();
                     async move { Ok::<_, std::convert::Infallible>(answer(&shared, &req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let _ = crate::http1_server()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });

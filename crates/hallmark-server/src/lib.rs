@@ -599,6 +599,20 @@ async fn serve_admin_mtls(
     Ok(bound)
 }
 
+/// How long a client of the server's HTTPS listeners (OIDC discovery, the
+/// bundle endpoint) may take to send a request's headers, or sit idle
+/// between requests, before its connection is closed: these listeners face
+/// the network, and a connection that never speaks must not be kept.
+const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/1.1 server settings of those listeners.
+pub(crate) fn http1_server() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HTTP_HEADER_TIMEOUT);
+    b
+}
+
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     while !*rx.borrow_and_update() {
         if rx.changed().await.is_err() {

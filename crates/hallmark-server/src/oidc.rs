@@ -420,7 +420,7 @@ async fn accept_loop(
                 let site = site.clone();
                 async move { Ok::<_, Infallible>(site.handle(req).await) }
             });
-            let http = hyper::server::conn::http1::Builder::new();
+            let http = crate::http1_server();
             let served = match tls {
                 Some(acceptor) => {
                     let handshake =

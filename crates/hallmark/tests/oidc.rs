@@ -414,6 +414,30 @@ fn without_an_issuer_the_endpoint_says_how_to_enable_it() {
         msg.contains("no OIDC issuer configured") && msg.contains("--oidc-issuer https://"),
         "{msg}"
     );
+
+    // A caller that starts a request and never finishes its headers is
+    // disconnected; the socket keeps serving others.
+    use std::io::{Read as _, Write as _};
+    let mut slow = std::os::unix::net::UnixStream::connect(&agent.socket).expect("connect");
+    slow.write_all(b"POST /v1/tokens/oidc HTTP/1.1\r\nHost: x\r\n")
+        .expect("write");
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = started.elapsed();
+    assert!(
+        waited < std::time::Duration::from_secs(25),
+        "the half-sent request held the connection for {waited:?}"
+    );
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        n == 0 || answer.starts_with("HTTP/1.1 408"),
+        "closed (or 408) after the header timeout: {answer}"
+    );
+    let (status, _) = curl_uds(&agent.socket, &[TOKEN_URL, "-d", r#"{"aud":"x"}"#], None);
+    assert_eq!(status, 503, "the endpoint still answers");
 }
 
 #[test]

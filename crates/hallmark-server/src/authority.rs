@@ -13,8 +13,9 @@ use hallmark_core::TrustDomain;
 use hallmark_store::{AuthorityKind, AuthorityRecord, Store};
 use tokio::sync::watch;
 
-/// How often agents should re-fetch the bundle (`spiffe_refresh_hint`).
-const REFRESH_HINT_SECS: u64 = 300;
+/// How often agents and federated trust domains should re-fetch the bundle
+/// (`spiffe_refresh_hint`) unless configured otherwise.
+pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
 /// JWT keys stay published this long after they stop signing, which covers
 /// the longest JWT-SVID lifetime an entry may ask for.
 const JWT_KEY_PUBLISH_AFTER_RETIRE: Duration = Duration::from_secs(30 * 86400);
@@ -88,6 +89,8 @@ pub struct CaManager {
     /// The X.509 CA comes from files: rotating it means replacing them.
     disk_ca: bool,
     ca_ttl: Duration,
+    /// The bundle's `spiffe_refresh_hint`.
+    refresh_hint_secs: u64,
     current: RwLock<Arc<Authorities>>,
     tainted: RwLock<Tainted>,
     bundle_tx: watch::Sender<Arc<Bundle>>,
@@ -163,7 +166,8 @@ fn unix(t: SystemTime) -> i64 {
 
 impl CaManager {
     /// Loads the active authorities from the datastore, creating them on
-    /// first start.
+    /// first start. The bundle carries `refresh_hint` as its
+    /// `spiffe_refresh_hint`.
     pub async fn load_or_create(
         store: Arc<dyn Store>,
         td: &TrustDomain,
@@ -171,6 +175,7 @@ impl CaManager {
         ca_ttl: Duration,
         jwt_alg: KeyAlg,
         oidc_alg: KeyAlg,
+        refresh_hint: Duration,
     ) -> Result<Self, AuthorityError> {
         let now = SystemTime::now();
         let mut x509_records = store.list_authorities(AuthorityKind::X509).await?;
@@ -227,7 +232,14 @@ impl CaManager {
 
         let x509_records = store.list_authorities(AuthorityKind::X509).await?;
         let jwt_records = store.list_authorities(AuthorityKind::Jwt).await?;
-        let bundle = Arc::new(bundle_from(td, &x509_records, &jwt_records, now)?);
+        let refresh_hint_secs = refresh_hint.as_secs().max(1);
+        let bundle = Arc::new(bundle_from(
+            td,
+            &x509_records,
+            &jwt_records,
+            refresh_hint_secs,
+            now,
+        )?);
         let oidc_records = store.list_authorities(AuthorityKind::Oidc).await?;
         let tainted = tainted_from(&x509_records, &jwt_records, &oidc_records);
         let (bundle_tx, _) = watch::channel(bundle.clone());
@@ -236,6 +248,7 @@ impl CaManager {
             td: td.clone(),
             disk_ca: matches!(source, CaSource::Disk { .. }),
             ca_ttl,
+            refresh_hint_secs,
             current: RwLock::new(Arc::new(Authorities {
                 x509,
                 jwt,
@@ -305,7 +318,7 @@ impl CaManager {
         let x509 = self.converged(AuthorityKind::X509, now).await?;
         let jwt = self.converged(AuthorityKind::Jwt, now).await?;
         let oidc = self.converged(AuthorityKind::Oidc, now).await?;
-        let bundle = bundle_from(&self.td, &x509, &jwt, now)?;
+        let bundle = bundle_from(&self.td, &x509, &jwt, self.refresh_hint_secs, now)?;
         let tainted = tainted_from(&x509, &jwt, &oidc);
         let cur = self.current();
         let active = |rs: &[AuthorityRecord]| {
@@ -743,6 +756,7 @@ fn bundle_from(
     td: &TrustDomain,
     x509: &[AuthorityRecord],
     jwt: &[AuthorityRecord],
+    refresh_hint_secs: u64,
     now: SystemTime,
 ) -> Result<Bundle, AuthorityError> {
     let now_unix = unix(now);
@@ -766,7 +780,7 @@ fn bundle_from(
         x509_authorities,
         jwt_authorities,
         sequence: bundle_sequence(x509, jwt, now_unix),
-        refresh_hint_secs: REFRESH_HINT_SECS,
+        refresh_hint_secs,
     })
 }
 
@@ -786,6 +800,7 @@ mod tests {
             Duration::from_secs(86_400),
             KeyAlg::EcP256,
             KeyAlg::EcP256,
+            DEFAULT_REFRESH_HINT,
         )
         .await
         .unwrap()
@@ -1128,6 +1143,7 @@ mod tests {
             HOUR,
             KeyAlg::EcP256,
             KeyAlg::EcP256,
+            DEFAULT_REFRESH_HINT,
         )
         .await
         .unwrap();

@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use admin::AdminService;
-pub use authority::{AuthorityError, CaManager, CaSource};
+pub use authority::{AuthorityError, CaManager, CaSource, DEFAULT_REFRESH_HINT};
 pub use federation::{EndpointError, EndpointProfile, FederationConfig};
 pub use inventory::ALSO_REPORTED_BY_HEADER;
 pub use oidc::{IssuerError, IssuerUrl, OidcConfig, OidcError, OidcTls};
@@ -80,6 +80,9 @@ pub struct ServerConfig {
     /// The admin API over mTLS on TCP, for SVIDs of admin entries; `None`
     /// serves it on the local socket only.
     pub admin_listen: Option<SocketAddr>,
+    /// The bundle's `spiffe_refresh_hint`: how often federated trust
+    /// domains (and agents) should fetch it again.
+    pub bundle_refresh_hint: Duration,
 }
 
 impl ServerConfig {
@@ -105,6 +108,7 @@ impl ServerConfig {
             federation: FederationConfig::default(),
             rotation: RotationConfig::default(),
             admin_listen: None,
+            bundle_refresh_hint: authority::DEFAULT_REFRESH_HINT,
         }
     }
 }
@@ -292,6 +296,7 @@ pub async fn start_with_store(
             config.ca_ttl,
             config.jwt_key_alg,
             config.oidc_key_alg,
+            config.bundle_refresh_hint,
         )
         .await?,
     );

@@ -40,6 +40,7 @@ pub struct ServerFile {
     pub workload_retention: Option<String>,
     pub datastore: Option<String>,
     pub admin_listen: Option<String>,
+    pub bundle_refresh_hint: Option<String>,
     pub ca_cert: Option<PathBuf>,
     pub ca_key: Option<PathBuf>,
     pub ca_chain: Option<PathBuf>,

@@ -47,6 +47,10 @@ pub struct ServerArgs {
     /// presenting an X509-SVID of an entry marked `--admin` [default: off].
     #[arg(long)]
     pub admin_listen: Option<String>,
+    /// The bundle's `spiffe_refresh_hint`: how often federated trust
+    /// domains fetch it again, 10s..1d [default: 5m].
+    #[arg(long)]
+    pub bundle_refresh_hint: Option<String>,
     /// Datastore: `sqlite` (a file in the data dir) or a PostgreSQL URL
     /// `postgres://user:password@host:port/db` [default: sqlite].
     #[arg(long, env = "HALLMARK_DATASTORE")]
@@ -332,6 +336,18 @@ fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
         admin_listen: pick(a.admin_listen, file.admin_listen)
             .map(|v| config::socket_addr("admin_listen", &v))
             .transpose()?,
+        bundle_refresh_hint: match pick(a.bundle_refresh_hint, file.bundle_refresh_hint) {
+            Some(v) => {
+                let d = config::duration("bundle_refresh_hint", &v)?;
+                if d < Duration::from_secs(10) || d > Duration::from_secs(86_400) {
+                    return Err(anyhow!(
+                        "bundle_refresh_hint `{v}`: must lie between 10s and 1d (federated domains clamp to that range)"
+                    ));
+                }
+                d
+            }
+            None => hallmark_server::DEFAULT_REFRESH_HINT,
+        },
         data_dir,
     };
     Ok((config, store))

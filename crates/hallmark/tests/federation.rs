@@ -716,3 +716,61 @@ fn python_workloads_of_two_trust_domains_talk_mtls_with_spiffe_tls() {
         );
     }
 }
+
+#[test]
+fn a_foreign_bundle_is_fetched_again_on_its_refresh_hint() {
+    let alpha = TestServer::start_with("alpha.test", &["--federation-listen", "127.0.0.1:0"]);
+    let beta = TestServer::start_with(
+        "beta.test",
+        &[
+            "--federation-listen",
+            "127.0.0.1:0",
+            "--bundle-refresh-hint",
+            "10s",
+        ],
+    );
+    let beta_jwks = beta.json(&["bundle", "show", "--format", "jwks"]);
+    assert_eq!(beta_jwks["spiffe_refresh_hint"], 10, "{beta_jwks}");
+
+    let dir = short_tempdir();
+    let jwks = bundle_file(&beta, dir.path());
+    let created = alpha.json(&[
+        "federation",
+        "create",
+        "--trust-domain",
+        "beta.test",
+        "--bundle-endpoint-url",
+        &federation_url(&beta),
+        "--trust-bundle",
+        jwks.to_str().expect("utf-8 temp path"),
+    ]);
+    let key_count = |v: &serde_json::Value| v["bundle"]["keys"].as_array().map_or(0, Vec::len);
+    let before = key_count(&created);
+    assert!(before > 0, "{created}");
+
+    // Beta publishes a new key; alpha fetches it by itself at the hint,
+    // without `federation refresh`.
+    beta.cli(&["authority", "prepare", "--kind", "jwt"]).ok();
+    let started = std::time::Instant::now();
+    let after = wait_until(
+        "alpha to fetch beta's new bundle on its refresh hint",
+        std::time::Duration::from_secs(30),
+        || {
+            let shown = alpha.json(&["federation", "show", "beta.test"]);
+            let n = key_count(&shown);
+            (n > before).then_some(n)
+        },
+    );
+    assert_eq!(after, before + 1);
+    assert!(
+        started.elapsed() <= std::time::Duration::from_secs(25),
+        "fetched after {:?}",
+        started.elapsed()
+    );
+
+    // A hint outside 10s..1d is refused at start, naming the key.
+    let mut cmd = hallmark_cmd(&["server", "run", "--bundle-refresh-hint", "1s"]);
+    run(&mut cmd, CLI_TIMEOUT)
+        .fails()
+        .stderr_has(&["bundle_refresh_hint", "10s"]);
+}

@@ -197,6 +197,92 @@ macro_rules! inventory_writes {
             .await?;
             Ok(())
         }
+
+        /// A report's records encoded for storage, before any transaction is
+        /// opened so that locks are held for writing only.
+        struct EncodedReport {
+            /// The snapshot page's records, in order.
+            pages: Vec<String>,
+            /// The events' records, in order.
+            events: Vec<String>,
+        }
+
+        fn encode_report(r: &InventoryReport) -> Result<EncodedReport> {
+            Ok(EncodedReport {
+                pages: r
+                    .snapshot
+                    .iter()
+                    .flat_map(|p| &p.workloads)
+                    .map(workload_json)
+                    .collect::<Result<Vec<_>>>()?,
+                events: r
+                    .events
+                    .iter()
+                    .map(|e| workload_json(&e.workload))
+                    .collect::<Result<Vec<_>>>()?,
+            })
+        }
+
+        /// Applies one report inside the caller's transaction (see
+        /// `Store::apply_inventory` for the order and the rules).
+        async fn write_report(
+            conn: &mut $conn,
+            r: &InventoryReport,
+            encoded: &EncodedReport,
+            now_ms: i64,
+        ) -> Result<InventoryApplied> {
+            let key = InventoryKey {
+                context_name: &r.context_name,
+                agent_id: r.agent_id.as_str(),
+            };
+            let mut applied = InventoryApplied {
+                upserted: 0,
+                events: 0,
+                snapshot: SnapshotOutcome::None,
+            };
+            if let Some(page) = &r.snapshot {
+                let snapshot = snapshot_column(page.snapshot_id);
+                record_page(&mut *conn, &key, snapshot, page.page, now_ms).await?;
+                for (w, json) in page.workloads.iter().zip(&encoded.pages) {
+                    let stop =
+                        (w.state == WorkloadState::Stopped).then(|| Stop::Keep(stop_time(w, now_ms)));
+                    upsert_workload(&mut *conn, &key, w, json, now_ms, Some(snapshot), stop).await?;
+                    applied.upserted += 1;
+                }
+                applied.snapshot = if page.last_page {
+                    complete_snapshot(&mut *conn, &key, snapshot, page.page, now_ms).await?
+                } else {
+                    SnapshotOutcome::Page
+                };
+            }
+            for (e, json) in r.events.iter().zip(&encoded.events) {
+                let stop = match e.kind {
+                    WorkloadEventKind::Stopped => Some(Stop::Exact(e.at_ms)),
+                    _ if e.workload.state == WorkloadState::Stopped => {
+                        Some(Stop::Keep(stop_time(&e.workload, e.at_ms)))
+                    }
+                    _ => None,
+                };
+                upsert_workload(&mut *conn, &key, &e.workload, json, now_ms, None, stop).await?;
+                sqlx::query(
+                    "INSERT INTO workload_events (context_name, agent_id, container_id, kind, at_ms, received_ms, record) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(key.context_name)
+                .bind(key.agent_id)
+                .bind(&e.workload.container_id)
+                .bind(e.kind.as_str())
+                .bind(e.at_ms)
+                .bind(now_ms)
+                .bind(json)
+                .execute(&mut *conn)
+                .await?;
+                applied.upserted += 1;
+                applied.events += 1;
+            }
+            set_agent_inventory(&mut *conn, r, now_ms).await?;
+            Ok(applied)
+        }
     };
 }
 
@@ -296,4 +382,61 @@ macro_rules! federation_queries {
     };
 }
 
-pub(crate) use {federation_queries, inventory_writes};
+/// The workload listing, as a module `workload_sql` over the back end's
+/// pool and database types (the SQL narrows by plain columns; the filter's
+/// own `matches` decides).
+macro_rules! workload_queries {
+    ($pool:ty, $db:ty) => {
+        mod workload_sql {
+            use super::*;
+
+            pub(crate) async fn list_workloads(
+                pool: &$pool,
+                filter: &WorkloadFilter,
+                now_ms: i64,
+                retention: Duration,
+            ) -> Result<Vec<StoredWorkload>> {
+                let mut q = QueryBuilder::<$db>::new(format!(
+                    "SELECT {WORKLOAD_COLUMNS} FROM workloads WHERE (stopped_at_ms IS NULL OR stopped_at_ms >= "
+                ));
+                q.push_bind(visible_since_ms(now_ms, retention)).push(")");
+                // SQL narrows by the plain columns; `filter.matches` below is the
+                // definition and also checks images and labels.
+                if let Some(c) = &filter.context_name {
+                    q.push(" AND context_name = ").push_bind(c.as_str());
+                }
+                if let Some(a) = &filter.agent_id {
+                    q.push(" AND agent_id = ").push_bind(a.as_str());
+                }
+                if let Some(ns) = &filter.namespace {
+                    q.push(" AND namespace = ").push_bind(ns.as_str());
+                }
+                match filter.state {
+                    Some(StateFilter::Current) => {
+                        q.push(" AND stopped_at_ms IS NULL");
+                    }
+                    Some(StateFilter::Is(state)) => {
+                        q.push(" AND state = ").push_bind(state.as_str());
+                    }
+                    None => {}
+                }
+                q.push(" ORDER BY context_name, agent_id, container_id");
+                let rows: Vec<WorkloadRow> = q
+                    .build_query_as()
+                    .fetch_all(pool)
+                    .await
+                    .map_err(|e| decode_error("workloads", e))?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let w = row.into_workload()?;
+                    if filter.matches(&w) {
+                        out.push(w);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+pub(crate) use {federation_queries, inventory_writes, workload_queries};

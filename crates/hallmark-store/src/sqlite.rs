@@ -491,71 +491,9 @@ impl Store for SqliteStore {
     }
 
     async fn apply_inventory(&self, r: &InventoryReport, now_ms: i64) -> Result<InventoryApplied> {
-        let key = InventoryKey {
-            context_name: &r.context_name,
-            agent_id: r.agent_id.as_str(),
-        };
-        // Encoded before the transaction, so the write lock is held for
-        // writing only.
-        let page_records = r
-            .snapshot
-            .iter()
-            .flat_map(|p| &p.workloads)
-            .map(workload_json)
-            .collect::<Result<Vec<_>>>()?;
-        let event_records = r
-            .events
-            .iter()
-            .map(|e| workload_json(&e.workload))
-            .collect::<Result<Vec<_>>>()?;
-
+        let encoded = encode_report(r)?;
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        let mut applied = InventoryApplied {
-            upserted: 0,
-            events: 0,
-            snapshot: SnapshotOutcome::None,
-        };
-        if let Some(page) = &r.snapshot {
-            let snapshot = snapshot_column(page.snapshot_id);
-            record_page(&mut tx, &key, snapshot, page.page, now_ms).await?;
-            for (w, json) in page.workloads.iter().zip(&page_records) {
-                let stop =
-                    (w.state == WorkloadState::Stopped).then(|| Stop::Keep(stop_time(w, now_ms)));
-                upsert_workload(&mut tx, &key, w, json, now_ms, Some(snapshot), stop).await?;
-                applied.upserted += 1;
-            }
-            applied.snapshot = if page.last_page {
-                complete_snapshot(&mut tx, &key, snapshot, page.page, now_ms).await?
-            } else {
-                SnapshotOutcome::Page
-            };
-        }
-        for (e, json) in r.events.iter().zip(&event_records) {
-            let stop = match e.kind {
-                WorkloadEventKind::Stopped => Some(Stop::Exact(e.at_ms)),
-                _ if e.workload.state == WorkloadState::Stopped => {
-                    Some(Stop::Keep(stop_time(&e.workload, e.at_ms)))
-                }
-                _ => None,
-            };
-            upsert_workload(&mut tx, &key, &e.workload, json, now_ms, None, stop).await?;
-            sqlx::query(
-                "INSERT INTO workload_events (context_name, agent_id, container_id, kind, at_ms, received_ms, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(key.context_name)
-            .bind(key.agent_id)
-            .bind(&e.workload.container_id)
-            .bind(e.kind.as_str())
-            .bind(e.at_ms)
-            .bind(now_ms)
-            .bind(json)
-            .execute(&mut *tx)
-            .await?;
-            applied.upserted += 1;
-            applied.events += 1;
-        }
-        set_agent_inventory(&mut tx, r, now_ms).await?;
+        let applied = write_report(&mut tx, r, &encoded, now_ms).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -566,44 +504,7 @@ impl Store for SqliteStore {
         now_ms: i64,
         retention: Duration,
     ) -> Result<Vec<StoredWorkload>> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {WORKLOAD_COLUMNS} FROM workloads WHERE (stopped_at_ms IS NULL OR stopped_at_ms >= "
-        ));
-        q.push_bind(visible_since_ms(now_ms, retention)).push(")");
-        // SQL narrows by the plain columns; `filter.matches` below is the
-        // definition and also checks images and labels.
-        if let Some(c) = &filter.context_name {
-            q.push(" AND context_name = ").push_bind(c.as_str());
-        }
-        if let Some(a) = &filter.agent_id {
-            q.push(" AND agent_id = ").push_bind(a.as_str());
-        }
-        if let Some(ns) = &filter.namespace {
-            q.push(" AND namespace = ").push_bind(ns.as_str());
-        }
-        match filter.state {
-            Some(StateFilter::Current) => {
-                q.push(" AND stopped_at_ms IS NULL");
-            }
-            Some(StateFilter::Is(state)) => {
-                q.push(" AND state = ").push_bind(state.as_str());
-            }
-            None => {}
-        }
-        q.push(" ORDER BY context_name, agent_id, container_id");
-        let rows: Vec<WorkloadRow> = q
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| decode_error("workloads", e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let w = row.into_workload()?;
-            if filter.matches(&w) {
-                out.push(w);
-            }
-        }
-        Ok(out)
+        workload_sql::list_workloads(&self.pool, filter, now_ms, retention).await
     }
 
     async fn find_workloads_by_prefix(
@@ -725,6 +626,7 @@ impl Store for SqliteStore {
 
 crate::shared_sql::inventory_writes!(SqliteConnection);
 crate::shared_sql::federation_queries!(SqlitePool);
+crate::shared_sql::workload_queries!(SqlitePool, Sqlite);
 
 /// Increments the entry revision inside the caller's transaction and
 /// returns the new value.

@@ -28,6 +28,40 @@ fn bundle_file(server: &TestServer, dir: &std::path::Path) -> std::path::PathBuf
     path
 }
 
+/// `federation create` on `here` for `there`'s bundle endpoint (profile
+/// https_spiffe), bootstrapped from `there`'s bundle in `jwks`.
+fn create_args(there: &TestServer, jwks: &std::path::Path) -> Vec<String> {
+    let url = federation_url(there);
+    let jwks = jwks.to_str().expect("utf-8 temp path");
+    [
+        "federation",
+        "create",
+        "--trust-domain",
+        &there.td,
+        "--bundle-endpoint-url",
+        &url,
+        "--trust-bundle",
+        jwks,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Federates `here` with `there` and checks the first fetch succeeded;
+/// returns the relationship as `federation create --json` shows it.
+fn federate(here: &TestServer, there: &TestServer, dir: &std::path::Path) -> serde_json::Value {
+    let args = create_args(there, &bundle_file(there, dir));
+    let created = here.json(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        created.get("last_error").is_none(),
+        "{} fetching {}: {created}",
+        here.td,
+        there.td
+    );
+    created
+}
+
 async fn x509_bundle_keys(agent: &TestAgent) -> Vec<String> {
     let mut c = agent.client().await;
     let mut s = c
@@ -123,50 +157,16 @@ async fn two_trust_domains_federate_and_workloads_authenticate_each_other() {
         .fails()
         .stderr_has(&["bootstrap bundle", "https_spiffe"]);
 
-    let created = alpha.json(&[
-        "federation",
-        "create",
-        "--trust-domain",
-        "beta.test",
-        "--bundle-endpoint-url",
-        &federation_url(&beta),
-        "--trust-bundle",
-        beta_jwks.to_str().unwrap(),
-    ]);
-    assert!(
-        created.get("last_error").is_none(),
-        "first fetch failed: {created}"
-    );
+    let created = federate(&alpha, &beta, dir.path());
     assert!(created["last_refresh"].as_i64().is_some(), "{created}");
     assert!(
         created["jwt_authorities"].as_u64().unwrap() >= 1,
         "{created}"
     );
-    let created = beta.json(&[
-        "federation",
-        "create",
-        "--trust-domain",
-        "alpha.test",
-        "--bundle-endpoint-url",
-        &federation_url(&alpha),
-        "--trust-bundle",
-        alpha_jwks.to_str().unwrap(),
-    ]);
-    assert!(
-        created.get("last_error").is_none(),
-        "first fetch failed: {created}"
-    );
+    federate(&beta, &alpha, dir.path());
+    let again = create_args(&beta, &beta_jwks);
     alpha
-        .cli(&[
-            "federation",
-            "create",
-            "--trust-domain",
-            "beta.test",
-            "--bundle-endpoint-url",
-            &federation_url(&beta),
-            "--trust-bundle",
-            beta_jwks.to_str().unwrap(),
-        ])
+        .cli(&again.iter().map(String::as_str).collect::<Vec<_>>())
         .fails()
         .stderr_has(&["beta.test", "exists already"]);
 
@@ -603,23 +603,7 @@ fn federated_pair() -> FederatedPair {
     let beta = TestServer::start_with("beta.test", &["--federation-listen", "127.0.0.1:0"]);
     let dir = short_tempdir();
     for (here, there) in [(&alpha, &beta), (&beta, &alpha)] {
-        let jwks = bundle_file(there, dir.path());
-        let created = here.json(&[
-            "federation",
-            "create",
-            "--trust-domain",
-            &there.td,
-            "--bundle-endpoint-url",
-            &federation_url(there),
-            "--trust-bundle",
-            jwks.to_str().expect("utf-8 temp path"),
-        ]);
-        assert!(
-            created.get("last_error").is_none(),
-            "{} fetching {}: {created}",
-            here.td,
-            there.td
-        );
+        federate(here, there, dir.path());
     }
     let (a_agent, b_agent, a_id, b_id) =
         federated_workloads(&alpha, &beta, "svc/listener", "svc/dialer");
@@ -733,17 +717,7 @@ fn a_foreign_bundle_is_fetched_again_on_its_refresh_hint() {
     assert_eq!(beta_jwks["spiffe_refresh_hint"], 10, "{beta_jwks}");
 
     let dir = short_tempdir();
-    let jwks = bundle_file(&beta, dir.path());
-    let created = alpha.json(&[
-        "federation",
-        "create",
-        "--trust-domain",
-        "beta.test",
-        "--bundle-endpoint-url",
-        &federation_url(&beta),
-        "--trust-bundle",
-        jwks.to_str().expect("utf-8 temp path"),
-    ]);
+    let created = federate(&alpha, &beta, dir.path());
     let key_count = |v: &serde_json::Value| v["bundle"]["keys"].as_array().map_or(0, Vec::len);
     let before = key_count(&created);
     assert!(before > 0, "{created}");

@@ -100,6 +100,34 @@ impl Run {
     }
 }
 
+/// An entry for `spiffe://example.org/<name>` under the agent of node
+/// `node1` with `selectors`, a DNS name and a hint from `name`: the fixture
+/// the back ends' own tests share. Panics on an invalid name or selector.
+pub fn example_spec(name: &str, selectors: &[&str]) -> EntrySpec {
+    let id = |text: String| match SpiffeId::new(&text) {
+        Ok(id) => id,
+        Err(e) => panic!("example SPIFFE ID `{text}` {e}"),
+    };
+    EntrySpec {
+        spiffe_id: id(format!("spiffe://example.org/{name}")),
+        parent_id: id("spiffe://example.org/hallmark/agent/node1".into()),
+        selectors: selectors
+            .iter()
+            .map(|s| match Selector::new(s) {
+                Ok(s) => s,
+                Err(e) => panic!("example selector `{s}` {e}"),
+            })
+            .collect(),
+        x509_ttl_secs: 3600,
+        jwt_ttl_secs: 300,
+        dns_names: vec![format!("{name}.example.org")],
+        hint: name.to_string(),
+        admin: false,
+        federates_with: Vec::new(),
+        oidc_claims: Vec::new(),
+    }
+}
+
 /// Unwraps a store result, panicking with what was being done.
 fn ok<T>(what: &str, r: Result<T>) -> T {
     match r {

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use hallmark_core::{EntryId, EntrySpec, Selector, SpiffeId};
+use hallmark_core::{EntryId, EntrySpec, SpiffeId};
 use hallmark_store::{
     conformance, AgentRecord, EntryFilter, JoinToken, PostgresStore, Store, StoreError,
 };
@@ -93,21 +93,7 @@ fn id(s: &str) -> SpiffeId {
 }
 
 fn spec(name: &str, selectors: &[&str]) -> EntrySpec {
-    EntrySpec {
-        spiffe_id: id(&format!("spiffe://example.org/{name}")),
-        parent_id: id("spiffe://example.org/hallmark/agent/node1"),
-        selectors: selectors
-            .iter()
-            .map(|s| Selector::new(s).unwrap())
-            .collect(),
-        x509_ttl_secs: 3600,
-        jwt_ttl_secs: 300,
-        dns_names: vec![format!("{name}.example.org")],
-        hint: name.to_string(),
-        admin: false,
-        federates_with: Vec::new(),
-        oidc_claims: Vec::new(),
-    }
+    hallmark_store::conformance::example_spec(name, selectors)
 }
 
 /// A port nothing listens on: bound once by the OS, then released.

@@ -13,9 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hallmark_core::{
-    Confidence, EntrySpec, RuntimeSource, Selector, SpiffeId, Workload, WorkloadState,
-};
+use hallmark_core::{Confidence, EntrySpec, RuntimeSource, SpiffeId, Workload, WorkloadState};
 use hallmark_store::{
     conformance, AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, InventoryReport,
     JoinToken, SnapshotPage, SqliteStore, Store, StoreError, WorkloadEvent, WorkloadEventKind,
@@ -39,21 +37,7 @@ fn id(s: &str) -> SpiffeId {
 }
 
 fn spec(name: &str, selectors: &[&str]) -> EntrySpec {
-    EntrySpec {
-        spiffe_id: id(&format!("spiffe://example.org/{name}")),
-        parent_id: id("spiffe://example.org/hallmark/agent/node1"),
-        selectors: selectors
-            .iter()
-            .map(|s| Selector::new(s).unwrap())
-            .collect(),
-        x509_ttl_secs: 3600,
-        jwt_ttl_secs: 300,
-        dns_names: vec![format!("{name}.example.org")],
-        hint: name.to_string(),
-        admin: false,
-        federates_with: Vec::new(),
-        oidc_claims: Vec::new(),
-    }
+    hallmark_store::conformance::example_spec(name, selectors)
 }
 
 #[tokio::test]

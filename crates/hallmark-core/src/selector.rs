@@ -18,7 +18,10 @@ pub const MAX_SELECTOR_LEN: usize = 1024;
 /// could never be produced by an attestor, so an entry using it would never
 /// match: refusing it at creation saves the operator a silent miss.
 const KNOWN: &[(&str, &[&str])] = &[
-    ("unix", &["uid", "gid", "user", "group", "path", "sha256"]),
+    (
+        "unix",
+        &["uid", "gid", "user", "group", "path", "sha256", "container"],
+    ),
     (
         "docker",
         &[
@@ -43,6 +46,11 @@ const KNOWN: &[(&str, &[&str])] = &[
     ),
     ("hallmark", &["context"]),
 ];
+
+/// The selector every caller outside any container holds, and no caller in
+/// one: `unix:container:none`. Pinning an entry with it keeps a host identity
+/// (such as `unix:uid:0`) from matching root processes inside containers.
+pub const HOST_SELECTOR: &str = "unix:container:none";
 
 /// One variant per rule a selector must follow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,6 +77,8 @@ pub enum SelectorError {
     BadSha256,
     #[error("`label`/`pod-label` value must be `<name>:<value>`")]
     BadLabel,
+    #[error("`unix:container` has the one value `none` (`unix:container:none`: the caller runs in no container)")]
+    BadContainer,
     #[error("contains a control character")]
     ControlChar,
     #[error("is longer than {MAX_SELECTOR_LEN} bytes")]
@@ -126,6 +136,9 @@ impl Selector {
             {
                 return Err(SelectorError::BadSha256);
             }
+            "container" if ty == "unix" && value != "none" => {
+                return Err(SelectorError::BadContainer);
+            }
             "label" | "pod-label" => match value.split_once(':') {
                 Some((k, _)) if !k.is_empty() => {}
                 _ => return Err(SelectorError::BadLabel),
@@ -142,6 +155,24 @@ impl Selector {
     /// [`Selector::new`].
     pub fn from_parts(ty: &str, key: &str, value: &str) -> Result<Self, SelectorError> {
         Self::new(&format!("{ty}:{key}:{value}"))
+    }
+
+    /// [`HOST_SELECTOR`] as a value.
+    pub fn host() -> Self {
+        Selector {
+            ty: "unix".to_string(),
+            value: "container:none".to_string(),
+        }
+    }
+
+    /// Whether a selector says only who the caller is as a unix user
+    /// (`unix:uid`, `unix:gid`, `unix:user`, `unix:group`): facts a process
+    /// in a container shares with host processes of the same ids.
+    pub fn is_user_only(&self) -> bool {
+        self.ty == "unix"
+            && ["uid:", "gid:", "user:", "group:"]
+                .iter()
+                .any(|k| self.value.starts_with(k))
     }
 
     /// The selector type (`unix`, `docker`, ...).
@@ -233,6 +264,7 @@ mod tests {
             "k8s:ns:payments",
             "k8s:pod-label:tier:front",
             "hallmark:context:prod-eu",
+            "unix:container:none",
         ] {
             let sel = Selector::new(s).unwrap();
             assert_eq!(sel.to_string(), s);
@@ -253,6 +285,8 @@ mod tests {
             ("unix:uid:abc", NotNumeric("abc".into())),
             ("unix:path:bin/sh", RelativePath),
             ("unix:sha256:ABC", BadSha256),
+            ("unix:container:docker", BadContainer),
+            ("unix:container:", EmptyValue),
             ("docker:label:app", BadLabel),
             ("docker:label::x", BadLabel),
             ("unix:uid:1\n", ControlChar),
@@ -284,5 +318,23 @@ mod tests {
         assert!(set.satisfies(&[uid.clone(), gid]));
         assert!(!set.satisfies(&[uid, other]));
         assert!(!set.satisfies(&[]));
+    }
+
+    #[test]
+    fn host_selector_and_user_only_selectors() {
+        assert_eq!(Selector::host(), Selector::new(HOST_SELECTOR).unwrap());
+        assert_eq!(Selector::host().to_string(), HOST_SELECTOR);
+        for (s, user_only) in [
+            ("unix:uid:0", true),
+            ("unix:gid:0", true),
+            ("unix:user:root", true),
+            ("unix:group:root", true),
+            ("unix:path:/usr/bin/x", false),
+            ("unix:container:none", false),
+            ("docker:label:uid:0", false),
+            ("hallmark:context:uid", false),
+        ] {
+            assert_eq!(Selector::new(s).unwrap().is_user_only(), user_only, "{s}");
+        }
     }
 }

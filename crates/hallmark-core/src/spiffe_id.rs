@@ -133,6 +133,30 @@ impl TrustDomain {
     }
 }
 
+/// Path of the server's own SPIFFE ID, `spiffe://<td>/hallmark/server`.
+pub const SERVER_PATH: &str = "/hallmark/server";
+/// Path prefix of agent SPIFFE IDs, `spiffe://<td>/hallmark/agent/<node>`.
+pub const AGENT_PATH_PREFIX: &str = "/hallmark/agent/";
+
+impl TrustDomain {
+    /// The SPIFFE ID the server presents to agents and federated peers.
+    pub fn server_id(&self) -> SpiffeId {
+        SpiffeId {
+            id: format!("{SCHEME}{}{SERVER_PATH}", self.0),
+            td_len: self.0.len(),
+        }
+    }
+
+    /// The SPIFFE ID of the agent attested for node `node`. The node name
+    /// must be one valid path segment.
+    pub fn agent_id(&self, node: &str) -> Result<SpiffeId, SpiffeIdError> {
+        if node.contains('/') {
+            return Err(SpiffeIdError::BadPathChar('/'));
+        }
+        self.id_with_path(&format!("{AGENT_PATH_PREFIX}{node}"))
+    }
+}
+
 impl SpiffeId {
     /// Parses and validates a SPIFFE ID. The trust-domain-only form
     /// (`spiffe://example.org`) is accepted; use [`SpiffeId::new_workload`]
@@ -181,6 +205,19 @@ impl SpiffeId {
     /// The path, starting with `/`, or empty for a trust domain ID.
     pub fn path(&self) -> &str {
         &self.id[SCHEME.len() + self.td_len..]
+    }
+
+    /// The node name when this is an agent's ID
+    /// (`spiffe://<td>/hallmark/agent/<node>`), else `None`.
+    pub fn agent_node(&self) -> Option<&str> {
+        self.path()
+            .strip_prefix(AGENT_PATH_PREFIX)
+            .filter(|node| !node.is_empty() && !node.contains('/'))
+    }
+
+    /// Whether this is the server ID of its trust domain.
+    pub fn is_server(&self) -> bool {
+        self.path() == SERVER_PATH
     }
 
     pub fn is_member_of(&self, td: &TrustDomain) -> bool {
@@ -308,4 +345,27 @@ mod tests {
             "spiffe://example.org/x"
         );
     }
+
+    #[test]
+    fn server_and_agent_ids() {
+        let td = TrustDomain::new("example.org").unwrap();
+        assert_eq!(
+            td.server_id().as_str(),
+            "spiffe://example.org/hallmark/server"
+        );
+        assert!(td.server_id().is_server());
+        let agent = td.agent_id("node-1").unwrap();
+        assert_eq!(agent.as_str(), "spiffe://example.org/hallmark/agent/node-1");
+        assert_eq!(agent.agent_node(), Some("node-1"));
+        assert!(!agent.is_server());
+        assert_eq!(td.server_id().agent_node(), None);
+        for bad in ["", "a/b", "..", "x y"] {
+            assert!(td.agent_id(bad).is_err(), "{bad:?} accepted");
+        }
+        let nested = SpiffeId::new("spiffe://example.org/hallmark/agent/a/b").unwrap();
+        assert_eq!(nested.agent_node(), None);
+        let workload = SpiffeId::new("spiffe://example.org/hallmark/agents/x").unwrap();
+        assert_eq!(workload.agent_node(), None);
+    }
+
 }

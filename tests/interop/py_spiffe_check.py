@@ -5,9 +5,10 @@ SPIFFE workload. Each mode exits 0 after printing `ok: ...` lines, or exits 1
 with a `FAIL: ...` line naming what was expected and what arrived.
 
 Modes:
-  x509 --expect-id ID           fetch the X.509 context; check the SPIFFE ID, the
+  x509 --expect-id ID [--only]  fetch the X.509 context; check the SPIFFE ID, the
                                 chain up to a bundle authority (signatures and
-                                validity times) and that the key matches the leaf
+                                validity times) and that the key matches the leaf;
+                                with --only, that the caller holds no other SVID
   jwt --expect-id ID --audience A
                                 fetch a JWT-SVID; validate it through the
                                 Workload API and locally against the JWT bundle
@@ -108,6 +109,9 @@ def mode_x509(args: argparse.Namespace) -> None:
             str(svid.spiffe_id) == args.expect_id,
             f"default X.509-SVID has SPIFFE ID {svid.spiffe_id}, expected {args.expect_id}",
         )
+        if args.only:
+            held = [str(s.spiffe_id) for s in ctx.x509_svids]
+            expect(held == [args.expect_id], f"caller holds {held}, expected only {args.expect_id}")
         td = svid.spiffe_id.trust_domain
         bundle = ctx.x509_bundle_set.get_bundle_for_trust_domain(td)
         expect(bundle is not None, f"X.509 context has no bundle for trust domain {td}")
@@ -251,6 +255,7 @@ def main() -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     x509 = sub.add_parser("x509")
     x509.add_argument("--expect-id", required=True)
+    x509.add_argument("--only", action="store_true")
     jwt_p = sub.add_parser("jwt")
     jwt_p.add_argument("--expect-id", required=True)
     jwt_p.add_argument("--audience", required=True)

@@ -1,12 +1,14 @@
 //! The unix attestor: `unix:uid`, `unix:gid`, `unix:user`, `unix:group`,
-//! `unix:path` and `unix:sha256` of the process at the other end of a socket.
+//! `unix:path` and `unix:sha256` of the process at the other end of a socket,
+//! and `unix:container:none` when that process runs in no container.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use hallmark_core::cgroup::{parse_proc_cgroup, CgroupError, CgroupIdentity};
 use hallmark_core::{Selector, SelectorSet};
@@ -69,7 +71,8 @@ pub enum AttestError {
 /// `unix:group:<name>` when the ids have names; `unix:path:<executable>` and
 /// `unix:sha256:<hex>` of the executable, read through `/proc/<pid>/exe`,
 /// left out when there is none (a zombie's or kernel thread's) or it was
-/// deleted (its path now names another file or none).
+/// deleted (its path now names another file or none); `unix:container:none`
+/// only for a caller proven to run outside any container (see [`is_host`]).
 ///
 /// Blocking (reads /proc, may hash a file): run it in `spawn_blocking`.
 ///
@@ -213,6 +216,10 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<Attested>, AttestErr
     let exe = open_executable(pid).map_err(|e| proc_err("/proc/<pid>/exe", e))?;
     let cgroup_text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map_err(|e| proc_err("/proc/<pid>/cgroup", e))?;
+    // Unreadable (another user's process while the agent is not root) is
+    // not an error: it only means the caller cannot be shown to be a host
+    // process.
+    let pid_ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
 
     // --- The check: the caller still exists, so it still owns `pid`, so
     // everything above described it.
@@ -232,6 +239,7 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<Attested>, AttestErr
         user: None,
         group: None,
         exe: None,
+        host: is_host(&cgroup, pid_ns.as_deref(), own_pid_namespace()),
     };
     if let Some(exe) = exe {
         let digest = if may_hash {
@@ -260,6 +268,33 @@ fn attest(peer: &PeerInfo, may_hash: bool) -> Result<Option<Attested>, AttestErr
     }))
 }
 
+/// Whether a caller runs outside any container, and so may hold the host
+/// selector `unix:container:none`. Every condition must be shown; anything
+/// unknown answers no:
+/// - its cgroup was read and parsed (an unreadable or malformed cgroup file
+///   refuses the caller before this point) and names no container, not even
+///   one the runtime has not reported yet (the ID comes from the path, not
+///   from the runtime), and it is not a runtime's container monitor;
+/// - it is in the agent's own PID namespace. Container runtimes give each
+///   container a PID namespace of its own, so this also keeps out
+///   containers whose cgroup path shape the parser does not know (LXC,
+///   systemd-nspawn), at the price of sandboxed host programs
+///   (`unshare --pid`, bubblewrap) not counting as host processes.
+fn is_host(cgroup: &CgroupIdentity, pid_ns: Option<&Path>, own_pid_ns: Option<&Path>) -> bool {
+    let no_container =
+        cgroup.container_id.is_none() && cgroup.monitor_of.is_none() && !cgroup.path.is_empty();
+    let same_pid_ns = matches!((pid_ns, own_pid_ns), (Some(a), Some(b)) if a == b);
+    no_container && same_pid_ns
+}
+
+/// The agent's own PID namespace (`pid:[<inode>]`), read once: a process
+/// cannot change its own PID namespace.
+fn own_pid_namespace() -> Option<&'static Path> {
+    static OWN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    OWN.get_or_init(|| std::fs::read_link("/proc/self/ns/pid").ok())
+        .as_deref()
+}
+
 /// What the attestor learned, before it becomes selectors.
 #[derive(Debug, Default)]
 struct UnixFacts {
@@ -268,6 +303,8 @@ struct UnixFacts {
     user: Option<String>,
     group: Option<String>,
     exe: Option<ExeFacts>,
+    /// Runs outside any container ([`is_host`]).
+    host: bool,
 }
 
 #[derive(Debug)]
@@ -301,6 +338,9 @@ impl UnixFacts {
                 add("path", path);
             }
             add("sha256", &hex::encode(exe.sha256));
+        }
+        if self.host {
+            set.insert(Selector::host());
         }
         set
     }
@@ -389,6 +429,7 @@ mod tests {
     use std::process::Command;
 
     use crate::attestor::peer::boot_ticks;
+    use hallmark_core::HOST_SELECTOR;
     use sha2::{Digest, Sha256};
 
     #[test]
@@ -482,6 +523,7 @@ mod tests {
                 path: Some("/usr/bin/app".into()),
                 sha256: sha,
             }),
+            host: false,
         };
         let mut want = vec![
             "unix:gid:100".to_string(),
@@ -512,9 +554,11 @@ mod tests {
                 path: Some("/tmp/evil\n/usr/bin/app".into()),
                 sha256: sha,
             }),
+            host: true,
         };
         let mut want = vec![
-            "unix:gid:6".to_string(),
+            "unix:container:none".to_string(),
+            "unix:gid:6".into(),
             "unix:group:ok".into(),
             format!("unix:sha256:{}", "ab".repeat(32)),
             "unix:uid:5".into(),
@@ -558,8 +602,186 @@ mod tests {
         if let Some(g) = Group::from_gid(Gid::from_raw(gid)).unwrap() {
             want.push(format!("unix:group:{}", g.name));
         }
+        if test_runs_on_host() {
+            want.push(HOST_SELECTOR.to_string());
+        }
         want.sort();
         want
+    }
+
+    /// Whether this test process itself runs outside any container (the
+    /// test suite may be run inside one, where no caller is a host caller).
+    fn test_runs_on_host() -> bool {
+        let own =
+            parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap()).unwrap();
+        own.container_id.is_none()
+    }
+
+    fn host_cgroup(path: &str) -> CgroupIdentity {
+        CgroupIdentity {
+            path: path.to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn host_needs_no_container_and_the_agents_pid_namespace() {
+        let ns = Path::new("pid:[4026531836]");
+        let other = Path::new("pid:[4026532999]");
+        let id = "a".repeat(64);
+        let in_container = CgroupIdentity {
+            container_id: Some(id.clone()),
+            path: format!("/docker/{id}"),
+            ..Default::default()
+        };
+        let monitor = CgroupIdentity {
+            monitor_of: Some(id.clone()),
+            path: format!("/machine.slice/crio-conmon-{id}.scope"),
+            ..Default::default()
+        };
+        let host = host_cgroup("/user.slice/user-0.slice/session-1.scope");
+        let cases: &[(&str, &CgroupIdentity, Option<&Path>, Option<&Path>, bool)] = &[
+            ("host process", &host, Some(ns), Some(ns), true),
+            ("root cgroup", &host_cgroup("/"), Some(ns), Some(ns), true),
+            // The ID comes from the caller's path: a container the runtime
+            // has not reported yet is still a container.
+            ("container", &in_container, Some(ns), Some(ns), false),
+            ("container monitor", &monitor, Some(ns), Some(ns), false),
+            (
+                "empty cgroup file",
+                &host_cgroup(""),
+                Some(ns),
+                Some(ns),
+                false,
+            ),
+            ("own PID namespace", &host, Some(other), Some(ns), false),
+            (
+                "caller's namespace unreadable",
+                &host,
+                None,
+                Some(ns),
+                false,
+            ),
+            ("agent's namespace unknown", &host, Some(ns), None, false),
+        ];
+        for (what, cgroup, caller_ns, agent_ns, want) in cases {
+            assert_eq!(is_host(cgroup, *caller_ns, *agent_ns), *want, "{what}");
+        }
+    }
+
+    fn spawn(cmd: &mut Command) -> std::process::Child {
+        cmd.stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+    }
+
+    fn attest_pid(pid: i32) -> Vec<String> {
+        let peer = PeerInfo::opened_at_accept(pid, 0, 0, boot_ticks().unwrap()).unwrap();
+        strings(&attest_unix(&peer).unwrap())
+    }
+
+    #[test]
+    fn a_host_child_holds_the_host_selector() {
+        let mut child = spawn(Command::new("sleep").arg("30"));
+        let got = attest_pid(child.id() as i32);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            got.contains(&HOST_SELECTOR.to_string()),
+            test_runs_on_host(),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_process_in_its_own_pid_namespace_is_not_host() {
+        // `unshare --fork` stays in this namespace; its child is the one in
+        // the new PID namespace (a user namespace too, so no root is needed
+        // where unprivileged user namespaces are allowed).
+        let mut unshare = spawn(Command::new("unshare").args([
+            "--user",
+            "--map-root-user",
+            "--pid",
+            "--fork",
+            "sleep",
+            "30",
+        ]));
+        let parent = unshare.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let child: i32 = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                break pid.parse().unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare started no child (is `unshare --user --pid` allowed here?)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let got = attest_pid(child);
+        let parent_got = attest_pid(parent as i32);
+        unshare.kill().unwrap();
+        unshare.wait().unwrap();
+        assert!(got.contains(&"unix:uid:0".to_string()), "{got:?}");
+        assert!(!got.contains(&HOST_SELECTOR.to_string()), "{got:?}");
+        assert_eq!(
+            parent_got.contains(&HOST_SELECTOR.to_string()),
+            test_runs_on_host(),
+            "{parent_got:?}"
+        );
+    }
+
+    /// The cgroup2 mount point (`/sys/fs/cgroup` on unified hosts,
+    /// `/sys/fs/cgroup/unified` on hybrid ones).
+    fn cgroup2_mount() -> PathBuf {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        mounts
+            .lines()
+            .find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                right
+                    .starts_with("cgroup2 ")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                    .flatten()
+            })
+            .expect("no cgroup2 mount on this host")
+    }
+
+    #[test]
+    fn a_process_in_an_unreported_container_cgroup_is_not_host() {
+        // A cgroup named like a container that no runtime knows: what a
+        // container looks like in the instant before its runtime reports it.
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test moves a process between cgroups: run it as root"
+        );
+        let id: String = (0..64)
+            .map(|i| char::from(b"0123456789abcdef"[(i * 7 + std::process::id() as usize) % 16]))
+            .collect();
+        let parent = cgroup2_mount().join(format!("hallmark-attest-test-{}", std::process::id()));
+        let dir = parent.join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut child = spawn(Command::new("sleep").arg("30"));
+        let pid = child.id() as i32;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        let cgroup =
+            parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap())
+                .unwrap();
+        let got = attest_pid(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir(&parent).unwrap();
+        assert_eq!(
+            cgroup.container_id.as_deref(),
+            Some(id.as_str()),
+            "{cgroup:?}"
+        );
+        assert!(got.contains(&"unix:uid:0".to_string()), "{got:?}");
+        assert!(!got.contains(&HOST_SELECTOR.to_string()), "{got:?}");
     }
 
     #[test]

@@ -68,6 +68,11 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# Rustdoc warnings (broken intra-doc links, bad HTML) are errors: the crate
+# docs are the reference for anyone changing the code.
+step "cargo doc --workspace --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 # The fuzz targets live in their own workspace (they need cargo-fuzz to
 # run); type-checking them here keeps them in step with the crates' APIs.
 # `bash scripts/fuzz.sh` runs them.

@@ -1,0 +1,41 @@
+//! Flow records and their attribution to workload identities.
+//!
+//! A flow says that two IP endpoints talked; an operator wants to know which
+//! *workloads* talked. IPs are handed from one workload to the next within
+//! seconds, so "who has this IP now" answers wrongly for any flow that is a
+//! little old. This crate answers "who held this IP at that instant", from
+//! evidence with timestamps, and refuses to answer when the evidence does
+//! not prove one owner:
+//!
+//! - [`flow`]: the flow record every source produces (agents, flow logs,
+//!   NetFlow/IPFIX collectors), validated once at the edge.
+//! - [`owner`]: who can hold an IP: a workload (context, node, container) or
+//!   a node itself.
+//! - [`ownership`]: the index from (IP, optional port) to the time ranges in
+//!   which one owner was proven to hold it, built from lifecycle events,
+//!   heartbeats and locally tagged flows.
+//! - [`network`]: operator-named CIDRs for addresses no workload holds.
+//! - [`attribution`]: the engine: each end of a flow is attributed to an
+//!   owner, an external network, or left unattributed with a reason; flows
+//!   whose evidence is not complete yet are held back and retried.
+//!
+//! Pure: no I/O and no clock. Every function that needs "now" takes it, so
+//! the rules are tested from tables and a ground-truth simulation.
+
+#![forbid(unsafe_code)]
+
+pub mod attribution;
+pub mod flow;
+pub mod network;
+pub mod owner;
+pub mod ownership;
+pub mod sim;
+
+pub use attribution::{
+    AttributedEnd, AttributedFlow, Attributor, AttributorConfig, AttributorStats, EndAttribution,
+    UnattributedReason,
+};
+pub use flow::{Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome};
+pub use network::{NetworkError, Networks};
+pub use owner::{Owner, OwnerId, Owners};
+pub use ownership::{Evidence, EvidenceKind, Lookup, OwnershipIndex, OwnershipKey, RangeProof};

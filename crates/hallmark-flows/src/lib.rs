@@ -30,6 +30,7 @@ pub mod network;
 pub mod owner;
 pub mod ownership;
 pub mod sim;
+pub mod vpc;
 
 pub use attribution::{
     AttributedEnd, AttributedFlow, Attributor, AttributorConfig, AttributorStats, EndAttribution,
@@ -39,3 +40,4 @@ pub use flow::{Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, 
 pub use network::{NetworkError, Networks};
 pub use owner::{Owner, OwnerId, Owners};
 pub use ownership::{Evidence, EvidenceKind, Lookup, OwnershipIndex, OwnershipKey, RangeProof};
+pub use vpc::{VpcError, VpcFormat, VpcRecord};

@@ -173,6 +173,7 @@ pub struct LocalSide {
 /// A flow record. Counters are per direction: `*_sent` from `src` to `dst`,
 /// `*_received` from `dst` to `src`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Flow {
     /// First packet, unix milliseconds (the reporter's clock).
     pub start_ms: i64,

@@ -26,6 +26,7 @@
 
 pub mod attribution;
 pub mod flow;
+pub mod jsonl;
 pub mod network;
 pub mod owner;
 pub mod ownership;

@@ -8,7 +8,10 @@
 //! not prove one owner:
 //!
 //! - [`flow`]: the flow record every source produces (agents, flow logs,
-//!   NetFlow/IPFIX collectors), validated once at the edge.
+//!   NetFlow/IPFIX collectors), validated once at the edge; [`vpc`] (AWS
+//!   VPC Flow Logs) and [`jsonl`] (Hallmark's own schema) read files into it.
+//! - [`sim`]: a ground-truth simulation of IP churn that grades the engine
+//!   and two naive baselines.
 //! - [`owner`]: who can hold an IP: a workload (context, node, container) or
 //!   a node itself.
 //! - [`ownership`]: the index from (IP, optional port) to the time ranges in

@@ -13,7 +13,10 @@
 //! - `propagation`: registration change to workload, vs the admin call.
 //! - `agent-memory`: agent memory holding N SVIDs vs none.
 //! - `token-endpoint`: the agent's HTTP token endpoint vs FetchJWTSVID.
+//! - `attribution`: the flow attribution engine vs a plain IP lookup, and
+//!   graded against ground truth beside two naive baselines.
 
+mod attribution;
 mod cluster;
 mod containers;
 mod cri_pods;
@@ -72,6 +75,9 @@ enum Bench {
     InventoryMemory(containers::InventoryMemoryArgs),
     /// The agent's HTTP token endpoint vs FetchJWTSVID, warm, same run.
     TokenEndpoint(token_endpoint::TokenEndpointArgs),
+    /// Flow attribution: engine throughput vs a HashMap lookup, ground-truth
+    /// grades beside two baselines, index memory.
+    Attribution(attribution::AttributionArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -177,6 +183,13 @@ async fn run(cli: Cli) -> Result<()> {
             token_endpoint::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "token-endpoint", &r)?;
+            }
+        }
+        Bench::Attribution(args) => {
+            let r = attribution::run(&args)?;
+            attribution::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "attribution", &r)?;
             }
         }
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,

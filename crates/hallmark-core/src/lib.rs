@@ -16,8 +16,10 @@ pub mod time;
 pub mod workload;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use error::error_chain;
 pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec, OIDC_CLAIM_NAMES};
+pub use error::error_chain;
 pub use selector::{Selector, SelectorError, SelectorSet, HOST_SELECTOR};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
-pub use workload::{Compose, Confidence, PodInfo, RuntimeSource, Workload, WorkloadState};
+pub use workload::{
+    Compose, Confidence, PodInfo, RuntimeSource, RuntimeStatus, Workload, WorkloadState,
+};

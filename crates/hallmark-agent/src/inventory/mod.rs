@@ -41,7 +41,7 @@ use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_client::NodeClient;
 use hallmark_runtime::discovery::DiscoveryConfig;
 use hallmark_runtime::{now_ms, Runtime, RuntimeEvent};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;

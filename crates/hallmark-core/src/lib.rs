@@ -20,4 +20,6 @@ pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec, OIDC_CLAIM_
 pub use error::error_chain;
 pub use selector::{Selector, SelectorError, SelectorSet, HOST_SELECTOR};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
-pub use workload::{Compose, Confidence, PodInfo, RuntimeSource, Workload, WorkloadState};
+pub use workload::{
+    Compose, Confidence, PodInfo, RuntimeSource, RuntimeStatus, Workload, WorkloadState,
+};

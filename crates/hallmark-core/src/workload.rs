@@ -129,6 +129,22 @@ pub struct PodInfo {
     pub ips: Vec<String>,
 }
 
+/// Which container runtime an agent found, and why it is degraded if it is:
+/// what the agent reports to the server and writes to its spool file, and
+/// what the server keeps per agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeStatus {
+    /// `docker`, `cri` or `none`.
+    pub runtime: String,
+    /// The socket the agent talks to.
+    pub endpoint: String,
+    /// The runtime's own name and version, e.g. `containerd 1.6.20`.
+    pub version: String,
+    pub degraded: bool,
+    /// Why it is degraded (or a note on how it was chosen); empty if neither.
+    pub reason: String,
+}
+
 /// One container as a runtime describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {

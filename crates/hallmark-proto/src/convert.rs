@@ -3,8 +3,8 @@
 //! the same constructors as one typed by an operator.
 
 use hallmark_core::{
-    Compose, Confidence, Entry, EntryId, EntrySpec, PodInfo, RuntimeSource, Selector, SpiffeId,
-    Workload, WorkloadState,
+    Compose, Confidence, Entry, EntryId, EntrySpec, PodInfo, RuntimeSource, RuntimeStatus,
+    Selector, SpiffeId, Workload, WorkloadState,
 };
 
 use crate::hallmark as pb;
@@ -223,6 +223,18 @@ impl TryFrom<&pb::WorkloadRecord> for Workload {
             confidence,
             degraded_reason: p.degraded_reason.clone(),
         })
+    }
+}
+
+impl From<&RuntimeStatus> for pb::RuntimeStatus {
+    fn from(s: &RuntimeStatus) -> Self {
+        pb::RuntimeStatus {
+            runtime: s.runtime.clone(),
+            endpoint: s.endpoint.clone(),
+            version: s.version.clone(),
+            degraded: s.degraded,
+            reason: s.reason.clone(),
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Federation relationships: where a foreign trust domain's bundle is
 //! fetched from, and the bundle last fetched.
 //!
-//! Operators write the endpoint fields ([`crate::Store::put_federation`]);
+//! Operators write the endpoint fields ([`FederationStore::put_federation`]);
 //! the refresh loop writes only the outcome of a fetch
-//! ([`crate::Store::record_federation_refresh`]), so a refresh finishing
+//! ([`FederationStore::record_federation_refresh`]), so a refresh finishing
 //! after an operator's edit never puts the old endpoint back.
 
 use std::fmt;
@@ -11,6 +11,32 @@ use std::fmt;
 use hallmark_core::TrustDomain;
 
 use crate::{Result, StoreError};
+
+/// Federation relationships. Every method is atomic on its own.
+#[async_trait::async_trait]
+pub trait FederationStore: Send + Sync + 'static {
+    /// Inserts the federation relationship or replaces every field of the
+    /// one with the same trust domain.
+    async fn put_federation(&self, f: &FederationRecord) -> Result<()>;
+
+    async fn get_federation(&self, td: &TrustDomain) -> Result<Option<FederationRecord>>;
+
+    /// All federation relationships, ordered by trust domain name bytewise.
+    async fn list_federations(&self) -> Result<Vec<FederationRecord>>;
+
+    /// `false` when there was no relationship with `td`.
+    async fn delete_federation(&self, td: &TrustDomain) -> Result<bool>;
+
+    /// Records the outcome of a fetch of `td`'s bundle, touching only the
+    /// bundle, sequence, refresh times and error columns, so an operator's
+    /// concurrent edit of the endpoint survives. `false` when the
+    /// relationship was deleted meanwhile (nothing is written).
+    async fn record_federation_refresh(
+        &self,
+        td: &TrustDomain,
+        outcome: &FederationRefresh,
+    ) -> Result<bool>;
+}
 
 /// How a foreign bundle endpoint authenticates itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

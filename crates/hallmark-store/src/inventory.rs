@@ -4,7 +4,7 @@
 //! status.
 //!
 //! Agents send reports ([`InventoryReport`]) made of snapshot pages and
-//! lifecycle events; [`crate::Store::apply_inventory`] applies one report in
+//! lifecycle events; [`InventoryStore::apply_inventory`] applies one report in
 //! one transaction. Listing filters ([`WorkloadFilter`]) are parsed here from
 //! operator text once, so the admin API and the CLI refuse the same inputs
 //! with the same words.
@@ -13,7 +13,81 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+pub use hallmark_core::RuntimeStatus;
 use hallmark_core::{SpiffeId, Workload, WorkloadState};
+
+use crate::Result as StoreResult;
+
+/// The workload inventory agents report. Every method is atomic on its own.
+#[async_trait::async_trait]
+pub trait InventoryStore: Send + Sync + 'static {
+    /// Applies one agent's inventory report received at server time
+    /// `now_ms`, all of it or (on error) none of it, in this order:
+    ///
+    /// 1. The snapshot page's records are upserted (first and last seen at
+    ///    `now_ms`, tagged with the snapshot ID). A record in state
+    ///    `stopped` stops the workload (at its `finished_at_ms` when that is
+    ///    known and not after `now_ms`, else at `now_ms`; an earlier stop
+    ///    time is kept); any other state makes it current again.
+    /// 2. On the last page, if every page of the snapshot arrived (pages
+    ///    count from 0), every workload of this (agent, context)
+    ///    that is current, was not listed by this snapshot and was not seen
+    ///    since its first page arrived, is stopped at `now_ms`. With a page
+    ///    missing, nothing is stopped ([`SnapshotOutcome::Incomplete`]). A
+    ///    page of another snapshot ID abandons the one in progress.
+    /// 3. Events are upserted and recorded in order: `started`/`updated`
+    ///    like snapshot records (stop time reckoned from `at_ms`), `stopped`
+    ///    stops the workload at exactly `at_ms` with the final record.
+    /// 4. The agent's context, runtime status (when given) and dropped
+    ///    event count replace the stored ones.
+    async fn apply_inventory(
+        &self,
+        report: &InventoryReport,
+        now_ms: i64,
+    ) -> StoreResult<InventoryApplied>;
+
+    /// Workloads matching `filter` ([`WorkloadFilter::matches`]) that are
+    /// current, or stopped no longer than `retention` before `now_ms` (older
+    /// ones are hidden even before [`InventoryStore::prune_workloads`] deletes them).
+    /// Ordered by `(context_name, agent_id, container_id)` bytewise.
+    async fn list_workloads(
+        &self,
+        filter: &WorkloadFilter,
+        now_ms: i64,
+        retention: Duration,
+    ) -> StoreResult<Vec<StoredWorkload>>;
+
+    /// Visible workloads (as for [`InventoryStore::list_workloads`]) whose container
+    /// ID starts with `prefix`, under every agent and context. Ordered by
+    /// `(container_id, context_name, agent_id)`.
+    async fn find_workloads_by_prefix(
+        &self,
+        prefix: &str,
+        now_ms: i64,
+        retention: Duration,
+    ) -> StoreResult<Vec<StoredWorkload>>;
+
+    /// The recorded events of one container (exact ID), from every agent
+    /// and context, ordered by `at_ms` and then by arrival.
+    async fn workload_events(&self, container_id: &str) -> StoreResult<Vec<StoredWorkloadEvent>>;
+
+    /// How many workloads [`InventoryStore::list_workloads`] would show, by state.
+    async fn count_workloads(
+        &self,
+        now_ms: i64,
+        retention: Duration,
+    ) -> StoreResult<WorkloadCounts>;
+
+    /// Deletes workloads stopped before `before_ms` and events received
+    /// before it, in one transaction.
+    async fn prune_workloads(&self, before_ms: i64) -> StoreResult<PrunedWorkloads>;
+
+    /// The agent's latest inventory report; `None` before its first one.
+    async fn agent_inventory(&self, agent_id: &SpiffeId) -> StoreResult<Option<AgentInventory>>;
+
+    /// Every agent's latest inventory report, ordered by agent ID.
+    async fn list_agent_inventories(&self) -> StoreResult<Vec<AgentInventory>>;
+}
 
 /// What an agent said happened to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,19 +145,6 @@ pub struct SnapshotPage {
     pub workloads: Vec<Workload>,
 }
 
-/// Which container runtime an agent found, and why it is degraded if it is.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuntimeStatus {
-    /// `docker`, `cri` or `none`.
-    pub runtime: String,
-    /// The socket the agent talks to.
-    pub endpoint: String,
-    /// The runtime's own name and version.
-    pub version: String,
-    pub degraded: bool,
-    pub reason: String,
-}
-
 /// One inventory report of one agent, as validated by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryReport {
@@ -115,7 +176,7 @@ pub enum SnapshotOutcome {
     Incomplete { missing_pages: u64 },
 }
 
-/// What [`crate::Store::apply_inventory`] did.
+/// What [`InventoryStore::apply_inventory`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InventoryApplied {
     /// Workload rows inserted or updated (snapshot records and events).
@@ -173,14 +234,14 @@ pub struct WorkloadCounts {
     pub stopped: u64,
 }
 
-/// What [`crate::Store::prune_workloads`] deleted.
+/// What [`InventoryStore::prune_workloads`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PrunedWorkloads {
     pub workloads: u64,
     pub events: u64,
 }
 
-/// Which workloads [`crate::Store::list_workloads`] returns. Every set field
+/// Which workloads [`InventoryStore::list_workloads`] returns. Every set field
 /// must match; the default matches every visible workload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadFilter {

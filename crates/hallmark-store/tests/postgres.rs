@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hallmark_core::{EntryId, EntrySpec, SpiffeId};
+use hallmark_store::prelude::*;
 use hallmark_store::{
     conformance, AgentRecord, EntryFilter, JoinToken, PostgresStore, Store, StoreError,
 };

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hallmark_core::{Confidence, EntrySpec, RuntimeSource, SpiffeId, Workload, WorkloadState};
+use hallmark_store::prelude::*;
 use hallmark_store::{
     conformance, AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, InventoryReport,
     JoinToken, SnapshotPage, SqliteStore, Store, StoreError, WorkloadEvent, WorkloadEventKind,

@@ -41,7 +41,7 @@ use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_client::NodeClient;
 use hallmark_runtime::discovery::DiscoveryConfig;
 use hallmark_runtime::{now_ms, Runtime, RuntimeEvent};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::{broadcast, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -49,6 +49,9 @@ use tonic::transport::Channel;
 use crate::metrics::AgentMetrics;
 use report::EventQueue;
 use state::{ResyncInfo, State};
+
+/// The runtime as reported to the server and written to the spool file.
+pub use hallmark_core::RuntimeStatus;
 
 pub use report::{BATCH as REPORT_BATCH, QUEUE_CAPACITY};
 pub use spool::{SpoolDocument, SpoolError, DEBOUNCE as SPOOL_DEBOUNCE};
@@ -123,33 +126,6 @@ impl std::fmt::Debug for RuntimeSetup {
             RuntimeSetup::Discover => f.write_str("Discover"),
             RuntimeSetup::Given(rt) => write!(f, "Given({} at {})", rt.source(), rt.endpoint()),
             RuntimeSetup::None { reason } => write!(f, "None({reason})"),
-        }
-    }
-}
-
-/// The runtime as reported to the server (`RuntimeStatus`) and written to
-/// the spool file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuntimeStatus {
-    /// `docker`, `cri` or `none`.
-    pub runtime: String,
-    /// The socket it talks to.
-    pub endpoint: String,
-    /// The runtime's own name and version, e.g. `containerd 1.6.20`.
-    pub version: String,
-    pub degraded: bool,
-    /// Why it is degraded (or a note on how it was chosen); empty if neither.
-    pub reason: String,
-}
-
-impl From<&RuntimeStatus> for pb::RuntimeStatus {
-    fn from(s: &RuntimeStatus) -> Self {
-        pb::RuntimeStatus {
-            runtime: s.runtime.clone(),
-            endpoint: s.endpoint.clone(),
-            version: s.version.clone(),
-            degraded: s.degraded,
-            reason: s.reason.clone(),
         }
     }
 }

@@ -1,149 +1,11 @@
-//! The behaviour every [`Store`] back end must show, as one suite that both
-//! the SQLite tests (tests/sqlite.rs) and the PostgreSQL tests
-//! (tests/postgres.rs) run.
-//!
-//! The suite may run on a store that already holds data: everything it
-//! creates lives under a fresh random path, selector value and token hash,
-//! and it only asserts about its own records (plus orderings, which must
-//! hold for everything). It assumes nobody else writes to the store while it
-//! runs, because it checks that the revision moves by exactly what it did.
-//!
-//! Orderings are bytewise; a PostgreSQL schema must declare its text columns
-//! `COLLATE "C"` to pass.
+//! The registry part of the conformance suite: entries and the revision,
+//! join tokens, agents.
 
-use std::fmt::Debug;
+use hallmark_core::{Entry, EntryId, EntrySpec};
 
-use hallmark_core::{Entry, EntryId, EntrySpec, Selector, SpiffeId, TrustDomain};
-
-use crate::{
-    AgentRecord, AuthorityKind, AuthorityRecord, EntryFilter, FederationProfile, FederationRecord,
-    FederationRefresh, JoinToken, Result, Store, StoreError,
-};
-
-mod inventory;
-
-/// Runs every check against `store`; panics with a message naming the check
-/// and what differed on the first failure.
-pub async fn run_all(store: &dyn Store) {
-    let run = Run::new();
-    entries_round_trip(store, &run).await;
-    duplicate_entries(store, &run).await;
-    entry_filters(store, &run).await;
-    revision_moves_on_every_change(store, &run).await;
-    join_tokens(store, &run).await;
-    pruning_join_tokens(store, &run).await;
-    concurrent_token_consumers(store, &run).await;
-    agents(store, &run).await;
-    authorities(store, &run).await;
-    entry_federation_fields(store, &run).await;
-    federations(store, &run).await;
-    inventory::run_all(store, &run).await;
-}
-
-/// Names unique to one run of the suite.
-struct Run {
-    /// A random UUID, used as a path segment, selector value and hash seed.
-    tag: String,
-}
-
-impl Run {
-    fn new() -> Self {
-        Run {
-            tag: EntryId::new_random().to_string(),
-        }
-    }
-
-    fn id(&self, name: &str) -> SpiffeId {
-        let text = format!("spiffe://conformance.example/{}/{name}", self.tag);
-        match SpiffeId::new(&text) {
-            Ok(id) => id,
-            Err(e) => panic!("conformance: test SPIFFE ID `{text}` {e}"),
-        }
-    }
-
-    fn agent(&self, node: &str) -> SpiffeId {
-        self.id(&format!("hallmark/agent/{node}"))
-    }
-
-    /// A selector no other run uses.
-    fn selector(&self, name: &str) -> Selector {
-        let text = format!("hallmark:context:{}-{name}", self.tag);
-        match Selector::new(&text) {
-            Ok(s) => s,
-            Err(e) => panic!("conformance: test selector `{text}` {e}"),
-        }
-    }
-
-    /// A 64-hex-digit token hash no other run uses.
-    fn token_hash(&self, n: u32) -> String {
-        format!("{}{n:032x}", self.tag.replace('-', ""))
-    }
-
-    fn spec(&self, name: &str, node: &str, selectors: &[&str]) -> EntrySpec {
-        EntrySpec {
-            spiffe_id: self.id(name),
-            parent_id: self.agent(node),
-            selectors: selectors.iter().map(|s| self.selector(s)).collect(),
-            x509_ttl_secs: 3600,
-            jwt_ttl_secs: 300,
-            dns_names: Vec::new(),
-            hint: String::new(),
-            admin: false,
-            federates_with: Vec::new(),
-            oidc_claims: Vec::new(),
-        }
-    }
-
-    /// Whether a record belongs to this run.
-    fn owns(&self, id: &SpiffeId) -> bool {
-        id.path().contains(&self.tag)
-    }
-}
-
-/// An entry for `spiffe://example.org/<name>` under the agent of node
-/// `node1` with `selectors`, a DNS name and a hint from `name`: the fixture
-/// the back ends' own tests share. Panics on an invalid name or selector.
-pub fn example_spec(name: &str, selectors: &[&str]) -> EntrySpec {
-    let id = |text: String| match SpiffeId::new(&text) {
-        Ok(id) => id,
-        Err(e) => panic!("example SPIFFE ID `{text}` {e}"),
-    };
-    EntrySpec {
-        spiffe_id: id(format!("spiffe://example.org/{name}")),
-        parent_id: id("spiffe://example.org/hallmark/agent/node1".into()),
-        selectors: selectors
-            .iter()
-            .map(|s| match Selector::new(s) {
-                Ok(s) => s,
-                Err(e) => panic!("example selector `{s}` {e}"),
-            })
-            .collect(),
-        x509_ttl_secs: 3600,
-        jwt_ttl_secs: 300,
-        dns_names: vec![format!("{name}.example.org")],
-        hint: name.to_string(),
-        admin: false,
-        federates_with: Vec::new(),
-        oidc_claims: Vec::new(),
-    }
-}
-
-/// Unwraps a store result, panicking with what was being done.
-fn ok<T>(what: &str, r: Result<T>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(e) => panic!("conformance: {what}: unexpected error: {e}"),
-    }
-}
-
-/// Expects a store error matching `want`, panicking with what was being done.
-fn err<T: Debug>(what: &str, r: Result<T>, want: fn(&StoreError) -> bool) -> StoreError {
-    match r {
-        Err(e) if want(&e) => e,
-        Err(e) => panic!("conformance: {what}: wrong error: {e:?}"),
-        Ok(v) => panic!("conformance: {what}: expected an error, got Ok({v:?})"),
-    }
-}
+use super::{err, list, ok, Run};
+use crate::prelude::*;
+use crate::{AgentRecord, EntryFilter, JoinToken, StoreError};
 
 fn sorted_for_listing(mut entries: Vec<Entry>) -> Vec<Entry> {
     entries.sort_by(|a, b| {
@@ -166,11 +28,7 @@ fn assert_listing_order(what: &str, entries: &[Entry]) {
     }
 }
 
-async fn list(store: &dyn Store, what: &str, filter: EntryFilter) -> Vec<Entry> {
-    ok(what, store.list_entries(&filter).await)
-}
-
-async fn entries_round_trip(store: &dyn Store, run: &Run) {
+pub(super) async fn entries_round_trip(store: &dyn Store, run: &Run) {
     let rev0 = ok("revision before creating", store.revision().await);
     let count0 = ok("count before creating", store.count_entries().await);
 
@@ -296,7 +154,7 @@ async fn entries_round_trip(store: &dyn Store, run: &Run) {
     );
 }
 
-async fn duplicate_entries(store: &dyn Store, run: &Run) {
+pub(super) async fn duplicate_entries(store: &dyn Store, run: &Run) {
     let spec = run.spec("dup/web", "n1", &["a", "b"]);
     let first = ok("create first", store.create_entry(&spec, 1).await);
     let rev = ok("revision", store.revision().await);
@@ -349,7 +207,7 @@ async fn duplicate_entries(store: &dyn Store, run: &Run) {
     }
 }
 
-async fn entry_filters(store: &dyn Store, run: &Run) {
+pub(super) async fn entry_filters(store: &dyn Store, run: &Run) {
     let specs = [
         run.spec("f/w1", "n1", &["a"]),
         run.spec("f/w2", "n1", &["a", "b"]),
@@ -479,7 +337,7 @@ async fn entry_filters(store: &dyn Store, run: &Run) {
     }
 }
 
-async fn revision_moves_on_every_change(store: &dyn Store, run: &Run) {
+pub(super) async fn revision_moves_on_every_change(store: &dyn Store, run: &Run) {
     let mut last = ok("revision", store.revision().await);
     let mut made = Vec::new();
     for i in 0..5 {
@@ -527,7 +385,7 @@ async fn revision_moves_on_every_change(store: &dyn Store, run: &Run) {
     }
 }
 
-async fn join_tokens(store: &dyn Store, run: &Run) {
+pub(super) async fn join_tokens(store: &dyn Store, run: &Run) {
     let agent = run.agent("joiner");
     let token = |n: u32, expires_at: i64| JoinToken {
         token_hash: run.token_hash(n),
@@ -601,7 +459,7 @@ async fn join_tokens(store: &dyn Store, run: &Run) {
     );
 }
 
-async fn pruning_join_tokens(store: &dyn Store, run: &Run) {
+pub(super) async fn pruning_join_tokens(store: &dyn Store, run: &Run) {
     let agent = run.agent("pruned");
     for (n, expires_at) in [(10, 2000), (11, 2500), (12, 5000), (13, 8000), (14, 8000)] {
         let t = JoinToken {
@@ -659,7 +517,7 @@ async fn pruning_join_tokens(store: &dyn Store, run: &Run) {
     assert_eq!(got, agent);
 }
 
-async fn concurrent_token_consumers(store: &dyn Store, run: &Run) {
+pub(super) async fn concurrent_token_consumers(store: &dyn Store, run: &Run) {
     let hash = run.token_hash(20);
     let t = JoinToken {
         token_hash: hash.clone(),
@@ -688,7 +546,7 @@ async fn concurrent_token_consumers(store: &dyn Store, run: &Run) {
     }
 }
 
-async fn agents(store: &dyn Store, run: &Run) {
+pub(super) async fn agents(store: &dyn Store, run: &Run) {
     let a = AgentRecord {
         spiffe_id: run.agent("a1"),
         serial: "01ab".into(),
@@ -810,315 +668,4 @@ async fn agents(store: &dyn Store, run: &Run) {
         "conformance: second agent delete"
     );
     ok("cleanup", store.delete_agent(&b.spiffe_id).await);
-}
-
-async fn authorities(store: &dyn Store, run: &Run) {
-    let x1 = AuthorityRecord {
-        id: format!("{}-x-a-newer", run.tag),
-        kind: AuthorityKind::X509,
-        state: "active".into(),
-        alg: "ec-p256".into(),
-        key_pkcs8: vec![0x30, 0x00, 0xff, 0x00, 0x01],
-        cert_der: vec![0x30, 0x82, 0x00, 0x00, 0xff],
-        chain_der: vec![vec![0x30, 0x01], vec![0x30, 0x02, 0x00]],
-        created_at: 100,
-        not_after: 10_000,
-    };
-    let x0 = AuthorityRecord {
-        id: format!("{}-x-z-older", run.tag),
-        state: "retired".into(),
-        chain_der: Vec::new(),
-        // Older but sorting after x1 by id, so the order shows which key
-        // the listing used.
-        created_at: 50,
-        ..x1.clone()
-    };
-    let j1 = AuthorityRecord {
-        id: format!("{}-j1", run.tag),
-        kind: AuthorityKind::Jwt,
-        state: "active".into(),
-        alg: "RS256".into(),
-        key_pkcs8: vec![7; 1200],
-        cert_der: Vec::new(),
-        chain_der: Vec::new(),
-        created_at: 75,
-        not_after: i64::MAX,
-    };
-    for a in [&x1, &x0, &j1] {
-        ok("put_authority", store.put_authority(a).await);
-    }
-    let ours = |list: Vec<AuthorityRecord>| {
-        list.into_iter()
-            .filter(|a| a.id.starts_with(&run.tag))
-            .collect::<Vec<_>>()
-    };
-
-    let x509 = ok(
-        "list x509",
-        store.list_authorities(AuthorityKind::X509).await,
-    );
-    for pair in x509.windows(2) {
-        assert!(
-            (pair[0].created_at, &pair[0].id) <= (pair[1].created_at, &pair[1].id),
-            "conformance: list_authorities not ordered by created_at"
-        );
-    }
-    assert_eq!(
-        ours(x509),
-        vec![x0.clone(), x1.clone()],
-        "conformance: X.509 authorities, oldest first, bytes intact"
-    );
-    let jwt = ok("list jwt", store.list_authorities(AuthorityKind::Jwt).await);
-    assert_eq!(
-        ours(jwt),
-        vec![j1.clone()],
-        "conformance: JWT authorities only"
-    );
-
-    // Replacing keeps one record and replaces the chain wholesale.
-    let retired = AuthorityRecord {
-        state: "retired".into(),
-        chain_der: vec![vec![0x30, 0x09]],
-        not_after: 20_000,
-        ..x1.clone()
-    };
-    ok("put again", store.put_authority(&retired).await);
-    let x509 = ours(ok(
-        "list x509",
-        store.list_authorities(AuthorityKind::X509).await,
-    ));
-    assert_eq!(
-        x509,
-        vec![x0.clone(), retired.clone()],
-        "conformance: put_authority must replace by id, chain included"
-    );
-
-    let chainless = AuthorityRecord {
-        chain_der: Vec::new(),
-        ..retired
-    };
-    ok("put without chain", store.put_authority(&chainless).await);
-    let x509 = ours(ok(
-        "list x509",
-        store.list_authorities(AuthorityKind::X509).await,
-    ));
-    assert_eq!(
-        x509,
-        vec![x0, chainless],
-        "conformance: an emptied chain must come back empty"
-    );
-}
-
-fn trust_domain(name: &str) -> TrustDomain {
-    match TrustDomain::new(name) {
-        Ok(td) => td,
-        Err(e) => panic!("conformance: test trust domain `{name}` {e}"),
-    }
-}
-
-async fn entry_federation_fields(store: &dyn Store, run: &Run) {
-    let mut spec = run.spec("fed/web", "n1", &["fed"]);
-    spec.federates_with = vec![trust_domain("alpha.example"), trust_domain("beta.example")];
-    spec.oidc_claims = vec!["context".into(), "node".into()];
-    let e = ok(
-        "create federating entry",
-        store.create_entry(&spec, 7).await,
-    );
-    assert_eq!(
-        (&e.spec.federates_with, &e.spec.oidc_claims),
-        (&spec.federates_with, &spec.oidc_claims),
-        "conformance: create_entry must return federates_with and oidc_claims"
-    );
-    let got = ok("get federating entry", store.get_entry(&e.id).await);
-    assert_eq!(
-        got.as_ref(),
-        Some(&e),
-        "conformance: get_entry must return federates_with and oidc_claims"
-    );
-    let listed = list(
-        store,
-        "list federating entry",
-        EntryFilter {
-            spiffe_id: Some(spec.spiffe_id.clone()),
-            ..EntryFilter::default()
-        },
-    )
-    .await;
-    assert_eq!(
-        listed,
-        vec![e.clone()],
-        "conformance: list_entries must return federates_with and oidc_claims"
-    );
-    ok("cleanup", store.delete_entry(&e.id).await);
-}
-
-async fn federations(store: &dyn Store, run: &Run) {
-    // Trust domain names allow only lowercase letters, digits, `-`, `.`
-    // and `_`: the run tag (a UUID) qualifies.
-    let td = |label: &str| trust_domain(&format!("{label}.{}.conformance.example", run.tag));
-    let ours = |list: Vec<FederationRecord>| {
-        list.into_iter()
-            .filter(|f| f.trust_domain.name().contains(&run.tag))
-            .collect::<Vec<_>>()
-    };
-    let spiffe = FederationRecord {
-        trust_domain: td("b"),
-        bundle_endpoint_url: "https://b.example:8443/".into(),
-        profile: FederationProfile::HttpsSpiffe,
-        endpoint_spiffe_id: format!("spiffe://{}/hallmark/server", td("b")),
-        web_ca_pem: Vec::new(),
-        bundle: br#"{"keys":[],"spiffe_sequence":3}"#.to_vec(),
-        bundle_sequence: 3,
-        created_at: 100,
-        last_refresh: 0,
-        next_refresh: 100,
-        last_error: String::new(),
-    };
-    let web = FederationRecord {
-        trust_domain: td("a"),
-        bundle_endpoint_url: "https://a.example/bundle".into(),
-        profile: FederationProfile::HttpsWeb,
-        endpoint_spiffe_id: String::new(),
-        web_ca_pem: b"-----BEGIN CERTIFICATE-----\n...".to_vec(),
-        bundle: Vec::new(),
-        bundle_sequence: 0,
-        created_at: 101,
-        last_refresh: 0,
-        next_refresh: 101,
-        last_error: "not fetched yet".into(),
-    };
-    assert_eq!(
-        ok(
-            "get before put",
-            store.get_federation(&spiffe.trust_domain).await
-        ),
-        None,
-        "conformance: get_federation of an unknown trust domain"
-    );
-    ok("put_federation", store.put_federation(&spiffe).await);
-    ok("put_federation", store.put_federation(&web).await);
-    assert_eq!(
-        ok(
-            "get_federation",
-            store.get_federation(&spiffe.trust_domain).await
-        ),
-        Some(spiffe.clone()),
-        "conformance: get_federation must return the record as put, bytes intact"
-    );
-    let all = ok("list_federations", store.list_federations().await);
-    for pair in all.windows(2) {
-        assert!(
-            pair[0].trust_domain.name() < pair[1].trust_domain.name(),
-            "conformance: list_federations not ordered by trust domain"
-        );
-    }
-    assert_eq!(
-        ours(all),
-        vec![web.clone(), spiffe.clone()],
-        "conformance: list_federations returns every relationship by name"
-    );
-
-    // An operator edit replaces every field.
-    let edited = FederationRecord {
-        bundle_endpoint_url: "https://b2.example/".into(),
-        ..spiffe.clone()
-    };
-    ok("put again", store.put_federation(&edited).await);
-    // A refresh then writes its outcome without undoing the edit.
-    let fetched = FederationRefresh::Fetched {
-        bundle: br#"{"keys":[],"spiffe_sequence":4}"#.to_vec(),
-        sequence: 4,
-        at: 200,
-        next_refresh: 500,
-    };
-    assert!(
-        ok(
-            "record fetched",
-            store
-                .record_federation_refresh(&edited.trust_domain, &fetched)
-                .await
-        ),
-        "conformance: record_federation_refresh of a known relationship must say true"
-    );
-    let after_fetch = FederationRecord {
-        bundle: br#"{"keys":[],"spiffe_sequence":4}"#.to_vec(),
-        bundle_sequence: 4,
-        last_refresh: 200,
-        next_refresh: 500,
-        ..edited.clone()
-    };
-    assert_eq!(
-        ok("get after fetch", store.get_federation(&edited.trust_domain).await),
-        Some(after_fetch.clone()),
-        "conformance: a fetch replaces bundle, sequence and times only, and keeps the edited endpoint"
-    );
-    let failed = FederationRefresh::Failed {
-        error: "connection refused".into(),
-        next_refresh: 510,
-    };
-    ok(
-        "record failure",
-        store
-            .record_federation_refresh(&edited.trust_domain, &failed)
-            .await,
-    );
-    assert_eq!(
-        ok(
-            "get after failure",
-            store.get_federation(&edited.trust_domain).await
-        ),
-        Some(FederationRecord {
-            last_error: "connection refused".into(),
-            next_refresh: 510,
-            ..after_fetch.clone()
-        }),
-        "conformance: a failed fetch keeps the bundle and last_refresh"
-    );
-    ok(
-        "record fetched after failure",
-        store
-            .record_federation_refresh(&edited.trust_domain, &fetched)
-            .await,
-    );
-    assert_eq!(
-        ok(
-            "get after recovery",
-            store.get_federation(&edited.trust_domain).await
-        ),
-        Some(after_fetch),
-        "conformance: a successful fetch clears last_error"
-    );
-
-    assert!(
-        ok(
-            "delete",
-            store.delete_federation(&spiffe.trust_domain).await
-        ),
-        "conformance: delete_federation of a known relationship must say true"
-    );
-    assert!(
-        !ok(
-            "delete again",
-            store.delete_federation(&spiffe.trust_domain).await
-        ),
-        "conformance: delete_federation of an unknown relationship must say false"
-    );
-    assert!(
-        !ok(
-            "refresh after delete",
-            store
-                .record_federation_refresh(&spiffe.trust_domain, &failed)
-                .await
-        ),
-        "conformance: record_federation_refresh must not recreate a deleted relationship"
-    );
-    assert_eq!(
-        ok(
-            "get after delete",
-            store.get_federation(&spiffe.trust_domain).await
-        ),
-        None,
-        "conformance: a deleted relationship is gone"
-    );
-    ok("cleanup", store.delete_federation(&web.trust_domain).await);
 }

@@ -77,8 +77,9 @@ pub(crate) struct Starting<'a> {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// The node API's listener, bound but not serving yet.
-pub(crate) struct BoundNodeApi {
+/// An mTLS listener (the node API, the admin API over TCP), bound but not
+/// serving yet.
+pub(crate) struct BoundMtls {
     listener: TcpListener,
     pub addr: SocketAddr,
     pub tls: ServerTls,
@@ -114,16 +115,21 @@ impl Starting<'_> {
         )));
     }
 
-    /// Binds the node API and starts renewing the server SVID it presents.
-    pub async fn bind_node_api(&mut self) -> Result<BoundNodeApi, ServerError> {
-        let addr = self.config.listen;
+    /// Binds the node API.
+    pub async fn bind_node_api(&mut self) -> Result<BoundMtls, ServerError> {
+        self.bind_mtls(self.config.listen).await
+    }
+
+    /// Binds `addr` for mTLS and starts renewing the server SVID presented
+    /// there.
+    async fn bind_mtls(&mut self, addr: SocketAddr) -> Result<BoundMtls, ServerError> {
         let listen_err = |source| ServerError::Listen { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
         let bound = listener.local_addr().map_err(listen_err)?;
         let tls = ServerTls::new(self.shared.ca.clone(), &self.config.trust_domain)?;
         self.tasks
             .push(tokio::spawn(tls.clone().rotate(self.shutdown.clone())));
-        Ok(BoundNodeApi {
+        Ok(BoundMtls {
             listener,
             addr: bound,
             tls,
@@ -156,7 +162,7 @@ impl Starting<'_> {
     }
 
     /// Serves the node API over mTLS; returns its address.
-    pub fn serve_node_api(&mut self, api: BoundNodeApi) -> SocketAddr {
+    pub fn serve_node_api(&mut self, api: BoundMtls) -> SocketAddr {
         let incoming = crate::tls::incoming(api.listener, api.tls, self.shutdown.clone());
         let node = NodeServer::new(node::NodeService::new(self.shared.clone()));
         let stop = wait_for(self.shutdown.clone());
@@ -184,12 +190,11 @@ impl Starting<'_> {
         let Some(addr) = self.config.admin_listen else {
             return Ok(());
         };
-        let listen_err = |source| ServerError::Listen { addr, source };
-        let listener = TcpListener::bind(addr).await.map_err(listen_err)?;
-        let bound = listener.local_addr().map_err(listen_err)?;
-        let tls = ServerTls::new(self.shared.ca.clone(), &self.config.trust_domain)?;
-        self.tasks
-            .push(tokio::spawn(tls.clone().rotate(self.shutdown.clone())));
+        let BoundMtls {
+            listener,
+            addr: bound,
+            tls,
+        } = self.bind_mtls(addr).await?;
         let incoming = crate::tls::incoming(listener, tls, self.shutdown.clone());
         let stop = wait_for(self.shutdown.clone());
         let layer = RequireAdminLayer {

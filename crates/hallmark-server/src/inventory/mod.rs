@@ -6,9 +6,9 @@
 //! before the datastore sees it, and a refusal names the field, the value
 //! and the rule so the agent's log says what to fix.
 //!
-//! - [`report`]: agents' reports into the store's form;
-//! - [`query`]: the admin API's workload filters and lookups;
-//! - [`prune`]: the pruner.
+//! - `report`: agents' reports into the store's form;
+//! - `query`: the admin API's workload filters and lookups;
+//! - `prune`: the pruner.
 
 mod prune;
 mod query;

@@ -304,7 +304,7 @@ fn parse_bundle(td: &TrustDomain, b: Option<pb::Bundle>) -> Result<Bundle, Manag
         what: "bundle",
         reason: "missing".into(),
     })?;
-    Bundle::from_jwks_json(td, &b.jwks).map_err(|e| ManagerError::BadServerData {
+    hallmark_proto::convert::bundle_from_pb(td, &b).map_err(|e| ManagerError::BadServerData {
         what: "bundle",
         reason: e.to_string(),
     })

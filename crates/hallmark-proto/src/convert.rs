@@ -2,9 +2,10 @@
 //! conversions validate: an entry arriving over the network passes through
 //! the same constructors as one typed by an operator.
 
+use hallmark_ca::{Bundle, BundleError};
 use hallmark_core::{
     Compose, Confidence, Entry, EntryId, EntrySpec, PodInfo, RuntimeSource, RuntimeStatus,
-    Selector, SpiffeId, Workload, WorkloadState,
+    Selector, SpiffeId, TrustDomain, Workload, WorkloadState,
 };
 
 use crate::hallmark as pb;
@@ -92,6 +93,28 @@ impl TryFrom<&pb::Entry> for Entry {
             revision: p.revision,
         })
     }
+}
+
+/// The wire form of a trust bundle. The JWKS document is the whole bundle
+/// (X.509 and JWT authorities, sequence, refresh hint); the other fields
+/// repeat parts of it for readers that do not parse JSON.
+impl From<&Bundle> for pb::Bundle {
+    fn from(b: &Bundle) -> Self {
+        pb::Bundle {
+            trust_domain: b.trust_domain.to_string(),
+            x509_authorities: b.x509_authorities.clone(),
+            jwks: b.to_jwks_json(),
+            sequence: b.sequence,
+        }
+    }
+}
+
+/// Decodes a wire bundle as trust domain `td`'s, from its JWKS document
+/// (the authoritative field, see `From<&Bundle> for pb::Bundle`). The
+/// message's `trust_domain` is not consulted: the caller knows whose bundle
+/// it asked for.
+pub fn bundle_from_pb(td: &TrustDomain, b: &pb::Bundle) -> Result<Bundle, BundleError> {
+    Bundle::from_jwks_json(td, &b.jwks)
 }
 
 /// A wire workload record that does not hold a valid [`Workload`].
@@ -293,5 +316,41 @@ mod workload_tests {
             let e = Workload::try_from(&r).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+mod bundle_tests {
+    use std::time::{Duration, SystemTime};
+
+    use hallmark_ca::{JwtAuthority, KeyAlg, X509Authority};
+
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = SystemTime::now();
+        let root = X509Authority::generate_root(&td, Duration::from_secs(3600), now).unwrap();
+        let key = JwtAuthority::generate(KeyAlg::EcP256, now).unwrap();
+        let mut b = Bundle::new(td.clone());
+        b.x509_authorities = vec![root.cert_der().to_vec()];
+        b.jwt_authorities = vec![key.jwt_key()];
+        b.sequence = 7;
+        b.refresh_hint_secs = 60;
+
+        let wire = pb::Bundle::from(&b);
+        assert_eq!(wire.trust_domain, "example.org");
+        assert_eq!(wire.x509_authorities, b.x509_authorities);
+        assert_eq!(wire.sequence, 7);
+        assert_eq!(bundle_from_pb(&td, &wire).unwrap(), b);
+    }
+
+    #[test]
+    fn a_bundle_without_a_jwks_document_is_refused() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let e = bundle_from_pb(&td, &pb::Bundle::default()).unwrap_err();
+        assert!(matches!(e, BundleError::NotJson(_)), "{e}");
     }
 }

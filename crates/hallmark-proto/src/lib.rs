@@ -5,6 +5,7 @@
 //! - [`hallmark`]: the node API (agent to server, mTLS) and the admin API
 //!   (CLI to server, local socket).
 
+#![forbid(unsafe_code)]
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
 pub mod workload {

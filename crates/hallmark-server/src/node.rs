@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::Stream;
+use hallmark_core::time::{unix_millis, unix_secs};
 use hallmark_core::{Entry, EntryId, SpiffeId};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_server::Node;
@@ -15,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::inventory::{parse_report, unix_now_ms};
-use crate::{agent_spiffe_id, unix_now, Shared};
+use crate::inventory::parse_report;
+use crate::Shared;
 
 /// SVIDs are back-dated by this much (see hallmark-ca).
 const SVID_BACKDATE_SECS: i64 = 10;
@@ -107,8 +108,7 @@ impl NodeService {
             .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
         let id = hallmark_ca::spiffe_id_from_cert(leaf.as_ref())
             .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        if !id.is_member_of(&self.shared.trust_domain) || !id.path().starts_with("/hallmark/agent/")
-        {
+        if !id.is_member_of(&self.shared.trust_domain) || id.agent_node().is_none() {
             return Err(Status::permission_denied(format!(
                 "{id} is not an agent ID of this trust domain"
             )));
@@ -221,15 +221,6 @@ fn not_after_of(der: &[u8]) -> Result<i64, Status> {
     Ok(parse_cert(der)?.validity().not_after.timestamp())
 }
 
-pub(crate) fn bundle_to_pb(b: &hallmark_ca::Bundle) -> pb::Bundle {
-    pb::Bundle {
-        trust_domain: b.trust_domain.to_string(),
-        x509_authorities: b.x509_authorities.clone(),
-        jwks: b.to_jwks_json(),
-        sequence: b.sequence,
-    }
-}
-
 pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -259,7 +250,7 @@ impl Node for NodeService {
         // does not burn it.
         hallmark_ca::verify_csr(&req.csr)
             .map_err(|e| Status::invalid_argument(format!("agent CSR: {e}")))?;
-        let now = unix_now();
+        let now = unix_secs(SystemTime::now());
         let id = match self
             .shared
             .store
@@ -298,7 +289,7 @@ impl Node for NodeService {
         tracing::info!(agent = %id, "agent attested with a join token");
         Ok(Response::new(pb::AttestResponse {
             svid: Some(svid),
-            bundle: Some(bundle_to_pb(&self.shared.ca.bundle())),
+            bundle: Some(pb::Bundle::from(&*self.shared.ca.bundle())),
         }))
     }
 
@@ -317,7 +308,7 @@ impl Node for NodeService {
             .ok_or_else(|| Status::permission_denied(format!("agent {id} was evicted")))?;
         record.serial = serial;
         record.expires_at = svid.expires_at;
-        record.last_seen = unix_now();
+        record.last_seen = unix_secs(SystemTime::now());
         self.shared
             .store
             .upsert_agent(&record)
@@ -331,7 +322,11 @@ impl Node for NodeService {
 
     async fn sync(&self, req: Request<pb::SyncRequest>) -> Result<Response<SyncStream>, Status> {
         let id = self.authorize(&req).await?;
-        let _ = self.shared.store.touch_agent(&id, unix_now()).await;
+        let _ = self
+            .shared
+            .store
+            .touch_agent(&id, unix_secs(SystemTime::now()))
+            .await;
         let (tx, rx) = mpsc::channel(4);
         let shared = self.shared.clone();
         let guard = self.connected.enter(&id);
@@ -370,7 +365,7 @@ impl Node for NodeService {
                 if last.as_ref() != Some(&state) {
                     let update = pb::SyncUpdate {
                         entries: entries.iter().map(pb::Entry::from).collect(),
-                        bundle: Some(bundle_to_pb(&bundle)),
+                        bundle: Some(pb::Bundle::from(&*bundle)),
                         revision: *changed.borrow() as i64,
                         federated_bundles: state.federated_bundles.clone(),
                         tainted_x509_authorities: state.tainted.x509.clone(),
@@ -478,7 +473,7 @@ impl Node for NodeService {
             .jwt
             .mint(&entry.spec.spiffe_id, &req.audience, ttl, now, None)
             .map_err(|e| Status::internal(format!("minting a JWT-SVID: {e}")))?;
-        let issued_at = unix_now();
+        let issued_at = unix_secs(SystemTime::now());
         self.shared.metrics.jwt_svids_minted.inc();
         Ok(Response::new(pb::NewJwtSvidResponse {
             token,
@@ -516,7 +511,7 @@ impl Node for NodeService {
         let applied = self
             .shared
             .store
-            .apply_inventory(&report, unix_now_ms())
+            .apply_inventory(&report, unix_millis(SystemTime::now()))
             .await
             .map_err(internal)?;
         metrics.inventory_reports.inc();
@@ -582,6 +577,8 @@ pub(crate) fn agent_id_for_node(shared: &Shared, node: &str) -> Result<SpiffeId,
             "node name `{node}` must not contain `/`"
         )));
     }
-    agent_spiffe_id(&shared.trust_domain, node)
+    shared
+        .trust_domain
+        .agent_id(node)
         .map_err(|e| Status::invalid_argument(format!("node name `{node}`: {e}")))
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hallmark_ca::HttpsIdentity;
+use hallmark_core::time::unix_secs;
 use hallmark_core::Entry;
 use hallmark_proto::hallmark as pb;
 use http_body_util::Full;
@@ -285,7 +286,7 @@ pub(crate) fn mint_for_entry(
         .oidc
         .mint(&entry.spec.spiffe_id, audience, ttl, now, Some(&claims))
         .map_err(|e| Status::internal(format!("minting an OIDC token: {e}")))?;
-    let issued_at = unix(now);
+    let issued_at = unix_secs(now);
     shared.metrics.oidc_tokens_minted.inc();
     Ok(pb::NewJwtSvidResponse {
         token,
@@ -399,7 +400,7 @@ async fn accept_loop(
     site: Arc<Site>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let stop = crate::wait_for(shutdown);
+    let stop = crate::startup::wait_for(shutdown);
     tokio::pin!(stop);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -420,7 +421,7 @@ async fn accept_loop(
                 let site = site.clone();
                 async move { Ok::<_, Infallible>(site.handle(req).await) }
             });
-            let http = crate::http1_server();
+            let http = crate::startup::http1_server();
             let served = match tls {
                 Some(acceptor) => {
                     let handshake =
@@ -591,12 +592,6 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     json_response(status, Bytes::from(json!({ "error": message }).to_string()))
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

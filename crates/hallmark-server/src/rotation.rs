@@ -1,17 +1,16 @@
-//! Rotation of signing authorities: prepared -> active -> retired, by
-//! schedule and by hand, and the admin calls that drive it.
+//! The rotation schedule of signing authorities: prepared -> active ->
+//! retired.
 //!
 //! The state machine itself lives in [`crate::authority::CaManager`]; this
 //! module decides *when* (the schedule) and *how long* a retired authority
-//! stays published (the longest lifetime of anything it may have signed).
+//! stays published (the longest lifetime of anything it may have signed),
+//! a window the admin API's rotation by hand uses too.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use hallmark_proto::hallmark as pb;
 use hallmark_store::{AuthorityKind, AuthorityRecord, EntryFilter};
 use tokio::sync::watch;
-use tonic::Status;
 
 use crate::authority::{AuthorityError, AuthorityState};
 use crate::Shared;
@@ -53,141 +52,13 @@ impl Default for RotationConfig {
     }
 }
 
-fn status(e: AuthorityError) -> Status {
-    match e {
-        AuthorityError::Rule { .. } => Status::failed_precondition(e.to_string()),
-        AuthorityError::NotFound { .. } => Status::not_found(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-fn parse_kind(kind: &str, required: bool) -> Result<Option<AuthorityKind>, Status> {
-    if kind.is_empty() && !required {
-        return Ok(None);
-    }
-    AuthorityKind::from_name(kind).map(Some).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "authority kind `{kind}` is not one of x509, jwt, oidc"
-        ))
-    })
-}
-
-fn required_kind(kind: &str) -> Result<AuthorityKind, Status> {
-    parse_kind(kind, true)?.ok_or_else(|| Status::invalid_argument("an authority kind is required"))
-}
-
-/// The kind named in the request, or, when it names none, the kind of the
-/// authority with the requested ID (IDs do not repeat across kinds).
-async fn kind_of(shared: &Shared, req: &pb::AuthorityRequest) -> Result<AuthorityKind, Status> {
-    if !req.kind.is_empty() || req.id.is_empty() {
-        return required_kind(&req.kind);
-    }
-    let records = shared.ca.list(None).await.map_err(status)?;
-    let mut kinds = records.iter().filter(|r| r.id == req.id).map(|r| r.kind);
-    match (kinds.next(), kinds.next()) {
-        (Some(kind), None) => Ok(kind),
-        (None, _) => Err(Status::not_found(format!(
-            "no authority `{}`; list them with `hallmark authority show`",
-            req.id
-        ))),
-        (Some(_), Some(_)) => Err(Status::invalid_argument(format!(
-            "authority ID `{}` exists for several kinds; name the kind",
-            req.id
-        ))),
-    }
-}
-
-fn required_id(id: &str) -> Result<&str, Status> {
-    if id.is_empty() {
-        return Err(Status::invalid_argument(
-            "an authority ID is required; list them with `hallmark authority show`",
-        ));
-    }
-    Ok(id)
-}
-
-/// The admin API's view: never the private key.
-pub(crate) fn to_pb(r: &AuthorityRecord) -> pb::Authority {
-    pb::Authority {
-        kind: r.kind.as_str().into(),
-        id: r.id.clone(),
-        state: r.state.clone(),
-        alg: r.alg.clone(),
-        created_at: r.created_at,
-        not_after: r.not_after,
-        cert_der: r.cert_der.clone(),
-    }
-}
-
-pub(crate) async fn list(
-    shared: &Shared,
-    req: pb::ListAuthoritiesRequest,
-) -> Result<pb::ListAuthoritiesResponse, Status> {
-    let kind = parse_kind(&req.kind, false)?;
-    let records = shared.ca.list(kind).await.map_err(status)?;
-    Ok(pb::ListAuthoritiesResponse {
-        authorities: records.iter().map(to_pb).collect(),
-    })
-}
-
-pub(crate) async fn prepare(
-    shared: &Shared,
-    req: pb::AuthorityRequest,
-) -> Result<pb::Authority, Status> {
-    let kind = required_kind(&req.kind)?;
-    let r = shared
-        .ca
-        .prepare(kind, SystemTime::now())
-        .await
-        .map_err(status)?;
-    Ok(to_pb(&r))
-}
-
-pub(crate) async fn activate(
-    shared: &Shared,
-    req: pb::AuthorityRequest,
-) -> Result<pb::Authority, Status> {
-    let kind = kind_of(shared, &req).await?;
-    let id = (!req.id.is_empty()).then_some(req.id.as_str());
-    let window = retire_window(shared, kind).await.map_err(status)?;
-    let r = shared
-        .ca
-        .activate(kind, id, window, SystemTime::now())
-        .await
-        .map_err(status)?;
-    Ok(to_pb(&r))
-}
-
-pub(crate) async fn taint(
-    shared: &Shared,
-    req: pb::AuthorityRequest,
-) -> Result<pb::Authority, Status> {
-    let kind = kind_of(shared, &req).await?;
-    let r = shared
-        .ca
-        .taint(kind, required_id(&req.id)?, SystemTime::now())
-        .await
-        .map_err(status)?;
-    Ok(to_pb(&r))
-}
-
-pub(crate) async fn revoke(
-    shared: &Shared,
-    req: pb::AuthorityRequest,
-) -> Result<pb::Authority, Status> {
-    let kind = kind_of(shared, &req).await?;
-    let r = shared
-        .ca
-        .revoke(kind, required_id(&req.id)?, SystemTime::now())
-        .await
-        .map_err(status)?;
-    Ok(to_pb(&r))
-}
-
 /// How long an authority retired now must stay published: the longest
 /// lifetime of anything it may have signed, read from the entries (an
 /// entry's TTL applies to SVIDs minted from it) and the agent SVID TTL.
-async fn retire_window(shared: &Shared, kind: AuthorityKind) -> Result<Duration, AuthorityError> {
+pub(crate) async fn retire_window(
+    shared: &Shared,
+    kind: AuthorityKind,
+) -> Result<Duration, AuthorityError> {
     let entries = shared.store.list_entries(&EntryFilter::default()).await?;
     let longest = |f: fn(&hallmark_core::Entry) -> u64| {
         Duration::from_secs(entries.iter().map(f).max().unwrap_or(0))
@@ -280,9 +151,7 @@ async fn tick(shared: &Shared, config: &RotationConfig) -> Result<(), AuthorityE
     ];
     for (kind, key_ttl) in kinds {
         let now = SystemTime::now();
-        let now_unix = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now_unix = hallmark_core::time::unix_secs(now);
         let records = shared.ca.list(Some(kind)).await?;
         match next_step(&records, config, key_ttl, now_unix) {
             Step::Nothing => {}
@@ -383,19 +252,5 @@ mod tests {
         for (name, records, ttl, now, want) in cases {
             assert_eq!(&next_step(records, &config, *ttl, *now), want, "{name}");
         }
-    }
-
-    #[test]
-    fn kinds_outside_the_list_are_refused() {
-        assert!(parse_kind("x509", true).is_ok());
-        assert_eq!(parse_kind("", false).ok(), Some(None));
-        let e = required_kind("").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        let e = required_kind("rsa").unwrap_err();
-        assert!(e.message().contains("`rsa`"), "{}", e.message());
-        assert_eq!(
-            required_id("").unwrap_err().code(),
-            tonic::Code::InvalidArgument
-        );
     }
 }

@@ -16,7 +16,6 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::authority::{AuthorityError, CaManager};
-use crate::server_spiffe_id;
 
 const SERVER_SVID_TTL: Duration = Duration::from_secs(24 * 3600);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -91,7 +90,7 @@ fn build_config(
     td: &TrustDomain,
     client_roots: Arc<RwLock<Vec<Vec<u8>>>>,
 ) -> Result<rustls::ServerConfig, AuthorityError> {
-    let id = server_spiffe_id(td);
+    let id = td.server_id();
     let (key, csr) = hallmark_ca::generate_key_and_csr(&id)?;
     let auth = ca.current();
     let mut chain = auth.x509.sign_x509_svid(

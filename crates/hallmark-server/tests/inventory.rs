@@ -111,12 +111,7 @@ impl Harness {
         identity: Option<(Vec<Vec<u8>>, Vec<u8>)>,
     ) -> NodeClient<Channel> {
         let tls = Arc::new(
-            hallmark_ca::tls::client_config(
-                trust,
-                hallmark_server::server_spiffe_id(&self.td),
-                identity,
-            )
-            .unwrap(),
+            hallmark_ca::tls::client_config(trust, self.td.server_id(), identity).unwrap(),
         );
         node_client(self.server.listen_addr, tls).await
     }

@@ -1,11 +1,19 @@
 //! The admin API, served on a local Unix socket that only the server's user
-//! can open. Every request's input is validated into domain types here and
-//! refused with InvalidArgument naming the input and the rule.
+//! can open (and, for admin SVIDs, over mTLS: [`mtls`]). Every request's
+//! input is validated into domain types here and refused with
+//! InvalidArgument naming the input and the rule; the engines' errors are
+//! mapped to statuses here too. Federation and authority calls have their
+//! own modules.
+
+mod authority;
+mod federation;
+pub(crate) mod mtls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use hallmark_core::time::{unix_millis, unix_secs};
 use hallmark_core::{EntryId, EntrySpec, RawEntrySpec, Selector, SpiffeId};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::admin_server::Admin;
@@ -15,10 +23,10 @@ use tonic::{Request, Response, Status};
 
 use crate::inventory::{
     also_reported_by, event_to_pb, parse_filter, pick_workload, runtime_to_pb, stored_to_pb,
-    unix_now_ms, validate_container_prefix, QueryError, ALSO_REPORTED_BY_HEADER,
+    validate_container_prefix, QueryError, ALSO_REPORTED_BY_HEADER,
 };
-use crate::node::{agent_id_for_node, bundle_to_pb, hash_token};
-use crate::{unix_now, Shared};
+use crate::node::{agent_id_for_node, hash_token};
+use crate::Shared;
 
 #[derive(Debug, Clone, Copy)]
 enum Revocation {
@@ -121,7 +129,7 @@ impl Admin for AdminService {
         let entry = self
             .shared
             .store
-            .create_entry(&spec, unix_now())
+            .create_entry(&spec, unix_secs(SystemTime::now()))
             .await
             .map_err(store_status)?;
         tracing::info!(id = %entry.id, spiffe_id = %entry.spec.spiffe_id, "entry created");
@@ -220,7 +228,7 @@ impl Admin for AdminService {
                 MAX_JOIN_TOKEN_TTL.as_secs()
             )));
         }
-        let expires_at = unix_now() + ttl.as_secs() as i64;
+        let expires_at = unix_secs(SystemTime::now()) + ttl.as_secs() as i64;
         self.shared
             .store
             .create_join_token(&JoinToken {
@@ -230,7 +238,11 @@ impl Admin for AdminService {
             })
             .await
             .map_err(store_status)?;
-        let _ = self.shared.store.prune_join_tokens(unix_now()).await;
+        let _ = self
+            .shared
+            .store
+            .prune_join_tokens(unix_secs(SystemTime::now()))
+            .await;
         Ok(Response::new(pb::GenerateTokenResponse {
             token,
             agent_spiffe_id: agent_id.to_string(),
@@ -243,7 +255,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::CreateFederationRequest>,
     ) -> Result<Response<pb::Federation>, Status> {
-        crate::federation::create(&self.shared, req.into_inner())
+        federation::create(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -252,16 +264,14 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::ListFederationsRequest>,
     ) -> Result<Response<pb::ListFederationsResponse>, Status> {
-        crate::federation::list(&self.shared)
-            .await
-            .map(Response::new)
+        federation::list(&self.shared).await.map(Response::new)
     }
 
     async fn get_federation(
         &self,
         req: Request<pb::FederationRequest>,
     ) -> Result<Response<pb::Federation>, Status> {
-        crate::federation::get(&self.shared, &req.get_ref().trust_domain)
+        federation::get(&self.shared, &req.get_ref().trust_domain)
             .await
             .map(Response::new)
     }
@@ -270,7 +280,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::FederationRequest>,
     ) -> Result<Response<pb::DeleteFederationResponse>, Status> {
-        crate::federation::delete(&self.shared, &req.get_ref().trust_domain).await?;
+        federation::delete(&self.shared, &req.get_ref().trust_domain).await?;
         Ok(Response::new(pb::DeleteFederationResponse {}))
     }
 
@@ -278,7 +288,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::FederationRequest>,
     ) -> Result<Response<pb::Federation>, Status> {
-        crate::federation::refresh(&self.shared, &req.get_ref().trust_domain)
+        federation::refresh(&self.shared, &req.get_ref().trust_domain)
             .await
             .map(Response::new)
     }
@@ -287,7 +297,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::ListAuthoritiesRequest>,
     ) -> Result<Response<pb::ListAuthoritiesResponse>, Status> {
-        crate::rotation::list(&self.shared, req.into_inner())
+        authority::list(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -296,7 +306,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AuthorityRequest>,
     ) -> Result<Response<pb::Authority>, Status> {
-        crate::rotation::prepare(&self.shared, req.into_inner())
+        authority::prepare(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -305,7 +315,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AuthorityRequest>,
     ) -> Result<Response<pb::Authority>, Status> {
-        crate::rotation::activate(&self.shared, req.into_inner())
+        authority::activate(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -314,7 +324,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AuthorityRequest>,
     ) -> Result<Response<pb::Authority>, Status> {
-        crate::rotation::taint(&self.shared, req.into_inner())
+        authority::taint(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -323,7 +333,7 @@ impl Admin for AdminService {
         &self,
         req: Request<pb::AuthorityRequest>,
     ) -> Result<Response<pb::Authority>, Status> {
-        crate::rotation::revoke(&self.shared, req.into_inner())
+        authority::revoke(&self.shared, req.into_inner())
             .await
             .map(Response::new)
     }
@@ -373,7 +383,11 @@ impl Admin for AdminService {
         let workloads = self
             .shared
             .store
-            .list_workloads(&filter, unix_now_ms(), self.shared.workload_retention)
+            .list_workloads(
+                &filter,
+                unix_millis(SystemTime::now()),
+                self.shared.workload_retention,
+            )
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::ListWorkloadsResponse {
@@ -389,7 +403,11 @@ impl Admin for AdminService {
         validate_container_prefix(prefix).map_err(query_status)?;
         let store = &self.shared.store;
         let found = store
-            .find_workloads_by_prefix(prefix, unix_now_ms(), self.shared.workload_retention)
+            .find_workloads_by_prefix(
+                prefix,
+                unix_millis(SystemTime::now()),
+                self.shared.workload_retention,
+            )
             .await
             .map_err(store_status)?;
         let (chosen, others) = pick_workload(prefix, found).map_err(query_status)?;
@@ -429,7 +447,7 @@ impl Admin for AdminService {
         &self,
         _req: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
-        Ok(Response::new(bundle_to_pb(&self.shared.ca.bundle())))
+        Ok(Response::new(pb::Bundle::from(&*self.shared.ca.bundle())))
     }
 
     async fn status(

@@ -4,14 +4,22 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use hallmark_ca::{
-    Bundle, JwtAuthority, JwtKey, KeyAlg, StoredAuthority, StoredJwtKey, X509Authority,
-};
+use hallmark_ca::{Bundle, JwtAuthority, JwtKey, KeyAlg, StoredJwtKey, X509Authority};
+use hallmark_core::time::unix_secs;
 use hallmark_core::TrustDomain;
 use hallmark_store::{AuthorityKind, AuthorityRecord, Store};
 use tokio::sync::watch;
+
+use records::{
+    bundle_from, find_record, key_from_record, key_record, published, retire_until, tainted_from,
+    x509_from_record, x509_record,
+};
+
+mod records;
+#[cfg(test)]
+mod tests;
 
 /// How often agents and federated trust domains should re-fetch the bundle
 /// (`spiffe_refresh_hint`) unless configured otherwise.
@@ -158,12 +166,6 @@ fn kind_label(kind: AuthorityKind) -> &'static str {
     }
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl CaManager {
     /// Loads the active authorities from the datastore, creating them on
     /// first start. The bundle carries `refresh_hint` as its
@@ -212,7 +214,7 @@ impl CaManager {
                 match x509_records
                     .iter()
                     .rev()
-                    .find(|r| r.state == "active" && r.not_after > unix(now))
+                    .find(|r| r.state == "active" && r.not_after > unix_secs(now))
                 {
                     Some(r) => x509_from_record(r)?,
                     None => {
@@ -467,7 +469,7 @@ impl CaManager {
                     rule: format!("there is no prepared authority to activate; prepare one first with `hallmark authority prepare --kind {kind}`"),
                 })?,
         };
-        if target.not_after <= unix(now) {
+        if target.not_after <= unix_secs(now) {
             return Err(AuthorityError::Rule {
                 kind: label,
                 id: target.id.clone(),
@@ -543,119 +545,6 @@ impl CaManager {
     }
 }
 
-fn find_record<'a>(
-    records: &'a [AuthorityRecord],
-    kind: AuthorityKind,
-    id: &str,
-) -> Result<&'a AuthorityRecord, AuthorityError> {
-    records
-        .iter()
-        .find(|r| r.id == id)
-        .ok_or_else(|| AuthorityError::NotFound {
-            kind: kind_label(kind),
-            id: id.to_string(),
-        })
-}
-
-/// When a retiring authority leaves the bundle: after `window`, but never
-/// later than its own expiry (nothing it signed outlives it).
-fn retire_until(r: &AuthorityRecord, now: SystemTime, window: Duration) -> i64 {
-    unix(now)
-        .saturating_add(i64::try_from(window.as_secs()).unwrap_or(i64::MAX))
-        .min(r.not_after)
-}
-
-/// The bundle sequence, derived from the records so that every server on a
-/// datastore computes the same one and it never goes backwards: states only
-/// move forward ([`AuthorityState`]), records are never deleted (revoked is
-/// a state), and expiry only happens once. Any change of the bundle raises
-/// the sum of state ranks or the count of expired records.
-fn bundle_sequence(x509: &[AuthorityRecord], jwt: &[AuthorityRecord], now_unix: i64) -> u64 {
-    x509.iter()
-        .chain(jwt)
-        .map(|r| state_of(r).map_or(1, AuthorityState::rank) + u64::from(r.not_after <= now_unix))
-        .sum()
-}
-
-/// Tainted X.509 authorities, and tainted JWT and OIDC key IDs together
-/// (kids are random, so one list serves both token caches of the agent).
-fn tainted_from(
-    x509: &[AuthorityRecord],
-    jwt: &[AuthorityRecord],
-    oidc: &[AuthorityRecord],
-) -> Tainted {
-    let ids = |rs: &[&[AuthorityRecord]]| {
-        let mut v: Vec<String> = rs
-            .iter()
-            .flat_map(|r| r.iter())
-            .filter(|r| state_of(r) == Some(AuthorityState::Tainted))
-            .map(|r| r.id.clone())
-            .collect();
-        v.sort();
-        v
-    };
-    Tainted {
-        x509: ids(&[x509]),
-        jwt: ids(&[jwt, oidc]),
-    }
-}
-
-fn published(r: &AuthorityRecord, now_unix: i64) -> bool {
-    r.not_after > now_unix && state_of(r) != Some(AuthorityState::Revoked)
-}
-
-fn x509_from_record(r: &AuthorityRecord) -> Result<X509Authority, AuthorityError> {
-    X509Authority::from_stored(&StoredAuthority {
-        cert_der: r.cert_der.clone(),
-        key_pkcs8: r.key_pkcs8.clone(),
-        chain_der: r.chain_der.clone(),
-    })
-    .map_err(|e| AuthorityError::Corrupt {
-        kind: "X.509",
-        id: r.id.clone(),
-        reason: e.to_string(),
-    })
-}
-
-fn key_from_record(r: &AuthorityRecord) -> Result<JwtAuthority, AuthorityError> {
-    let corrupt = |reason: String| AuthorityError::Corrupt {
-        kind: kind_label(r.kind),
-        id: r.id.clone(),
-        reason,
-    };
-    let alg: KeyAlg = r
-        .alg
-        .parse()
-        .map_err(|e: hallmark_ca::CaError| corrupt(e.to_string()))?;
-    JwtAuthority::from_stored(&StoredJwtKey {
-        kid: r.id.clone(),
-        alg,
-        key_pkcs8: r.key_pkcs8.clone(),
-        created_at_unix: r.created_at,
-    })
-    .map_err(|e| corrupt(e.to_string()))
-}
-
-fn key_record(
-    key: &JwtAuthority,
-    kind: AuthorityKind,
-    state: AuthorityState,
-    now: SystemTime,
-) -> AuthorityRecord {
-    AuthorityRecord {
-        id: key.kid().to_string(),
-        kind,
-        state: state.as_str().into(),
-        alg: key.alg().to_string(),
-        key_pkcs8: key.to_stored().key_pkcs8,
-        cert_der: Vec::new(),
-        chain_der: Vec::new(),
-        created_at: unix(now),
-        // A key has no expiry of its own; retiring it sets one.
-        not_after: i64::MAX,
-    }
-}
-
 /// The active signing key of `kind` (JWT or OIDC) with algorithm `alg`,
 /// created on first start. Switching algorithms retires the old key, which
 /// stays published until everything it signed has expired.
@@ -687,7 +576,7 @@ async fn load_or_create_key(
     for r in records.iter().filter(|r| r.state == "active") {
         let mut r = r.clone();
         r.state = "retired".into();
-        r.not_after = unix(now + JWT_KEY_PUBLISH_AFTER_RETIRE);
+        r.not_after = unix_secs(now + JWT_KEY_PUBLISH_AFTER_RETIRE);
         store.put_authority(&r).await?;
     }
     let key = JwtAuthority::generate(alg, now)?;
@@ -706,7 +595,7 @@ pub async fn oidc_public_keys(
     store: &Arc<dyn Store>,
     now: SystemTime,
 ) -> Result<Vec<JwtKey>, AuthorityError> {
-    let now_unix = unix(now);
+    let now_unix = unix_secs(now);
     let mut keys = Vec::new();
     for r in store
         .list_authorities(AuthorityKind::Oidc)
@@ -732,432 +621,4 @@ pub async fn oidc_public_keys(
         keys.push(key.jwt_key());
     }
     Ok(keys)
-}
-
-fn x509_record(ca: &X509Authority, state: AuthorityState, now: SystemTime) -> AuthorityRecord {
-    let stored = ca.to_stored();
-    AuthorityRecord {
-        id: ca.id().to_string(),
-        kind: AuthorityKind::X509,
-        state: state.as_str().into(),
-        alg: "ec-p256".into(),
-        key_pkcs8: stored.key_pkcs8,
-        cert_der: stored.cert_der,
-        chain_der: stored.chain_der,
-        created_at: unix(now),
-        not_after: unix(ca.not_after()),
-    }
-}
-
-/// The bundle: every X.509 root and JWT key that is still published,
-/// whatever its state, so anything signed by a retired authority still
-/// verifies.
-fn bundle_from(
-    td: &TrustDomain,
-    x509: &[AuthorityRecord],
-    jwt: &[AuthorityRecord],
-    refresh_hint_secs: u64,
-    now: SystemTime,
-) -> Result<Bundle, AuthorityError> {
-    let now_unix = unix(now);
-    let mut x509_authorities: Vec<Vec<u8>> = Vec::new();
-    for r in x509.iter().filter(|r| published(r, now_unix)) {
-        let anchor = r.chain_der.last().unwrap_or(&r.cert_der).clone();
-        if !x509_authorities.contains(&anchor) {
-            x509_authorities.push(anchor);
-        }
-    }
-    let mut jwt_authorities = Vec::new();
-    for r in jwt.iter().filter(|r| published(r, now_unix)) {
-        let key = key_from_record(r)?;
-        jwt_authorities.push(JwtKey {
-            kid: key.kid().to_string(),
-            jwk: key.public_jwk(),
-        });
-    }
-    Ok(Bundle {
-        trust_domain: td.clone(),
-        x509_authorities,
-        jwt_authorities,
-        sequence: bundle_sequence(x509, jwt, now_unix),
-        refresh_hint_secs,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hallmark_store::SqliteStore;
-
-    const HOUR: Duration = Duration::from_secs(3600);
-
-    async fn manager(store: Arc<dyn Store>) -> CaManager {
-        let td: TrustDomain = "example.org".parse().unwrap();
-        CaManager::load_or_create(
-            store,
-            &td,
-            &CaSource::SelfSigned,
-            Duration::from_secs(86_400),
-            KeyAlg::EcP256,
-            KeyAlg::EcP256,
-            DEFAULT_REFRESH_HINT,
-        )
-        .await
-        .unwrap()
-    }
-
-    async fn memory() -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open_in_memory().await.unwrap())
-    }
-
-    fn rule(e: AuthorityError) -> String {
-        match e {
-            AuthorityError::Rule { rule, .. } => rule,
-            other => panic!("expected a rule violation, got {other}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn x509_rotation_publishes_first_then_signs_then_retires() {
-        let ca = manager(memory().await).await;
-        let now = SystemTime::now();
-        let first = ca.current().x509.id().to_string();
-        let seq0 = ca.bundle().sequence;
-        let mut rx = ca.subscribe_bundle();
-
-        let p = ca.prepare(AuthorityKind::X509, now).await.unwrap();
-        assert_eq!(p.state, "prepared");
-        assert!(rx.has_changed().unwrap(), "prepare publishes a bundle");
-        let b = rx.borrow_and_update().clone();
-        assert_eq!(
-            b.x509_authorities.len(),
-            2,
-            "the prepared root is published"
-        );
-        assert!(b.sequence > seq0);
-        assert_eq!(ca.current().x509.id(), first, "a prepared CA signs nothing");
-
-        let a = ca
-            .activate(AuthorityKind::X509, None, HOUR, now)
-            .await
-            .unwrap();
-        assert_eq!(a.id, p.id);
-        assert_eq!(ca.current().x509.id(), p.id, "the activated CA signs");
-        let b2 = ca.bundle();
-        assert_eq!(
-            b2.x509_authorities.len(),
-            2,
-            "the retired root stays published"
-        );
-        assert!(b2.sequence > b.sequence);
-        let records = ca.list(Some(AuthorityKind::X509)).await.unwrap();
-        let old = records.iter().find(|r| r.id == first).unwrap();
-        assert_eq!(old.state, "retired");
-        assert_eq!(old.not_after, unix(now) + 3600, "published for the window");
-
-        // After its window the retired root leaves the bundle.
-        let later = now + HOUR + Duration::from_secs(1);
-        assert!(ca.reload_at(later).await.unwrap());
-        let b3 = ca.bundle();
-        assert_eq!(
-            b3.x509_authorities,
-            vec![ca.current().x509.cert_der().to_vec()]
-        );
-        assert!(b3.sequence > b2.sequence);
-        assert!(!ca.reload_at(later).await.unwrap(), "nothing changed");
-    }
-
-    #[tokio::test]
-    async fn every_refusal_names_the_rule() {
-        let ca = manager(memory().await).await;
-        let now = SystemTime::now();
-        let active = ca.current().x509.id().to_string();
-
-        let e = rule(
-            ca.activate(AuthorityKind::X509, None, HOUR, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("no prepared authority"), "{e}");
-        let e = rule(
-            ca.activate(AuthorityKind::X509, Some(&active), HOUR, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(
-            e.contains("it is active") && e.contains("only a prepared"),
-            "{e}"
-        );
-        let e = rule(
-            ca.taint(AuthorityKind::X509, &active, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(
-            e.contains("it is active") && e.contains("only a retired"),
-            "{e}"
-        );
-        let e = rule(
-            ca.revoke(AuthorityKind::X509, &active, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("only a tainted"), "{e}");
-
-        let p = ca.prepare(AuthorityKind::X509, now).await.unwrap();
-        let e = rule(ca.taint(AuthorityKind::X509, &p.id, now).await.unwrap_err());
-        assert!(e.contains("it is prepared"), "{e}");
-        let e = rule(
-            ca.revoke(AuthorityKind::X509, &p.id, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("it is prepared"), "{e}");
-
-        let missing = ca
-            .taint(AuthorityKind::X509, "nope", now)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(missing, AuthorityError::NotFound { .. }),
-            "{missing}"
-        );
-        let missing = ca
-            .taint(AuthorityKind::Jwt, &active, now)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(missing, AuthorityError::NotFound { .. }),
-            "kinds do not mix"
-        );
-
-        ca.activate(AuthorityKind::X509, Some(&p.id), HOUR, now)
-            .await
-            .unwrap();
-        let e = rule(
-            ca.revoke(AuthorityKind::X509, &active, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("it is retired"), "{e}");
-        ca.taint(AuthorityKind::X509, &active, now).await.unwrap();
-        let e = rule(
-            ca.taint(AuthorityKind::X509, &active, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("it is tainted"), "{e}");
-        ca.revoke(AuthorityKind::X509, &active, now).await.unwrap();
-        let e = rule(
-            ca.revoke(AuthorityKind::X509, &active, now)
-                .await
-                .unwrap_err(),
-        );
-        assert!(e.contains("it is revoked"), "revoke only once: {e}");
-    }
-
-    #[tokio::test]
-    async fn taint_lists_the_authority_and_revoke_unpublishes_it() {
-        let ca = manager(memory().await).await;
-        let now = SystemTime::now();
-        let old_x509 = ca.current().x509.id().to_string();
-        let old_jwt = ca.current().jwt.kid().to_string();
-        for kind in [AuthorityKind::X509, AuthorityKind::Jwt] {
-            ca.prepare(kind, now).await.unwrap();
-            ca.activate(kind, None, HOUR, now).await.unwrap();
-        }
-        assert_eq!(ca.tainted(), Tainted::default());
-        let before = ca.bundle().sequence;
-        ca.taint(AuthorityKind::X509, &old_x509, now).await.unwrap();
-        ca.taint(AuthorityKind::Jwt, &old_jwt, now).await.unwrap();
-        assert_eq!(
-            ca.tainted(),
-            Tainted {
-                x509: vec![old_x509.clone()],
-                jwt: vec![old_jwt.clone()],
-            }
-        );
-        let b = ca.bundle();
-        assert!(
-            b.sequence > before,
-            "taint bumps the sequence so agents hear of it"
-        );
-        assert_eq!(
-            b.x509_authorities.len(),
-            2,
-            "a tainted root is still published"
-        );
-        assert!(b.jwt_authorities.iter().any(|k| k.kid == old_jwt));
-
-        ca.revoke(AuthorityKind::X509, &old_x509, now)
-            .await
-            .unwrap();
-        ca.revoke(AuthorityKind::Jwt, &old_jwt, now).await.unwrap();
-        let b = ca.bundle();
-        assert_eq!(
-            b.x509_authorities,
-            vec![ca.current().x509.cert_der().to_vec()]
-        );
-        assert!(!b.jwt_authorities.iter().any(|k| k.kid == old_jwt));
-        assert_eq!(ca.tainted(), Tainted::default());
-    }
-
-    #[tokio::test]
-    async fn jwt_and_oidc_keys_rotate_and_old_ones_stay_published() {
-        let store = memory().await;
-        let ca = manager(store.clone()).await;
-        let now = SystemTime::now();
-        let old_jwt = ca.current().jwt.kid().to_string();
-        let old_oidc = ca.current().oidc.kid().to_string();
-        ca.prepare(AuthorityKind::Jwt, now).await.unwrap();
-        assert_eq!(ca.current().jwt.kid(), old_jwt);
-        assert_eq!(ca.bundle().jwt_authorities.len(), 2);
-        let new_jwt = ca
-            .activate(AuthorityKind::Jwt, None, HOUR, now)
-            .await
-            .unwrap();
-        assert_eq!(ca.current().jwt.kid(), new_jwt.id);
-        assert!(ca.bundle().jwt_authorities.iter().any(|k| k.kid == old_jwt));
-
-        ca.prepare(AuthorityKind::Oidc, now).await.unwrap();
-        let new_oidc = ca
-            .activate(AuthorityKind::Oidc, None, HOUR, now)
-            .await
-            .unwrap();
-        assert_eq!(ca.current().oidc.kid(), new_oidc.id);
-        let kids: Vec<String> = oidc_public_keys(&store, now)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.kid)
-            .collect();
-        assert!(
-            kids.contains(&old_oidc) && kids.contains(&new_oidc.id),
-            "{kids:?}"
-        );
-        let kids: Vec<String> = oidc_public_keys(&store, now + HOUR * 2)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|k| k.kid)
-            .collect();
-        assert_eq!(
-            kids,
-            vec![new_oidc.id.clone()],
-            "retired key left after its window"
-        );
-    }
-
-    #[tokio::test]
-    async fn restart_keeps_the_active_authority_and_the_sequence() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite3");
-        let now = SystemTime::now();
-        let (id, seq) = {
-            let ca = manager(Arc::new(SqliteStore::open(&path).await.unwrap())).await;
-            ca.prepare(AuthorityKind::X509, now).await.unwrap();
-            ca.activate(AuthorityKind::X509, None, HOUR, now)
-                .await
-                .unwrap();
-            ca.prepare(AuthorityKind::Jwt, now).await.unwrap();
-            (ca.current().x509.id().to_string(), ca.bundle().sequence)
-        };
-        let ca = manager(Arc::new(SqliteStore::open(&path).await.unwrap())).await;
-        assert_eq!(ca.current().x509.id(), id);
-        assert_eq!(ca.bundle().sequence, seq, "same records, same sequence");
-        let last_jwt = ca.list(Some(AuthorityKind::Jwt)).await.unwrap();
-        assert_eq!(last_jwt.iter().filter(|r| r.state == "prepared").count(), 1);
-    }
-
-    #[tokio::test]
-    async fn a_second_server_follows_and_two_actives_converge() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db.sqlite3");
-        let now = SystemTime::now();
-        let a = manager(Arc::new(SqliteStore::open(&path).await.unwrap())).await;
-        let b = manager(Arc::new(SqliteStore::open(&path).await.unwrap())).await;
-        assert_eq!(a.current().x509.id(), b.current().x509.id());
-
-        let p = a.prepare(AuthorityKind::X509, now).await.unwrap();
-        assert!(b.reload_at(now).await.unwrap(), "b sees a's prepared root");
-        assert_eq!(a.bundle().as_ref(), b.bundle().as_ref());
-        a.activate(AuthorityKind::X509, None, HOUR, now)
-            .await
-            .unwrap();
-        assert!(b.reload_at(now).await.unwrap());
-        assert_eq!(b.current().x509.id(), p.id, "b signs with the new CA too");
-
-        // Both prepare and activate their own at once: the newest wins.
-        let pa = a.prepare(AuthorityKind::X509, now).await.unwrap();
-        let pb = b
-            .prepare(AuthorityKind::X509, now + Duration::from_secs(1))
-            .await
-            .unwrap();
-        a.activate(AuthorityKind::X509, Some(&pa.id), HOUR, now)
-            .await
-            .unwrap();
-        // b decided before seeing a's activation: write its own directly.
-        let mut raw = pb.clone();
-        raw.state = "active".into();
-        let store = Arc::new(SqliteStore::open(&path).await.unwrap());
-        store.put_authority(&raw).await.unwrap();
-        a.reload_at(now).await.unwrap();
-        b.reload_at(now).await.unwrap();
-        assert_eq!(a.current().x509.id(), pb.id);
-        assert_eq!(b.current().x509.id(), pb.id);
-        let actives = store
-            .list_authorities(AuthorityKind::X509)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|r| r.state == "active")
-            .count();
-        assert_eq!(actives, 1);
-    }
-
-    #[tokio::test]
-    async fn a_ca_from_files_is_not_prepared() {
-        let td: TrustDomain = "example.org".parse().unwrap();
-        let root = X509Authority::generate_root(&td, HOUR, SystemTime::now()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let cert = dir.path().join("ca.pem");
-        let key = dir.path().join("ca.key");
-        std::fs::write(
-            &cert,
-            pem::encode(&pem::Pem::new("CERTIFICATE", root.cert_der().to_vec())),
-        )
-        .unwrap();
-        std::fs::write(
-            &key,
-            pem::encode(&pem::Pem::new("PRIVATE KEY", root.to_stored().key_pkcs8)),
-        )
-        .unwrap();
-        let ca = CaManager::load_or_create(
-            memory().await,
-            &td,
-            &CaSource::Disk {
-                cert,
-                key,
-                chain: None,
-            },
-            HOUR,
-            KeyAlg::EcP256,
-            KeyAlg::EcP256,
-            DEFAULT_REFRESH_HINT,
-        )
-        .await
-        .unwrap();
-        let e = rule(
-            ca.prepare(AuthorityKind::X509, SystemTime::now())
-                .await
-                .unwrap_err(),
-        );
-        assert!(
-            e.contains("--ca-cert") && e.contains("replacing the files"),
-            "{e}"
-        );
-        ca.prepare(AuthorityKind::Jwt, SystemTime::now())
-            .await
-            .unwrap();
-    }
 }

@@ -6,6 +6,8 @@
 //! Errors carry one variant per rule so a message can name the input and the
 //! rule it broke.
 
+#![forbid(unsafe_code)]
+
 pub mod cgroup;
 pub mod duration;
 pub mod entry;
@@ -16,8 +18,8 @@ pub mod time;
 pub mod workload;
 
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use error::error_chain;
 pub use entry::{Entry, EntryError, EntryId, EntrySpec, RawEntrySpec, OIDC_CLAIM_NAMES};
+pub use error::error_chain;
 pub use selector::{Selector, SelectorError, SelectorSet, HOST_SELECTOR};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use workload::{Compose, Confidence, PodInfo, RuntimeSource, Workload, WorkloadState};

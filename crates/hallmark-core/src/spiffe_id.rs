@@ -367,5 +367,4 @@ mod tests {
         let workload = SpiffeId::new("spiffe://example.org/hallmark/agents/x").unwrap();
         assert_eq!(workload.agent_node(), None);
     }
-
 }

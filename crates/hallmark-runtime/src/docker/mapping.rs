@@ -338,6 +338,14 @@ mod tests {
                 "shop-web.slice",
                 format!("/shop.slice/shop-web.slice/docker-{ID}.scope"),
             ),
+            (
+                CgroupDriver::Systemd,
+                "-.slice",
+                format!("/docker-{ID}.scope"),
+            ),
+            // Not a slice dockerd accepts under this driver: no guess.
+            (CgroupDriver::Systemd, "shop--web.slice", String::new()),
+            (CgroupDriver::Systemd, "/custom", String::new()),
             (CgroupDriver::Unknown, "/docker", String::new()),
         ];
         for (driver, parent, want) in cases {

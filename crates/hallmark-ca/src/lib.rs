@@ -27,7 +27,7 @@ mod verify;
 mod x509;
 
 pub use bundle::{Bundle, BundleError, JwtKey};
-pub use csr::{verify_csr, CsrError};
+pub use csr::{verify_csr, CsrError, MIN_RSA_BITS};
 pub use error::CaError;
 pub use https::{HttpsIdentity, ReloadingIdentity, RELOAD_CHECK};
 pub use jwk::JwkError;

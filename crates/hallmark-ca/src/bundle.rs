@@ -9,7 +9,7 @@ use hallmark_core::TrustDomain;
 use serde_json::{Map, Value};
 
 use crate::jwk::{jwk_from_spki, JwkError, VerifyKey, KEY_MEMBERS, PRIVATE_MEMBERS};
-use crate::x509::parse_cert;
+use crate::verify::parse_cert;
 
 const X509_USE: &str = "x509-svid";
 const JWT_USE: &str = "jwt-svid";

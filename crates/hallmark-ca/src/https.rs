@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use hallmark_core::time::unix_secs;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls::crypto::aws_lc_rs;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -19,7 +20,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
-use crate::{unix_secs, CaError};
+use crate::CaError;
 
 /// A certificate chain and its private key, ready for a TLS server.
 pub struct HttpsIdentity {
@@ -269,7 +270,7 @@ mod tests {
 
     #[test]
     fn self_signed_names_the_host_and_round_trips_through_pem() {
-        let now = crate::system_time(1_700_000_000);
+        let now = hallmark_core::time::from_unix_secs(1_700_000_000);
         for host in ["issuer.example.org", "127.0.0.1"] {
             let id = HttpsIdentity::self_signed(host, Duration::from_secs(3600), now).unwrap();
             let (_, cert) = x509_parser::parse_x509_certificate(&id.chain[0]).unwrap();
@@ -309,7 +310,7 @@ mod tests {
     fn a_renewed_certificate_is_served_and_a_broken_one_is_not() {
         let dir = std::env::temp_dir().join(format!("hm-https-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let now = crate::system_time(1_700_000_000);
+        let now = hallmark_core::time::from_unix_secs(1_700_000_000);
         let first = HttpsIdentity::self_signed("a.example", Duration::from_secs(60), now).unwrap();
         write_pair(&dir, &first);
         let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
@@ -337,7 +338,7 @@ mod tests {
 
     #[test]
     fn from_pem_names_what_is_missing() {
-        let now = crate::system_time(1_700_000_000);
+        let now = hallmark_core::time::from_unix_secs(1_700_000_000);
         let id = HttpsIdentity::self_signed("a.example", Duration::from_secs(60), now).unwrap();
         let err = HttpsIdentity::from_pem(b"", b"").unwrap_err().to_string();
         assert!(err.contains("no CERTIFICATE block"), "{err}");

@@ -11,10 +11,7 @@ use x509_parser::oid_registry::{
 };
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::csr::{big_endian_bits, strip_leading_zeros};
-
-/// Smallest RSA modulus accepted for JWT verification keys.
-const MIN_RSA_BITS: usize = 2048;
+use crate::csr::{big_endian_bits, strip_leading_zeros, MIN_RSA_BITS};
 
 /// Why a key cannot be turned into a JWK or a JWK into a key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -19,13 +19,14 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use hallmark_core::time::unix_secs;
 use hallmark_core::{SpiffeId, TrustDomain};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::bundle::Bundle;
 use crate::jwk::{members, VerifyFailure, VerifyKey};
-use crate::{unix_secs, CaError};
+use crate::CaError;
 
 /// The JWS algorithms the JWT-SVID specification allows.
 const ALLOWED_ALGS: [&str; 9] = [
@@ -244,7 +245,7 @@ impl JwtAuthority {
     }
 
     pub fn created_at(&self) -> SystemTime {
-        crate::system_time(self.created_at_unix)
+        hallmark_core::time::from_unix_secs(self.created_at_unix)
     }
 
     /// The public JWK: key members plus `kid`, `use` = `jwt-svid` and `alg`.
@@ -607,7 +608,9 @@ mod tests {
     #[test]
     fn generated_keys_have_url_safe_kids_and_survive_storage() {
         for alg in [KeyAlg::EcP256, KeyAlg::Rsa2048] {
-            let key = JwtAuthority::generate(alg, crate::system_time(1_700_000_000)).unwrap();
+            let key =
+                JwtAuthority::generate(alg, hallmark_core::time::from_unix_secs(1_700_000_000))
+                    .unwrap();
             assert_eq!(key.kid().len(), 32);
             assert!(key
                 .kid()
@@ -653,7 +656,7 @@ mod tests {
         let key = JwtAuthority::generate(KeyAlg::EcP256, SystemTime::UNIX_EPOCH).unwrap();
         let id = SpiffeId::new("spiffe://example.org/w").unwrap();
         let ttl = Duration::from_secs(60);
-        let now = crate::system_time(1_700_000_000);
+        let now = hallmark_core::time::from_unix_secs(1_700_000_000);
         assert!(matches!(
             key.mint(&id, &[], ttl, now, None),
             Err(CaError::BadAudience(_))
@@ -681,7 +684,7 @@ mod tests {
         extra.insert("sub".into(), "spiffe://evil.org/x".into());
         extra.insert("exp".into(), 99_999_999_999i64.into());
         extra.insert("iss".into(), "https://issuer.example".into());
-        let now = crate::system_time(1_700_000_000);
+        let now = hallmark_core::time::from_unix_secs(1_700_000_000);
         let one = key
             .mint(
                 &id,

@@ -23,7 +23,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use webpki::KeyUsage;
 
-use crate::x509::{trust_anchors, verify_svid_chain};
+use crate::verify::{trust_anchors, verify_svid_chain};
 use crate::{sha256_hex, CaError};
 
 /// The ALPN protocol of gRPC.

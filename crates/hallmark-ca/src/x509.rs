@@ -1,27 +1,28 @@
-//! X.509 authorities and X509-SVIDs: issuing them from CSRs and verifying
-//! them against trust bundles, per the SPIFFE X509-SVID specification.
+//! X.509 authorities: generating a root or loading an intermediate, and
+//! issuing X509-SVIDs from CSRs per the SPIFFE X509-SVID specification.
+//! Verification is in the `verify` module.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use hallmark_core::time::{from_unix_secs, unix_secs};
 use hallmark_core::{SpiffeId, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
 };
-use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use webpki::{EndEntityCert, KeyUsage};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
 use x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION;
 use x509_parser::prelude::FromDer;
 
 use crate::csr::{verify_csr, CsrError};
-use crate::{sha256_hex, system_time, unix_secs, CaError};
+use crate::verify::{parse_cert, uri_sans, verify_x509_svid};
+use crate::{sha256_hex, CaError};
 
 /// Certificates start this many seconds in the past so a peer whose clock
 /// lags slightly still accepts them.
@@ -30,26 +31,6 @@ const BACKDATE_SECS: i64 = 10;
 const MAX_CN_LEN: usize = 64;
 /// The lifetime of the throwaway certificate issued to check a loaded CA.
 const SELF_CHECK_TTL: Duration = Duration::from_secs(60);
-
-/// Signature algorithms accepted on certificate chains: everything
-/// aws-lc-rs verifies except the legacy/post-quantum oddities no SPIFFE
-/// implementation issues.
-pub(crate) static CHAIN_SIG_ALGS: &[&dyn SignatureVerificationAlgorithm] = &[
-    webpki::aws_lc_rs::ECDSA_P256_SHA256,
-    webpki::aws_lc_rs::ECDSA_P256_SHA384,
-    webpki::aws_lc_rs::ECDSA_P384_SHA256,
-    webpki::aws_lc_rs::ECDSA_P384_SHA384,
-    webpki::aws_lc_rs::ECDSA_P521_SHA256,
-    webpki::aws_lc_rs::ECDSA_P521_SHA384,
-    webpki::aws_lc_rs::ECDSA_P521_SHA512,
-    webpki::aws_lc_rs::ED25519,
-    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
-    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
-    webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA512,
-    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
-];
 
 /// An X.509 signing authority: a self-signed root, or an intermediate whose
 /// chain up to its root was loaded with it.
@@ -378,7 +359,7 @@ impl X509Authority {
             key,
             issuer,
             id,
-            not_after: system_time(not_after_min),
+            not_after: from_unix_secs(not_after_min),
             trust_domain,
         };
         authority.self_check(not_before_max)?;
@@ -401,7 +382,7 @@ impl X509Authority {
                 "the validity periods of the CA chain do not overlap".into(),
             ));
         }
-        let at = system_time(at);
+        let at = from_unix_secs(at);
         let probe_id = match &self.trust_domain {
             Some(td) => td.id_with_path("/hallmark/ca-self-check"),
             None => SpiffeId::new("spiffe://hallmark.invalid/ca-self-check"),
@@ -439,172 +420,6 @@ pub fn generate_key_and_csr(spiffe_id: &SpiffeId) -> Result<(Vec<u8>, Vec<u8>), 
     let csr = params.serialize_request(&key).map_err(rcgen_err(WHAT))?;
     Ok((key.serialize_der(), csr.der().to_vec()))
 }
-
-/// Verifies an X509-SVID chain (leaf first) against root certificates at
-/// `now`, then checks the leaf against the X509-SVID rules. Returns the
-/// leaf's SPIFFE ID. Which trust domain the roots belong to is the caller's
-/// concern.
-pub fn verify_x509_svid(
-    chain: &[Vec<u8>],
-    roots: &[Vec<u8>],
-    now: SystemTime,
-) -> Result<SpiffeId, CaError> {
-    let (leaf, rest) = chain.split_first().ok_or(CaError::EmptyChain)?;
-    let roots: Vec<CertificateDer<'_>> = roots
-        .iter()
-        .map(|r| CertificateDer::from(r.as_slice()))
-        .collect();
-    let anchors = trust_anchors(&roots)?;
-    let intermediates: Vec<CertificateDer<'_>> = rest
-        .iter()
-        .map(|c| CertificateDer::from(c.as_slice()))
-        .collect();
-    verify_svid_chain(
-        &CertificateDer::from(leaf.as_slice()),
-        &intermediates,
-        &anchors,
-        unix_time(now),
-        KeyUsage::client_auth(),
-    )
-}
-
-/// The SPIFFE ID in a certificate's single URI SAN (with or without path, so
-/// signing certificates qualify too).
-pub fn spiffe_id_from_cert(der: &[u8]) -> Result<SpiffeId, CaError> {
-    let cert = parse_cert(der, "certificate")?;
-    single_spiffe_id(&cert, "certificate")
-}
-
-pub(crate) fn trust_anchors<'a>(
-    roots: &'a [CertificateDer<'a>],
-) -> Result<Vec<TrustAnchor<'a>>, CaError> {
-    if roots.is_empty() {
-        return Err(CaError::NoTrustAnchors);
-    }
-    roots
-        .iter()
-        .enumerate()
-        .map(|(index, der)| {
-            webpki::anchor_from_trusted_cert(der).map_err(|e| CaError::BadTrustAnchor {
-                index,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
-}
-
-/// Path validation with webpki, then the X509-SVID leaf rules.
-pub(crate) fn verify_svid_chain(
-    leaf: &CertificateDer<'_>,
-    intermediates: &[CertificateDer<'_>],
-    anchors: &[TrustAnchor<'_>],
-    now: UnixTime,
-    usage: KeyUsage,
-) -> Result<SpiffeId, CaError> {
-    let ee = EndEntityCert::try_from(leaf).map_err(CaError::ChainInvalid)?;
-    ee.verify_for_usage(
-        CHAIN_SIG_ALGS,
-        anchors,
-        intermediates,
-        now,
-        usage,
-        None,
-        None,
-    )
-    .map_err(CaError::ChainInvalid)?;
-    check_svid_leaf(leaf)
-}
-
-pub(crate) fn unix_time(t: SystemTime) -> UnixTime {
-    // A pre-epoch clock becomes the epoch, where every certificate is
-    // invalid: fail closed.
-    UnixTime::since_unix_epoch(Duration::from_secs(
-        u64::try_from(unix_secs(t)).unwrap_or(0),
-    ))
-}
-
-/// The X509-SVID leaf rules webpki does not know about.
-fn check_svid_leaf(der: &[u8]) -> Result<SpiffeId, CaError> {
-    let cert = parse_cert(der, "X509-SVID leaf")?;
-    let id = single_spiffe_id(&cert, "X509-SVID")?;
-    let rule = |rule: &'static str| CaError::SvidRule {
-        id: id.to_string(),
-        rule,
-    };
-    let bad = |e: x509_parser::error::X509Error| CaError::BadCertificate {
-        what: format!("X509-SVID for `{id}`"),
-        reason: e.to_string(),
-    };
-    if id.path().is_empty() {
-        return Err(rule("the SPIFFE ID of a leaf must have a path"));
-    }
-    if cert
-        .basic_constraints()
-        .map_err(bad)?
-        .is_some_and(|bc| bc.value.ca)
-    {
-        return Err(rule("a leaf must not be a CA (basicConstraints cA is set)"));
-    }
-    let ku = cert
-        .key_usage()
-        .map_err(bad)?
-        .ok_or_else(|| rule("keyUsage extension is required"))?;
-    if !ku.critical {
-        return Err(rule("keyUsage must be critical"));
-    }
-    if !ku.value.digital_signature() {
-        return Err(rule("keyUsage must include digitalSignature"));
-    }
-    if ku.value.key_cert_sign() || ku.value.crl_sign() {
-        return Err(rule("keyUsage must not include keyCertSign or cRLSign"));
-    }
-    if let Some(eku) = cert.extended_key_usage().map_err(bad)? {
-        if !(eku.value.server_auth && eku.value.client_auth) {
-            return Err(rule(
-                "extendedKeyUsage, when present, must include serverAuth and clientAuth",
-            ));
-        }
-    }
-    Ok(id)
-}
-
-fn single_spiffe_id(cert: &X509Certificate<'_>, what: &'static str) -> Result<SpiffeId, CaError> {
-    match uri_sans(cert, what)?.as_slice() {
-        [uri] => SpiffeId::new(uri).map_err(|source| CaError::BadSpiffeId {
-            uri: uri.to_string(),
-            source,
-        }),
-        other => Err(CaError::UriSanCount {
-            what,
-            count: other.len(),
-        }),
-    }
-}
-
-fn uri_sans<'a>(
-    cert: &'a X509Certificate<'_>,
-    what: &'static str,
-) -> Result<Vec<&'a str>, CaError> {
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| CaError::BadCertificate {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(san
-        .map(|ext| {
-            ext.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::URI(u) => Some(*u),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
 fn check_is_ca(cert: &X509Certificate<'_>, id: &str) -> Result<(), CaError> {
     let bad = |e: x509_parser::error::X509Error| CaError::BadCertificate {
         what: format!("CA certificate {id}"),
@@ -625,18 +440,6 @@ fn check_is_ca(cert: &X509Certificate<'_>, id: &str) -> Result<(), CaError> {
         return Err(CaError::CaKeyUsage { id: id.to_string() });
     }
     Ok(())
-}
-
-pub(crate) fn parse_cert<'a>(der: &'a [u8], what: &str) -> Result<X509Certificate<'a>, CaError> {
-    let bad = |reason: String| CaError::BadCertificate {
-        what: what.to_string(),
-        reason,
-    };
-    let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(bad(format!("{} bytes of trailing data", rest.len())));
-    }
-    Ok(cert)
 }
 
 fn certs_from_pem(pem_text: &str, what: &'static str) -> Result<Vec<Vec<u8>>, CaError> {
@@ -745,13 +548,14 @@ fn rcgen_err(what: &'static str) -> impl Fn(rcgen::Error) -> CaError {
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
     use super::*;
+    use crate::verify::spiffe_id_from_cert;
 
     fn td() -> TrustDomain {
         TrustDomain::new("example.org").unwrap()
     }
 
     fn t(secs: i64) -> SystemTime {
-        system_time(secs)
+        from_unix_secs(secs)
     }
 
     const NOW: i64 = 1_800_000_000;

@@ -6,6 +6,8 @@
 //! Errors carry one variant per rule so a message can name the input and the
 //! rule it broke.
 
+#![forbid(unsafe_code)]
+
 pub mod cgroup;
 pub mod duration;
 pub mod entry;

@@ -22,7 +22,6 @@
 use std::fmt;
 use std::future::Future;
 use std::io::ErrorKind;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use std::time::Duration;
 use crate::combined::Combined;
 use crate::cri::CriRuntime;
 use crate::docker::DockerRuntime;
+use crate::socket::{check_socket, Daemon, CRI_DAEMON, DOCKERD};
 use crate::{Runtime, RuntimeError};
 
 /// crictl's config file, read for its `runtime-endpoint`.
@@ -100,23 +100,6 @@ pub enum DiscoveryError {
     #[error("crictl runtime-endpoint `{value}`: {rule}")]
     CrictlEndpoint { value: String, rule: &'static str },
 }
-
-/// Which daemon a socket belongs to, for reasons a person can act on.
-#[derive(Debug)]
-pub(crate) struct Daemon {
-    name: &'static str,
-    access: &'static str,
-}
-
-pub(crate) const DOCKERD: Daemon = Daemon {
-    name: "dockerd",
-    access: "root or the docker group",
-};
-
-pub(crate) const CRI_DAEMON: Daemon = Daemon {
-    name: "the CRI runtime (containerd, CRI-O)",
-    access: "root",
-};
 
 /// Where a candidate socket path came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,49 +432,6 @@ pub fn crictl_runtime_endpoint(text: &str) -> Result<Option<PathBuf>, DiscoveryE
     Ok(Some(PathBuf::from(path)))
 }
 
-/// Why a socket path cannot be used before anything is sent to it: missing,
-/// unreadable, or not a socket at all.
-pub(crate) fn check_socket(path: &Path, daemon: &Daemon) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => Ok(()),
-        Ok(meta) => {
-            let what = if meta.is_dir() {
-                "a directory"
-            } else if meta.is_file() {
-                "a regular file"
-            } else {
-                "a device or pipe"
-            };
-            Err(format!(
-                "not a socket but {what}: point the agent at {}'s API socket",
-                daemon.name
-            ))
-        }
-        Err(e) => Err(socket_reason(e.kind(), daemon)),
-    }
-}
-
-/// What a person should check when a socket cannot be used.
-pub(crate) fn socket_reason(kind: ErrorKind, daemon: &Daemon) -> String {
-    match kind {
-        ErrorKind::NotFound => format!("no such file: is {} running?", daemon.name),
-        ErrorKind::PermissionDenied => format!(
-            "permission denied: the agent needs read/write access to the socket ({})",
-            daemon.access
-        ),
-        ErrorKind::ConnectionRefused => format!(
-            "connection refused: nothing listens on the socket (stale file left by a \
-             stopped {}?)",
-            daemon.name
-        ),
-        ErrorKind::ConnectionReset | ErrorKind::BrokenPipe => format!(
-            "connection reset: {} closed the connection (restarting or stopped?)",
-            daemon.name
-        ),
-        other => other.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,30 +593,6 @@ mod tests {
         let link_s = link.display().to_string();
         let got = with_common(None, &[link_s.as_str(), real_s.as_str()]);
         assert_eq!(paths(&got), vec![link_s]);
-    }
-
-    #[test]
-    fn socket_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("d.sock");
-        let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-        assert_eq!(check_socket(&sock, &DOCKERD), Ok(()));
-
-        let missing = check_socket(&dir.path().join("nope.sock"), &DOCKERD).unwrap_err();
-        assert_eq!(missing, "no such file: is dockerd running?");
-
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"").unwrap();
-        let e = check_socket(&file, &DOCKERD).unwrap_err();
-        assert!(e.starts_with("not a socket but a regular file"), "{e}");
-        let e = check_socket(dir.path(), &CRI_DAEMON).unwrap_err();
-        assert!(
-            e.starts_with("not a socket but a directory") && e.contains("CRI"),
-            "{e}"
-        );
-
-        let denied = socket_reason(ErrorKind::PermissionDenied, &DOCKERD);
-        assert!(denied.contains("root or the docker group"), "{denied}");
     }
 
     fn attempt(runtime: &'static str, endpoint: &str, outcome: Result<&str, &str>) -> Attempt {

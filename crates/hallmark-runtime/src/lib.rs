@@ -10,12 +10,15 @@
 //! Every record is a [`hallmark_core::Workload`]; this crate never invents a
 //! field: what the runtime did not say stays empty.
 
+#![forbid(unsafe_code)]
+
 pub mod combined;
 pub mod cri;
 pub mod discovery;
 pub mod docker;
+mod socket;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -119,7 +122,5 @@ pub trait Runtime: Send + Sync + 'static {
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    hallmark_core::time::unix_millis(SystemTime::now())
 }

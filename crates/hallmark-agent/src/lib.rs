@@ -23,9 +23,9 @@
 //!   for both APIs.
 //! - [`h2_authority`]: the HTTP/2 `:authority` repair for gRPC C-core
 //!   clients.
-//!
-//! The crate is not `forbid(unsafe_code)`: the attestor makes the pidfd and
-//! clock syscalls that the PID-reuse guard needs through `libc`.
+
+// Not `forbid(unsafe_code)`: the attestor makes the pidfd and clock
+// syscalls that the PID-reuse guard needs through `libc`.
 
 pub mod attestor;
 pub mod caller;

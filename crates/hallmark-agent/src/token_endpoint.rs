@@ -241,8 +241,8 @@ struct Answer {
     expires_at: i64,
 }
 
-/// [`parse_request`] for callers outside this module (the fuzz target):
-/// the audience (sorted, deduplicated, none empty) and the optional SPIFFE
+/// How the endpoint reads a token request body, for callers outside this
+/// module (the fuzz target): the audience (sorted, deduplicated, none empty) and the optional SPIFFE
 /// ID a token request body asks for, or the message a caller would get.
 pub fn parse_token_request(body: &[u8]) -> Result<(Vec<String>, Option<SpiffeId>), String> {
     parse_request(body).map_err(|r| r.message)

@@ -99,6 +99,26 @@ fn federated_for<'a>(
         .collect()
 }
 
+/// The bundles a caller with `selectors` gets, by trust domain, each
+/// encoded by `encode`: its own trust domain's and those its entries
+/// federate with. `None` when the caller has no identity.
+fn bundles_for(
+    snap: &Snapshot,
+    selectors: &SelectorSet,
+    encode: fn(&hallmark_ca::Bundle) -> Vec<u8>,
+) -> Option<HashMap<String, Vec<u8>>> {
+    let entries = snap.matching_entries(selectors);
+    if entries.is_empty() {
+        return None;
+    }
+    let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
+        .into_iter()
+        .map(|(td, b)| (td_key(td), encode(b)))
+        .collect();
+    bundles.insert(td_key(&snap.bundle.trust_domain), encode(&snap.bundle));
+    Some(bundles)
+}
+
 fn td_key(td: &TrustDomain) -> String {
     td.id().to_string()
 }
@@ -281,16 +301,7 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<X509BundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            let entries = snap.matching_entries(sel);
-            (!entries.is_empty()).then(|| {
-                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
-                    .into_iter()
-                    .map(|(td, b)| (td_key(td), b.x509_der_concat()))
-                    .collect();
-                bundles.insert(
-                    td_key(&snap.bundle.trust_domain),
-                    snap.bundle.x509_der_concat(),
-                );
+            bundles_for(snap, sel, hallmark_ca::Bundle::x509_der_concat).map(|bundles| {
                 X509BundlesResponse {
                     crl: Vec::new(),
                     bundles,
@@ -354,15 +365,7 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            let entries = snap.matching_entries(sel);
-            (!entries.is_empty()).then(|| {
-                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
-                    .into_iter()
-                    .map(|(td, b)| (td_key(td), jwt_jwks(b)))
-                    .collect();
-                bundles.insert(td_key(&snap.bundle.trust_domain), jwt_jwks(&snap.bundle));
-                JwtBundlesResponse { bundles }
-            })
+            bundles_for(snap, sel, jwt_jwks).map(|bundles| JwtBundlesResponse { bundles })
         };
         if make(&snap, &selectors).is_none() {
             return Err(Status::permission_denied(NO_IDENTITY));

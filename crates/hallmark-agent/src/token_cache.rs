@@ -167,3 +167,74 @@ async fn mint(mut client: NodeClient<Channel>, key: &Key) -> Result<Token, Statu
     };
     Ok(response.into_inner().into())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+mod tests {
+    use super::*;
+    use crate::state::Snapshot;
+    use base64::Engine;
+    use hallmark_core::TrustDomain;
+    use std::sync::RwLock;
+    use tokio::sync::watch;
+
+    fn cache() -> TokenCache {
+        let td: TrustDomain = "example.org".parse().unwrap();
+        let snapshot = Snapshot {
+            ready: true,
+            agent_id: td.agent_id("n1").unwrap(),
+            entries: Vec::new(),
+            svids: HashMap::new(),
+            bundle: Arc::new(hallmark_ca::Bundle::new(td.clone())),
+            federated: BTreeMap::new(),
+        };
+        TokenCache::new(Arc::new(AgentState {
+            trust_domain: td,
+            snapshots: watch::channel(Arc::new(snapshot)).0,
+            client: watch::channel(None).0,
+            metrics: Arc::default(),
+            tainted_jwt_keys: RwLock::new(Vec::new()),
+        }))
+    }
+
+    fn token(kid: &str, issued_at: i64, expires_at: i64) -> Token {
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        Token {
+            token: format!("{}.e30.sig", enc(&format!(r#"{{"kid":"{kid}"}}"#))),
+            issued_at,
+            expires_at,
+        }
+    }
+
+    /// Without a server connection: a fresh token is served at once, a
+    /// stale but valid one after the wait for the connection, a tainted
+    /// one never; JWT-SVIDs and OIDC tokens do not stand in for each other.
+    #[tokio::test]
+    async fn served_from_cache_by_one_rule_for_both_kinds() {
+        let c = cache();
+        let now = unix_secs(SystemTime::now());
+        let entry = EntryId::new_random();
+        let aud = vec!["a".to_string()];
+        let attrs = BTreeMap::from([("context".to_string(), "lab".to_string())]);
+        let fresh = token("k1", now, now + 100);
+        c.lock().insert(
+            (Kind::Oidc(attrs.clone()), entry.clone(), aud.clone()),
+            fresh.clone(),
+        );
+        assert_eq!(
+            c.oidc_token(&entry, &aud, attrs.clone()).await.unwrap(),
+            fresh
+        );
+        let other = c.jwt_svid(&entry, &aud).await.unwrap_err();
+        assert_eq!(other.code(), tonic::Code::Unavailable, "{other:?}");
+
+        let stale = token("k1", now - 90, now + 10);
+        c.lock()
+            .insert((Kind::JwtSvid, entry.clone(), aud.clone()), stale.clone());
+        assert_eq!(c.jwt_svid(&entry, &aud).await.unwrap(), stale);
+
+        *c.state.tainted_jwt_keys.write().unwrap() = vec!["k1".to_string()];
+        assert!(c.jwt_svid(&entry, &aud).await.is_err());
+        assert!(c.oidc_token(&entry, &aud, attrs).await.is_err());
+    }
+}

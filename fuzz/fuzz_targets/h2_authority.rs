@@ -4,7 +4,7 @@
 //! pieces, it must produce the same bytes (or fail in both cases).
 #![no_main]
 
-use hallmark_agent::authority_fix::AuthorityFix;
+use hallmark_agent::h2_authority::AuthorityFix;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hallmark_ca::tls::ServerTrust;
-use hallmark_core::{SpiffeId, TrustDomain};
+use hallmark_core::{error_chain, TrustDomain};
 use hallmark_proto::hallmark::node_client::NodeClient;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -48,20 +48,6 @@ impl ClientError {
     }
 }
 
-/// An error and its causes on one line ("a: b: c"), skipping repeats.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
 /// True when a TLS certificate check failed somewhere in the chain.
 fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -81,12 +67,6 @@ fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The server's expected SPIFFE ID.
-pub fn server_id(td: &TrustDomain) -> SpiffeId {
-    td.id_with_path("/hallmark/server")
-        .unwrap_or_else(|_| unreachable!("constant path is valid"))
-}
-
 /// Builds the TLS client config: trust as given, client identity optional
 /// (absent only for the join-token call).
 pub fn tls_config(
@@ -96,7 +76,7 @@ pub fn tls_config(
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     Ok(Arc::new(hallmark_ca::tls::client_config(
         trust,
-        server_id(td),
+        td.server_id(),
         identity,
     )?))
 }

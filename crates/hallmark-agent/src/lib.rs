@@ -9,18 +9,36 @@
 //! is unreachable it keeps serving what it has cached and reconnects with
 //! backoff.
 //!
-//! - [`attestor`]: who is calling (kernel peer credentials, PID-reuse safe).
-//! - [`manager`]: the sync stream, SVID cache and rotation; publishes a
-//!   [`manager::Snapshot`] through a watch channel.
-//! - [`workload`]: the `SpiffeWorkloadAPI` gRPC service over the snapshot.
+//! - [`sync`]: the sync stream with the server, the agent's own SVID, and
+//!   the SVID cache and rotation (minting in `svid`); publishes a
+//!   [`Snapshot`] of [`state`] through a watch channel.
+//! - [`socket`]: the Workload API socket; each connection goes by its first
+//!   bytes to one of two sibling APIs:
+//!   - [`workload`]: the `SpiffeWorkloadAPI` gRPC service over the snapshot;
+//!   - [`token_endpoint`]: OIDC tokens over plain HTTP/1.1.
+//! - [`caller`]: who is calling, for both APIs: [`attestor`] (kernel peer
+//!   credentials, PID-reuse safe) plus what the container runtime says
+//!   ([`inventory`]).
+//! - [`token_cache`]: JWT-SVIDs and OIDC tokens minted by the server, cached
+//!   for both APIs.
+//! - [`h2_authority`]: the HTTP/2 `:authority` repair for gRPC C-core
+//!   clients.
+
+// Not `forbid(unsafe_code)`: the attestor makes the pidfd and clock
+// syscalls that the PID-reuse guard needs through `libc`.
 
 pub mod attestor;
-pub mod authority_fix;
+pub mod caller;
 mod client;
+pub mod h2_authority;
 pub mod inventory;
-pub mod manager;
 pub mod metrics;
 mod persist;
+pub mod socket;
+pub mod state;
+mod svid;
+pub mod sync;
+pub mod token_cache;
 pub mod token_endpoint;
 pub mod workload;
 
@@ -28,13 +46,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hallmark_core::TrustDomain;
-use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use client::ServerTrustSource;
-pub use manager::{ManagerError, Snapshot};
+pub use state::Snapshot;
+pub use sync::SyncError;
 
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
@@ -57,7 +74,7 @@ pub struct AgentConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
-    Manager(#[from] ManagerError),
+    Sync(#[from] SyncError),
     #[error("Workload API socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -130,44 +147,46 @@ impl AgentHandle {
     }
 }
 
-/// Starts the agent: loads or obtains its SVID, starts the sync manager and
+/// Starts the agent: loads or obtains its SVID, starts the sync task and
 /// the Workload API. Returns once the socket is listening; the API answers
 /// Unavailable until the first sync completes.
 pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let manager = manager::Manager::start(&config, shutdown_rx.clone()).await?;
-    let snapshots = manager.snapshots();
-    let metrics = manager.shared.metrics.clone();
-    let mut tasks = vec![manager.task];
+    let sync = sync::SyncTask::start(&config, shutdown_rx.clone()).await?;
+    let snapshots = sync.snapshots();
+    let metrics = sync.shared.metrics.clone();
+    let mut tasks = vec![sync.task];
 
     let (inventory, inventory_tasks) = inventory::Inventory::start(
         config.inventory.clone(),
         &config.data_dir,
         inventory::RuntimeSetup::Discover,
-        manager.shared.client.subscribe(),
+        sync.shared.client.subscribe(),
         metrics.clone(),
         shutdown_rx.clone(),
     )
     .await;
     tasks.extend(inventory_tasks);
 
-    let listener = bind_workload_socket(&config.socket_path)?;
-    let service = workload::WorkloadService::new(manager.shared.clone(), inventory.clone());
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        // HTTP/1.1 on the same socket is the token endpoint.
-        let tokens = Arc::new(token_endpoint::TokenEndpoint::new(service.clone()));
-        let incoming = workload::incoming_with_tokens(listener, Some(tokens));
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(SpiffeWorkloadApiServer::new(service))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        {
-            tracing::error!(error = %e, "Workload API stopped");
-        }
-    }));
+    let listener = socket::bind(&config.socket_path).map_err(|source| AgentError::Socket {
+        path: config.socket_path.clone(),
+        source,
+    })?;
+    let callers = caller::CallerAttestor::new(sync.shared.clone(), inventory.clone());
+    let tokens = Arc::new(token_cache::TokenCache::new(sync.shared.clone()));
+    let workload =
+        workload::WorkloadService::new(sync.shared.clone(), callers.clone(), tokens.clone());
+    let token_endpoint = Arc::new(token_endpoint::TokenEndpoint::new(
+        sync.shared.clone(),
+        callers,
+        tokens,
+    ));
+    tasks.push(tokio::spawn(socket::serve(
+        listener,
+        workload,
+        token_endpoint,
+        shutdown_rx,
+    )));
     tracing::info!(socket = %config.socket_path.display(), "Workload API listening");
     Ok(AgentHandle {
         socket_path: config.socket_path.clone(),
@@ -177,29 +196,4 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         shutdown,
         tasks,
     })
-}
-
-/// The Workload API socket is open to every local user (0777): who may get
-/// what is decided by attestation, not by file permissions.
-fn bind_workload_socket(path: &std::path::Path) -> Result<UnixListener, AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| AgentError::Socket {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another agent is listening on it",
-            )));
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let l = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).map_err(err)?;
-    Ok(l)
 }

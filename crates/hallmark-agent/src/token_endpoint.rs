@@ -14,33 +14,28 @@
 //! the caller's attested attributes (context, node, pod, image...) from which
 //! the entry's or the server's configured extra claims are drawn.
 //!
-//! Tokens are cached per (entry, audience set, attributes) and reused while
-//! more than half their lifetime is left, like JWT-SVIDs: "fresh" means
-//! comfortably valid, not newly signed.
+//! Tokens come from the agent's token cache (see [`crate::token_cache`]),
+//! per (entry, audience set, attributes), with the same reuse rules as
+//! JWT-SVIDs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::io;
-use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use hallmark_core::{EntryId, SpiffeId, Workload};
-use hallmark_proto::hallmark as pb;
+use hallmark_core::{SpiffeId, Workload};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use nix::sys::socket::{recv, MsgFlags};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::Interest;
-use tokio::net::UnixStream;
 use tonic::Code;
 
 use crate::attestor::{PeerInfo, PeerStream};
-use crate::workload::{matching_entries, WorkloadService};
+use crate::caller::{CallerAttestor, NO_IDENTITY};
+use crate::state::AgentState;
+use crate::token_cache::TokenCache;
 
 /// The one path served.
 pub const OIDC_TOKEN_PATH: &str = "/v1/tokens/oidc";
@@ -50,34 +45,11 @@ const MAX_BODY: usize = 64 * 1024;
 /// requests, before the connection is closed.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// How long a request waits for the agent's server connection before it is
-/// answered 503.
-const CLIENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reuse a cached token while more than this share of its lifetime is left.
-const REUSE_FRACTION: f64 = 0.5;
-/// How long a connection may stay silent before its protocol is known.
-const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-/// Every HTTP/2 connection starts with this preface (RFC 9113 §3.4).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Enough of the preface to tell it from every HTTP/1.1 request line.
-const SNIFF_LEN: usize = 4;
-/// The message SPIFFE clients know; kept identical on this API.
-const NO_IDENTITY: &str = "no identity issued";
-
 /// Serves `POST /v1/tokens/oidc` on connections that are not gRPC.
 pub struct TokenEndpoint {
-    workload: WorkloadService,
-    cache: Mutex<HashMap<CacheKey, Cached>>,
-}
-
-type CacheKey = (EntryId, Vec<String>, BTreeMap<String, String>);
-
-#[derive(Clone)]
-struct Cached {
-    token: String,
-    issued_at: i64,
-    expires_at: i64,
+    shared: Arc<AgentState>,
+    callers: CallerAttestor,
+    tokens: Arc<TokenCache>,
 }
 
 /// The request body.
@@ -112,49 +84,12 @@ impl Refusal {
     }
 }
 
-/// Whether the connection opens with the HTTP/2 preface (gRPC), judged from
-/// its first bytes without consuming them.
-pub async fn sniff_http2(stream: &UnixStream) -> io::Result<bool> {
-    tokio::time::timeout(SNIFF_TIMEOUT, async {
-        let mut buf = [0u8; SNIFF_LEN];
-        loop {
-            stream.readable().await?;
-            let peeked = stream.try_io(Interest::READABLE, || {
-                recv(stream.as_raw_fd(), &mut buf, MsgFlags::MSG_PEEK).map_err(io::Error::from)
-            });
-            match peeked {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "closed before sending a request",
-                    ))
-                }
-                Ok(n) => {
-                    if buf[..n] != H2_PREFACE[..n] {
-                        return Ok(false);
-                    }
-                    if n >= SNIFF_LEN {
-                        return Ok(true);
-                    }
-                    // A strict prefix of the preface: a peek returns the
-                    // same bytes until more arrive, so wait a little rather
-                    // than spin on a socket that stays readable.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-    })
-    .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request within 10s"))?
-}
-
 impl TokenEndpoint {
-    pub fn new(workload: WorkloadService) -> Self {
+    pub fn new(shared: Arc<AgentState>, callers: CallerAttestor, tokens: Arc<TokenCache>) -> Self {
         Self {
-            workload,
-            cache: Mutex::default(),
+            shared,
+            callers,
+            tokens,
         }
     }
 
@@ -181,7 +116,7 @@ impl TokenEndpoint {
     async fn handle(&self, req: Request<Incoming>, peer: PeerInfo) -> Response<Full<Bytes>> {
         let raw = wants_raw(&req);
         let result = self.answer(req, peer).await;
-        let metrics = &self.workload.shared().metrics;
+        let metrics = &self.shared.metrics;
         let code = match &result {
             Ok(_) => "OK".to_string(),
             Err(r) => r.status.as_u16().to_string(),
@@ -261,11 +196,11 @@ impl TokenEndpoint {
             .to_bytes();
         let (audience, spiffe_id) = parse_request(&body)?;
         let caller = self
-            .workload
-            .attest_peer(peer)
+            .callers
+            .attest(peer)
             .await
             .map_err(|s| status_refusal(&s))?;
-        let mut entries = matching_entries(&caller.snapshot, &caller.selectors);
+        let mut entries = caller.snapshot.matching_entries(&caller.selectors);
         if entries.is_empty() {
             return Err(Refusal::new(StatusCode::FORBIDDEN, NO_IDENTITY));
         }
@@ -281,81 +216,21 @@ impl TokenEndpoint {
         // The first match is the default identity, as in FetchJWTSVID.
         let entry = entries[0];
         let attributes = attributes(
-            self.workload.context_name(),
+            self.callers.context_name(),
             &caller.snapshot.agent_id,
             caller.container.as_ref(),
         );
-        let token = self.token_for(&entry.id, &audience, attributes).await?;
+        let token = self
+            .tokens
+            .oidc_token(&entry.id, &audience, attributes)
+            .await
+            .map_err(|s| status_refusal(&s))?;
         Ok(Answer {
             token: token.token,
             spiffe_id: entry.spec.spiffe_id.to_string(),
             issued_at: token.issued_at,
             expires_at: token.expires_at,
         })
-    }
-
-    /// From cache while more than half the lifetime is left, else minted.
-    async fn token_for(
-        &self,
-        entry: &EntryId,
-        audience: &[String],
-        attributes: BTreeMap<String, String>,
-    ) -> Result<Cached, Refusal> {
-        let key = (entry.clone(), audience.to_vec(), attributes);
-        let now = unix_now();
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        // A token signed with a key an operator tainted is never served.
-        let cached = cached.filter(|c| !self.workload.shared().jwt_signed_by_tainted_key(&c.token));
-        if let Some(c) = &cached {
-            let life = (c.expires_at - c.issued_at).max(1) as f64;
-            if (c.expires_at - now) as f64 > life * REUSE_FRACTION {
-                return Ok(c.clone());
-            }
-        }
-        // Right after start (or a reconnect) the agent may hold SVIDs a
-        // moment before its server connection is published: wait briefly
-        // rather than answer 503 to the first caller.
-        let mut clients = self.workload.shared().client.subscribe();
-        let client = tokio::time::timeout(CLIENT_WAIT, clients.wait_for(Option::is_some))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|c| c.clone());
-        let minted = match client {
-            Some(mut client) => client
-                .new_oidc_token(pb::NewOidcTokenRequest {
-                    entry_id: entry.to_string(),
-                    audience: audience.to_vec(),
-                    attributes: key.2.clone().into_iter().collect(),
-                })
-                .await
-                .map(|r| r.into_inner()),
-            None => Err(tonic::Status::unavailable("not connected to the server")),
-        };
-        match minted {
-            Ok(r) => {
-                let fresh = Cached {
-                    token: r.token,
-                    issued_at: r.issued_at,
-                    expires_at: r.expires_at,
-                };
-                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                // Bounded: expired tokens go before a new one comes in.
-                cache.retain(|_, c| c.expires_at > now);
-                cache.insert(key, fresh.clone());
-                Ok(fresh)
-            }
-            // The server is away: a still-valid token beats none.
-            Err(_) if cached.as_ref().is_some_and(|c| c.expires_at > now + 1) => {
-                cached.ok_or_else(|| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "cache"))
-            }
-            Err(s) => Err(status_refusal(&s)),
-        }
     }
 }
 
@@ -366,8 +241,8 @@ struct Answer {
     expires_at: i64,
 }
 
-/// [`parse_request`] for callers outside this module (the fuzz target):
-/// the audience (sorted, deduplicated, none empty) and the optional SPIFFE
+/// How the endpoint reads a token request body, for callers outside this
+/// module (the fuzz target): the audience (sorted, deduplicated, none empty) and the optional SPIFFE
 /// ID a token request body asks for, or the message a caller would get.
 pub fn parse_token_request(body: &[u8]) -> Result<(Vec<String>, Option<SpiffeId>), String> {
     parse_request(body).map_err(|r| r.message)
@@ -421,13 +296,7 @@ fn attributes(
         }
     };
     put("context", context);
-    put(
-        "node",
-        agent_id
-            .path()
-            .strip_prefix("/hallmark/agent/")
-            .unwrap_or_default(),
-    );
+    put("node", agent_id.agent_node().unwrap_or_default());
     if let Some(w) = container {
         put("container", &w.name);
         put("container_id", &w.container_id);
@@ -480,13 +349,6 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -564,35 +426,6 @@ mod tests {
         for k in full.keys() {
             assert!(hallmark_core::OIDC_CLAIM_NAMES.contains(&k.as_str()), "{k}");
         }
-    }
-
-    #[tokio::test]
-    async fn sniffing_tells_http2_from_http1_without_consuming() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        for (first, second, want) in [
-            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &b""[..], true),
-            (b"PR", b"I * HTTP/2.0", true),
-            (b"POST /v1/tokens/oidc HTTP/1.1\r\n", b"", false),
-            (b"P", b"UT / HTTP/1.1\r\n", false),
-            (b"GET / HTTP/1.1\r\n", b"", false),
-        ] {
-            let (a, mut b) = UnixStream::pair().unwrap();
-            b.write_all(first).await.unwrap();
-            let writer = tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                b.write_all(second).await.unwrap();
-                b
-            });
-            assert_eq!(sniff_http2(&a).await.unwrap(), want, "{first:?}");
-            let _b = writer.await.unwrap();
-            let mut buf = vec![0u8; first.len()];
-            let mut a = a;
-            a.read_exact(&mut buf).await.unwrap();
-            assert_eq!(buf, first, "peeking must leave the bytes in place");
-        }
-        let (a, b) = UnixStream::pair().unwrap();
-        drop(b);
-        assert!(sniff_http2(&a).await.is_err());
     }
 
     #[test]

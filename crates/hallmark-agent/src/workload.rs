@@ -7,12 +7,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures::Stream;
-use hallmark_core::{EntryId, Selector, SelectorSet, SpiffeId, TrustDomain, Workload};
-use hallmark_proto::hallmark as pb;
+use hallmark_core::{EntryId, SelectorSet, SpiffeId, TrustDomain};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
@@ -20,105 +19,29 @@ use hallmark_proto::workload::{
     X509svid, X509svidRequest, X509svidResponse,
 };
 use hallmark_proto::WORKLOAD_HEADER;
-use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::attestor::{attest_process, attest_process_cached, Attested, PeerInfo, PeerStream};
-use crate::authority_fix::AuthorityFix;
-use crate::inventory::Inventory;
-use crate::manager::{CachedSvid, Shared, Snapshot};
-use crate::token_endpoint::TokenEndpoint;
+use crate::attestor::PeerInfo;
+use crate::caller::{CallerAttestor, NO_IDENTITY};
+use crate::state::{AgentState, CachedSvid, Snapshot};
+use crate::token_cache::TokenCache;
 
-/// The message SPIFFE clients match on (the Rust `spiffe` crate looks for it).
-const NO_IDENTITY: &str = "no identity issued";
-/// Reuse a cached JWT-SVID while more than this share of its lifetime is left.
-const JWT_REUSE_FRACTION: f64 = 0.5;
-
-/// Accepts Workload API connections, capturing each peer's credentials at
-/// accept time and repairing gRPC C-core's `:authority` (see [`AuthorityFix`]).
-pub fn incoming(
-    listener: UnixListener,
-) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
-    incoming_with_tokens(listener, None)
-}
-
-/// Like [`incoming`], and when `tokens` is given, connections that do not
-/// open with the HTTP/2 preface are served HTTP/1.1 by the token endpoint
-/// instead (see [`crate::token_endpoint`]). Credentials are captured at
-/// accept either way, before the first byte is looked at.
-pub fn incoming_with_tokens(
-    listener: UnixListener,
-    tokens: Option<Arc<TokenEndpoint>>,
-) -> impl Stream<Item = Result<AuthorityFix<PeerStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(128);
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => match (PeerStream::new(stream), &tokens) {
-                    (Ok(p), None) => {
-                        if tx.send(Ok(AuthorityFix::new(p))).await.is_err() {
-                            return;
-                        }
-                    }
-                    // Sniffing waits for the client's first bytes: never in
-                    // the accept loop, where one silent client would stall
-                    // everyone.
-                    (Ok(p), Some(tokens)) => {
-                        let (tx, tokens) = (tx.clone(), tokens.clone());
-                        tokio::spawn(async move {
-                            match crate::token_endpoint::sniff_http2(p.get_ref()).await {
-                                Ok(true) => {
-                                    let _ = tx.send(Ok(AuthorityFix::new(p))).await;
-                                }
-                                Ok(false) => tokens.serve(p).await,
-                                Err(e) => {
-                                    tracing::debug!(error = %e, "reading a Workload API connection's first bytes failed")
-                                }
-                            }
-                        });
-                    }
-                    (Err(e), _) => tracing::debug!(error = %e, "reading peer credentials failed"),
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a Workload API connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
-#[derive(Clone)]
-struct CachedJwt {
-    token: String,
-    issued_at: i64,
-    expires_at: i64,
-}
-
-/// JWT-SVIDs by (entry, sorted audiences).
-type JwtCache = HashMap<(EntryId, Vec<String>), CachedJwt>;
-
+/// The gRPC service. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkloadService {
-    shared: Arc<Shared>,
-    inventory: Inventory,
-    /// `hallmark:context:<name>`, attested for every caller on this node.
-    context_selector: Option<Selector>,
-    jwt_cache: Arc<Mutex<JwtCache>>,
+    shared: Arc<AgentState>,
+    callers: CallerAttestor,
+    tokens: Arc<TokenCache>,
 }
 
 impl WorkloadService {
-    pub fn new(shared: Arc<Shared>, inventory: Inventory) -> Self {
-        let context_selector =
-            Selector::from_parts("hallmark", "context", inventory.context_name()).ok();
+    pub fn new(shared: Arc<AgentState>, callers: CallerAttestor, tokens: Arc<TokenCache>) -> Self {
         WorkloadService {
             shared,
-            inventory,
-            context_selector,
-            jwt_cache: Arc::default(),
+            callers,
+            tokens,
         }
     }
 
@@ -130,114 +53,9 @@ impl WorkloadService {
             .get::<PeerInfo>()
             .cloned()
             .ok_or_else(|| Status::internal("caller credentials unavailable"))?;
-        let caller = self.attest_peer(peer).await?;
+        let caller = self.callers.attest(peer).await?;
         Ok((caller.selectors, caller.snapshot))
     }
-
-    /// Readiness check and attestation of the process behind `peer`: what
-    /// every API on the socket (gRPC or the token endpoint) decides by.
-    pub(crate) async fn attest_peer(&self, peer: PeerInfo) -> Result<Caller, Status> {
-        let snap = self.shared.snapshots.borrow().clone();
-        if !snap.ready {
-            return Err(Status::unavailable(
-                "agent is starting: not yet synced with the server",
-            ));
-        }
-        // Inline when the caller's binary was hashed before (the common
-        // case); otherwise hash it off the async threads.
-        let attested = match attest_process_cached(&peer) {
-            Some(r) => r,
-            None => tokio::task::spawn_blocking(move || attest_process(&peer))
-                .await
-                .map_err(|e| Status::internal(format!("attestation task failed: {e}")))?,
-        };
-        let attested = attested
-            .map_err(|e| Status::permission_denied(format!("could not attest caller: {e}")))?;
-        let (selectors, container) = self.container_selectors(attested).await;
-        // The snapshot may have moved on while the runtime was asked.
-        let snapshot = self.shared.snapshots.borrow().clone();
-        Ok(Caller {
-            selectors,
-            snapshot,
-            container,
-        })
-    }
-
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    pub(crate) fn context_name(&self) -> &str {
-        self.inventory.context_name()
-    }
-
-    /// Adds the node's context and, for a process in a container, what the
-    /// runtime says about that container. The container ID comes from the
-    /// caller's own cgroup (read under the PID-reuse guard), and only that
-    /// container's record is used: a container the runtime does not know
-    /// (yet) is asked about for a short while, then the caller gets its unix
-    /// selectors only, never another container's.
-    async fn container_selectors(&self, attested: Attested) -> (SelectorSet, Option<Workload>) {
-        let Attested {
-            mut selectors,
-            cgroup,
-        } = attested;
-        if let Some(s) = &self.context_selector {
-            selectors.insert(s.clone());
-        }
-        if let Some(id) = cgroup.container_id {
-            match self.inventory.resolve(&id).await {
-                Some(w) if w.container_id == id && cgroup_matches(&w.cgroup, &cgroup.path) => {
-                    for s in w.selectors() {
-                        selectors.insert(s);
-                    }
-                    return (selectors, Some(w));
-                }
-                Some(w) if w.container_id == id => {
-                    // Someone able to create cgroups can name one after
-                    // another container; the runtime's own path for that
-                    // container tells the impostor apart.
-                    self.shared.metrics.unknown_container_calls.inc();
-                    tracing::warn!(
-                        container = %id,
-                        caller_cgroup = %cgroup.path,
-                        runtime_cgroup = %w.cgroup,
-                        "caller's cgroup names a container but is not that container's cgroup: unix selectors only"
-                    );
-                }
-                _ => {
-                    self.shared.metrics.unknown_container_calls.inc();
-                    tracing::debug!(container = %id, cgroup = %cgroup.path, "caller's container is unknown to the runtime: unix selectors only");
-                }
-            }
-        }
-        (selectors, None)
-    }
-}
-
-/// An attested caller.
-pub(crate) struct Caller {
-    pub selectors: SelectorSet,
-    /// The snapshot the selectors are to be matched against.
-    pub snapshot: Arc<Snapshot>,
-    /// The runtime's record of the caller's container, when it is in one
-    /// the runtime vouched for.
-    pub container: Option<Workload>,
-}
-
-/// Whether a caller in cgroup `caller` is inside the container whose cgroup
-/// the runtime reports as `runtime` (the same cgroup or one below it). An
-/// empty runtime path cannot be checked and is accepted: the container ID
-/// itself already came from the caller's own cgroup membership.
-fn cgroup_matches(runtime: &str, caller: &str) -> bool {
-    if runtime.is_empty() {
-        return true;
-    }
-    let runtime = runtime.trim_end_matches('/');
-    caller == runtime
-        || caller
-            .strip_prefix(runtime)
-            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
@@ -269,16 +87,6 @@ fn svids_for<'a>(
         .collect()
 }
 
-pub(crate) fn matching_entries<'a>(
-    snap: &'a Snapshot,
-    selectors: &SelectorSet,
-) -> Vec<&'a hallmark_core::Entry> {
-    snap.entries
-        .iter()
-        .filter(|e| e.spec.matches(&snap.agent_id, selectors))
-        .collect()
-}
-
 /// The foreign bundles that `entries` federate with and the agent knows.
 fn federated_for<'a>(
     snap: &'a Snapshot,
@@ -289,6 +97,26 @@ fn federated_for<'a>(
         .flat_map(|e| e.spec.federates_with.iter())
         .filter_map(|td| snap.federated.get_key_value(td))
         .collect()
+}
+
+/// The bundles a caller with `selectors` gets, by trust domain, each
+/// encoded by `encode`: its own trust domain's and those its entries
+/// federate with. `None` when the caller has no identity.
+fn bundles_for(
+    snap: &Snapshot,
+    selectors: &SelectorSet,
+    encode: fn(&hallmark_ca::Bundle) -> Vec<u8>,
+) -> Option<HashMap<String, Vec<u8>>> {
+    let entries = snap.matching_entries(selectors);
+    if entries.is_empty() {
+        return None;
+    }
+    let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
+        .into_iter()
+        .map(|(td, b)| (td_key(td), encode(b)))
+        .collect();
+    bundles.insert(td_key(&snap.bundle.trust_domain), encode(&snap.bundle));
+    Some(bundles)
 }
 
 fn td_key(td: &TrustDomain) -> String {
@@ -335,7 +163,7 @@ fn x509_response(snap: &Snapshot, selectors: &SelectorSet) -> Option<X509svidRes
 /// sends it when it differs from the last one sent. Ends with
 /// PermissionDenied when the caller no longer has any identity.
 fn state_stream<R, F>(
-    shared: &Shared,
+    shared: &AgentState,
     selectors: SelectorSet,
     make: F,
 ) -> Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>
@@ -376,13 +204,6 @@ where
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
@@ -480,16 +301,7 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<X509BundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            let entries = matching_entries(snap, sel);
-            (!entries.is_empty()).then(|| {
-                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
-                    .into_iter()
-                    .map(|(td, b)| (td_key(td), b.x509_der_concat()))
-                    .collect();
-                bundles.insert(
-                    td_key(&snap.bundle.trust_domain),
-                    snap.bundle.x509_der_concat(),
-                );
+            bundles_for(snap, sel, hallmark_ca::Bundle::x509_der_concat).map(|bundles| {
                 X509BundlesResponse {
                     crl: Vec::new(),
                     bundles,
@@ -513,7 +325,7 @@ impl WorkloadService {
                 "audience must be specified (at least one, none empty)",
             ));
         }
-        let mut entries = matching_entries(&snap, &selectors);
+        let mut entries = snap.matching_entries(&selectors);
         if entries.is_empty() {
             return Err(Status::permission_denied(NO_IDENTITY));
         }
@@ -537,7 +349,7 @@ impl WorkloadService {
             if !e.spec.hint.is_empty() && !seen_hints.insert(e.spec.hint.clone()) {
                 continue;
             }
-            let token = self.jwt_for(&e.id, &audience).await?;
+            let token = self.jwt_svid(&e.id, &audience).await?;
             svids.push(Jwtsvid {
                 spiffe_id: e.spec.spiffe_id.to_string(),
                 svid: token,
@@ -553,15 +365,7 @@ impl WorkloadService {
     ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
         let (selectors, snap) = self.caller(&req).await?;
         let make = |snap: &Snapshot, sel: &SelectorSet| {
-            let entries = matching_entries(snap, sel);
-            (!entries.is_empty()).then(|| {
-                let mut bundles: HashMap<String, Vec<u8>> = federated_for(snap, entries)
-                    .into_iter()
-                    .map(|(td, b)| (td_key(td), jwt_jwks(b)))
-                    .collect();
-                bundles.insert(td_key(&snap.bundle.trust_domain), jwt_jwks(&snap.bundle));
-                JwtBundlesResponse { bundles }
-            })
+            bundles_for(snap, sel, jwt_jwks).map(|bundles| JwtBundlesResponse { bundles })
         };
         if make(&snap, &selectors).is_none() {
             return Err(Status::permission_denied(NO_IDENTITY));
@@ -579,7 +383,7 @@ impl WorkloadService {
         // still validate tokens of the agent's own trust domain.
         let federated: std::collections::BTreeMap<TrustDomain, Arc<hallmark_ca::Bundle>> =
             match self.caller(&req).await {
-                Ok((selectors, snap)) => federated_for(&snap, matching_entries(&snap, &selectors))
+                Ok((selectors, snap)) => federated_for(&snap, snap.matching_entries(&selectors))
                     .into_iter()
                     .map(|(td, b)| (td.clone(), b.clone()))
                     .collect(),
@@ -621,76 +425,12 @@ impl WorkloadService {
         }))
     }
 
-    /// A JWT-SVID for an entry and audience set: from cache while more than
-    /// half its lifetime is left, else freshly minted by the server.
-    async fn jwt_for(&self, entry: &EntryId, audience: &[String]) -> Result<String, Status> {
-        let key = (entry.clone(), audience.to_vec());
-        let now = unix_now();
-        let cached = self
-            .jwt_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned()
-            .filter(|c| !self.shared.jwt_signed_by_tainted_key(&c.token));
-        if let Some(c) = &cached {
-            let life = (c.expires_at - c.issued_at).max(1) as f64;
-            if (c.expires_at - now) as f64 > life * JWT_REUSE_FRACTION {
-                return Ok(c.token.clone());
-            }
-        }
-        let client = self.shared.client.borrow().clone();
-        let minted = match client {
-            Some(mut client) => client
-                .new_jwt_svid(pb::NewJwtSvidRequest {
-                    entry_id: entry.to_string(),
-                    audience: audience.to_vec(),
-                })
-                .await
-                .map(|r| r.into_inner()),
-            None => Err(Status::unavailable("not connected to the server")),
-        };
-        match minted {
-            Ok(r) => {
-                let mut cache = self.jwt_cache.lock().unwrap_or_else(|p| p.into_inner());
-                // Bounded: drop expired tokens before adding.
-                cache.retain(|_, c| c.expires_at > now);
-                cache.insert(
-                    key,
-                    CachedJwt {
-                        token: r.token.clone(),
-                        issued_at: r.issued_at,
-                        expires_at: r.expires_at,
-                    },
-                );
-                Ok(r.token)
-            }
-            // The server is away: a cached token that is still valid beats none.
-            Err(s) => match cached {
-                Some(c) if c.expires_at > now + 1 => Ok(c.token),
-                _ => Err(Status::unavailable(format!(
-                    "minting a JWT-SVID: {}",
-                    s.message()
-                ))),
-            },
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn caller_cgroup_must_be_the_containers() {
-        let id = "a".repeat(64);
-        let rt = format!("/docker/{id}");
-        assert!(super::cgroup_matches(&rt, &rt));
-        assert!(super::cgroup_matches(&rt, &format!("{rt}/init.scope")));
-        assert!(super::cgroup_matches("", "/anything"));
-        assert!(!super::cgroup_matches(
-            &rt,
-            &format!("/user.slice/user-1000.slice/docker-{id}.scope")
-        ));
-        assert!(!super::cgroup_matches(&rt, &format!("{rt}x")));
-        assert!(!super::cgroup_matches(&rt, "/docker"));
+    /// A JWT-SVID for an entry and audience set, from the token cache.
+    async fn jwt_svid(&self, entry: &EntryId, audience: &[String]) -> Result<String, Status> {
+        self.tokens
+            .jwt_svid(entry, audience)
+            .await
+            .map(|t| t.token)
+            .map_err(|s| Status::unavailable(format!("minting a JWT-SVID: {}", s.message())))
     }
 }

@@ -35,7 +35,7 @@ fn one_item<T: Send + 'static>(item: T) -> OneItem<T> {
 pub enum Variant {
     /// tonic on a plain tokio `UnixListener`: the baseline proper.
     Plain,
-    /// The agent's own accept path (`hallmark_agent::workload::incoming`):
+    /// The agent's own accept path (`hallmark_agent::socket::incoming`):
     /// peer credentials and a pidfd per connection, and the `:authority`
     /// rewriting stream adapter on every byte the client sends.
     AgentAccept,
@@ -146,7 +146,7 @@ impl NoopServer {
                 let _ = tonic::transport::Server::builder()
                     .add_service(service)
                     .serve_with_incoming_shutdown(
-                        hallmark_agent::workload::incoming(listener),
+                        hallmark_agent::socket::incoming(listener),
                         shutdown,
                     )
                     .await;

@@ -1,7 +1,9 @@
-//! The agent's sync manager: one task owns the connection to the server, the
-//! authorized entries, the bundle and the X509-SVID cache, and publishes
-//! them as an immutable [`Snapshot`] through a watch channel. The Workload
-//! API reads snapshots; it never waits on the server for X.509.
+//! The agent's sync with the server: one task owns the connection to the
+//! server, the authorized entries, the bundle and the X509-SVID cache, and
+//! publishes them as an immutable [`Snapshot`] through a watch channel
+//! (see [`crate::state`]). The Workload API reads snapshots; it never waits
+//! on the server for X.509. Joining with a token and renewing the agent's
+//! own SVID happen here too; minting workload SVIDs is in `svid`.
 //!
 //! Invariants:
 //! - a cached SVID is only replaced by a newer one, never dropped because a
@@ -12,11 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use hallmark_ca::tls::ServerTrust;
 use hallmark_ca::Bundle;
-use hallmark_core::{Entry, EntryId, SpiffeId, TrustDomain};
+use hallmark_core::spiffe_id::AGENT_PATH_PREFIX;
+use hallmark_core::{Entry, TrustDomain};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_client::NodeClient;
 use rand::Rng;
@@ -27,6 +30,8 @@ use tonic::transport::Channel;
 
 use crate::client::{self, ClientError, ServerTrustSource};
 use crate::persist::{self, AgentCredentials, PersistError};
+use crate::state::{AgentState, CachedSvid, Snapshot};
+use crate::svid::{mint_batch, remaining, signed_by_any, validity};
 use crate::AgentConfig;
 
 /// CSRs per BatchNewX509Svid call (the server's limit).
@@ -37,46 +42,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long the first attestation keeps retrying an unreachable server.
 const ATTEST_RETRY_FOR: Duration = Duration::from_secs(60);
 
-/// One cached X509-SVID with its private key.
-pub struct CachedSvid {
-    pub entry_id: EntryId,
-    pub spiffe_id: SpiffeId,
-    /// DER, leaf first.
-    pub chain: Vec<Vec<u8>>,
-    /// PKCS#8 DER. Never logged, never sent to the server.
-    pub key_pkcs8: Vec<u8>,
-    pub not_after: SystemTime,
-    /// The entry revision this SVID was minted for.
-    entry_revision: i64,
-    renew_at: Instant,
-}
-
-impl std::fmt::Debug for CachedSvid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedSvid")
-            .field("entry_id", &self.entry_id)
-            .field("spiffe_id", &self.spiffe_id)
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What the agent knows at one moment. Immutable; replaced as a whole.
-#[derive(Debug)]
-pub struct Snapshot {
-    /// False until the first sync with the server completed.
-    pub ready: bool,
-    pub agent_id: SpiffeId,
-    /// Authorized entries, oldest first (the first match is a workload's default SVID).
-    pub entries: Vec<Entry>,
-    pub svids: HashMap<EntryId, Arc<CachedSvid>>,
-    pub bundle: Arc<Bundle>,
-    /// Bundles of the foreign trust domains the entries federate with.
-    pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
-}
-
 #[derive(Debug, thiserror::Error)]
-pub enum ManagerError {
+pub enum SyncError {
     #[error("agent state in {0}")]
     Persist(#[from] PersistError),
     #[error("this agent has no valid SVID yet: start it with --join-token (get one with `hallmark token generate`)")]
@@ -95,48 +62,13 @@ pub enum ManagerError {
     BadServerData { what: &'static str, reason: String },
 }
 
-/// State shared with the Workload API.
-pub struct Shared {
-    pub trust_domain: TrustDomain,
-    pub snapshots: watch::Sender<Arc<Snapshot>>,
-    /// The current node API client, for JWT-SVID minting.
-    pub client: watch::Sender<Option<NodeClient<Channel>>>,
-    pub metrics: Arc<crate::metrics::AgentMetrics>,
-    /// Key IDs an operator tainted: cached JWT-SVIDs they signed are not
-    /// served any more (a fresh one is minted instead).
-    pub tainted_jwt_keys: RwLock<Vec<String>>,
-}
-
-impl Shared {
-    /// Whether `token` (a compact JWS) names a tainted key in its `kid`.
-    pub fn jwt_signed_by_tainted_key(&self, token: &str) -> bool {
-        let tainted = self
-            .tainted_jwt_keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        !tainted.is_empty() && jwt_kid(token).is_some_and(|kid| tainted.contains(&kid))
-    }
-}
-
-/// The `kid` of a compact JWS header; `None` when it has none or does not
-/// parse (tokens here come from our own server, so that only means "not
-/// tainted").
-fn jwt_kid(token: &str) -> Option<String> {
-    use base64::Engine;
-    let header = token.split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    v.get("kid")?.as_str().map(str::to_string)
-}
-
-pub(crate) struct Manager {
-    pub shared: Arc<Shared>,
+/// The running sync task and the state it publishes.
+pub(crate) struct SyncTask {
+    pub shared: Arc<AgentState>,
     pub task: JoinHandle<()>,
 }
 
-impl Manager {
+impl SyncTask {
     pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.shared.snapshots.subscribe()
     }
@@ -144,7 +76,7 @@ impl Manager {
     pub async fn start(
         config: &AgentConfig,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<Self, ManagerError> {
+    ) -> Result<Self, SyncError> {
         persist::create_dir(&config.data_dir)?;
         let td = config.trust_domain.clone();
         let saved = persist::load_credentials(&config.data_dir)?;
@@ -165,7 +97,7 @@ impl Manager {
             bundle: Arc::new(bundle),
             federated: BTreeMap::new(),
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(AgentState {
             trust_domain: td,
             snapshots: watch::channel(Arc::new(snapshot)).0,
             client: watch::channel(None).0,
@@ -182,44 +114,15 @@ impl Manager {
             renew_agent_now: false,
         };
         let task = tokio::spawn(worker.run(shutdown));
-        Ok(Manager { shared, task })
+        Ok(SyncTask { shared, task })
     }
 }
 
-fn from_unix(secs: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64)
-}
-
-/// Validity window of a certificate as (not_before, not_after).
-fn validity(der: &[u8]) -> (SystemTime, SystemTime) {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, c)) => (
-            from_unix(c.validity().not_before.timestamp()),
-            from_unix(c.validity().not_after.timestamp()),
-        ),
-        Err(_) => (UNIX_EPOCH, UNIX_EPOCH),
-    }
-}
-
-fn remaining(der: &[u8]) -> Duration {
-    validity(der)
-        .1
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
-}
-
-/// When to renew something valid for `lifetime` from now: at about half its
-/// lifetime, spread by ±5% so a fleet does not renew in lockstep.
-fn renew_after(lifetime: Duration) -> Duration {
-    let factor = rand::thread_rng().gen_range(0.45..0.55);
-    lifetime.mul_f64(factor)
-}
-
-fn load_trust(config: &AgentConfig) -> Result<ServerTrust, ManagerError> {
+fn load_trust(config: &AgentConfig) -> Result<ServerTrust, SyncError> {
     match &config.trust {
         ServerTrustSource::Fingerprint(fp) => Ok(ServerTrust::Fingerprint(fp.to_ascii_lowercase())),
         ServerTrustSource::BundleFile(path) => {
-            let bad = |reason: String| ManagerError::TrustBundle {
+            let bad = |reason: String| SyncError::TrustBundle {
                 path: path.display().to_string(),
                 reason,
             };
@@ -235,26 +138,26 @@ fn load_trust(config: &AgentConfig) -> Result<ServerTrust, ManagerError> {
             }
             Ok(client::roots_trust(roots))
         }
-        ServerTrustSource::None => Err(ManagerError::NeedTrust),
+        ServerTrustSource::None => Err(SyncError::NeedTrust),
     }
 }
 
 /// First contact: join token + CSR for a key made here.
-async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), ManagerError> {
+async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), SyncError> {
     let token = config
         .join_token
         .clone()
-        .ok_or(ManagerError::NeedJoinToken)?;
+        .ok_or(SyncError::NeedJoinToken)?;
     let trust = load_trust(config)?;
     let td = &config.trust_domain;
     // The CSR's names are ignored by the server, which assigns the ID bound
     // to the token.
-    let placeholder =
-        td.id_with_path("/hallmark/agent")
-            .map_err(|e| ManagerError::BadServerData {
-                what: "trust domain",
-                reason: e.to_string(),
-            })?;
+    let placeholder = td
+        .id_with_path(AGENT_PATH_PREFIX.trim_end_matches('/'))
+        .map_err(|e| SyncError::BadServerData {
+            what: "trust domain",
+            reason: e.to_string(),
+        })?;
     let (key_pkcs8, csr) = hallmark_ca::generate_key_and_csr(&placeholder)?;
     let tls = client::tls_config(td, trust, None)?;
     let deadline = Instant::now() + ATTEST_RETRY_FOR;
@@ -276,9 +179,9 @@ async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), Mana
             csr,
         })
         .await
-        .map_err(|s| ManagerError::Attest(s.message().to_string()))?
+        .map_err(|s| SyncError::Attest(s.message().to_string()))?
         .into_inner();
-    let svid = resp.svid.ok_or(ManagerError::BadServerData {
+    let svid = resp.svid.ok_or(SyncError::BadServerData {
         what: "attestation response",
         reason: "no SVID".into(),
     })?;
@@ -288,7 +191,7 @@ async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), Mana
         chain: svid.cert_chain,
     };
     if creds.chain.is_empty() {
-        return Err(ManagerError::BadServerData {
+        return Err(SyncError::BadServerData {
             what: "agent SVID",
             reason: "empty chain".into(),
         });
@@ -299,12 +202,12 @@ async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), Mana
     Ok((creds, bundle))
 }
 
-fn parse_bundle(td: &TrustDomain, b: Option<pb::Bundle>) -> Result<Bundle, ManagerError> {
-    let b = b.ok_or(ManagerError::BadServerData {
+fn parse_bundle(td: &TrustDomain, b: Option<pb::Bundle>) -> Result<Bundle, SyncError> {
+    let b = b.ok_or(SyncError::BadServerData {
         what: "bundle",
         reason: "missing".into(),
     })?;
-    hallmark_proto::convert::bundle_from_pb(td, &b).map_err(|e| ManagerError::BadServerData {
+    hallmark_proto::convert::bundle_from_pb(td, &b).map_err(|e| SyncError::BadServerData {
         what: "bundle",
         reason: e.to_string(),
     })
@@ -327,7 +230,7 @@ fn parse_federated(
                 continue;
             }
         };
-        match Bundle::from_jwks_json(&td, &b.jwks) {
+        match hallmark_proto::convert::bundle_from_pb(&td, b) {
             Ok(parsed) => {
                 let bundle = match current.get(&td) {
                     Some(old) if **old == parsed => old.clone(),
@@ -344,7 +247,7 @@ fn parse_federated(
 }
 
 struct Worker {
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     servers: Vec<String>,
     data_dir: std::path::PathBuf,
     creds: AgentCredentials,
@@ -505,16 +408,16 @@ impl Worker {
         }
     }
 
-    async fn renew_agent(&mut self, client: &mut NodeClient<Channel>) -> Result<(), ManagerError> {
+    async fn renew_agent(&mut self, client: &mut NodeClient<Channel>) -> Result<(), SyncError> {
         let id = hallmark_ca::spiffe_id_from_cert(&self.creds.chain[0])?;
         let (key_pkcs8, csr) = hallmark_ca::generate_key_and_csr(&id)?;
         let svid = client
             .renew_agent(pb::RenewAgentRequest { csr })
             .await
-            .map_err(|s| ManagerError::Attest(s.message().to_string()))?
+            .map_err(|s| SyncError::Attest(s.message().to_string()))?
             .into_inner()
             .svid
-            .ok_or(ManagerError::BadServerData {
+            .ok_or(SyncError::BadServerData {
                 what: "renewal",
                 reason: "no SVID".into(),
             })?;
@@ -530,13 +433,13 @@ impl Worker {
 
     /// Takes the server's view of entries and bundle; drops SVIDs of
     /// entries that are gone.
-    fn apply(&mut self, update: pb::SyncUpdate) -> Result<(), ManagerError> {
+    fn apply(&mut self, update: pb::SyncUpdate) -> Result<(), SyncError> {
         let mut entries = update
             .entries
             .iter()
             .map(Entry::try_from)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ManagerError::BadServerData {
+            .map_err(|e| SyncError::BadServerData {
                 what: "entry",
                 reason: e.to_string(),
             })?;
@@ -656,162 +559,5 @@ impl Worker {
             });
         }
         failed.then(|| Instant::now() + Duration::from_secs(2))
-    }
-}
-
-/// The ID (SHA-256 of the DER certificate, as the server names authorities)
-/// of the CA that signed `chain`'s leaf: the next certificate of the chain
-/// when there is one, else the bundle root whose subject is the leaf's
-/// issuer (a self-signed root's SVIDs carry no chain).
-fn issuer_id(chain: &[Vec<u8>], bundle: &Bundle) -> Option<String> {
-    use sha2::Digest;
-    let hex_sha = |der: &[u8]| hex::encode(sha2::Sha256::digest(der));
-    if let Some(ca) = chain.get(1) {
-        return Some(hex_sha(ca));
-    }
-    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
-    let issuer = leaf.issuer().as_raw();
-    bundle
-        .x509_authorities
-        .iter()
-        .find(|root| {
-            x509_parser::parse_x509_certificate(root)
-                .is_ok_and(|(_, c)| c.subject().as_raw() == issuer)
-        })
-        .map(|root| hex_sha(root))
-}
-
-fn signed_by_any(chain: &[Vec<u8>], bundle: &Bundle, tainted: &[String]) -> bool {
-    issuer_id(chain, bundle).is_some_and(|id| tainted.contains(&id))
-}
-
-/// Generates keys and CSRs for `entries` and has the server sign them in one
-/// call. Returns the SVIDs that came back and whether any request failed.
-async fn mint_batch(
-    client: &mut NodeClient<Channel>,
-    entries: &[Entry],
-) -> Result<(Vec<CachedSvid>, bool), tonic::Status> {
-    let owned: Vec<Entry> = entries.to_vec();
-    let keyed = tokio::task::spawn_blocking(move || {
-        owned
-            .into_iter()
-            .filter_map(
-                |e| match hallmark_ca::generate_key_and_csr(&e.spec.spiffe_id) {
-                    Ok((key, csr)) => Some((e, key, csr)),
-                    Err(err) => {
-                        tracing::error!(entry = %e.id, error = %err, "generating a key failed");
-                        None
-                    }
-                },
-            )
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(|e| tonic::Status::internal(e.to_string()))?;
-    let requests = keyed
-        .iter()
-        .map(|(e, _, csr)| pb::SvidRequest {
-            entry_id: e.id.to_string(),
-            csr: csr.clone(),
-        })
-        .collect();
-    let results = client
-        .batch_new_x509_svid(pb::BatchNewX509SvidRequest { requests })
-        .await?
-        .into_inner()
-        .results;
-    let mut by_id: HashMap<String, pb::SvidResult> = results
-        .into_iter()
-        .map(|r| (r.entry_id.clone(), r))
-        .collect();
-    let mut out = Vec::with_capacity(keyed.len());
-    let mut failed = false;
-    for (entry, key, _) in keyed {
-        match by_id.remove(entry.id.as_str()) {
-            Some(pb::SvidResult {
-                svid: Some(svid), ..
-            }) if !svid.cert_chain.is_empty() => {
-                let (_, not_after) = validity(&svid.cert_chain[0]);
-                let lifetime = not_after
-                    .duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO);
-                out.push(CachedSvid {
-                    entry_id: entry.id.clone(),
-                    spiffe_id: entry.spec.spiffe_id.clone(),
-                    chain: svid.cert_chain,
-                    key_pkcs8: key,
-                    not_after,
-                    entry_revision: entry.revision,
-                    renew_at: Instant::now() + renew_after(lifetime),
-                });
-            }
-            Some(r) => {
-                tracing::warn!(entry = %entry.id, error = %r.error, "the server refused to sign");
-                failed = true;
-            }
-            None => {
-                tracing::warn!(entry = %entry.id, "the server returned no SVID");
-                failed = true;
-            }
-        }
-    }
-    Ok((out, failed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn issuer_of_a_chainless_svid_is_found_in_the_bundle() {
-        let td: TrustDomain = "example.org".parse().unwrap();
-        let now = SystemTime::now();
-        let old =
-            hallmark_ca::X509Authority::generate_root(&td, Duration::from_secs(3600), now).unwrap();
-        let new =
-            hallmark_ca::X509Authority::generate_root(&td, Duration::from_secs(3600), now).unwrap();
-        let id = td.id_with_path("/w").unwrap();
-        let (_, csr) = hallmark_ca::generate_key_and_csr(&id).unwrap();
-        let chain = old
-            .sign_x509_svid(&csr, &id, &[], Duration::from_secs(60), now)
-            .unwrap();
-        assert_eq!(chain.len(), 1, "a root's SVIDs carry no chain");
-        let mut bundle = Bundle::new(td.clone());
-        bundle.x509_authorities = vec![new.cert_der().to_vec(), old.cert_der().to_vec()];
-        assert_eq!(issuer_id(&chain, &bundle).as_deref(), Some(old.id()));
-        assert!(signed_by_any(&chain, &bundle, &[old.id().to_string()]));
-        assert!(!signed_by_any(&chain, &bundle, &[new.id().to_string()]));
-        bundle.x509_authorities = vec![new.cert_der().to_vec()];
-        assert_eq!(issuer_id(&chain, &bundle), None, "unknown issuer");
-    }
-
-    #[test]
-    fn jwt_kid_is_read_from_the_header() {
-        use base64::Engine;
-        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let cases = [
-            (
-                format!("{}.e30.sig", enc(r#"{"alg":"ES256","kid":"k1"}"#)),
-                Some("k1"),
-            ),
-            (format!("{}.e30.sig", enc(r#"{"alg":"ES256"}"#)), None),
-            ("not-base64!.e30.sig".to_string(), None),
-            (String::new(), None),
-        ];
-        for (token, want) in cases {
-            assert_eq!(jwt_kid(&token).as_deref(), want, "{token}");
-        }
-    }
-
-    #[test]
-    fn renewal_is_about_half_with_jitter() {
-        let life = Duration::from_secs(1000);
-        for _ in 0..200 {
-            let r = renew_after(life);
-            assert!(
-                r >= Duration::from_secs(450) && r <= Duration::from_secs(550),
-                "{r:?}"
-            );
-        }
     }
 }

@@ -14,6 +14,8 @@
 //! - `agent-memory`: agent memory holding N SVIDs vs none.
 //! - `token-endpoint`: the agent's HTTP token endpoint vs FetchJWTSVID.
 
+#![forbid(unsafe_code)]
+
 mod cluster;
 mod containers;
 mod cri_pods;

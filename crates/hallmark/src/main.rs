@@ -9,6 +9,9 @@
 //! files for software that cannot speak the Workload API.
 
 #![forbid(unsafe_code)]
+// Doc comments on clap arguments are also their `--help` text, which writes
+// placeholders as `<data-dir>`; rustdoc would take those for HTML tags.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod cli;
 mod commands;

@@ -7,7 +7,10 @@ use anyhow::{anyhow, Result};
 use clap::Args;
 use hallmark_agent::{AgentConfig, ServerTrustSource};
 
-use super::{inventory_config, pick, shutdown_signal, InventoryArgs, RoleArgs, DRAIN_DEADLINE};
+use super::{
+    agent_status_json, inventory_config, pick, shutdown_signal, InventoryArgs, RoleArgs,
+    DRAIN_DEADLINE,
+};
 use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
 use crate::health;
 
@@ -78,7 +81,7 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     })
 }
 
-pub(super) fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
+fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
     let m = a.clone();
     let st = a.clone();
     health::Probe::new(
@@ -92,15 +95,6 @@ pub(super) fn agent_probe(a: hallmark_agent::AgentStatus) -> health::Probe {
         },
     )
     .with_status(move || agent_status_json(&st))
-}
-
-/// The agent's `/status` document.
-pub fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
-    serde_json::json!({
-        "ready": a.ready(),
-        "agent_id": a.agent_id(),
-        "inventory": a.inventory(),
-    })
 }
 
 pub async fn run_agent(a: AgentArgs) -> Result<()> {

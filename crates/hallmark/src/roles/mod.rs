@@ -114,3 +114,12 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+/// The agent's `/status` document (`agent run` and `up`).
+fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
+    serde_json::json!({
+        "ready": a.ready(),
+        "agent_id": a.agent_id(),
+        "inventory": a.inventory(),
+    })
+}

@@ -13,8 +13,7 @@ use hallmark_proto::hallmark::admin_server::Admin;
 use hallmark_server::{AdminService, ServerConfig};
 use tracing::info;
 
-use super::agent::agent_status_json;
-use super::{inventory_config, shutdown_signal, InventoryArgs, DRAIN_DEADLINE};
+use super::{agent_status_json, inventory_config, shutdown_signal, InventoryArgs, DRAIN_DEADLINE};
 use crate::config::{self, DEFAULT_TRUST_DOMAIN};
 use crate::connect::admin_error;
 use crate::health;

@@ -377,9 +377,7 @@ impl LeafBuilder {
                 spki.algorithm.algorithm == x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
             })
             .map_err(|e| anyhow!("parsing a public key: {e}"))?;
-        let now_s = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now_s = hallmark_core::time::unix_secs(now);
         let mut params = CertificateParams::default();
         params.not_before = time::OffsetDateTime::from_unix_timestamp(now_s - 10)?;
         params.not_after = time::OffsetDateTime::from_unix_timestamp(

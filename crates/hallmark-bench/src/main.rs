@@ -16,6 +16,8 @@
 //! - `attribution`: the flow attribution engine vs a plain IP lookup, and
 //!   graded against ground truth beside two naive baselines.
 
+#![forbid(unsafe_code)]
+
 mod attribution;
 mod cluster;
 mod containers;

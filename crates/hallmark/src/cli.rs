@@ -1,11 +1,14 @@
 //! The command line.
 
-use std::path::PathBuf;
-
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::{admin, helper, roles, workload, workloads};
+use crate::commands::{
+    agent_status, agents, authority, bundle, entry, federation, inventory, status, svid, token,
+};
+use crate::connect::AdminArgs;
+use crate::helper;
+use crate::roles::{agent, server, up};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,7 +37,7 @@ pub enum Command {
         command: AgentCommand,
     },
     /// Run a server and an agent in one process, for a laptop.
-    Up(roles::UpArgs),
+    Up(up::UpArgs),
     /// Manage registration entries.
     Entry {
         #[command(subcommand)]
@@ -54,13 +57,13 @@ pub enum Command {
     /// and OIDC keys).
     Authority {
         #[command(subcommand)]
-        command: crate::authority::AuthorityCommand,
+        command: authority::AuthorityCommand,
     },
     /// Federate with other trust domains: fetch their bundles and give them
     /// to the workloads of entries created with --federates-with.
     Federation {
         #[command(subcommand)]
-        command: crate::federation::FederationCommand,
+        command: federation::FederationCommand,
     },
     /// Show the server's status.
     Status(AdminArgs),
@@ -86,53 +89,19 @@ pub enum Command {
     Helper(helper::HelperArgs),
 }
 
-/// How to reach the server's admin API.
-#[derive(Args, Debug, Clone)]
-pub struct AdminArgs {
-    /// The server's admin socket [default: $HALLMARK_HOME/server/admin.sock].
-    #[arg(long, env = "HALLMARK_ADMIN_SOCKET")]
-    pub admin_socket: Option<PathBuf>,
-    /// Call a server's admin API over mTLS at HOST:PORT (its `--admin-listen`)
-    /// instead of the local socket (it wins over --admin-socket),
-    /// authenticated by an admin entry's X509-SVID.
-    #[arg(long, env = "HALLMARK_ADMIN_ADDR")]
-    pub admin_addr: Option<String>,
-    /// With --admin-addr: a directory holding svid.pem, svid_key.pem and
-    /// bundle.pem (as `hallmark helper` writes them) [default: fetch the
-    /// SVID from the Workload API at $SPIFFE_ENDPOINT_SOCKET or the agent's
-    /// default socket].
-    #[arg(long, env = "HALLMARK_ADMIN_CREDENTIALS", requires = "admin_addr")]
-    pub admin_credentials: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// How to reach the agent's Workload API.
-#[derive(Args, Debug, Clone)]
-pub struct WorkloadArgs {
-    /// The Workload API socket: a path or unix:///path. Defaults to
-    /// $SPIFFE_ENDPOINT_SOCKET, else $HALLMARK_HOME/agent/workload.sock.
-    #[arg(long)]
-    pub socket: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
     /// Run the server until interrupted.
-    Run(Box<roles::ServerArgs>),
+    Run(Box<server::ServerArgs>),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Run the agent until interrupted.
-    Run(Box<roles::AgentArgs>),
+    Run(Box<agent::AgentArgs>),
     /// What the agent found on this node: container runtime, why a source
     /// is degraded, workload counts (from its inventory spool file).
-    Status(crate::agent_status::AgentStatusArgs),
+    Status(agent_status::AgentStatusArgs),
     /// List attested agents.
     List(AdminArgs),
     /// Remove an agent's registration: its SVID stops working at once; it
@@ -154,9 +123,9 @@ pub enum AgentCommand {
 #[derive(Subcommand, Debug)]
 pub enum EntryCommand {
     /// Create an entry.
-    Create(admin::EntryCreateArgs),
+    Create(entry::EntryCreateArgs),
     /// List entries.
-    List(admin::EntryListArgs),
+    List(entry::EntryListArgs),
     /// Show one entry.
     Show {
         id: String,
@@ -174,79 +143,79 @@ pub enum EntryCommand {
 #[derive(Subcommand, Debug)]
 pub enum WorkloadsCommand {
     /// List workloads (current, and stopped within the retention window).
-    List(workloads::ListArgs),
+    List(inventory::ListArgs),
     /// Show one workload in full, with its recorded lifecycle events.
-    Show(workloads::ShowArgs),
+    Show(inventory::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Generate a single-use join token for a new agent.
-    Generate(admin::TokenArgs),
+    Generate(token::TokenArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum BundleCommand {
     /// Print the trust bundle.
-    Show(admin::BundleArgs),
+    Show(bundle::BundleArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SvidCommand {
     /// Fetch the caller's X509-SVID(s).
-    Fetch(workload::SvidFetchArgs),
+    Fetch(svid::SvidFetchArgs),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum JwtCommand {
     /// Fetch a JWT-SVID for an audience.
-    Fetch(workload::JwtFetchArgs),
+    Fetch(svid::JwtFetchArgs),
     /// Validate a JWT-SVID for an audience.
-    Validate(workload::JwtValidateArgs),
+    Validate(svid::JwtValidateArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server {
             command: ServerCommand::Run(a),
-        } => roles::run_server(*a).await,
+        } => server::run_server(*a).await,
         Command::Agent { command } => match command {
-            AgentCommand::Run(a) => roles::run_agent(*a).await,
-            AgentCommand::Status(a) => crate::agent_status::run(a),
-            AgentCommand::List(a) => admin::agent_list(a).await,
+            AgentCommand::Run(a) => agent::run_agent(*a).await,
+            AgentCommand::Status(a) => agent_status::run(a),
+            AgentCommand::List(a) => agents::agent_list(a).await,
             AgentCommand::Evict { spiffe_id, admin } => {
-                admin::agent_evict(admin, &spiffe_id, false).await
+                agents::agent_evict(admin, &spiffe_id, false).await
             }
             AgentCommand::Ban { spiffe_id, admin } => {
-                admin::agent_evict(admin, &spiffe_id, true).await
+                agents::agent_evict(admin, &spiffe_id, true).await
             }
         },
-        Command::Up(a) => roles::up(a).await,
+        Command::Up(a) => up::up(a).await,
         Command::Entry { command } => match command {
-            EntryCommand::Create(a) => admin::entry_create(a).await,
-            EntryCommand::List(a) => admin::entry_list(a).await,
-            EntryCommand::Show { id, admin } => admin::entry_show(admin, &id).await,
-            EntryCommand::Delete { id, admin } => admin::entry_delete(admin, &id).await,
+            EntryCommand::Create(a) => entry::entry_create(a).await,
+            EntryCommand::List(a) => entry::entry_list(a).await,
+            EntryCommand::Show { id, admin } => entry::entry_show(admin, &id).await,
+            EntryCommand::Delete { id, admin } => entry::entry_delete(admin, &id).await,
         },
         Command::Token {
             command: TokenCommand::Generate(a),
-        } => admin::token_generate(a).await,
+        } => token::token_generate(a).await,
         Command::Bundle {
             command: BundleCommand::Show(a),
-        } => admin::bundle_show(a).await,
-        Command::Authority { command } => crate::authority::run(command).await,
-        Command::Federation { command } => crate::federation::run(command).await,
-        Command::Status(a) => admin::status(a).await,
+        } => bundle::bundle_show(a).await,
+        Command::Authority { command } => authority::run(command).await,
+        Command::Federation { command } => federation::run(command).await,
+        Command::Status(a) => status::status(a).await,
         Command::Workloads { command } => match command {
-            WorkloadsCommand::List(a) => workloads::list(a).await,
-            WorkloadsCommand::Show(a) => workloads::show(a).await,
+            WorkloadsCommand::List(a) => inventory::list(a).await,
+            WorkloadsCommand::Show(a) => inventory::show(a).await,
         },
         Command::Svid {
             command: SvidCommand::Fetch(a),
-        } => workload::svid_fetch(a).await,
+        } => svid::svid_fetch(a).await,
         Command::Jwt { command } => match command {
-            JwtCommand::Fetch(a) => workload::jwt_fetch(a).await,
-            JwtCommand::Validate(a) => workload::jwt_validate(a).await,
+            JwtCommand::Fetch(a) => svid::jwt_fetch(a).await,
+            JwtCommand::Validate(a) => svid::jwt_validate(a).await,
         },
         Command::Helper(a) => helper::run(a).await,
     }

@@ -119,6 +119,15 @@ pub fn duration(key: &str, v: &str) -> Result<Duration> {
     parse_duration(v).map_err(|e| anyhow!("{key} `{v}`: duration {e}"))
 }
 
+/// An optional lifetime flag in whole seconds; 0 (the flag not given) asks
+/// the server for its default.
+pub fn ttl_secs(key: &str, v: &Option<String>) -> Result<u64> {
+    v.as_deref()
+        .map(|s| duration(key, s).map(|d| d.as_secs()))
+        .transpose()
+        .map(|o| o.unwrap_or(0))
+}
+
 pub fn socket_addr(key: &str, v: &str) -> Result<SocketAddr> {
     v.parse()
         .map_err(|_| anyhow!("{key} `{v}`: must be IP:PORT (e.g. 127.0.0.1:8081 or [::]:8081)"))

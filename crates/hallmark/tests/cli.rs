@@ -5,10 +5,15 @@
 mod common;
 
 use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use hallmark_proto::hallmark as pb;
+use hallmark_proto::hallmark::admin_client::AdminClient;
 use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
 
 fn array(v: &Value, what: &str) -> Vec<Value> {
     v.as_array()
@@ -333,4 +338,113 @@ fn bad_server_flags_and_config_files_are_refused() {
             .any(|k| k["use"] == "jwt-svid" && k["kty"] == "RSA"),
         "jwt_key_type = rsa-2048 gives an RSA JWT key: {jwks}"
     );
+}
+
+#[test]
+fn entries_with_only_user_selectors_draw_a_container_warning() {
+    let server = TestServer::start("warn.test");
+    let parent = server.agent_id("n1");
+    let create = |path: &str, selectors: &[&str], json: bool| {
+        let id = server.id(path);
+        let mut args = vec!["entry", "create", "--spiffe-id", &id, "--parent", &parent];
+        for s in selectors {
+            args.extend(["--selector", s]);
+        }
+        if json {
+            args.push("--json");
+        }
+        server.cli(&args).ok()
+    };
+    let warned = |out: &Output| {
+        out.stderr.contains("warning:")
+            && out.stderr.contains("containers")
+            && out.stderr.contains("unix:container:none")
+    };
+
+    let out = create("root", &["unix:uid:0"], true);
+    assert!(warned(&out), "uid alone warns on stderr: {out}");
+    assert_eq!(
+        out.json()["spiffe_id"],
+        server.id("root"),
+        "stdout stays JSON: {out}"
+    );
+    let out = create("admins", &["unix:gid:0"], false);
+    assert!(warned(&out), "gid alone warns in text mode too: {out}");
+
+    for (path, selectors) in [
+        ("host-root", &["unix:uid:0", "unix:container:none"][..]),
+        ("nginx", &["unix:uid:0", "unix:path:/usr/sbin/nginx"]),
+        ("web", &["unix:uid:0", "docker:label:app:web"]),
+    ] {
+        let out = create(path, selectors, true);
+        assert!(
+            !out.stderr.contains("warning"),
+            "{selectors:?} is pinned: no warning: {out}"
+        );
+    }
+}
+
+/// An admin API client on the server's socket.
+async fn admin_client(socket: &Path) -> AdminClient<Channel> {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::from_static("http://[::]:50051")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .expect("connect to the admin socket");
+    AdminClient::new(channel)
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let server = TestServer::start("pipe.test");
+    let parent = server.agent_id("n1");
+    let socket = server.admin_socket.clone();
+    // Far more than a pipe holds (64 KiB): `head` leaves after the first
+    // line while hallmark still has most of the list to write.
+    block_on(async move {
+        let mut admin = admin_client(&socket).await;
+        for i in 0..300 {
+            admin
+                .create_entry(pb::CreateEntryRequest {
+                    spiffe_id: format!("spiffe://pipe.test/workload-{i}"),
+                    parent_id: parent.clone(),
+                    selectors: vec![format!("unix:uid:{i}"), "unix:container:none".into()],
+                    dns_names: (0..10)
+                        .map(|j| format!("host-{i}-{j}.pipe.example"))
+                        .collect(),
+                    ..Default::default()
+                })
+                .await
+                .expect("create entry");
+        }
+    });
+
+    for args in ["entry list", "entry list --json"] {
+        let script = format!(r#"{{ "$0" {args}; echo "hallmark exited $?" >&2; }} | head -1"#);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(&script)
+            .arg(hallmark_bin())
+            .env("HALLMARK_ADMIN_SOCKET", &server.admin_socket)
+            .stdin(Stdio::null());
+        let out = run(&mut cmd, CLI_TIMEOUT).ok();
+        assert!(
+            out.stderr.contains("hallmark exited 0"),
+            "`hallmark {args} | head -1` exits 0: {out}"
+        );
+        for bad in ["panicked", "Broken pipe", "error"] {
+            assert!(
+                !out.stderr.contains(bad),
+                "`hallmark {args}` printed `{bad}`: {out}"
+            );
+        }
+        assert_eq!(out.stdout.lines().count(), 1, "{out}");
+    }
 }

@@ -51,3 +51,87 @@ fn up_issues_the_invoking_user_an_identity() {
         "{out}"
     );
 }
+
+/// The user's entries of `hallmark up`'s registry, with their selectors
+/// sorted.
+fn user_entries(up: &TestUp, spiffe_id: &str) -> Vec<(String, Vec<String>)> {
+    let entries = up.cli(&["entry", "list", "--json"]).ok().json();
+    let entries = entries
+        .as_array()
+        .unwrap_or_else(|| panic!("entry list --json is not an array: {entries}"));
+    entries
+        .iter()
+        .filter(|e| e["spiffe_id"] == spiffe_id)
+        .map(|e| {
+            let mut selectors: Vec<String> = e["selectors"]
+                .as_array()
+                .unwrap_or_else(|| panic!("entry without selectors: {e}"))
+                .iter()
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect();
+            selectors.sort();
+            (entry_id(e), selectors)
+        })
+        .collect()
+}
+
+fn ca_fingerprint(up: &TestUp) -> String {
+    let status = up.cli(&["status", "--json"]).ok().json();
+    status["ca_fingerprint"]
+        .as_str()
+        .unwrap_or_else(|| panic!("status --json has no ca_fingerprint: {status}"))
+        .to_string()
+}
+
+#[test]
+fn up_pins_the_user_to_host_processes_and_migrates_an_older_entry() {
+    let expected = "spiffe://hallmark.local/user/root";
+    let pinned = ["unix:container:none", "unix:uid:0"];
+    let mut up = TestUp::start();
+
+    // A fresh state directory: the user's uid and the host selector.
+    let fresh = user_entries(&up, expected);
+    assert_eq!(fresh.len(), 1, "one entry for the user: {fresh:?}");
+    assert_eq!(fresh[0].1, pinned, "{fresh:?}");
+
+    // What an older version left behind: the uid alone.
+    let ca = ca_fingerprint(&up);
+    let bundle = up.cli(&["bundle", "show"]).ok().stdout;
+    up.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        expected,
+        "--parent",
+        "spiffe://hallmark.local/hallmark/agent/local",
+        "--selector",
+        "unix:uid:0",
+    ])
+    .ok();
+    up.cli(&["entry", "delete", &fresh[0].0]).ok();
+    let old = user_entries(&up, expected);
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(old[0].1, ["unix:uid:0"], "{old:?}");
+
+    up.restart();
+
+    let migrated = user_entries(&up, expected);
+    assert_eq!(
+        migrated.len(),
+        1,
+        "the uid-only entry was replaced, not kept beside the pinned one: {migrated:?}"
+    );
+    assert_eq!(migrated[0].1, pinned, "{migrated:?}");
+    assert_eq!(ca_fingerprint(&up), ca, "the CA survives the upgrade");
+    assert_eq!(up.cli(&["bundle", "show"]).ok().stdout, bundle);
+    let log = std::fs::read_to_string(up.log()).unwrap_or_default();
+    assert!(
+        log.contains("migrated the user's entry") && log.contains(&old[0].0),
+        "`hallmark up` logs the migration of entry {}:\n{log}",
+        old[0].0
+    );
+
+    // A second start finds nothing to migrate.
+    up.restart();
+    assert_eq!(user_entries(&up, expected), migrated);
+}

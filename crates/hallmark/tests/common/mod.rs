@@ -829,21 +829,54 @@ impl TestUp {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let stdout = dir.path().join("up.out");
-        let mut cmd = hallmark_cmd(&["up", "--home"]);
-        cmd.arg(&home);
-        let mut daemon = Daemon::spawn("up", cmd, &dir.path().join("up.log"), Some(&stdout));
-        let socket = home.join("agent/workload.sock");
-        let what = format!("`hallmark up` to create {}", socket.display());
-        wait_until(&what, WAIT, || {
-            daemon.assert_alive(&what);
-            socket.exists().then_some(())
-        });
+        let daemon = Self::launch(&home, &stdout, &dir.path().join("up.log"));
         TestUp {
             home,
             stdout,
             daemon,
             dir,
         }
+    }
+
+    #[track_caller]
+    fn launch(home: &Path, stdout: &Path, log: &Path) -> Daemon {
+        let socket = home.join("agent/workload.sock");
+        // A socket left by the previous run would make the wait below
+        // return before the new process is up.
+        let _ = fs::remove_file(&socket);
+        let mut cmd = hallmark_cmd(&["up", "--home"]);
+        cmd.arg(home);
+        let mut daemon = Daemon::spawn("up", cmd, log, Some(stdout));
+        let what = format!("`hallmark up` to create {}", socket.display());
+        wait_until(&what, WAIT, || {
+            daemon.assert_alive(&what);
+            socket.exists().then_some(())
+        });
+        daemon
+    }
+
+    /// SIGTERMs `hallmark up` and starts it again on the same home.
+    #[track_caller]
+    pub fn restart(&mut self) {
+        let status = self.daemon.terminate();
+        assert!(
+            status.success(),
+            "`hallmark up` exited with {status} on SIGTERM"
+        );
+        self.daemon = Self::launch(&self.home, &self.stdout, &self.log());
+    }
+
+    /// Where `hallmark up` logs (stderr, across restarts).
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("up.log")
+    }
+
+    /// Runs an admin command against this `up`'s server.
+    #[track_caller]
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = hallmark_cmd(args);
+        cmd.env("HALLMARK_ADMIN_SOCKET", self.admin_socket());
+        run(&mut cmd, CLI_TIMEOUT)
     }
 
     pub fn socket(&self) -> PathBuf {

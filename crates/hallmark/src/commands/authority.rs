@@ -6,9 +6,8 @@ use clap::{Args, Subcommand};
 use hallmark_proto::hallmark as pb;
 use serde::Serialize;
 
-use crate::admin::{client, print_json, status_err};
-use crate::cli::AdminArgs;
-use crate::workloads::{table, timestamp};
+use crate::connect::{admin_client, admin_error, AdminArgs};
+use crate::output::{out, outln, print_json, table, timestamp};
 
 #[derive(Subcommand, Debug)]
 pub enum AuthorityCommand {
@@ -122,14 +121,14 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
     match cmd {
         AuthorityCommand::Show(a) => show(a).await,
         AuthorityCommand::Prepare(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let r = c
                 .prepare_authority(pb::AuthorityRequest {
                     kind: a.kind.clone(),
                     id: String::new(),
                 })
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             report(&a.admin, &r, &format!(
                 "prepared {} authority {}; it is in the bundle now and signs nothing; activate it with `hallmark authority activate --kind {}` once agents have it (give them a minute)",
@@ -137,7 +136,7 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
             ))
         }
         AuthorityCommand::Activate(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let r = c
                 .activate_authority(pb::AuthorityRequest {
                     // Without an ID the server needs the kind: X.509 then.
@@ -151,7 +150,7 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
                     id: a.id.clone().unwrap_or_default(),
                 })
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             report(&a.admin, &r, &format!(
                 "activated {} authority {}; it signs from now on; the previous one is retired and stays in the bundle until what it signed has expired (see `hallmark authority show`)",
@@ -159,11 +158,11 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
             ))
         }
         AuthorityCommand::Taint(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let r = c
                 .taint_authority(a.request())
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             report(&a.admin, &r, &format!(
                 "tainted {} authority {}; agents re-issue everything it signed now; once they have, remove it from the bundle with `hallmark authority revoke {}`",
@@ -171,11 +170,11 @@ pub async fn run(cmd: AuthorityCommand) -> Result<()> {
             ))
         }
         AuthorityCommand::Revoke(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let r = c
                 .revoke_authority(a.request())
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             report(&a.admin, &r, &format!(
                 "revoked {} authority {}; it left the bundle and anything it signed no longer verifies",
@@ -189,25 +188,25 @@ fn report(admin: &AdminArgs, r: &pb::Authority, text: &str) -> Result<()> {
     if admin.json {
         return print_json(&AuthorityOut::from(r));
     }
-    println!("{text}");
+    outln!("{text}")?;
     Ok(())
 }
 
 async fn show(a: ShowArgs) -> Result<()> {
-    let mut c = client(&a.admin).await?;
+    let mut c = admin_client(&a.admin).await?;
     let list = c
         .list_authorities(pb::ListAuthoritiesRequest {
             kind: a.kind.clone().unwrap_or_default(),
         })
         .await
-        .map_err(status_err)?
+        .map_err(admin_error)?
         .into_inner()
         .authorities;
     let out: Vec<AuthorityOut> = list.iter().map(AuthorityOut::from).collect();
     if a.admin.json {
         return print_json(&out);
     }
-    print!("{}", authority_table(&out));
+    out!("{}", authority_table(&out))?;
     Ok(())
 }
 

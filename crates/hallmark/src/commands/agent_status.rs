@@ -3,13 +3,16 @@
 //! runs, and tells the last known state after it stopped).
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use hallmark_agent::inventory::{SpoolDocument, SPOOL_FILE};
+use hallmark_core::time::unix_millis;
 use hallmark_core::WorkloadState;
 
 use crate::config;
+use crate::output::{outln, print_json};
 
 #[derive(Args, Debug)]
 pub struct AgentStatusArgs {
@@ -39,13 +42,12 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
     let doc: SpoolDocument = serde_json::from_str(&text)
         .with_context(|| format!("parsing the inventory spool {}", path.display()))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return print_json(&doc);
     }
     let r = &doc.runtime;
     let count = |s: WorkloadState| doc.workloads.iter().filter(|w| w.state == s).count();
-    println!("context        {}", doc.context_name);
-    println!(
+    outln!("context        {}", doc.context_name)?;
+    outln!(
         "runtime        {}{}",
         r.runtime,
         if r.version.is_empty() {
@@ -53,18 +55,18 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
         } else {
             format!(" ({})", r.version)
         }
-    );
+    )?;
     if !r.endpoint.is_empty() {
-        println!("endpoint       {}", r.endpoint);
+        outln!("endpoint       {}", r.endpoint)?;
     }
-    println!(
+    outln!(
         "state          {}",
         if r.degraded { "DEGRADED" } else { "ok" }
-    );
+    )?;
     if !r.reason.is_empty() {
-        println!("reason         {}", r.reason);
+        outln!("reason         {}", r.reason)?;
     }
-    println!(
+    outln!(
         "workloads      {} ({} running, {} stopped, {} without runtime metadata)",
         doc.workloads.len(),
         count(WorkloadState::Running),
@@ -73,12 +75,12 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
             .iter()
             .filter(|w| w.confidence != hallmark_core::Confidence::Full)
             .count()
-    );
-    let age_ms = hallmark_runtime::now_ms() - doc.written_at_ms;
-    println!(
+    )?;
+    let age_ms = unix_millis(SystemTime::now()) - doc.written_at_ms;
+    outln!(
         "as of          {} s ago ({})",
         age_ms / 1000,
         path.display()
-    );
+    )?;
     Ok(())
 }

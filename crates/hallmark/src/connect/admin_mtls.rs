@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use hallmark_ca::tls::ServerTrust;
+use hallmark_core::error_chain;
 use hallmark_proto::workload::X509svidRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::WorkloadArgs;
-use crate::workload;
+use super::{split_der, workload_client, workload_error, workload_request, WorkloadArgs};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -26,7 +26,7 @@ struct Credentials {
 }
 
 /// A channel to the admin API at `addr` over mTLS.
-pub(crate) async fn channel(addr: &str, credentials: Option<&Path>) -> Result<Channel> {
+pub(super) async fn channel(addr: &str, credentials: Option<&Path>) -> Result<Channel> {
     let creds = match credentials {
         Some(dir) => from_files(dir)?,
         None => from_workload_api().await?,
@@ -36,10 +36,7 @@ pub(crate) async fn channel(addr: &str, credentials: Option<&Path>) -> Result<Ch
         .first()
         .ok_or_else(|| anyhow!("the admin SVID has no certificate"))?;
     let me = hallmark_ca::spiffe_id_from_cert(leaf).context("the admin SVID")?;
-    let server_id = me
-        .trust_domain()
-        .id_with_path("/hallmark/server")
-        .map_err(|e| anyhow!("server SPIFFE ID: {e}"))?;
+    let server_id = me.trust_domain().server_id();
     let tls = Arc::new(
         hallmark_ca::tls::client_config(
             ServerTrust::Roots(Arc::new(RwLock::new(creds.roots))),
@@ -75,17 +72,6 @@ pub(crate) async fn channel(addr: &str, credentials: Option<&Path>) -> Result<Ch
                 error_chain(&e)
             )
         })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn read_pem(dir: &Path, name: &str) -> Result<Vec<pem::Pem>> {
@@ -134,20 +120,20 @@ fn from_files(dir: &Path) -> Result<Credentials> {
 }
 
 async fn from_workload_api() -> Result<Credentials> {
-    let mut client = workload::client(&WorkloadArgs {
+    let mut client = workload_client(&WorkloadArgs {
         socket: None,
         json: false,
     })
     .await?;
     let mut stream = client
-        .fetch_x509svid(workload::request(X509svidRequest {}))
+        .fetch_x509svid(workload_request(X509svidRequest {}))
         .await
-        .map_err(workload::status_err)?
+        .map_err(workload_error)?
         .into_inner();
     let first = stream
         .message()
         .await
-        .map_err(workload::status_err)?
+        .map_err(workload_error)?
         .ok_or_else(|| anyhow!("the Workload API closed the stream before sending an SVID"))?;
     let svid = first
         .svids
@@ -155,8 +141,8 @@ async fn from_workload_api() -> Result<Credentials> {
         .next()
         .ok_or_else(|| anyhow!("the Workload API sent no SVID for this process"))?;
     Ok(Credentials {
-        chain: workload::split_der(&svid.x509_svid)?,
+        chain: split_der(&svid.x509_svid)?,
         key: svid.x509_svid_key,
-        roots: workload::split_der(&svid.bundle)?,
+        roots: split_der(&svid.bundle)?,
     })
 }

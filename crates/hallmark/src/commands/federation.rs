@@ -3,15 +3,16 @@
 //! to the workloads of entries that federate with them.
 
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Subcommand};
+use hallmark_core::time::unix_secs;
 use hallmark_proto::hallmark as pb;
 use serde::Serialize;
 
-use crate::admin::{client, print_json, status_err};
-use crate::cli::AdminArgs;
-use crate::workloads::table;
+use crate::connect::{admin_client, admin_error, AdminArgs};
+use crate::output::{age, out, outln, print_json, table};
 
 #[derive(Subcommand, Debug)]
 pub enum FederationCommand {
@@ -133,37 +134,37 @@ pub async fn run(cmd: FederationCommand) -> Result<()> {
         FederationCommand::Create(a) => create(a).await,
         FederationCommand::List(a) => list(a).await,
         FederationCommand::Show(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let f = c
                 .get_federation(pb::FederationRequest {
                     trust_domain: a.trust_domain.clone(),
                 })
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             show(&a.admin, &f)
         }
         FederationCommand::Delete(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             c.delete_federation(pb::FederationRequest {
                 trust_domain: a.trust_domain.clone(),
             })
             .await
-            .map_err(status_err)?;
-            println!(
+            .map_err(admin_error)?;
+            outln!(
                 "deleted the federation with {}; its workloads stop receiving its bundle",
                 a.trust_domain
-            );
+            )?;
             Ok(())
         }
         FederationCommand::Refresh(a) => {
-            let mut c = client(&a.admin).await?;
+            let mut c = admin_client(&a.admin).await?;
             let f = c
                 .refresh_federation(pb::FederationRequest {
                     trust_domain: a.trust_domain.clone(),
                 })
                 .await
-                .map_err(status_err)?
+                .map_err(admin_error)?
                 .into_inner();
             if !f.last_error.is_empty() && !a.admin.json {
                 return Err(anyhow!(
@@ -189,7 +190,7 @@ async fn create(a: CreateArgs) -> Result<()> {
         Some(p) => read("--web-ca", p)?,
         None => Vec::new(),
     };
-    let mut c = client(&a.admin).await?;
+    let mut c = admin_client(&a.admin).await?;
     let f = c
         .create_federation(pb::CreateFederationRequest {
             federation: Some(pb::Federation {
@@ -203,40 +204,41 @@ async fn create(a: CreateArgs) -> Result<()> {
             bootstrap_bundle,
         })
         .await
-        .map_err(status_err)?
+        .map_err(admin_error)?
         .into_inner();
     if a.admin.json {
         return print_json(&FederationOut::new(&f, true));
     }
     if f.last_error.is_empty() {
-        println!(
+        outln!(
             "federating with {}; bundle sequence {} fetched from {}",
             f.trust_domain,
             f.bundle.as_ref().map_or(0, |b| b.sequence),
             f.bundle_endpoint_url
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "federating with {}; the first fetch failed and is retried with backoff: {}",
-            f.trust_domain, f.last_error
-        );
+            f.trust_domain,
+            f.last_error
+        )?;
     }
     Ok(())
 }
 
 async fn list(a: ListArgs) -> Result<()> {
-    let mut c = client(&a.admin).await?;
+    let mut c = admin_client(&a.admin).await?;
     let list = c
         .list_federations(pb::ListFederationsRequest {})
         .await
-        .map_err(status_err)?
+        .map_err(admin_error)?
         .into_inner()
         .federations;
     let out: Vec<FederationOut> = list.iter().map(|f| FederationOut::new(f, false)).collect();
     if a.admin.json {
         return print_json(&out);
     }
-    print!("{}", federation_table(&out, now()));
+    out!("{}", federation_table(&out, now()))?;
     Ok(())
 }
 
@@ -245,17 +247,15 @@ fn show(admin: &AdminArgs, f: &pb::Federation) -> Result<()> {
     if admin.json {
         return print_json(&out);
     }
-    print!("{}", federation_table(std::slice::from_ref(&out), now()));
+    out!("{}", federation_table(std::slice::from_ref(&out), now()))?;
     if let Some(b) = &out.bundle {
-        println!("{b}");
+        outln!("{b}")?;
     }
     Ok(())
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    unix_secs(SystemTime::now())
 }
 
 fn federation_table(list: &[FederationOut], now: i64) -> String {
@@ -298,13 +298,9 @@ fn federation_table(list: &[FederationOut], now: i64) -> String {
     )
 }
 
+/// Seconds the way `kubectl` prints ages.
 fn relative(secs: i64) -> String {
-    match secs.max(0) {
-        s @ 0..=59 => format!("{s}s"),
-        s @ 60..=3599 => format!("{}m", s / 60),
-        s @ 3600..=86_399 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
+    age(secs.saturating_mul(1000))
 }
 
 #[cfg(test)]

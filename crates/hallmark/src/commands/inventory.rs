@@ -4,17 +4,18 @@
 //! Filters are parsed here with the same rules the server applies, so a bad
 //! one fails before any connection with a message naming the flag.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
-use hallmark_core::{Workload, WorkloadState};
+use hallmark_core::time::unix_millis;
+use hallmark_core::{SpiffeId, Workload, WorkloadState};
 use hallmark_proto::hallmark as pb;
 use hallmark_store::{ImageMatch, LabelMatch, StateFilter};
 use serde::Serialize;
 
-use crate::admin::{client, print_json, status_err};
-use crate::cli::AdminArgs;
+use crate::connect::{admin_client, admin_error, AdminArgs};
+use crate::output::{age, or_dash, out, outln, print_json, table, timestamp};
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
@@ -83,11 +84,11 @@ struct ShowOut {
 
 pub async fn list(a: ListArgs) -> Result<()> {
     let req = list_request(&a)?;
-    let mut c = client(&a.conn).await?;
+    let mut c = admin_client(&a.conn).await?;
     let resp = c
         .list_workloads(req)
         .await
-        .map_err(status_err)?
+        .map_err(admin_error)?
         .into_inner();
     let workloads = resp
         .workloads
@@ -98,12 +99,12 @@ pub async fn list(a: ListArgs) -> Result<()> {
         return print_json(&workloads);
     }
     if workloads.is_empty() {
-        println!("No workloads match.");
+        outln!("No workloads match.")?;
         return Ok(());
     }
     let now = now_ms();
     let rows = workloads.iter().map(|w| list_row(w, now)).collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -118,18 +119,18 @@ pub async fn list(a: ListArgs) -> Result<()> {
             ],
             rows
         )
-    );
+    )?;
     Ok(())
 }
 
 pub async fn show(a: ShowArgs) -> Result<()> {
-    let mut c = client(&a.conn).await?;
+    let mut c = admin_client(&a.conn).await?;
     let resp = c
         .get_workload(pb::GetWorkloadRequest {
             container_id: a.container_id.clone(),
         })
         .await
-        .map_err(status_err)?;
+        .map_err(admin_error)?;
     let also_reported_by: Vec<String> = resp
         .metadata()
         .get(hallmark_server::ALSO_REPORTED_BY_HEADER)
@@ -160,7 +161,7 @@ pub async fn show(a: ShowArgs) -> Result<()> {
     if a.conn.json {
         return print_json(&out);
     }
-    print!("{}", render_show(&out, now_ms()));
+    out!("{}", render_show(&out, now_ms()))?;
     Ok(())
 }
 
@@ -218,12 +219,11 @@ fn workload_out(s: &pb::StoredWorkload) -> Result<WorkloadOut> {
 
 /// The node name of an agent ID (`spiffe://td/hallmark/agent/<node>`), or
 /// the whole ID for any other.
-fn node_name(agent_id: &str) -> &str {
-    agent_id
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .and_then(|(_, path)| path.strip_prefix("hallmark/agent/"))
-        .unwrap_or(agent_id)
+fn node_name(agent_id: &str) -> String {
+    SpiffeId::new(agent_id)
+        .ok()
+        .and_then(|id| id.agent_node().map(str::to_string))
+        .unwrap_or_else(|| agent_id.to_string())
 }
 
 /// `ns/name` of a pod, or `project/service` of a Compose container.
@@ -252,16 +252,9 @@ fn since_column(w: &WorkloadOut, now: i64) -> String {
 }
 
 fn list_row(w: &WorkloadOut, now: i64) -> Vec<String> {
-    let or_dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
     vec![
         w.context_name.clone(),
-        node_name(&w.agent_id).to_string(),
+        node_name(&w.agent_id),
         w.workload.short_id().to_string(),
         or_dash(&w.workload.name),
         or_dash(&w.workload.image),
@@ -269,49 +262,6 @@ fn list_row(w: &WorkloadOut, now: i64) -> Vec<String> {
         w.workload.state.to_string(),
         since_column(w, now),
     ]
-}
-
-/// A duration in milliseconds the way `kubectl` prints ages: one unit,
-/// rounded down.
-fn age(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
-/// Unix milliseconds as UTC ISO 8601 (`2024-11-23T22:08:01.123Z`).
-pub(crate) fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`); written out because the CLI needs only
-/// this one conversion, not a date library.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// A time with its age, or `-` when unknown (0).
@@ -325,43 +275,11 @@ fn when(ms: i64, now: i64) -> String {
     }
 }
 
-/// Left-aligned columns two spaces apart, sized to their widest cell.
-pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header_row: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header_row).chain(rows.iter()) {
-        let mut line = String::new();
-        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn render_show(s: &ShowOut, now: i64) -> String {
     let o = &s.workload;
     let w = &o.workload;
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, v: String| lines.push((k.to_string(), v));
-    let or_dash = |v: &str| {
-        if v.is_empty() {
-            "-".into()
-        } else {
-            v.to_string()
-        }
-    };
 
     add("Container ID", w.container_id.clone());
     add("Context", o.context_name.clone());
@@ -482,10 +400,7 @@ fn event_row(e: &EventOut) -> Vec<String> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    unix_millis(SystemTime::now())
 }
 
 #[cfg(test)]
@@ -550,34 +465,6 @@ mod tests {
         assert_eq!(req.state, "current");
         assert_eq!(req.labels, vec!["app", "tier=web"]);
         assert_eq!(req.node, "n1");
-    }
-
-    #[test]
-    fn ages_and_timestamps() {
-        let cases: &[(i64, &str)] = &[
-            (-5, "0s"),
-            (0, "0s"),
-            (59_999, "59s"),
-            (60_000, "1m"),
-            (3_599_000, "59m"),
-            (3_600_000, "1h"),
-            (86_399_000, "23h"),
-            (86_400_000, "1d"),
-            (9 * 86_400_000, "9d"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(age(*ms), *want, "{ms}");
-        }
-        let cases: &[(i64, &str)] = &[
-            (0, "1970-01-01T00:00:00.000Z"),
-            (1_700_000_000_123, "2023-11-14T22:13:20.123Z"),
-            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
-            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
-            (-1, "1969-12-31T23:59:59.999Z"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(timestamp(*ms), *want, "{ms}");
-        }
     }
 
     #[test]
@@ -646,15 +533,6 @@ mod tests {
         let row = list_row(&out(Some(now - 180_000)), now);
         assert_eq!(row[6], "stopped");
         assert_eq!(row[7], "stopped 3m ago");
-
-        let t = table(
-            &["A", "LONGER"],
-            vec![
-                vec!["wide cell".into(), "x".into()],
-                vec!["y".into(), "z".into()],
-            ],
-        );
-        assert_eq!(t, "A          LONGER\nwide cell  x\ny          z\n");
     }
 
     #[test]

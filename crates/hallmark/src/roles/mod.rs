@@ -1,0 +1,125 @@
+//! The long-running roles: `server run` ([`server`]), `agent run`
+//! ([`agent`]) and `up` ([`up`]: both in one process, for a laptop), with
+//! what they share: the common flags, the inventory options, and how they
+//! stop.
+
+pub mod agent;
+pub mod server;
+pub mod up;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+
+use crate::config;
+
+/// How long shutdown may take before the process exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Flags every long-running role takes.
+#[derive(Args, Debug)]
+pub struct RoleArgs {
+    /// TOML config file ([server] or [agent] section); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Trust domain [default: hallmark.local].
+    #[arg(long)]
+    pub trust_domain: Option<String>,
+    /// State directory [default: $HALLMARK_HOME/server or $HALLMARK_HOME/agent].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address.
+    #[arg(long)]
+    pub health_listen: Option<String>,
+}
+
+/// Container runtime and workload inventory options (agent and `up`).
+#[derive(Args, Debug, Default)]
+pub struct InventoryArgs {
+    /// Name of the cluster or site this node belongs to; qualifies every
+    /// inventory record and is attested as `hallmark:context:<name>` [default: default].
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Container runtime: auto (CRI, then Docker), docker, cri or none [default: auto].
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// Docker Engine socket [default: $DOCKER_HOST, /var/run/docker.sock].
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
+    /// CRI runtime socket [default: from crictl's config, else the usual containerd/CRI-O paths].
+    #[arg(long)]
+    pub cri_socket: Option<PathBuf>,
+    /// crictl config file consulted for the CRI socket [default: /etc/crictl.yaml].
+    #[arg(long)]
+    pub crictl_config: Option<PathBuf>,
+    /// Full inventory resync period, behind the runtime's events [default: 30s].
+    #[arg(long)]
+    pub resync_interval: Option<String>,
+    /// Where the latest inventory snapshot is written [default: <data-dir>/inventory.json].
+    #[arg(long)]
+    pub inventory_spool: Option<PathBuf>,
+}
+
+/// The inventory configuration from flags over the config file.
+pub fn inventory_config(
+    a: InventoryArgs,
+    file: &config::AgentFile,
+) -> Result<hallmark_agent::inventory::InventoryConfig> {
+    use hallmark_agent::inventory::{InventoryConfig, DEFAULT_CONTEXT};
+    use hallmark_runtime::discovery::DiscoveryConfig;
+    let defaults = InventoryConfig::default();
+    let context = pick(a.context, file.context.clone()).unwrap_or_else(|| DEFAULT_CONTEXT.into());
+    let runtime = pick(a.runtime, file.runtime.clone()).unwrap_or_else(|| "auto".into());
+    let resync_interval = match pick(a.resync_interval, file.resync_interval.clone()) {
+        Some(v) => {
+            let d = config::duration("resync_interval", &v)?;
+            if d < Duration::from_secs(1) {
+                return Err(anyhow!("resync_interval `{v}`: must be at least 1s"));
+            }
+            d
+        }
+        None => defaults.resync_interval,
+    };
+    Ok(InventoryConfig {
+        context_name: config::context_name("context", &context)?,
+        discovery: DiscoveryConfig {
+            choice: config::runtime_choice("runtime", &runtime)?,
+            docker_socket: pick(a.docker_socket, file.docker_socket.clone()),
+            cri_socket: pick(a.cri_socket, file.cri_socket.clone()),
+            crictl_config: pick(a.crictl_config, file.crictl_config.clone()),
+        },
+        resync_interval,
+        spool_path: pick(a.inventory_spool, file.inventory_spool.clone()),
+        ..defaults
+    })
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The agent's `/status` document (`agent run` and `up`).
+fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
+    serde_json::json!({
+        "ready": a.ready(),
+        "agent_id": a.agent_id(),
+        "inventory": a.inventory(),
+    })
+}

@@ -144,10 +144,7 @@ fn load_trust(config: &AgentConfig) -> Result<ServerTrust, SyncError> {
 
 /// First contact: join token + CSR for a key made here.
 async fn attest(config: &AgentConfig) -> Result<(AgentCredentials, Bundle), SyncError> {
-    let token = config
-        .join_token
-        .clone()
-        .ok_or(SyncError::NeedJoinToken)?;
+    let token = config.join_token.clone().ok_or(SyncError::NeedJoinToken)?;
     let trust = load_trust(config)?;
     let td = &config.trust_domain;
     // The CSR's names are ignored by the server, which assigns the ID bound

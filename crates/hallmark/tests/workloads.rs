@@ -22,8 +22,9 @@ use hallmark_core::{
     Compose, Confidence, PodInfo, RuntimeSource, SpiffeId, TrustDomain, Workload, WorkloadState,
 };
 use hallmark_server::{ServerConfig, ServerHandle};
+use hallmark_store::prelude::*;
 use hallmark_store::{
-    AgentRecord, InventoryReport, RuntimeStatus, SnapshotPage, SqliteStore, Store, WorkloadEvent,
+    AgentRecord, InventoryReport, RuntimeStatus, SnapshotPage, SqliteStore, WorkloadEvent,
     WorkloadEventKind,
 };
 use serde_json::Value;

@@ -215,7 +215,15 @@ fn host_needs_no_container_and_the_agents_pid_namespace() {
         ..Default::default()
     };
     let host = host_cgroup("/user.slice/user-0.slice/session-1.scope");
-    let cases: &[(&str, &CgroupIdentity, Option<&Path>, Option<&Path>, bool)] = &[
+    // (what, caller's cgroup, caller's PID namespace, agent's, host?)
+    type Case<'a> = (
+        &'a str,
+        &'a CgroupIdentity,
+        Option<&'a Path>,
+        Option<&'a Path>,
+        bool,
+    );
+    let cases: &[Case] = &[
         ("host process", &host, Some(ns), Some(ns), true),
         ("root cgroup", &host_cgroup("/"), Some(ns), Some(ns), true),
         // The ID comes from the caller's path: a container the runtime

@@ -1,6 +1,7 @@
 //! Tests of the authority state machine, against a real datastore.
 
 use super::*;
+use hallmark_store::prelude::*;
 use hallmark_store::SqliteStore;
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -72,7 +72,8 @@ pub enum AttestError {
 /// `unix:sha256:<hex>` of the executable, read through `/proc/<pid>/exe`,
 /// left out when there is none (a zombie's or kernel thread's) or it was
 /// deleted (its path now names another file or none); `unix:container:none`
-/// only for a caller proven to run outside any container (see [`is_host`]).
+/// only for a caller proven to run outside any container (its cgroup names
+/// none, and it is in the agent's PID namespace).
 ///
 /// Blocking (reads /proc, may hash a file): run it in `spawn_blocking`.
 ///

@@ -235,6 +235,14 @@ fn expected_selectors(uid: u32, gid: u32, exe: &Path) -> Vec<String> {
     if let Some(g) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).unwrap() {
         want.push(format!("unix:group:{}", g.name));
     }
+    // The peers here are this test's own processes: host processes, unless
+    // the suite itself runs inside a container.
+    let own =
+        hallmark_core::cgroup::parse_proc_cgroup(&fs::read_to_string("/proc/self/cgroup").unwrap())
+            .unwrap();
+    if own.container_id.is_none() {
+        want.push(hallmark_core::HOST_SELECTOR.to_string());
+    }
     want.sort();
     want
 }

@@ -35,23 +35,9 @@ pub const DEFAULT_FIELDS: &[&str] = &[
     "log-status",
 ];
 
-/// Every field name AWS documents (versions 2-8), so a header is told
-/// from a record and a misspelt field is named.
-const KNOWN_FIELDS: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
+/// The fields later versions (3-8) added, so a header is told from a
+/// record and a misspelt field is named.
+const LATER_FIELDS: &[&str] = &[
     "vpc-id",
     "subnet-id",
     "instance-id",
@@ -79,6 +65,11 @@ const KNOWN_FIELDS: &[&str] = &[
     "ecs-task-id",
     "reject-reason",
 ];
+
+/// Whether AWS documents a field of this name (versions 2-8).
+fn is_known(field: &str) -> bool {
+    DEFAULT_FIELDS.contains(&field) || LATER_FIELDS.contains(&field)
+}
 
 /// Fields a format must have for Hallmark to make a flow of its records.
 const REQUIRED: &[&str] = &[
@@ -159,7 +150,7 @@ impl VpcFormat {
     pub fn is_header(line: &str) -> bool {
         line.split_whitespace()
             .next()
-            .is_some_and(|w| KNOWN_FIELDS.contains(&w) || w.starts_with("${"))
+            .is_some_and(|w| is_known(w) || w.starts_with("${"))
     }
 
     /// The format a header line announces. `${field}` (the form the AWS
@@ -178,7 +169,7 @@ impl VpcFormat {
 
     fn from_fields(fields: &[&str]) -> Result<Self, VpcError> {
         for (i, f) in fields.iter().enumerate() {
-            if !KNOWN_FIELDS.contains(f) {
+            if !is_known(f) {
                 return Err(VpcError::UnknownField((*f).to_string()));
             }
             if fields[..i].contains(f) {

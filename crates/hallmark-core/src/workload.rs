@@ -196,6 +196,15 @@ pub struct Workload {
     /// Why the record is partial, when it is.
     #[serde(default)]
     pub degraded_reason: String,
+    /// The selectors the agent's attestors derive for the workload, as for
+    /// a caller of the Workload API, sorted; empty until the agent has
+    /// attested it (or when it has no running process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<String>,
+    /// The SPIFFE IDs of the entries on its node whose selectors it holds,
+    /// sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spiffe_ids: Vec<String>,
 }
 
 impl Workload {
@@ -223,6 +232,8 @@ impl Workload {
             exit_code: None,
             confidence: Confidence::Partial,
             degraded_reason: reason.to_string(),
+            selectors: Vec::new(),
+            spiffe_ids: Vec::new(),
         }
     }
 

@@ -18,6 +18,10 @@
 //!   which one owner was proven to hold it, built from lifecycle events,
 //!   heartbeats and locally tagged flows.
 //! - [`network`]: operator-named CIDRs for addresses no workload holds.
+//! - [`endpoint`]: what an operator reads at each end of a stored flow
+//!   (workload, node, external network, unattributed), and the identity
+//!   graph's buckets and edges.
+//! - [`query`]: flow filters as operators write them (`--from`, `--to`).
 //! - [`attribution`]: the engine: each end of a flow is attributed to an
 //!   owner, an external network, or left unattributed with a reason; flows
 //!   whose evidence is not complete yet are held back and retried.
@@ -28,11 +32,13 @@
 #![forbid(unsafe_code)]
 
 pub mod attribution;
+pub mod endpoint;
 pub mod flow;
 pub mod jsonl;
 pub mod network;
 pub mod owner;
 pub mod ownership;
+pub mod query;
 pub mod sim;
 pub mod vpc;
 
@@ -40,8 +46,13 @@ pub use attribution::{
     AttributedEnd, AttributedFlow, Attributor, AttributorConfig, AttributorStats, EndAttribution,
     UnattributedReason,
 };
+pub use endpoint::{
+    buckets_of, edges_of, Endpoint, FlowStatus, GraphBucket, GraphBy, GraphEdge, StoredFlow,
+    WorkloadEndpoint, GRAPH_BUCKET_MS,
+};
 pub use flow::{Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome};
 pub use network::{NetworkError, Networks};
 pub use owner::{Owner, OwnerId, Owners};
 pub use ownership::{Evidence, EvidenceKind, Lookup, OwnershipIndex, OwnershipKey, RangeProof};
+pub use query::{EndpointFilter, FilterError, FlowQuery};
 pub use vpc::{VpcError, VpcFormat, VpcRecord};

@@ -163,6 +163,8 @@ impl From<&Workload> for pb::WorkloadRecord {
             exit_code: w.exit_code,
             confidence: w.confidence.as_str().to_string(),
             degraded_reason: w.degraded_reason.clone(),
+            selectors: w.selectors.clone(),
+            spiffe_ids: w.spiffe_ids.clone(),
         }
     }
 }
@@ -245,6 +247,8 @@ impl TryFrom<&pb::WorkloadRecord> for Workload {
             exit_code: p.exit_code,
             confidence,
             degraded_reason: p.degraded_reason.clone(),
+            selectors: p.selectors.clone(),
+            spiffe_ids: p.spiffe_ids.clone(),
         })
     }
 }

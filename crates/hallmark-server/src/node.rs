@@ -527,6 +527,22 @@ impl Node for NodeService {
         }
         Ok(Response::new(pb::InventoryAck {}))
     }
+
+    async fn report_flows(
+        &self,
+        _req: Request<pb::FlowBatch>,
+    ) -> Result<Response<pb::FlowAck>, Status> {
+        Err(Status::unimplemented("flows are not accepted yet"))
+    }
+
+    async fn heartbeat(
+        &self,
+        _req: Request<pb::OwnershipHeartbeat>,
+    ) -> Result<Response<pb::HeartbeatAck>, Status> {
+        Err(Status::unimplemented(
+            "ownership heartbeats are not accepted yet",
+        ))
+    }
 }
 
 /// Signs one CSR of a batch for an entry the agent is authorized for.

@@ -596,6 +596,20 @@ impl pb::node_server::Node for FakeNode {
         let _ = self.reports.send(req.into_inner());
         Ok(tonic::Response::new(pb::InventoryAck {}))
     }
+
+    async fn report_flows(
+        &self,
+        _: tonic::Request<pb::FlowBatch>,
+    ) -> Result<tonic::Response<pb::FlowAck>, tonic::Status> {
+        Err(tonic::Status::unimplemented("flows"))
+    }
+
+    async fn heartbeat(
+        &self,
+        _: tonic::Request<pb::OwnershipHeartbeat>,
+    ) -> Result<tonic::Response<pb::HeartbeatAck>, tonic::Status> {
+        Err(tonic::Status::unimplemented("heartbeat"))
+    }
 }
 
 struct FakeServer {

@@ -288,6 +288,8 @@ pub(super) fn workload_from_status(
         exit_code: stopped.then_some(i64::from(status.exit_code)),
         confidence: Confidence::Full,
         degraded_reason: String::new(),
+        selectors: Vec::new(),
+        spiffe_ids: Vec::new(),
     }
 }
 

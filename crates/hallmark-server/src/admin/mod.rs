@@ -491,4 +491,39 @@ impl Admin for AdminService {
                 .len() as u64,
         }))
     }
+
+    async fn ingest_flows(
+        &self,
+        _req: Request<pb::IngestFlowsRequest>,
+    ) -> Result<Response<pb::IngestFlowsResponse>, Status> {
+        Err(Status::unimplemented("flow ingestion is not available yet"))
+    }
+
+    async fn list_flows(
+        &self,
+        _req: Request<pb::FlowQueryRequest>,
+    ) -> Result<Response<pb::FlowQueryResponse>, Status> {
+        Err(Status::unimplemented("flow queries are not available yet"))
+    }
+
+    async fn flow_graph(
+        &self,
+        _req: Request<pb::FlowQueryRequest>,
+    ) -> Result<Response<pb::FlowQueryResponse>, Status> {
+        Err(Status::unimplemented("flow queries are not available yet"))
+    }
+
+    async fn whois(
+        &self,
+        _req: Request<pb::FlowQueryRequest>,
+    ) -> Result<Response<pb::FlowQueryResponse>, Status> {
+        Err(Status::unimplemented("flow queries are not available yet"))
+    }
+
+    async fn flow_stats(
+        &self,
+        _req: Request<pb::FlowQueryRequest>,
+    ) -> Result<Response<pb::FlowQueryResponse>, Status> {
+        Err(Status::unimplemented("flow queries are not available yet"))
+    }
 }

@@ -22,6 +22,7 @@
 //!   (workload, node, external network, unattributed), and the identity
 //!   graph's buckets and edges.
 //! - [`query`]: flow filters as operators write them (`--from`, `--to`).
+//! - [`api`]: the JSON documents of the admin API's flow queries.
 //! - [`attribution`]: the engine: each end of a flow is attributed to an
 //!   owner, an external network, or left unattributed with a reason; flows
 //!   whose evidence is not complete yet are held back and retried.
@@ -31,6 +32,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod attribution;
 pub mod endpoint;
 pub mod flow;

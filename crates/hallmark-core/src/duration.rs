@@ -11,7 +11,7 @@ pub enum DurationError {
         "has a number with no unit or a unit with no number (use e.g. `90s`, `15m`, `1h`, `2h30m`)"
     )]
     Malformed,
-    #[error("has an unknown unit `{0}` (use s, m, h or d)")]
+    #[error("has an unknown unit `{0}` (use ms, s, m, h or d)")]
     UnknownUnit(String),
     #[error("is zero; a duration must be positive")]
     Zero,
@@ -50,10 +50,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let mult = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86400,
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
             other => return Err(DurationError::UnknownUnit(other.to_string())),
         };
         total = n
@@ -64,20 +65,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if total == 0 {
         return Err(DurationError::Zero);
     }
-    Ok(Duration::from_secs(total))
+    Ok(Duration::from_millis(total))
 }
 
 /// Prints a duration in the shortest form [`parse_duration`] reads back.
 pub fn format_duration(d: Duration) -> String {
-    let mut secs = d.as_secs();
-    if secs == 0 {
+    let mut ms = d.as_millis();
+    if ms == 0 {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)] {
-        if secs >= size {
-            out.push_str(&format!("{}{unit}", secs / size));
-            secs %= size;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
         }
     }
     out
@@ -94,6 +101,10 @@ mod tests {
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("2h30m").unwrap(), Duration::from_secs(9000));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1s500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(format_duration(Duration::from_secs(9000)), "2h30m");
     }
 
     #[test]

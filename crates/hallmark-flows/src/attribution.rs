@@ -171,6 +171,11 @@ impl Attributor {
         self.held.len()
     }
 
+    /// Forgets evidence older than `before_ms` (retention).
+    pub fn prune(&mut self, before_ms: i64) -> usize {
+        self.index.prune(before_ms)
+    }
+
     /// Records ownership evidence. Held flows see it at the next
     /// [`poll`](Self::poll).
     pub fn record(&mut self, ev: &Evidence) {

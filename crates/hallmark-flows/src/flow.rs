@@ -220,6 +220,20 @@ pub enum FlowError {
     OutcomeNotTcp(TcpOutcome),
 }
 
+impl FlowError {
+    /// A short stable name for counters (`flows stats`, metrics).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FlowError::BadProtocol(_) => "bad-protocol",
+            FlowError::EndBeforeStart { .. } => "time-backwards",
+            FlowError::AbsurdTime { .. } => "absurd-time",
+            FlowError::PortZero { .. } => "port-zero",
+            FlowError::MixedFamilies { .. } => "mixed-families",
+            FlowError::OutcomeNotTcp(_) => "outcome-not-tcp",
+        }
+    }
+}
+
 impl Flow {
     /// Checks every rule; the first broken one is the error.
     pub fn validate(&self) -> Result<(), FlowError> {

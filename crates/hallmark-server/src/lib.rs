@@ -24,6 +24,7 @@
 mod admin;
 mod authority;
 mod federation;
+mod flows;
 mod follow;
 pub mod inventory;
 pub mod metrics;
@@ -48,6 +49,7 @@ use tokio::task::JoinHandle;
 pub use admin::AdminService;
 pub use authority::{AuthorityError, CaManager, CaSource, DEFAULT_REFRESH_HINT};
 pub use federation::{EndpointError, EndpointProfile, FederationConfig};
+pub use flows::{FlowConfig, FlowConfigError, FlowQueries};
 pub use inventory::ALSO_REPORTED_BY_HEADER;
 pub use oidc::{IssuerError, IssuerUrl, OidcConfig, OidcError, OidcTls};
 pub use rotation::RotationConfig;
@@ -88,6 +90,9 @@ pub struct ServerConfig {
     /// The bundle's `spiffe_refresh_hint`: how often federated trust
     /// domains (and agents) should fetch it again.
     pub bundle_refresh_hint: Duration,
+    /// Flow attribution: heartbeat interval, hold-back, clock skew,
+    /// networks, retention, the NetFlow/IPFIX collector.
+    pub flows: FlowConfig,
 }
 
 impl ServerConfig {
@@ -114,6 +119,7 @@ impl ServerConfig {
             rotation: RotationConfig::default(),
             admin_listen: None,
             bundle_refresh_hint: authority::DEFAULT_REFRESH_HINT,
+            flows: FlowConfig::default(),
         }
     }
 }
@@ -146,6 +152,8 @@ pub enum ServerError {
     Oidc(#[from] oidc::OidcError),
     #[error(transparent)]
     Federation(#[from] federation::EndpointError),
+    #[error(transparent)]
+    Flows(#[from] flows::FlowConfigError),
 }
 
 /// State shared by the node and admin services.
@@ -172,11 +180,16 @@ pub(crate) struct Shared {
     pub oidc: Option<OidcConfig>,
     /// Foreign bundles decoded from the datastore, for Sync streams.
     pub federation: federation::Federations,
+    /// The flow pipeline and its queries.
+    pub flows: flows::FlowEngine,
+    pub flow_queries: flows::FlowQueries,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
 pub struct ServerHandle {
     pub listen_addr: SocketAddr,
+    /// The NetFlow/IPFIX collector's bound address, when it runs.
+    pub flow_collector_addr: Option<SocketAddr>,
     pub admin_socket: PathBuf,
     admin: AdminService,
     shared: Arc<Shared>,
@@ -274,13 +287,13 @@ pub async fn start_with_store(
     config: ServerConfig,
     store: Arc<dyn Store>,
 ) -> Result<ServerHandle, ServerError> {
-    let shared = Shared::open(&config, store).await?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (shared, flows) = Shared::open(&config, store, shutdown_rx.clone()).await?;
     let mut server = startup::Starting {
         config: &config,
         shared: shared.clone(),
         shutdown: shutdown_rx,
-        tasks: Vec::new(),
+        tasks: flows.tasks,
     };
     server.start_engines();
     let node_api = server.bind_node_api().await?;
@@ -301,6 +314,7 @@ pub async fn start_with_store(
     );
     Ok(ServerHandle {
         listen_addr,
+        flow_collector_addr: flows.collector_addr,
         admin_socket: config.admin_socket.clone(),
         admin,
         shared,

@@ -23,6 +23,12 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `agent`, `collector` or `file`.
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrustDomainLabels {
     pub trust_domain: String,
 }
@@ -64,6 +70,21 @@ pub struct ServerMetrics {
     /// a series per agent is too many for a large fleet.
     pub agent_dropped_events: Gauge,
     pub workloads_pruned: Counter,
+    /// Flows received, by source.
+    pub flows_ingested: Family<SourceLabels, Counter>,
+    /// Flows and flow records refused, by reason.
+    pub flows_rejected: Family<ReasonLabels, Counter>,
+    /// Flow ends by result: `attributed`, `external`, `no-owner`,
+    /// `ambiguous`, `late`.
+    pub flow_ends: Family<ResultLabels, Counter>,
+    pub flows_stored: Counter,
+    pub flow_store_errors: Counter,
+    /// Flows waiting for ownership evidence.
+    pub flows_held: Gauge,
+    pub ownership_ranges: Gauge,
+    pub ownership_addresses: Gauge,
+    /// Heartbeats accepted from agents.
+    pub ownership_heartbeats: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -90,7 +111,61 @@ impl Default for ServerMetrics {
             inventory_reports_rejected: Family::default(),
             agent_dropped_events: Gauge::default(),
             workloads_pruned: Counter::default(),
+            flows_ingested: Family::default(),
+            flows_rejected: Family::default(),
+            flow_ends: Family::default(),
+            flows_stored: Counter::default(),
+            flow_store_errors: Counter::default(),
+            flows_held: Gauge::default(),
+            ownership_ranges: Gauge::default(),
+            ownership_addresses: Gauge::default(),
+            ownership_heartbeats: Counter::default(),
         };
+        registry.register(
+            "flows_ingested",
+            "flows received, by source (agent, collector, file)",
+            m.flows_ingested.clone(),
+        );
+        registry.register(
+            "flows_rejected",
+            "flows and flow records refused, by reason",
+            m.flows_rejected.clone(),
+        );
+        registry.register(
+            "flow_ends",
+            "flow ends by attribution result (attributed, external, no-owner, ambiguous, late)",
+            m.flow_ends.clone(),
+        );
+        registry.register(
+            "flows_stored",
+            "attributed flows written to the datastore",
+            m.flows_stored.clone(),
+        );
+        registry.register(
+            "flow_store_errors",
+            "flow batches the datastore refused (submitters were told to retry)",
+            m.flow_store_errors.clone(),
+        );
+        registry.register(
+            "flows_held",
+            "flows waiting for ownership evidence (the hold-back queue)",
+            m.flows_held.clone(),
+        );
+        registry.register(
+            "ownership_ranges",
+            "time ranges of IP ownership in the in-memory index",
+            m.ownership_ranges.clone(),
+        );
+        registry.register(
+            "ownership_addresses",
+            "addresses with ownership evidence in the in-memory index",
+            m.ownership_addresses.clone(),
+        );
+        registry.register(
+            "ownership_heartbeats",
+            "ownership heartbeats accepted from agents",
+            m.ownership_heartbeats.clone(),
+        );
         registry.register(
             "x509_svids_signed",
             "X509-SVIDs signed for workloads",
@@ -191,6 +266,44 @@ impl Default for ServerMetrics {
 }
 
 impl ServerMetrics {
+    pub fn flows_ingested(&self, source: &str, n: u64) {
+        self.flows_ingested
+            .get_or_create(&SourceLabels {
+                source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn flow_rejected(&self, reason: &str, n: u64) {
+        self.flows_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn flow_end(&self, end: &hallmark_flows::EndAttribution) {
+        use hallmark_flows::EndAttribution as E;
+        let result = match end {
+            E::Local(_) | E::Owned(_) => "attributed",
+            E::External(_) => "external",
+            E::Unattributed(r) => r.as_str(),
+        };
+        self.flow_ends
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// The engine's gauges, read now.
+    pub fn set_flow_engine(&self, a: &hallmark_flows::Attributor) {
+        let g = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.flows_held.set(g(a.held()));
+        self.ownership_ranges.set(g(a.index().range_count()));
+        self.ownership_addresses.set(g(a.index().ip_count()));
+    }
+
     pub fn attestation(&self, result: &str) {
         self.attestations
             .get_or_create(&ResultLabels {

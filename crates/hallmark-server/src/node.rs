@@ -525,6 +525,7 @@ impl Node for NodeService {
             }
             _ => {}
         }
+        crate::flows::api::inventory_evidence(&self.shared.flows, &agent, &report).await;
         Ok(Response::new(pb::InventoryAck {}))
     }
 

@@ -21,7 +21,7 @@ use crate::admin::{mtls::RequireAdminLayer, AdminService};
 use crate::authority::CaManager;
 use crate::tls::ServerTls;
 use crate::{
-    federation, follow, inventory, node, oidc, rotation, ServerConfig, ServerError, Shared,
+    federation, flows, follow, inventory, node, oidc, rotation, ServerConfig, ServerError, Shared,
 };
 
 impl Shared {
@@ -31,7 +31,8 @@ impl Shared {
     pub(crate) async fn open(
         config: &ServerConfig,
         store: Arc<dyn Store>,
-    ) -> Result<Arc<Shared>, ServerError> {
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Arc<Shared>, flows::FlowsStarted), ServerError> {
         let ca = CaManager::load_or_create(
             store.clone(),
             &config.trust_domain,
@@ -45,6 +46,17 @@ impl Shared {
         let (entries_changed, _) = watch::channel(0);
         let (federation_changed, _) = watch::channel(0);
         let (revoked, _) = tokio::sync::broadcast::channel(64);
+        let metrics: Arc<crate::metrics::ServerMetrics> = Arc::default();
+        let started = flows::start(flows::FlowStart {
+            config: &config.flows,
+            store: store.clone(),
+            trust_domain: config.trust_domain.clone(),
+            data_dir: &config.data_dir,
+            evidence_retention: config.workload_retention,
+            metrics: metrics.clone(),
+            shutdown,
+        })
+        .await?;
         let shared = Arc::new(Shared {
             trust_domain: config.trust_domain.clone(),
             store,
@@ -57,14 +69,16 @@ impl Shared {
             join_token_ttl: config.join_token_ttl,
             workload_retention: config.workload_retention,
             started_at: unix_secs(SystemTime::now()),
-            metrics: Arc::default(),
+            metrics,
             oidc: config.oidc.clone(),
             federation: federation::Federations::default(),
+            flows: started.engine.clone(),
+            flow_queries: started.queries.clone(),
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");
         }
-        Ok(shared)
+        Ok((shared, started))
     }
 }
 

@@ -60,6 +60,14 @@ pub struct ServerFile {
     pub auto_rotation: Option<bool>,
     pub rotation_check_interval: Option<String>,
     pub jwt_key_ttl: Option<String>,
+    pub ownership_heartbeat: Option<String>,
+    pub attribution_holdback: Option<String>,
+    pub clock_skew: Option<String>,
+    /// NAME=CIDR network names, as `--network`.
+    pub networks: Option<Vec<String>>,
+    pub flow_retention: Option<String>,
+    pub graph_retention: Option<String>,
+    pub flow_collector_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

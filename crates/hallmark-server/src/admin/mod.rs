@@ -101,6 +101,16 @@ fn entry_id(s: &str) -> Result<EntryId, Status> {
     EntryId::parse(s).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+fn flow_answer(
+    r: Result<String, crate::flows::QueryError>,
+) -> Result<Response<pb::FlowQueryResponse>, Status> {
+    match r {
+        Ok(json) => Ok(Response::new(pb::FlowQueryResponse { json })),
+        Err(crate::flows::QueryError::BadRequest(m)) => Err(Status::invalid_argument(m)),
+        Err(e @ crate::flows::QueryError::Store(_)) => Err(Status::internal(e.to_string())),
+    }
+}
+
 fn opt(v: u64) -> Option<u64> {
     (v != 0).then_some(v)
 }
@@ -494,36 +504,42 @@ impl Admin for AdminService {
 
     async fn ingest_flows(
         &self,
-        _req: Request<pb::IngestFlowsRequest>,
+        req: Request<pb::IngestFlowsRequest>,
     ) -> Result<Response<pb::IngestFlowsResponse>, Status> {
-        Err(Status::unimplemented("flow ingestion is not available yet"))
+        let s = &self.shared;
+        crate::flows::api::ingest(&s.flows, &s.metrics, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_flows(
         &self,
-        _req: Request<pb::FlowQueryRequest>,
+        req: Request<pb::FlowQueryRequest>,
     ) -> Result<Response<pb::FlowQueryResponse>, Status> {
-        Err(Status::unimplemented("flow queries are not available yet"))
+        let q = &self.shared.flow_queries;
+        flow_answer(q.list(&req.into_inner().json).await)
     }
 
     async fn flow_graph(
         &self,
-        _req: Request<pb::FlowQueryRequest>,
+        req: Request<pb::FlowQueryRequest>,
     ) -> Result<Response<pb::FlowQueryResponse>, Status> {
-        Err(Status::unimplemented("flow queries are not available yet"))
+        let q = &self.shared.flow_queries;
+        flow_answer(q.graph(&req.into_inner().json).await)
     }
 
     async fn whois(
         &self,
-        _req: Request<pb::FlowQueryRequest>,
+        req: Request<pb::FlowQueryRequest>,
     ) -> Result<Response<pb::FlowQueryResponse>, Status> {
-        Err(Status::unimplemented("flow queries are not available yet"))
+        let q = &self.shared.flow_queries;
+        flow_answer(q.whois(&req.into_inner().json).await)
     }
 
     async fn flow_stats(
         &self,
         _req: Request<pb::FlowQueryRequest>,
     ) -> Result<Response<pb::FlowQueryResponse>, Status> {
-        Err(Status::unimplemented("flow queries are not available yet"))
+        flow_answer(self.shared.flow_queries.stats().await)
     }
 }

@@ -1112,3 +1112,4 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 pub mod containers;
+pub mod pcap;

@@ -1,11 +1,12 @@
 //! Hallmark's datastore: registration entries, join tokens, attested agents,
-//! the server's signing authorities and the workload inventory agents report.
+//! the server's signing authorities, the workload inventory agents report,
+//! and attributed flows with the identity graph and ownership evidence.
 //!
 //! The server is stateless over its datastore (see the architecture map), so
 //! everything it must remember across restarts, or share with other servers,
 //! goes through one trait per concern: [`RegistryStore`] (entries, join
-//! tokens, agents), [`AuthorityStore`], [`InventoryStore`] and
-//! [`FederationStore`]. [`Store`] is all of them together, the handle the
+//! tokens, agents), [`AuthorityStore`], [`InventoryStore`],
+//! [`FederationStore`] and [`FlowStore`]. [`Store`] is all of them together, the handle the
 //! server holds; [`prelude`] brings the traits into scope to call them.
 //!
 //! [`SqliteStore`] is the embedded default; [`PostgresStore`] lets several
@@ -17,7 +18,8 @@
 //!
 //! Times are passed in by the caller, never read from a clock here, so
 //! expiry and retention logic is testable without sleeping: unix seconds for
-//! the registry, unix milliseconds for the inventory (see [`inventory`]).
+//! the registry, unix milliseconds for the inventory and flows (see
+//! [`inventory`], [`flows`]).
 //!
 //! Every row is parsed back through the validating constructors of
 //! `hallmark-core` when read; a row that does not parse is reported as
@@ -31,6 +33,7 @@ mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod federation;
+pub mod flows;
 pub mod inventory;
 mod postgres;
 mod registry;
@@ -39,6 +42,7 @@ mod sqlite;
 
 pub use authority::{AuthorityKind, AuthorityRecord, AuthorityStore};
 pub use federation::{FederationProfile, FederationRecord, FederationRefresh, FederationStore};
+pub use flows::{FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, PendingFlow};
 pub use inventory::{
     AgentInventory, FilterError, ImageMatch, InventoryApplied, InventoryReport, InventoryStore,
     LabelMatch, PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter,
@@ -103,13 +107,21 @@ pub enum StoreError {
 ///
 /// Implemented for every type that implements the concern traits; callers
 /// bring those into scope with `use hallmark_store::prelude::*`.
-pub trait Store: RegistryStore + AuthorityStore + InventoryStore + FederationStore {}
+pub trait Store:
+    RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore
+{
+}
 
-impl<T> Store for T where T: RegistryStore + AuthorityStore + InventoryStore + FederationStore {}
+impl<T> Store for T where
+    T: RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore
+{
+}
 
 /// The store traits, for callers of their methods.
 pub mod prelude {
-    pub use crate::{AuthorityStore, FederationStore, InventoryStore, RegistryStore, Store};
+    pub use crate::{
+        AuthorityStore, FederationStore, FlowStore, InventoryStore, RegistryStore, Store,
+    };
 }
 
 #[cfg(test)]

@@ -143,6 +143,14 @@ impl Backend for Postgres {
         Ok(())
     }
 
+    async fn lock_named(conn: &mut PgConnection, name: &str) -> Result<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("lock\n{name}"))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     fn change_notifications(pool: &PgPool) -> Option<watch::Receiver<u64>> {
         let (tx, rx) = watch::channel(0);
         tokio::spawn(listen_for_changes(pool.clone(), tx));

@@ -130,6 +130,11 @@ impl Backend for Sqlite {
     async fn lock_inventory(_: &mut SqliteConnection, _: &str, _: &str) -> Result<()> {
         Ok(())
     }
+
+    // Likewise.
+    async fn lock_named(_: &mut SqliteConnection, _: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Creates the directory and the database file with private modes, and

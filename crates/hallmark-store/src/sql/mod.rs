@@ -20,6 +20,8 @@ use crate::{Result, StoreError};
 
 mod authority;
 mod federation;
+mod flow_rows;
+mod flows;
 mod inventory;
 mod registry;
 
@@ -69,6 +71,12 @@ pub trait Backend: Database<QueryResult: RowsAffected> {
         agent_id: &str,
         context_name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Serialises, until the caller's transaction ends, the transactions
+    /// that take the lock named `name`, where other transactions may run
+    /// beside them.
+    fn lock_named(conn: &mut Self::Connection, name: &str)
+        -> impl Future<Output = Result<()>> + Send;
 
     /// See [`crate::RegistryStore::change_notifications`].
     fn change_notifications(_pool: &Pool<Self>) -> Option<watch::Receiver<u64>> {

@@ -1,0 +1,710 @@
+//! The stored form of flows, graph buckets, evidence and their
+//! dictionaries: a batch encoded into column values before any transaction
+//! opens, and rows decoded back through `hallmark_flows`' types.
+//!
+//! Endpoint and owner texts are their serde JSON; a dictionary keys each by
+//! its SHA-256, so one text has one row and collisions are out of reach.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hallmark_flows::network::Cidr;
+use hallmark_flows::{
+    Endpoint, Evidence, EvidenceKind, Flow, FlowStatus, GraphBucket, Initiator, LocalSide, Owner,
+    OwnershipKey, Protocol, Reporter, StoredFlow, TcpOutcome, GRAPH_BUCKET_MS,
+};
+use sha2::{Digest, Sha256};
+
+use crate::codec::u64_column;
+use crate::flows::FlowWrite;
+use crate::{Result, StoreError};
+
+/// The SHA-256 of a dictionary text.
+pub(super) type Hash = [u8; 32];
+
+/// Texts to keep in one dictionary, by hash, with the latest time each
+/// kind of row refers to them (one slot per `used` column).
+pub(super) type Entries = BTreeMap<Hash, Entry>;
+
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub text: String,
+    pub used: [Option<i64>; 2],
+}
+
+/// A table of texts keyed by hash, with the columns recording when rows of
+/// each kind last referred to an entry.
+pub(super) struct Dictionary {
+    pub table: &'static str,
+    pub text: &'static str,
+    pub used: &'static [&'static str],
+}
+
+/// Workload, node, network and unattributed descriptions: the ends of
+/// stored flows (slot 0, by flow start) and graph keys (slot 1, by graph
+/// minute; flows refer to their keys too, in slot 0).
+pub(super) const ENDPOINTS: Dictionary = Dictionary {
+    table: "flow_endpoints",
+    text: "endpoint",
+    used: &["flow_used_ms", "graph_used_ms"],
+};
+
+/// Owners named by evidence (slot 0, by evidence time).
+pub(super) const OWNERS: Dictionary = Dictionary {
+    table: "flow_owners",
+    text: "owner",
+    used: &["used_ms"],
+};
+
+fn hash(text: &str) -> Hash {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Adds `text` to `entries`, raising its time in `slot` to `at_ms`.
+fn note(entries: &mut Entries, text: String, slot: usize, at_ms: i64) -> Hash {
+    let h = hash(&text);
+    let entry = entries.entry(h).or_insert(Entry {
+        text,
+        used: [None, None],
+    });
+    let used = &mut entry.used[slot];
+    *used = Some(used.map_or(at_ms, |u| u.max(at_ms)));
+    h
+}
+
+fn json<T: serde::Serialize>(what: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| {
+        StoreError::Database(sqlx::Error::Encode(
+            format!("encoding {what} as JSON: {e}").into(),
+        ))
+    })
+}
+
+/// An IP as stored: its family (4 or 6), then its bytes.
+pub(super) fn ip_column(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => [&[4u8][..], &a.octets()].concat(),
+        IpAddr::V6(a) => [&[6u8][..], &a.octets()].concat(),
+    }
+}
+
+fn parse_ip_column(b: &[u8]) -> Option<IpAddr> {
+    match b {
+        [4, rest @ ..] => <[u8; 4]>::try_from(rest).ok().map(|o| Ipv4Addr::from(o).into()),
+        [6, rest @ ..] => <[u8; 16]>::try_from(rest)
+            .ok()
+            .map(|o| Ipv6Addr::from(o).into()),
+        _ => None,
+    }
+}
+
+/// The first and last stored IP of a block.
+pub(super) fn cidr_range(c: &Cidr) -> (Vec<u8>, Vec<u8>) {
+    match c.addr() {
+        IpAddr::V4(a) => {
+            let host = u32::MAX.checked_shr(u32::from(c.prefix_len())).unwrap_or(0);
+            let lo = u32::from(a) & !host;
+            (
+                ip_column(Ipv4Addr::from(lo).into()),
+                ip_column(Ipv4Addr::from(lo | host).into()),
+            )
+        }
+        IpAddr::V6(a) => {
+            let host = u128::MAX.checked_shr(u32::from(c.prefix_len())).unwrap_or(0);
+            let lo = u128::from(a) & !host;
+            (
+                ip_column(Ipv6Addr::from(lo).into()),
+                ip_column(Ipv6Addr::from(lo | host).into()),
+            )
+        }
+    }
+}
+
+fn initiator_column(i: Initiator) -> &'static str {
+    match i {
+        Initiator::Source => "source",
+        Initiator::Destination => "destination",
+        Initiator::Unknown => "unknown",
+    }
+}
+
+fn parse_initiator(s: &str) -> Option<Initiator> {
+    match s {
+        "source" => Some(Initiator::Source),
+        "destination" => Some(Initiator::Destination),
+        "unknown" => Some(Initiator::Unknown),
+        _ => None,
+    }
+}
+
+pub(super) fn outcome_column(o: TcpOutcome) -> &'static str {
+    match o {
+        TcpOutcome::Established => "established",
+        TcpOutcome::Refused => "refused",
+        TcpOutcome::Reset => "reset",
+        TcpOutcome::TimedOut => "timed-out",
+    }
+}
+
+fn parse_outcome(s: &str) -> Option<TcpOutcome> {
+    match s {
+        "established" => Some(TcpOutcome::Established),
+        "refused" => Some(TcpOutcome::Refused),
+        "reset" => Some(TcpOutcome::Reset),
+        "timed-out" => Some(TcpOutcome::TimedOut),
+        _ => None,
+    }
+}
+
+fn reporter_column(r: &Reporter) -> String {
+    r.to_string()
+}
+
+fn parse_reporter(s: &str) -> Option<Reporter> {
+    match s.split_once(':')? {
+        ("agent", node) => Some(Reporter::Agent(node.to_string())),
+        ("exporter", addr) => addr.parse::<SocketAddr>().ok().map(Reporter::Exporter),
+        ("file", name) => Some(Reporter::File(name.to_string())),
+        _ => None,
+    }
+}
+
+pub(super) fn kind_column(k: EvidenceKind) -> &'static str {
+    match k {
+        EvidenceKind::Started => "started",
+        EvidenceKind::Heartbeat => "heartbeat",
+        EvidenceKind::Stopped => "stopped",
+        EvidenceKind::LocalFlow => "local-flow",
+    }
+}
+
+fn parse_kind(s: &str) -> Option<EvidenceKind> {
+    match s {
+        "started" => Some(EvidenceKind::Started),
+        "heartbeat" => Some(EvidenceKind::Heartbeat),
+        "stopped" => Some(EvidenceKind::Stopped),
+        "local-flow" => Some(EvidenceKind::LocalFlow),
+        _ => None,
+    }
+}
+
+/// The start of the minute holding `ms`.
+pub(super) fn minute_of(ms: i64) -> i64 {
+    ms.div_euclid(GRAPH_BUCKET_MS) * GRAPH_BUCKET_MS
+}
+
+/// The first minute not before `ms`.
+pub(super) fn minute_ceil(ms: i64) -> i64 {
+    let m = minute_of(ms);
+    if m == ms {
+        m
+    } else {
+        m.saturating_add(GRAPH_BUCKET_MS)
+    }
+}
+
+/// One flow's columns, its ends and graph keys as dictionary hashes.
+pub(super) struct FlowColumns {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub protocol: i64,
+    pub src_ip: Vec<u8>,
+    pub src_port: i64,
+    pub dst_ip: Vec<u8>,
+    pub dst_port: i64,
+    pub initiator: &'static str,
+    pub bytes_sent: i64,
+    pub packets_sent: i64,
+    pub bytes_received: i64,
+    pub packets_received: i64,
+    pub outcome: Option<String>,
+    pub reporter: String,
+    pub local_side: Option<String>,
+    pub status: &'static str,
+    pub attributed_ms: i64,
+    pub src_endpoint: Hash,
+    pub dst_endpoint: Hash,
+    pub src_key: Hash,
+    pub dst_key: Hash,
+}
+
+/// Columns of `flows` in [`FlowColumns`]' order, after which the four
+/// dictionary ids follow.
+pub(super) const FLOW_INSERT_COLUMNS: &str = "start_ms, end_ms, protocol, src_ip, src_port, dst_ip, dst_port, initiator, \
+     bytes_sent, packets_sent, bytes_received, packets_received, outcome, reporter, local_side, status, \
+     attributed_ms, src_endpoint, dst_endpoint, src_key, dst_key";
+pub(super) const FLOW_INSERT_WIDTH: usize = 21;
+
+/// One identity-graph bucket to add, keyed as the table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct BucketKey {
+    pub minute_ms: i64,
+    pub src_key: Hash,
+    pub dst_key: Hash,
+    pub dst_port: i64,
+    pub protocol: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BucketSums {
+    pub flows: i64,
+    pub bytes: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub refused: i64,
+    pub reset: i64,
+}
+
+pub(super) struct EvidenceColumns {
+    pub ip: Vec<u8>,
+    pub port: Option<i64>,
+    pub owner: Hash,
+    pub at_ms: i64,
+    pub kind: &'static str,
+}
+
+/// A batch in column form.
+pub(super) struct EncodedWrite {
+    pub endpoints: Entries,
+    pub owners: Entries,
+    pub flows: Vec<FlowColumns>,
+    pub buckets: BTreeMap<BucketKey, BucketSums>,
+    pub evidence: Vec<EvidenceColumns>,
+    pub pending: Vec<String>,
+}
+
+impl EncodedWrite {
+    /// Encodes the batch, refusing values no column can hold (counters past
+    /// `i64::MAX`) before anything is written.
+    pub fn new(w: &FlowWrite) -> Result<Self> {
+        let mut endpoints = Entries::new();
+        let mut owners = Entries::new();
+        // One batch names few endpoints many times: each is encoded once.
+        let mut seen: HashMap<String, (Hash, String)> = HashMap::new();
+        let mut ends = |e: &Endpoint, start_ms: i64| -> Result<(Hash, Hash)> {
+            let text = json("a flow endpoint", e)?;
+            let minute = minute_of(start_ms);
+            let (full, key_text) = match seen.get(&text) {
+                Some((h, key)) => (*h, key.clone()),
+                None => {
+                    let key = json("a graph key", &e.graph_key())?;
+                    let h = hash(&text);
+                    seen.insert(text.clone(), (h, key.clone()));
+                    (h, key)
+                }
+            };
+            note(&mut endpoints, text, 0, start_ms);
+            let key = note(&mut endpoints, key_text.clone(), 0, start_ms);
+            note(&mut endpoints, key_text, 1, minute);
+            Ok((full, key))
+        };
+        let mut flows = Vec::with_capacity(w.flows.len());
+        let mut buckets: BTreeMap<BucketKey, BucketSums> = BTreeMap::new();
+        for s in &w.flows {
+            let f = &s.flow;
+            let (src_endpoint, src_key) = ends(&s.src, f.start_ms)?;
+            let (dst_endpoint, dst_key) = ends(&s.dst, f.start_ms)?;
+            let cols = FlowColumns {
+                start_ms: f.start_ms,
+                end_ms: f.end_ms,
+                protocol: i64::from(f.protocol.number()),
+                src_ip: ip_column(f.src.ip()),
+                src_port: i64::from(f.src.port()),
+                dst_ip: ip_column(f.dst.ip()),
+                dst_port: i64::from(f.dst.port()),
+                initiator: initiator_column(f.initiator),
+                bytes_sent: u64_column("bytes_sent", f.bytes_sent)?,
+                packets_sent: u64_column("packets_sent", f.packets_sent)?,
+                bytes_received: u64_column("bytes_received", f.bytes_received)?,
+                packets_received: u64_column("packets_received", f.packets_received)?,
+                outcome: f.outcome.map(|o| outcome_column(o).to_string()),
+                reporter: reporter_column(&f.reporter),
+                local_side: f
+                    .local
+                    .as_ref()
+                    .map(|l| json("a flow's local side", l))
+                    .transpose()?,
+                status: s.status.as_str(),
+                attributed_ms: s.attributed_ms,
+                src_endpoint,
+                dst_endpoint,
+                src_key,
+                dst_key,
+            };
+            add_to_bucket(&mut buckets, &cols)?;
+            flows.push(cols);
+        }
+        let mut evidence = Vec::with_capacity(w.evidence.len());
+        for ev in &w.evidence {
+            let owner = note(&mut owners, json("an owner", &ev.owner)?, 0, ev.at_ms);
+            evidence.push(EvidenceColumns {
+                ip: ip_column(ev.key.ip),
+                port: ev.key.port.map(i64::from),
+                owner,
+                at_ms: ev.at_ms,
+                kind: kind_column(ev.kind),
+            });
+        }
+        let pending = w
+            .pending_add
+            .iter()
+            .map(|f| json("a held-back flow", f))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EncodedWrite {
+            endpoints,
+            owners,
+            flows,
+            buckets,
+            evidence,
+            pending,
+        })
+    }
+}
+
+/// Adds one flow to its bucket, by the rules of `hallmark_flows::buckets_of`.
+fn add_to_bucket(buckets: &mut BTreeMap<BucketKey, BucketSums>, f: &FlowColumns) -> Result<()> {
+    let key = BucketKey {
+        minute_ms: minute_of(f.start_ms),
+        src_key: f.src_key,
+        dst_key: f.dst_key,
+        dst_port: f.dst_port,
+        protocol: f.protocol,
+    };
+    let b = buckets.entry(key).or_insert(BucketSums {
+        flows: 0,
+        bytes: 0,
+        first_ms: f.start_ms,
+        last_ms: f.end_ms,
+        refused: 0,
+        reset: 0,
+    });
+    let bytes = f
+        .bytes_sent
+        .checked_add(f.bytes_received)
+        .and_then(|n| n.checked_add(b.bytes))
+        .ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Encode(
+                format!(
+                    "graph bucket bytes exceed the largest storable integer ({})",
+                    i64::MAX
+                )
+                .into(),
+            ))
+        })?;
+    b.flows += 1;
+    b.bytes = bytes;
+    b.first_ms = b.first_ms.min(f.start_ms);
+    b.last_ms = b.last_ms.max(f.end_ms);
+    match f.outcome.as_deref() {
+        Some("refused") => b.refused += 1,
+        Some("reset") => b.reset += 1,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn corrupt(table: &str, id: i64, column: &str, why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("table {table}, id {id}: column {column}: {why}"))
+}
+
+fn count(table: &str, id: i64, column: &str, n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| corrupt(table, id, column, format!("negative ({n})")))
+}
+
+fn port(table: &str, id: i64, column: &str, n: i64) -> Result<u16> {
+    u16::try_from(n).map_err(|_| corrupt(table, id, column, format!("{n} is not a port")))
+}
+
+fn protocol(table: &str, id: i64, n: i64) -> Result<Protocol> {
+    u8::try_from(n)
+        .map(Protocol::from_number)
+        .map_err(|_| corrupt(table, id, "protocol", format!("{n} is not 0-255")))
+}
+
+/// Parses a dictionary text, naming the row that referred to it.
+pub(super) fn parse_endpoint(
+    table: &str,
+    id: i64,
+    column: &str,
+    text: Option<&str>,
+) -> Result<Endpoint> {
+    let text = text.ok_or_else(|| corrupt(table, id, column, "no such flow_endpoints row"))?;
+    serde_json::from_str(text).map_err(|e| corrupt(table, id, column, e))
+}
+
+/// Columns read from `flows`, aliased to [`FlowRow`]'s fields.
+pub(super) const FLOW_SELECT_COLUMNS: &str = "f.id, f.start_ms, f.end_ms, f.protocol, f.src_ip, f.src_port, f.dst_ip, \
+     f.dst_port, f.initiator, f.bytes_sent, f.packets_sent, f.bytes_received, f.packets_received, f.outcome, \
+     f.reporter, f.local_side, f.status, f.attributed_ms, f.src_endpoint, f.dst_endpoint, \
+     s.endpoint AS src_text, d.endpoint AS dst_text";
+
+/// The joins [`FLOW_SELECT_COLUMNS`] reads the ends' texts from.
+pub(super) const FLOW_JOINS: &str = "LEFT JOIN flow_endpoints s ON s.id = f.src_endpoint \
+     LEFT JOIN flow_endpoints d ON d.id = f.dst_endpoint";
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct FlowRow {
+    pub id: i64,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub protocol: i64,
+    pub src_ip: Vec<u8>,
+    pub src_port: i64,
+    pub dst_ip: Vec<u8>,
+    pub dst_port: i64,
+    pub initiator: String,
+    pub bytes_sent: i64,
+    pub packets_sent: i64,
+    pub bytes_received: i64,
+    pub packets_received: i64,
+    pub outcome: Option<String>,
+    pub reporter: String,
+    pub local_side: Option<String>,
+    pub status: String,
+    pub attributed_ms: i64,
+    pub src_endpoint: i64,
+    pub dst_endpoint: i64,
+    pub src_text: Option<String>,
+    pub dst_text: Option<String>,
+}
+
+impl FlowRow {
+    /// The stored flow; `cache` holds endpoints parsed for earlier rows.
+    pub fn into_flow(self, cache: &mut HashMap<i64, Endpoint>) -> Result<StoredFlow> {
+        const T: &str = "flows";
+        let id = self.id;
+        let ip = |column: &str, b: &[u8]| {
+            parse_ip_column(b).ok_or_else(|| corrupt(T, id, column, "not a stored IP address"))
+        };
+        let src = SocketAddr::new(
+            ip("src_ip", &self.src_ip)?,
+            port(T, id, "src_port", self.src_port)?,
+        );
+        let dst = SocketAddr::new(
+            ip("dst_ip", &self.dst_ip)?,
+            port(T, id, "dst_port", self.dst_port)?,
+        );
+        let local: Option<LocalSide> = self
+            .local_side
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| corrupt(T, id, "local_side", e))?;
+        let flow = Flow {
+            start_ms: self.start_ms,
+            end_ms: self.end_ms,
+            protocol: protocol(T, id, self.protocol)?,
+            src,
+            dst,
+            initiator: parse_initiator(&self.initiator)
+                .ok_or_else(|| corrupt(T, id, "initiator", &self.initiator))?,
+            bytes_sent: count(T, id, "bytes_sent", self.bytes_sent)?,
+            packets_sent: count(T, id, "packets_sent", self.packets_sent)?,
+            bytes_received: count(T, id, "bytes_received", self.bytes_received)?,
+            packets_received: count(T, id, "packets_received", self.packets_received)?,
+            outcome: self
+                .outcome
+                .as_deref()
+                .map(|o| parse_outcome(o).ok_or_else(|| corrupt(T, id, "outcome", o)))
+                .transpose()?,
+            reporter: parse_reporter(&self.reporter)
+                .ok_or_else(|| corrupt(T, id, "reporter", &self.reporter))?,
+            local,
+        };
+        let mut end = |eid: i64, column: &str, text: Option<&str>| -> Result<Endpoint> {
+            if let Some(e) = cache.get(&eid) {
+                return Ok(e.clone());
+            }
+            let e = parse_endpoint(T, id, column, text)?;
+            cache.insert(eid, e.clone());
+            Ok(e)
+        };
+        let src_end = end(self.src_endpoint, "src_endpoint", self.src_text.as_deref())?;
+        let dst_end = end(self.dst_endpoint, "dst_endpoint", self.dst_text.as_deref())?;
+        Ok(StoredFlow {
+            id,
+            flow,
+            src: src_end,
+            dst: dst_end,
+            status: FlowStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(T, id, "status", &self.status))?,
+            attributed_ms: self.attributed_ms,
+        })
+    }
+}
+
+/// A graph aggregate: a bucket with its keys' texts.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct GraphRow {
+    pub minute_ms: i64,
+    pub src_key: i64,
+    pub dst_key: i64,
+    pub dst_port: i64,
+    pub protocol: i64,
+    pub flows: i64,
+    pub bytes: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub refused: i64,
+    pub reset: i64,
+    pub src_text: Option<String>,
+    pub dst_text: Option<String>,
+}
+
+impl GraphRow {
+    /// The bucket, with `minute_ms` rounded down to its minute.
+    pub fn into_bucket(self, table: &str) -> Result<(String, String, GraphBucket)> {
+        // Named by its minute: graph rows have no id of their own.
+        let id = self.minute_ms;
+        let key = |column: &str, key_id: i64, text: Option<&str>| {
+            parse_endpoint(table, id, column, text).map_err(|e| match e {
+                StoreError::Corrupt(m) => StoreError::Corrupt(format!("{m} (key {key_id})")),
+                other => other,
+            })
+        };
+        let src = key("src_key", self.src_key, self.src_text.as_deref())?;
+        let dst = key("dst_key", self.dst_key, self.dst_text.as_deref())?;
+        let (src_text, dst_text) = (
+            self.src_text.unwrap_or_default(),
+            self.dst_text.unwrap_or_default(),
+        );
+        let bucket = GraphBucket {
+            minute_ms: minute_of(self.minute_ms),
+            src,
+            dst,
+            dst_port: port(table, id, "dst_port", self.dst_port)?,
+            protocol: protocol(table, id, self.protocol)?,
+            flows: count(table, id, "flows", self.flows)?,
+            bytes: count(table, id, "bytes", self.bytes)?,
+            first_ms: self.first_ms,
+            last_ms: self.last_ms,
+            refused: count(table, id, "refused", self.refused)?,
+            reset: count(table, id, "reset", self.reset)?,
+        };
+        Ok((src_text, dst_text, bucket))
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct EvidenceRow {
+    pub id: i64,
+    pub ip: Vec<u8>,
+    pub port: Option<i64>,
+    pub at_ms: i64,
+    pub kind: String,
+    pub owner: Option<String>,
+}
+
+/// Columns read from `flow_evidence e` joined to `flow_owners o`.
+pub(super) const EVIDENCE_SELECT: &str = "SELECT e.id, e.ip, e.port, e.at_ms, e.kind, o.owner \
+     FROM flow_evidence e LEFT JOIN flow_owners o ON o.id = e.owner_id";
+
+impl EvidenceRow {
+    pub fn into_evidence(self) -> Result<(i64, Evidence)> {
+        const T: &str = "flow_evidence";
+        let id = self.id;
+        let ip = parse_ip_column(&self.ip)
+            .ok_or_else(|| corrupt(T, id, "ip", "not a stored IP address"))?;
+        let port = self
+            .port
+            .map(|p| port(T, id, "port", p))
+            .transpose()?;
+        let owner_text = self
+            .owner
+            .ok_or_else(|| corrupt(T, id, "owner_id", "no such flow_owners row"))?;
+        let owner: Owner =
+            serde_json::from_str(&owner_text).map_err(|e| corrupt(T, id, "owner_id", e))?;
+        let kind = parse_kind(&self.kind).ok_or_else(|| corrupt(T, id, "kind", &self.kind))?;
+        Ok((
+            id,
+            Evidence {
+                key: OwnershipKey { ip, port },
+                owner,
+                at_ms: self.at_ms,
+                kind,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_columns_round_trip_and_cidrs_are_ranges() {
+        for text in ["10.0.4.15", "0.0.0.0", "255.255.255.255", "fd00::1", "::"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(parse_ip_column(&ip_column(ip)), Some(ip), "{text}");
+        }
+        assert_eq!(parse_ip_column(&[4, 1, 2, 3]), None);
+        assert_eq!(parse_ip_column(&[5, 1, 2, 3, 4]), None);
+        let (lo, hi) = cidr_range(&"10.0.0.0/16".parse().unwrap());
+        assert_eq!(lo, ip_column("10.0.0.0".parse().unwrap()));
+        assert_eq!(hi, ip_column("10.0.255.255".parse().unwrap()));
+        let inside = ip_column("10.0.4.15".parse().unwrap());
+        let outside = ip_column("10.1.0.0".parse().unwrap());
+        // Stored bytes compare as the database compares them.
+        assert!(lo <= inside && inside <= hi);
+        assert!(outside > hi);
+        let v6 = ip_column("a00::1".parse().unwrap());
+        assert!(v6 > hi, "families never interleave");
+        let (lo, hi) = cidr_range(&"0.0.0.0/0".parse().unwrap());
+        assert_eq!(hi, ip_column("255.255.255.255".parse().unwrap()));
+        assert_eq!(lo, ip_column("0.0.0.0".parse().unwrap()));
+        let (lo, hi) = cidr_range(&"fd00::/8".parse().unwrap());
+        assert_eq!(lo, ip_column("fd00::".parse().unwrap()));
+        assert_eq!(
+            hi,
+            ip_column("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn enumerations_round_trip() {
+        for i in [Initiator::Source, Initiator::Destination, Initiator::Unknown] {
+            assert_eq!(parse_initiator(initiator_column(i)), Some(i));
+        }
+        for o in [
+            TcpOutcome::Established,
+            TcpOutcome::Refused,
+            TcpOutcome::Reset,
+            TcpOutcome::TimedOut,
+        ] {
+            assert_eq!(parse_outcome(outcome_column(o)), Some(o));
+            // The stored name is the serde name.
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", outcome_column(o))
+            );
+        }
+        for k in [
+            EvidenceKind::Started,
+            EvidenceKind::Heartbeat,
+            EvidenceKind::Stopped,
+            EvidenceKind::LocalFlow,
+        ] {
+            assert_eq!(parse_kind(kind_column(k)), Some(k));
+        }
+        for r in [
+            Reporter::Agent("n1".into()),
+            Reporter::Exporter("[fd00::1]:2055".parse().unwrap()),
+            Reporter::File("logs/a:b.log".into()),
+            Reporter::File(String::new()),
+        ] {
+            assert_eq!(parse_reporter(&reporter_column(&r)), Some(r));
+        }
+        assert_eq!(parse_reporter("bogus"), None);
+        assert_eq!(parse_reporter("exporter:nope"), None);
+    }
+
+    #[test]
+    fn minutes_round_both_ways() {
+        assert_eq!(minute_of(120_001), 120_000);
+        assert_eq!(minute_of(-1), -60_000);
+        assert_eq!(minute_ceil(120_000), 120_000);
+        assert_eq!(minute_ceil(120_001), 180_000);
+        assert_eq!(minute_ceil(i64::MAX), minute_of(i64::MAX).saturating_add(60_000));
+    }
+}

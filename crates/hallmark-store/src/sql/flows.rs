@@ -1,0 +1,805 @@
+//! [`FlowStore`] on SQL: batches written in one transaction with
+//! multi-row statements, the identity graph kept by upserts, and listings
+//! narrowed in SQL and decided by [`FlowQuery::matches`].
+//!
+//! Lock order, so that servers sharing PostgreSQL never wait on each other
+//! in a cycle: the server's liveness row, dictionary rows (by hash), graph
+//! buckets (by key), pending rows, then the tail lock, held while flows and
+//! evidence take their ids and until commit. Ids taken under that lock
+//! follow commit order, so a reader tailing by id (`evidence_after`,
+//! `flows list --follow`) never sees a later id before an earlier one
+//! commits: without it, a transaction that took an id first but committed
+//! last would be skipped for good.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow};
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::flow_rows::{
+    cidr_range, ip_column, minute_ceil, minute_of, Dictionary, EncodedWrite, Entries,
+    EvidenceRow, FlowRow, GraphRow, Hash, ENDPOINTS, EVIDENCE_SELECT, FLOW_INSERT_COLUMNS,
+    FLOW_INSERT_WIDTH, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
+};
+use super::{values_list, Backend, RowsAffected, SqlStore, SqlValue};
+use crate::codec::decode_error;
+use crate::flows::{FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, PendingFlow};
+use crate::{Result, StoreError};
+
+/// Most rows one statement writes: far below either database's limit on
+/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 21 per row.
+const CHUNK_ROWS: usize = 512;
+/// Rows a listing reads per round while the endpoint filters run in Rust.
+const LIST_PAGE: usize = 1_000;
+/// The lock whose holders take flow and evidence ids in commit order.
+const TAIL_LOCK: &str = "flow tail";
+/// The lock adopting servers take, one at a time.
+const PENDING_LOCK: &str = "flow pending";
+
+/// Row ranges of at most [`CHUNK_ROWS`], the last ones of power-of-two
+/// sizes: few distinct statement texts, so prepared statements are reused.
+fn chunks(n: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while n - at >= CHUNK_ROWS {
+        out.push(at..at + CHUNK_ROWS);
+        at += CHUNK_ROWS;
+    }
+    let mut size = CHUNK_ROWS / 2;
+    while at < n {
+        if n - at >= size {
+            out.push(at..at + size);
+            at += size;
+        }
+        size /= 2;
+    }
+    out
+}
+
+/// `($first, $first+1, ...)` for `n` arguments.
+fn in_list(first: usize, n: usize) -> String {
+    let args: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+    format!("({})", args.join(", "))
+}
+
+fn limit_column(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn count_column(table: &str, n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("table {table}: COUNT returned {n}")))
+}
+
+/// One argument of a statement assembled at run time.
+enum Arg {
+    I64(i64),
+    Bytes(Vec<u8>),
+    Text(&'static str),
+}
+
+#[async_trait::async_trait]
+impl<DB> FlowStore for SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    String: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    async fn write_flows(&self, w: &FlowWrite) -> Result<FlowWritten> {
+        let enc = EncodedWrite::new(w)?;
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let conn: &mut DB::Connection = &mut tx;
+        note_alive::<DB>(conn, &w.server_id, w.now_ms).await?;
+        let endpoints = intern::<DB>(conn, &ENDPOINTS, &enc.endpoints).await?;
+        let owners = intern::<DB>(conn, &OWNERS, &enc.owners).await?;
+        let graph_rows = add_buckets::<DB>(conn, &enc, &endpoints).await?;
+        let pending_done = delete_pending::<DB>(conn, &w.pending_done).await?;
+        let pending_ids = add_pending::<DB>(conn, &w.server_id, w.now_ms, &enc.pending).await?;
+        if !enc.evidence.is_empty() || !enc.flows.is_empty() {
+            DB::lock_named(conn, TAIL_LOCK).await?;
+        }
+        let evidence_ids = insert_evidence::<DB>(conn, &enc, &owners).await?;
+        let flow_ids = insert_flows::<DB>(conn, &enc, &endpoints).await?;
+        tx.commit().await?;
+        Ok(FlowWritten {
+            pending_ids,
+            flow_ids,
+            evidence_ids,
+            pending_done,
+            graph_rows,
+        })
+    }
+
+    async fn pending_flows(
+        &self,
+        server_id: &str,
+        now_ms: i64,
+        adopt_before_ms: i64,
+    ) -> Result<Vec<PendingFlow>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Adopters one at a time, each statement after the lock reading what
+        // the previous one committed: a row is adopted once, not twice.
+        DB::lock_named(&mut tx, PENDING_LOCK).await?;
+        note_alive::<DB>(&mut tx, server_id, now_ms).await?;
+        sqlx::query(
+            "UPDATE flow_pending SET server_id = $1 \
+             WHERE server_id <> $1 AND received_ms < $2 \
+             AND server_id NOT IN (SELECT server_id FROM flow_servers WHERE seen_ms >= $2)",
+        )
+        .bind(server_id)
+        .bind(adopt_before_ms)
+        .execute(&mut *tx)
+        .await?;
+        let rows: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, received_ms, flow FROM flow_pending WHERE server_id = $1 ORDER BY id",
+        )
+        .bind(server_id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| decode_error("flow_pending", e))?;
+        tx.commit().await?;
+        rows.into_iter()
+            .map(|(id, received_ms, text)| {
+                let flow: Flow = serde_json::from_str(&text).map_err(|e| {
+                    StoreError::Corrupt(format!("table flow_pending, id {id}: column flow: {e}"))
+                })?;
+                Ok(PendingFlow {
+                    id,
+                    flow,
+                    received_ms,
+                })
+            })
+            .collect()
+    }
+
+    async fn evidence_after(
+        &self,
+        after_id: i64,
+        min_at_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, Evidence)>> {
+        let sql =
+            format!("{EVIDENCE_SELECT} WHERE e.id > $1 AND e.at_ms >= $2 ORDER BY e.id LIMIT $3");
+        let rows: Vec<EvidenceRow> = sqlx::query_as(&sql)
+            .bind(after_id)
+            .bind(min_at_ms)
+            .bind(limit_column(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| decode_error("flow_evidence", e))?;
+        rows.into_iter().map(EvidenceRow::into_evidence).collect()
+    }
+
+    async fn evidence_for(
+        &self,
+        ip: IpAddr,
+        from_ms: i64,
+        to_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Evidence>> {
+        let sql = format!(
+            "{EVIDENCE_SELECT} WHERE e.ip = $1 AND e.at_ms >= $2 AND e.at_ms < $3 \
+             ORDER BY e.at_ms, e.id LIMIT $4"
+        );
+        let rows: Vec<EvidenceRow> = sqlx::query_as(&sql)
+            .bind(ip_column(ip))
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(limit_column(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| decode_error("flow_evidence", e))?;
+        rows.into_iter()
+            .map(|r| r.into_evidence().map(|(_, ev)| ev))
+            .collect()
+    }
+
+    async fn list_flows(&self, q: &FlowQuery) -> Result<Vec<StoredFlow>> {
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<Arg> = Vec::new();
+        let mut push = |sql: &str, values: Vec<Arg>| {
+            let mut sql = sql.to_string();
+            for v in values {
+                args.push(v);
+                sql = sql.replacen("{}", &format!("${}", args.len()), 1);
+            }
+            conds.push(sql);
+        };
+        push("f.start_ms >= {}", vec![Arg::I64(q.since_ms)]);
+        if let Some(u) = q.until_ms {
+            push("f.start_ms < {}", vec![Arg::I64(u)]);
+        }
+        if let Some(p) = q.port {
+            push("f.dst_port = {}", vec![Arg::I64(i64::from(p))]);
+        }
+        if let Some(p) = q.protocol {
+            push("f.protocol = {}", vec![Arg::I64(i64::from(p.number()))]);
+        }
+        if let Some(s) = q.status {
+            push("f.status = {}", vec![Arg::Text(s.as_str())]);
+        }
+        // Address filters are ranges of the IP columns; the others need the
+        // endpoint descriptions and are left to `matches`.
+        let mut rust_filters = false;
+        for (column, filters) in [("f.src_ip", &q.from), ("f.dst_ip", &q.to)] {
+            for f in filters {
+                match f {
+                    hallmark_flows::EndpointFilter::Ip(c) => {
+                        let (lo, hi) = cidr_range(c);
+                        push(
+                            &format!("{column} >= {{}} AND {column} <= {{}}"),
+                            vec![Arg::Bytes(lo), Arg::Bytes(hi)],
+                        );
+                    }
+                    _ => rust_filters = true,
+                }
+            }
+        }
+        let following = q.after_id.is_some();
+        let wanted = if q.limit == 0 { usize::MAX } else { q.limit };
+        let page = if rust_filters {
+            LIST_PAGE
+        } else {
+            wanted.min(LIST_PAGE)
+        };
+        let base = args.len();
+        let (cursor_cond, order) = if following {
+            (format!("f.id > ${}", base + 1), "f.id")
+        } else {
+            (
+                format!(
+                    "(f.start_ms < ${a} OR (f.start_ms = ${a} AND f.id < ${b}))",
+                    a = base + 1,
+                    b = base + 2
+                ),
+                "f.start_ms DESC, f.id DESC",
+            )
+        };
+        let sql = format!(
+            "SELECT {FLOW_SELECT_COLUMNS} FROM flows f {FLOW_JOINS} WHERE {} AND {cursor_cond} \
+             ORDER BY {order} LIMIT ${}",
+            conds.join(" AND "),
+            base + if following { 2 } else { 3 },
+        );
+        // The cursor: after this id (following), or before this (start, id).
+        let mut cursor = (i64::MAX, i64::MAX);
+        if let Some(a) = q.after_id {
+            cursor.1 = a;
+        }
+        let mut cache = HashMap::new();
+        let mut out = Vec::new();
+        loop {
+            let mut query = sqlx::query_as::<_, FlowRow>(&sql);
+            for a in &args {
+                query = match a {
+                    Arg::I64(v) => query.bind(*v),
+                    Arg::Bytes(v) => query.bind(v.clone()),
+                    Arg::Text(v) => query.bind(*v),
+                };
+            }
+            if following {
+                query = query.bind(cursor.1);
+            } else {
+                query = query.bind(cursor.0).bind(cursor.1);
+            }
+            let rows = query
+                .bind(limit_column(page))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| decode_error("flows", e))?;
+            let read = rows.len();
+            for row in rows {
+                let f = row.into_flow(&mut cache)?;
+                cursor = (f.flow.start_ms, f.id);
+                // The definition of a match; SQL only narrowed.
+                if q.matches(&f) {
+                    out.push(f);
+                    if out.len() >= wanted {
+                        return Ok(out);
+                    }
+                }
+            }
+            if read < page {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn graph(&self, since_ms: i64, until_ms: Option<i64>) -> Result<Vec<GraphBucket>> {
+        let sql = "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
+             g.first_ms, g.last_ms, g.refused, g.reset, s.endpoint AS src_text, d.endpoint AS dst_text \
+             FROM (SELECT MIN(minute_ms) AS minute_ms, src_key, dst_key, dst_port, protocol, \
+                   CAST(SUM(flows) AS BIGINT) AS flows, CAST(SUM(bytes) AS BIGINT) AS bytes, \
+                   MIN(first_ms) AS first_ms, MAX(last_ms) AS last_ms, \
+                   CAST(SUM(refused) AS BIGINT) AS refused, CAST(SUM(reset) AS BIGINT) AS reset \
+                   FROM flow_graph WHERE minute_ms >= $1 AND minute_ms < $2 \
+                   GROUP BY src_key, dst_key, dst_port, protocol) g \
+             LEFT JOIN flow_endpoints s ON s.id = g.src_key \
+             LEFT JOIN flow_endpoints d ON d.id = g.dst_key";
+        self.graph_query(sql, "flow_graph", since_ms, until_ms)
+            .await
+    }
+
+    async fn graph_from_flows(
+        &self,
+        since_ms: i64,
+        until_ms: Option<i64>,
+    ) -> Result<Vec<GraphBucket>> {
+        let sql = "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
+             g.first_ms, g.last_ms, g.refused, g.reset, s.endpoint AS src_text, d.endpoint AS dst_text \
+             FROM (SELECT MIN(start_ms) AS minute_ms, src_key, dst_key, dst_port, protocol, \
+                   COUNT(*) AS flows, CAST(SUM(bytes_sent + bytes_received) AS BIGINT) AS bytes, \
+                   MIN(start_ms) AS first_ms, MAX(end_ms) AS last_ms, \
+                   CAST(SUM(CASE WHEN outcome = 'refused' THEN 1 ELSE 0 END) AS BIGINT) AS refused, \
+                   CAST(SUM(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) AS BIGINT) AS reset \
+                   FROM flows WHERE start_ms >= $1 AND start_ms < $2 \
+                   GROUP BY src_key, dst_key, dst_port, protocol) g \
+             LEFT JOIN flow_endpoints s ON s.id = g.src_key \
+             LEFT JOIN flow_endpoints d ON d.id = g.dst_key";
+        self.graph_query(sql, "flows", since_ms, until_ms).await
+    }
+
+    async fn prune_flows(
+        &self,
+        flows_before_ms: i64,
+        graph_before_ms: i64,
+        evidence_before_ms: i64,
+    ) -> Result<FlowsPruned> {
+        // A dictionary row's times are the latest of the rows referring to
+        // it, so past every bound nothing refers to it any more: it goes
+        // after them.
+        let statements: [(&str, &[i64]); 5] = [
+            ("DELETE FROM flows WHERE start_ms < $1", &[flows_before_ms]),
+            ("DELETE FROM flow_graph WHERE minute_ms < $1", &[graph_before_ms]),
+            ("DELETE FROM flow_evidence WHERE at_ms < $1", &[evidence_before_ms]),
+            (
+                "DELETE FROM flow_endpoints WHERE (flow_used_ms IS NULL OR flow_used_ms < $1) \
+                 AND (graph_used_ms IS NULL OR graph_used_ms < $2)",
+                &[flows_before_ms, graph_before_ms],
+            ),
+            ("DELETE FROM flow_owners WHERE used_ms < $1", &[evidence_before_ms]),
+        ];
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mut deleted = [0u64; 5];
+        for (n, (sql, bounds)) in deleted.iter_mut().zip(statements) {
+            let mut q = sqlx::query(sql);
+            for b in bounds {
+                q = q.bind(*b);
+            }
+            *n = q.execute(&mut *tx).await?.rows_affected();
+        }
+        let [flows, graph_rows, evidence, endpoints, owners] = deleted;
+        tx.commit().await?;
+        Ok(FlowsPruned {
+            flows,
+            graph_rows,
+            evidence,
+            dictionary_rows: endpoints + owners,
+        })
+    }
+
+    async fn flow_counts(&self) -> Result<FlowCounts> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_CONSISTENT_READ).await?;
+        let by_status: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM flows GROUP BY status")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| decode_error("flows", e))?;
+        let mut counts = FlowCounts::default();
+        for (status, n) in by_status {
+            let n = count_column("flows", n)?;
+            match status.as_str() {
+                "attributed" => counts.attributed = n,
+                "unattributed" => counts.unattributed = n,
+                "external" => counts.external = n,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "table flows: column status: `{other}`"
+                    )))
+                }
+            }
+        }
+        for (table, slot) in [
+            ("flow_graph", &mut counts.graph_rows),
+            ("flow_evidence", &mut counts.evidence),
+            ("flow_pending", &mut counts.pending),
+        ] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| decode_error(table, e))?;
+            *slot = count_column(table, n)?;
+        }
+        tx.commit().await?;
+        Ok(counts)
+    }
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Backend,
+    for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+{
+    /// Runs a graph aggregate over `since_ms..until_ms` in whole minutes and
+    /// orders its buckets.
+    async fn graph_query(
+        &self,
+        sql: &str,
+        table: &str,
+        since_ms: i64,
+        until_ms: Option<i64>,
+    ) -> Result<Vec<GraphBucket>> {
+        let rows: Vec<GraphRow> = sqlx::query_as(sql)
+            .bind(minute_of(since_ms))
+            .bind(until_ms.map_or(i64::MAX, minute_ceil))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| decode_error(table, e))?;
+        let mut keyed = rows
+            .into_iter()
+            .map(|r| r.into_bucket(table))
+            .collect::<Result<Vec<_>>>()?;
+        keyed.sort_by(|(s1, d1, b1), (s2, d2, b2)| {
+            (s1, d1, b1.dst_port, b1.protocol.number()).cmp(&(
+                s2,
+                d2,
+                b2.dst_port,
+                b2.protocol.number(),
+            ))
+        });
+        Ok(keyed.into_iter().map(|(_, _, b)| b).collect())
+    }
+}
+
+/// Notes `server_id` as alive at `now_ms`.
+async fn note_alive<DB>(conn: &mut DB::Connection, server_id: &str, now_ms: i64) -> Result<()>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    i64: SqlValue<DB>,
+{
+    sqlx::query(
+        "INSERT INTO flow_servers (server_id, seen_ms) VALUES ($1, $2) \
+         ON CONFLICT (server_id) DO UPDATE SET seen_ms = CASE \
+         WHEN excluded.seen_ms > flow_servers.seen_ms THEN excluded.seen_ms ELSE flow_servers.seen_ms END",
+    )
+    .bind(server_id)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ids of `entries` in `dict`, adding the missing ones and raising the
+/// times of the others. The upsert locks each row until commit, so a
+/// concurrent prune cannot delete one that this transaction refers to.
+async fn intern<DB>(
+    conn: &mut DB::Connection,
+    dict: &Dictionary,
+    entries: &Entries,
+) -> Result<HashMap<Hash, i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = HashMap::with_capacity(entries.len());
+    let list: Vec<(&Hash, &super::flow_rows::Entry)> = entries.iter().collect();
+    let width = 2 + dict.used.len();
+    let table = dict.table;
+    let updates: Vec<String> = dict
+        .used
+        .iter()
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN excluded.{c} IS NULL THEN {table}.{c} \
+                 WHEN {table}.{c} IS NULL OR excluded.{c} > {table}.{c} THEN excluded.{c} \
+                 ELSE {table}.{c} END"
+            )
+        })
+        .collect();
+    for range in chunks(list.len()) {
+        let sql = format!(
+            "INSERT INTO {table} (hash, {}, {}) {} ON CONFLICT (hash) DO UPDATE SET {} RETURNING id, hash",
+            dict.text,
+            dict.used.join(", "),
+            values_list(1, range.len(), width),
+            updates.join(", "),
+        );
+        let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql);
+        for (h, e) in &list[range] {
+            q = q.bind(h.to_vec()).bind(e.text.as_str());
+            for slot in 0..dict.used.len() {
+                q = q.bind(e.used[slot]);
+            }
+        }
+        for (id, h) in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| decode_error(table, e))?
+        {
+            let h: Hash = h.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("table {table}, id {id}: column hash: not 32 bytes"))
+            })?;
+            ids.insert(h, id);
+        }
+    }
+    Ok(ids)
+}
+
+fn dictionary_id(ids: &HashMap<Hash, i64>, h: &Hash, table: &str) -> Result<i64> {
+    ids.get(h).copied().ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "table {table}: an upserted row was not returned"
+        ))
+    })
+}
+
+/// Adds the batch's buckets to the graph, in key order.
+async fn add_buckets<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    endpoints: &HashMap<Hash, i64>,
+) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut rows = Vec::with_capacity(enc.buckets.len());
+    for (k, s) in &enc.buckets {
+        let src = dictionary_id(endpoints, &k.src_key, ENDPOINTS.table)?;
+        let dst = dictionary_id(endpoints, &k.dst_key, ENDPOINTS.table)?;
+        rows.push(([k.minute_ms, src, dst, k.dst_port, k.protocol], s));
+    }
+    // Ids, not hashes, are what the table's key and so its locks follow.
+    rows.sort_by_key(|(k, _)| *k);
+    let mut written = 0;
+    for range in chunks(rows.len()) {
+        let sql = format!(
+            "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
+             first_ms, last_ms, refused, reset) {} \
+             ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
+             flows = flow_graph.flows + excluded.flows, bytes = flow_graph.bytes + excluded.bytes, \
+             first_ms = CASE WHEN excluded.first_ms < flow_graph.first_ms THEN excluded.first_ms ELSE flow_graph.first_ms END, \
+             last_ms = CASE WHEN excluded.last_ms > flow_graph.last_ms THEN excluded.last_ms ELSE flow_graph.last_ms END, \
+             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset",
+            values_list(1, range.len(), 11)
+        );
+        let mut q = sqlx::query(&sql);
+        for (k, s) in &rows[range] {
+            for v in k {
+                q = q.bind(*v);
+            }
+            q = q
+                .bind(s.flows)
+                .bind(s.bytes)
+                .bind(s.first_ms)
+                .bind(s.last_ms)
+                .bind(s.refused)
+                .bind(s.reset);
+        }
+        written += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+async fn delete_pending<DB>(conn: &mut DB::Connection, done: &[i64]) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut ids = done.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut deleted = 0;
+    for range in chunks(ids.len()) {
+        let sql = format!(
+            "DELETE FROM flow_pending WHERE id IN {}",
+            in_list(1, range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids[range] {
+            q = q.bind(*id);
+        }
+        deleted += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(deleted)
+}
+
+/// Runs a multi-row `INSERT ... RETURNING id` and gives the ids in the
+/// order of the rows: both databases take identity values row by row in
+/// `VALUES` order, so sorting the returned ids restores it.
+async fn insert_returning_ids<'q, DB>(
+    conn: &mut DB::Connection,
+    q: Query<'q, DB, DB::Arguments<'q>>,
+    table: &str,
+    rows: usize,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments<'a>: IntoArguments<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+{
+    use sqlx::Row;
+    let mut ids = q
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0usize))
+        .collect::<std::result::Result<Vec<i64>, _>>()
+        .map_err(|e| decode_error(table, e))?;
+    if ids.len() != rows {
+        return Err(StoreError::Corrupt(format!(
+            "table {table}: inserting {rows} rows returned {} ids",
+            ids.len()
+        )));
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+async fn add_pending<DB>(
+    conn: &mut DB::Connection,
+    server_id: &str,
+    now_ms: i64,
+    flows: &[String],
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(flows.len());
+    for range in chunks(flows.len()) {
+        let sql = format!(
+            "INSERT INTO flow_pending (server_id, received_ms, flow) {} RETURNING id",
+            values_list(1, range.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in &flows[range.clone()] {
+            q = q.bind(server_id).bind(now_ms).bind(f.as_str());
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_pending", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+async fn insert_evidence<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    owners: &HashMap<Hash, i64>,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(enc.evidence.len());
+    for range in chunks(enc.evidence.len()) {
+        let sql = format!(
+            "INSERT INTO flow_evidence (ip, port, owner_id, at_ms, kind) {} RETURNING id",
+            values_list(1, range.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in &enc.evidence[range.clone()] {
+            let owner = dictionary_id(owners, &e.owner, OWNERS.table)?;
+            q = q
+                .bind(&e.ip)
+                .bind(e.port)
+                .bind(owner)
+                .bind(e.at_ms)
+                .bind(e.kind);
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_evidence", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+async fn insert_flows<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    endpoints: &HashMap<Hash, i64>,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(enc.flows.len());
+    let id = |h: &Hash| dictionary_id(endpoints, h, ENDPOINTS.table);
+    for range in chunks(enc.flows.len()) {
+        let sql = format!(
+            "INSERT INTO flows ({FLOW_INSERT_COLUMNS}) {} RETURNING id",
+            values_list(1, range.len(), FLOW_INSERT_WIDTH)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in &enc.flows[range.clone()] {
+            q = q
+                .bind(f.start_ms)
+                .bind(f.end_ms)
+                .bind(f.protocol)
+                .bind(&f.src_ip)
+                .bind(f.src_port)
+                .bind(&f.dst_ip)
+                .bind(f.dst_port)
+                .bind(f.initiator)
+                .bind(f.bytes_sent)
+                .bind(f.packets_sent)
+                .bind(f.bytes_received)
+                .bind(f.packets_received)
+                .bind(&f.outcome)
+                .bind(f.reporter.as_str())
+                .bind(&f.local_side)
+                .bind(f.status)
+                .bind(f.attributed_ms)
+                .bind(id(&f.src_endpoint)?)
+                .bind(id(&f.dst_endpoint)?)
+                .bind(id(&f.src_key)?)
+                .bind(id(&f.dst_key)?);
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flows", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_row_with_few_sizes() {
+        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 1024, 5000] {
+            let cs = chunks(n);
+            let mut at = 0;
+            for c in &cs {
+                assert_eq!(c.start, at, "n={n}");
+                assert!(c.len() <= CHUNK_ROWS && c.len().is_power_of_two(), "n={n}: {c:?}");
+                at = c.end;
+            }
+            assert_eq!(at, n);
+        }
+        assert_eq!(chunks(1000).len(), 1 + 6, "512 + 256 + 128 + 64 + 32 + 8");
+        assert_eq!(in_list(3, 2), "($3, $4)");
+    }
+}

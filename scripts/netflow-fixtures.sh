@@ -182,6 +182,9 @@ export_format v5 47101 -v 5
 export_format v9 47101 -v 9 -6
 export_format ipfix 47101 -v 10 -6
 export_format ipfix-milli 47101 -v 10 -6 -A milli
+export_format ipfix-sec 47101 -v 10 -6 -A sec
+export_format ipfix-micro 47101 -v 10 -6 -A micro
+export_format ipfix-nano 47101 -v 10 -6 -A nano
 export_format ipfix-bidir 47101 -v 10 -6 -b
 
 # The same datagrams through nfdump's collector, for a second opinion.

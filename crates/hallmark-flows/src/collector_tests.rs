@@ -251,6 +251,18 @@ fn softflowd_ipfix_absolute_milliseconds_match_the_capture_and_nfdump() {
 }
 
 #[test]
+fn softflowd_ipfix_absolute_seconds_and_ntp_times_match_the_capture() {
+    // -A sec: flowStart/EndSeconds; -A micro/nano: NTP-format
+    // flowStart/EndMicroseconds and Nanoseconds (1900 epoch).
+    let flows = decode_all("ipfix-sec");
+    assert_matches_capture("ipfix-sec", &flows, true, 1_000);
+    for format in ["ipfix-micro", "ipfix-nano"] {
+        let flows = decode_all(format);
+        assert_matches_capture(format, &flows, true, 1);
+    }
+}
+
+#[test]
 fn softflowd_ipfix_biflow_records_fill_the_reverse_counters() {
     // softflowd -b sends RFC 5103 reverse counters; replaying a capture it
     // still reports each direction alone, with reverse counters of 0.

@@ -9,7 +9,8 @@
 //!
 //! - [`flow`]: the flow record every source produces (agents, flow logs,
 //!   NetFlow/IPFIX collectors), validated once at the edge; [`vpc`] (AWS
-//!   VPC Flow Logs) and [`jsonl`] (Hallmark's own schema) read files into it.
+//!   VPC Flow Logs) and [`jsonl`] (Hallmark's own schema) read files into it;
+//!   [`collector`] decodes NetFlow v5/v9 and IPFIX datagrams into it.
 //! - [`sim`]: a ground-truth simulation of IP churn that grades the engine
 //!   and two naive baselines.
 //! - [`owner`]: who can hold an IP: a workload (context, node, container) or
@@ -34,6 +35,7 @@
 
 pub mod api;
 pub mod attribution;
+pub mod collector;
 pub mod endpoint;
 pub mod flow;
 pub mod jsonl;
@@ -47,6 +49,10 @@ pub mod vpc;
 pub use attribution::{
     AttributedEnd, AttributedFlow, Attributor, AttributorConfig, AttributorStats, EndAttribution,
     UnattributedReason,
+};
+pub use collector::{
+    Collector, CollectorConfig, CollectorConfigError, CollectorError, CollectorStats, Datagram,
+    Domain, Reason, Rejection,
 };
 pub use endpoint::{
     buckets_of, edges_of, Endpoint, FlowStatus, GraphBucket, GraphBy, GraphEdge, StoredFlow,

@@ -8,6 +8,12 @@ use hallmark_core::{
     Selector, SpiffeId, TrustDomain, Workload, WorkloadState,
 };
 
+use std::net::{IpAddr, SocketAddr};
+
+use hallmark_flows::{
+    Flow, FlowError, Initiator, LocalSide, Owner, Protocol, Reporter, Side, TcpOutcome,
+};
+
 use crate::hallmark as pb;
 
 /// A wire entry that does not hold a valid domain entry.
@@ -265,6 +271,225 @@ impl From<&RuntimeStatus> for pb::RuntimeStatus {
     }
 }
 
+/// A wire flow record that does not hold a valid [`Flow`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("flow record: field `{field}`: {reason}")]
+pub struct FlowRecordError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+/// The wire form of a flow. The reporter is not carried per record (the
+/// batch or request names it), and the local side is carried as its
+/// container ID only: the receiver knows the reporter's context and node.
+impl From<&Flow> for pb::FlowRecord {
+    fn from(f: &Flow) -> Self {
+        let (local_side, local_container_id, local_by_port) = match &f.local {
+            Some(l) => (
+                side_name(l.side),
+                match &l.owner {
+                    Owner::Workload { container_id, .. } => container_id.clone(),
+                    Owner::Node { .. } => String::new(),
+                },
+                l.by_port,
+            ),
+            None => ("", String::new(), false),
+        };
+        pb::FlowRecord {
+            start_ms: f.start_ms,
+            end_ms: f.end_ms,
+            protocol: u32::from(f.protocol.number()),
+            src_ip: f.src.ip().to_string(),
+            src_port: u32::from(f.src.port()),
+            dst_ip: f.dst.ip().to_string(),
+            dst_port: u32::from(f.dst.port()),
+            initiator: match f.initiator {
+                Initiator::Source => "source",
+                Initiator::Destination => "destination",
+                Initiator::Unknown => "unknown",
+            }
+            .to_string(),
+            bytes_sent: f.bytes_sent,
+            packets_sent: f.packets_sent,
+            bytes_received: f.bytes_received,
+            packets_received: f.packets_received,
+            outcome: f.outcome.map_or("", outcome_name).to_string(),
+            local_side: local_side.to_string(),
+            local_container_id,
+            local_by_port,
+        }
+    }
+}
+
+fn side_name(s: Side) -> &'static str {
+    match s {
+        Side::Source => "source",
+        Side::Destination => "destination",
+    }
+}
+
+fn outcome_name(o: TcpOutcome) -> &'static str {
+    match o {
+        TcpOutcome::Established => "established",
+        TcpOutcome::Refused => "refused",
+        TcpOutcome::Reset => "reset",
+        TcpOutcome::TimedOut => "timed-out",
+    }
+}
+
+/// Decodes and validates a wire flow record reported by `reporter`.
+///
+/// `local_owner` turns the record's local container ID (empty: the node
+/// itself) into its owner; it is called only when the record names a local
+/// side. The node API passes one that builds the owner from the agent's
+/// context and node; a source that cannot know its local side (a flow log
+/// file through `IngestFlows`) passes one that answers `None`, and a record
+/// claiming a local side is then refused.
+pub fn flow_from_pb(
+    rec: &pb::FlowRecord,
+    reporter: Reporter,
+    local_owner: impl FnOnce(&str) -> Option<Owner>,
+) -> Result<Flow, FlowRecordError> {
+    let err = |field: &'static str, reason: String| FlowRecordError { field, reason };
+    let protocol = u8::try_from(rec.protocol)
+        .map(Protocol::from_number)
+        .map_err(|_| {
+            err(
+                "protocol",
+                format!("{} is not an IP protocol number (0-255)", rec.protocol),
+            )
+        })?;
+    let ip = |field: &'static str, text: &str| -> Result<IpAddr, FlowRecordError> {
+        text.parse()
+            .map_err(|_| err(field, format!("`{}` is not an IP address", clip(text))))
+    };
+    let port = |field: &'static str, n: u32| -> Result<u16, FlowRecordError> {
+        u16::try_from(n).map_err(|_| err(field, format!("{n} is not a port number (0-65535)")))
+    };
+    let src = SocketAddr::new(ip("src_ip", &rec.src_ip)?, port("src_port", rec.src_port)?);
+    let dst = SocketAddr::new(ip("dst_ip", &rec.dst_ip)?, port("dst_port", rec.dst_port)?);
+    let initiator = match rec.initiator.as_str() {
+        "" | "unknown" => Initiator::Unknown,
+        "source" => Initiator::Source,
+        "destination" => Initiator::Destination,
+        other => {
+            return Err(err(
+                "initiator",
+                format!("`{}` is not source, destination or unknown", clip(other)),
+            ))
+        }
+    };
+    let outcome = match rec.outcome.as_str() {
+        "" => None,
+        "established" => Some(TcpOutcome::Established),
+        "refused" => Some(TcpOutcome::Refused),
+        "reset" => Some(TcpOutcome::Reset),
+        "timed-out" => Some(TcpOutcome::TimedOut),
+        other => {
+            return Err(err(
+                "outcome",
+                format!(
+                    "`{}` is not established, refused, reset or timed-out",
+                    clip(other)
+                ),
+            ))
+        }
+    };
+    let side = match rec.local_side.as_str() {
+        "" => None,
+        "source" => Some(Side::Source),
+        "destination" => Some(Side::Destination),
+        other => {
+            return Err(err(
+                "local_side",
+                format!("`{}` is not source or destination", clip(other)),
+            ))
+        }
+    };
+    let local = match side {
+        None if !rec.local_container_id.is_empty() => {
+            return Err(err(
+                "local_container_id",
+                "is set but local_side is empty: say which end is local".into(),
+            ))
+        }
+        None if rec.local_by_port => {
+            return Err(err(
+                "local_by_port",
+                "is set but local_side is empty: say which end is local".into(),
+            ))
+        }
+        None => None,
+        Some(side) => {
+            let id = &rec.local_container_id;
+            if !id.is_empty() && !valid_container_id(id) {
+                return Err(err(
+                    "local_container_id",
+                    format!(
+                        "`{}` must be at most {MAX_CONTAINER_ID_LEN} characters of [A-Za-z0-9._-]",
+                        clip(id)
+                    ),
+                ));
+            }
+            let owner = local_owner(id).ok_or_else(|| {
+                err(
+                    "local_side",
+                    format!("reporter {reporter} cannot know a flow's local end: both ends of its flows are attributed by ownership"),
+                )
+            })?;
+            Some(LocalSide {
+                side,
+                owner,
+                by_port: rec.local_by_port,
+            })
+        }
+    };
+    let flow = Flow {
+        start_ms: rec.start_ms,
+        end_ms: rec.end_ms,
+        protocol,
+        src,
+        dst,
+        initiator,
+        bytes_sent: rec.bytes_sent,
+        packets_sent: rec.packets_sent,
+        bytes_received: rec.bytes_received,
+        packets_received: rec.packets_received,
+        outcome,
+        reporter,
+        local,
+    };
+    flow.validate().map_err(|e| {
+        let field = match &e {
+            FlowError::BadProtocol(_) => "protocol",
+            FlowError::EndBeforeStart { .. } => "end_ms",
+            FlowError::AbsurdTime { which: "start", .. } => "start_ms",
+            FlowError::AbsurdTime { .. } => "end_ms",
+            FlowError::PortZero {
+                which: "source", ..
+            } => "src_port",
+            FlowError::PortZero { .. } => "dst_port",
+            FlowError::MixedFamilies { .. } => "dst_ip",
+            FlowError::OutcomeNotTcp(_) => "outcome",
+        };
+        err(field, e.to_string())
+    })?;
+    Ok(flow)
+}
+
+/// Whether a container ID is one the inventory would accept.
+fn valid_container_id(id: &str) -> bool {
+    id.len() <= MAX_CONTAINER_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// At most 64 characters of untrusted input, for an error message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
 #[cfg(test)]
 mod workload_tests {
     use super::*;
@@ -356,5 +581,189 @@ mod bundle_tests {
         let td = TrustDomain::new("example.org").unwrap();
         let e = bundle_from_pb(&td, &pb::Bundle::default()).unwrap_err();
         assert!(matches!(e, BundleError::NotJson(_)), "{e}");
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+mod flow_tests {
+    use super::*;
+
+    const T: i64 = 1_700_000_000_000;
+
+    fn agent_owner(cid: &str) -> Option<Owner> {
+        Some(if cid.is_empty() {
+            Owner::Node {
+                context: "prod".into(),
+                node: "n1".into(),
+            }
+        } else {
+            Owner::Workload {
+                context: "prod".into(),
+                node: "n1".into(),
+                container_id: cid.into(),
+            }
+        })
+    }
+
+    fn sample() -> Flow {
+        Flow {
+            start_ms: T,
+            end_ms: T + 250,
+            protocol: Protocol::Tcp,
+            src: "10.0.0.1:40000".parse().unwrap(),
+            dst: "10.0.0.2:443".parse().unwrap(),
+            initiator: Initiator::Source,
+            bytes_sent: 1200,
+            packets_sent: 4,
+            bytes_received: 5000,
+            packets_received: 5,
+            outcome: Some(TcpOutcome::Refused),
+            reporter: Reporter::Agent("n1".into()),
+            local: Some(LocalSide {
+                side: Side::Destination,
+                owner: Owner::Workload {
+                    context: "prod".into(),
+                    node: "n1".into(),
+                    container_id: "c".repeat(64),
+                },
+                by_port: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let reporter = Reporter::Agent("n1".into());
+        let mut f = sample();
+        let back = flow_from_pb(&pb::FlowRecord::from(&f), reporter.clone(), agent_owner);
+        assert_eq!(back, Ok(f.clone()));
+
+        // The node itself on the local side, IPv6, no outcome, portless.
+        f.local = Some(LocalSide {
+            side: Side::Source,
+            owner: Owner::Node {
+                context: "prod".into(),
+                node: "n1".into(),
+            },
+            by_port: false,
+        });
+        f.src = "[fd00::1]:0".parse().unwrap();
+        f.dst = "[fd00::2]:0".parse().unwrap();
+        f.protocol = Protocol::Icmpv6;
+        f.outcome = None;
+        f.initiator = Initiator::Unknown;
+        let wire = pb::FlowRecord::from(&f);
+        assert_eq!(wire.local_container_id, "");
+        assert_eq!(wire.protocol, 58);
+        let back = flow_from_pb(&wire, reporter, agent_owner);
+        assert_eq!(back, Ok(f.clone()));
+
+        // A flow log's flow: no local side, reported by the file.
+        f.local = None;
+        f.reporter = Reporter::File("vpc.log".into());
+        let wire = pb::FlowRecord::from(&f);
+        assert_eq!(wire.local_side, "");
+        let back = flow_from_pb(&wire, f.reporter.clone(), |_| None);
+        assert_eq!(back, Ok(f));
+    }
+
+    #[test]
+    fn each_malformed_field_is_refused_by_name() {
+        let good = pb::FlowRecord::from(&sample());
+        type Mutate = Box<dyn Fn(&mut pb::FlowRecord)>;
+        let cases: Vec<(&str, &str, Mutate)> = vec![
+            ("protocol", "0-255", Box::new(|r| r.protocol = 256)),
+            (
+                "src_ip",
+                "not an IP",
+                Box::new(|r| r.src_ip = "10.0.0".into()),
+            ),
+            ("dst_ip", "not an IP", Box::new(|r| r.dst_ip.clear())),
+            ("src_port", "0-65535", Box::new(|r| r.src_port = 65_536)),
+            ("dst_port", "0-65535", Box::new(|r| r.dst_port = 70_000)),
+            (
+                "initiator",
+                "`client`",
+                Box::new(|r| r.initiator = "client".into()),
+            ),
+            ("outcome", "`rst`", Box::new(|r| r.outcome = "rst".into())),
+            (
+                "local_side",
+                "`both`",
+                Box::new(|r| r.local_side = "both".into()),
+            ),
+            (
+                "local_container_id",
+                "local_side is empty",
+                Box::new(|r| r.local_side.clear()),
+            ),
+            (
+                "local_by_port",
+                "local_side is empty",
+                Box::new(|r| {
+                    r.local_side.clear();
+                    r.local_container_id.clear();
+                }),
+            ),
+            (
+                "local_container_id",
+                "[A-Za-z0-9._-]",
+                Box::new(|r| r.local_container_id = "a/b".into()),
+            ),
+            (
+                "local_container_id",
+                "[A-Za-z0-9._-]",
+                Box::new(|r| r.local_container_id = "a".repeat(129)),
+            ),
+            (
+                "start_ms",
+                "outside 2000-01-01",
+                Box::new(|r| r.start_ms = 1_700_000_000),
+            ),
+            (
+                "end_ms",
+                "outside 2000-01-01",
+                Box::new(|r| r.end_ms = i64::MAX),
+            ),
+            (
+                "end_ms",
+                "time going backwards",
+                Box::new(|r| r.end_ms = r.start_ms - 1),
+            ),
+            ("src_port", "source port is 0", Box::new(|r| r.src_port = 0)),
+            (
+                "dst_port",
+                "destination port is 0",
+                Box::new(|r| r.dst_port = 0),
+            ),
+            (
+                "dst_ip",
+                "same IP version",
+                Box::new(|r| r.dst_ip = "fd00::2".into()),
+            ),
+            (
+                "outcome",
+                "only meaningful for TCP",
+                Box::new(|r| r.protocol = 17),
+            ),
+        ];
+        for (field, needle, mutate) in cases {
+            let mut r = good.clone();
+            mutate(&mut r);
+            let e = flow_from_pb(&r, Reporter::Agent("n1".into()), agent_owner).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            let text = e.to_string();
+            assert!(text.contains(needle), "want `{needle}` in: {text}");
+            assert!(text.contains(&format!("field `{field}`")), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_local_side_from_a_source_that_cannot_know_it_is_refused() {
+        let wire = pb::FlowRecord::from(&sample());
+        let e = flow_from_pb(&wire, Reporter::File("x.log".into()), |_| None).unwrap_err();
+        assert_eq!(e.field, "local_side");
+        assert!(e.to_string().contains("file:x.log cannot know"), "{e}");
     }
 }

@@ -531,18 +531,24 @@ impl Node for NodeService {
 
     async fn report_flows(
         &self,
-        _req: Request<pb::FlowBatch>,
+        req: Request<pb::FlowBatch>,
     ) -> Result<Response<pb::FlowAck>, Status> {
-        Err(Status::unimplemented("flows are not accepted yet"))
+        let agent = self.authorize(&req).await?;
+        let s = &self.shared;
+        crate::flows::api::report_flows(&s.flows, &s.metrics, &agent, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn heartbeat(
         &self,
-        _req: Request<pb::OwnershipHeartbeat>,
+        req: Request<pb::OwnershipHeartbeat>,
     ) -> Result<Response<pb::HeartbeatAck>, Status> {
-        Err(Status::unimplemented(
-            "ownership heartbeats are not accepted yet",
-        ))
+        let agent = self.authorize(&req).await?;
+        let s = &self.shared;
+        crate::flows::api::heartbeat(&s.flows, &s.metrics, &agent, req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -60,7 +60,7 @@ pub(crate) async fn report_flows(
     let mut rejected = 0u32;
     for rec in &batch.flows {
         let owner = |cid: &str| {
-            if cid.is_empty() {
+            Some(if cid.is_empty() {
                 Owner::Node {
                     context: context.clone(),
                     node: node.clone(),
@@ -71,7 +71,7 @@ pub(crate) async fn report_flows(
                     node: node.clone(),
                     container_id: cid.to_string(),
                 }
-            }
+            })
         };
         match flow_from_record(rec, Reporter::Agent(node.clone()), owner) {
             Ok(f) => flows.push(f),
@@ -149,18 +149,8 @@ pub(crate) async fn ingest(
     let mut rejected = 0u64;
     let mut errors = Vec::new();
     for (i, rec) in req.flows.iter().enumerate() {
-        let result = if rec.local_side.is_empty() {
-            flow_from_record(rec, Reporter::File(source.to_string()), |_| Owner::Node {
-                context: String::new(),
-                node: String::new(),
-            })
-            .map_err(|e| (e.reason(), e.to_string()))
-        } else {
-            Err((
-                "local-side-from-file",
-                "a local side is accepted only from the node's agent, never from a file".to_string(),
-            ))
-        };
+        let result = flow_from_record(rec, Reporter::File(source.to_string()), |_| None)
+            .map_err(|e| (e.reason(), e.to_string()));
         match result {
             Ok(f) => flows.push(f),
             Err((reason, msg)) => {

@@ -47,9 +47,9 @@ use crate::ServerError;
 use describe::Describer;
 
 pub use admin::{FlowQueries, QueryError};
-pub(crate) use evidence::{evidence_from_heartbeat, HeartbeatError, InventoryIps};
+pub(crate) use evidence::{evidence_from_heartbeat, InventoryIps};
 pub(crate) use pipeline::Source;
-pub(crate) use wire::{flow_from_record, RecordError};
+pub(crate) use wire::flow_from_record;
 
 /// The flow pipeline's settings (server flags).
 #[derive(Debug, Clone)]
@@ -267,7 +267,7 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
     );
     let pending = s
         .store
-        .pending_flows(&server_id, adopt_before)
+        .pending_flows(&server_id, now, adopt_before)
         .await
         .map_err(store_err)?;
     tracing::info!(

@@ -1,122 +1,58 @@
-//! Flow records as the node and admin APIs carry them, read into flows.
+//! Flow records as the node and admin APIs carry them, read into flows
+//! with the one wire conversion, and the counted reason of a refusal.
 
-use std::net::{IpAddr, SocketAddr};
-
-use hallmark_flows::{Flow, FlowError, Initiator, LocalSide, Owner, Protocol, Reporter, Side, TcpOutcome};
+use hallmark_flows::{Flow, Owner, Reporter};
+use hallmark_proto::convert::{flow_from_pb, FlowRecordError};
 use hallmark_proto::hallmark as pb;
 
-/// Why a record is not a flow.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RecordError {
-    #[error("{field} `{value}`: {rule}")]
-    Field {
-        field: &'static str,
-        value: String,
-        rule: &'static str,
-    },
-    #[error(transparent)]
-    Flow(#[from] FlowError),
+/// A refused record: the conversion's words and a short reason to count.
+#[derive(Debug)]
+pub(crate) struct RecordError {
+    pub error: FlowRecordError,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
 }
 
 impl RecordError {
     pub fn reason(&self) -> &'static str {
-        match self {
-            RecordError::Field { field, .. } => match *field {
-                "src_ip" | "dst_ip" => "bad-ip",
-                "src_port" | "dst_port" => "bad-port",
-                "protocol" => "bad-protocol",
-                "local_container_id" => "bad-container",
-                _ => "bad-field",
-            },
-            RecordError::Flow(e) => e.reason(),
+        self.reason
+    }
+}
+
+/// The counter name for a refused record, by the field and rule it broke.
+fn reason_of(r: &pb::FlowRecord, e: &FlowRecordError) -> &'static str {
+    match e.field {
+        "start_ms" | "end_ms" if r.end_ms < r.start_ms => "time-backwards",
+        "start_ms" | "end_ms" => "absurd-time",
+        "src_port" if r.src_port == 0 => "port-zero",
+        "dst_port" if r.dst_port == 0 => "port-zero",
+        "src_port" | "dst_port" => "bad-port",
+        "dst_ip" if r.src_ip.parse::<std::net::IpAddr>().is_ok() && r.dst_ip.parse::<std::net::IpAddr>().is_ok() => {
+            "mixed-families"
         }
+        "src_ip" | "dst_ip" => "bad-ip",
+        "protocol" => "bad-protocol",
+        "outcome" => "bad-outcome",
+        "initiator" => "bad-initiator",
+        _ => "bad-local-side",
     }
-}
-
-fn field(field: &'static str, value: impl ToString, rule: &'static str) -> RecordError {
-    RecordError::Field {
-        field,
-        value: value.to_string(),
-        rule,
-    }
-}
-
-fn addr(ip_field: &'static str, ip: &str, port_field: &'static str, port: u32) -> Result<SocketAddr, RecordError> {
-    let ip: IpAddr = ip.parse().map_err(|_| field(ip_field, ip, "must be an IPv4 or IPv6 address"))?;
-    let port = u16::try_from(port).map_err(|_| field(port_field, port, "must be 0-65535"))?;
-    Ok(SocketAddr::new(ip, port))
 }
 
 /// Reads one record. `local_owner` turns the record's local container ID
-/// (empty: the node) into an owner; it is called only when the record
-/// names a local side.
+/// (empty: the node) into an owner, or `None` where a local side cannot be
+/// known (files).
 pub(crate) fn flow_from_record(
     r: &pb::FlowRecord,
     reporter: Reporter,
-    local_owner: impl FnOnce(&str) -> Owner,
+    local_owner: impl FnOnce(&str) -> Option<Owner>,
 ) -> Result<Flow, RecordError> {
-    let protocol = u8::try_from(r.protocol)
-        .map(Protocol::from_number)
-        .map_err(|_| field("protocol", r.protocol, "must be an IP protocol number 0-255"))?;
-    let initiator = match r.initiator.as_str() {
-        "" | "unknown" => Initiator::Unknown,
-        "source" => Initiator::Source,
-        "destination" => Initiator::Destination,
-        other => return Err(field("initiator", other, "must be source, destination or unknown")),
-    };
-    let outcome = match r.outcome.as_str() {
-        "" => None,
-        "established" => Some(TcpOutcome::Established),
-        "refused" => Some(TcpOutcome::Refused),
-        "reset" => Some(TcpOutcome::Reset),
-        "timed-out" => Some(TcpOutcome::TimedOut),
-        other => {
-            return Err(field(
-                "outcome",
-                other,
-                "must be established, refused, reset or timed-out",
-            ))
-        }
-    };
-    let side = match r.local_side.as_str() {
-        "" => None,
-        "source" => Some(Side::Source),
-        "destination" => Some(Side::Destination),
-        other => return Err(field("local_side", other, "must be source, destination or empty")),
-    };
-    if side.is_none() && (!r.local_container_id.is_empty() || r.local_by_port) {
-        return Err(field(
-            "local_container_id",
-            &r.local_container_id,
-            "a local workload needs local_side",
-        ));
-    }
-    if !r.local_container_id.is_empty() && !super::evidence::valid_container_id(&r.local_container_id) {
-        return Err(field(
-            "local_container_id",
-            &r.local_container_id,
-            "must be 1-128 characters of a-z, A-Z, 0-9, `-`, `_` or `.`",
-        ));
-    }
-    let flow = Flow {
-        start_ms: r.start_ms,
-        end_ms: r.end_ms,
-        protocol,
-        src: addr("src_ip", &r.src_ip, "src_port", r.src_port)?,
-        dst: addr("dst_ip", &r.dst_ip, "dst_port", r.dst_port)?,
-        initiator,
-        bytes_sent: r.bytes_sent,
-        packets_sent: r.packets_sent,
-        bytes_received: r.bytes_received,
-        packets_received: r.packets_received,
-        outcome,
-        reporter,
-        local: side.map(|side| LocalSide {
-            side,
-            owner: local_owner(&r.local_container_id),
-            by_port: r.local_by_port,
-        }),
-    };
-    flow.validate()?;
-    Ok(flow)
+    flow_from_pb(r, reporter, local_owner).map_err(|error| RecordError {
+        reason: reason_of(r, &error),
+        error,
+    })
 }

@@ -30,6 +30,7 @@
 pub mod attestor;
 pub mod caller;
 mod client;
+pub mod flows;
 pub mod h2_authority;
 pub mod inventory;
 pub mod metrics;

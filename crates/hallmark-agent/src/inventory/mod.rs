@@ -29,7 +29,7 @@ mod follow;
 mod report;
 mod resolve;
 #[cfg(test)]
-mod scripted;
+pub(crate) mod scripted;
 mod spool;
 mod state;
 mod status;

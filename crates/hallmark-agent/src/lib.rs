@@ -32,6 +32,7 @@ pub mod caller;
 mod client;
 pub mod flows;
 pub mod h2_authority;
+pub mod identity;
 pub mod inventory;
 pub mod metrics;
 mod persist;

@@ -256,6 +256,33 @@ impl Inventory {
         self.inner.spool_changed();
     }
 
+    /// Running containers with a process ID: those an identity can be
+    /// derived for.
+    pub(crate) fn live_with_pid(&self) -> Vec<Workload> {
+        lock(&self.inner.state).live_with_pid()
+    }
+
+    /// Containers that carry a derived identity now.
+    pub(crate) fn identity_count(&self) -> usize {
+        lock(&self.inner.state).with_identity()
+    }
+
+    /// Sets the selectors and SPIFFE IDs derived for the container of
+    /// `basis` from that record; ignored when the inventory's record has
+    /// moved on since. A change is published as an `updated` event (and is
+    /// in every later snapshot).
+    pub(crate) fn set_identity(
+        &self,
+        basis: &Workload,
+        selectors: Vec<String>,
+        spiffe_ids: Vec<String>,
+    ) {
+        let mut state = lock(&self.inner.state);
+        let events =
+            state.set_identity(basis, selectors, spiffe_ids, unix_millis(SystemTime::now()));
+        self.inner.publish(&state, events);
+    }
+
     /// Lifecycle events from now on. A receiver that falls more than a few
     /// thousand events behind loses the oldest (see `broadcast`).
     pub fn subscribe(&self) -> broadcast::Receiver<InventoryEvent> {

@@ -6,7 +6,7 @@
 //! The same code decides as for callers ([`crate::caller`]): the unix
 //! attestor reads the container's init process under the PID-reuse guard
 //! ([`attest_pid`]), the process's own cgroup must name the container and
-//! be the runtime's cgroup for it ([`container_vouches`]), and then the
+//! be the runtime's cgroup for it (`caller::container_vouches`), and then the
 //! node's context and the runtime's selectors of the container are added.
 //! A process that does not pass gets no identity at all, never a guess.
 //!

@@ -788,3 +788,38 @@ async fn events_queued_while_disconnected_go_after_reconnect_and_resyncs_send_sn
     assert_ne!(first, second);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_derived_identity_reaches_the_server_as_an_update_and_in_snapshots() {
+    let mut server = FakeServer::start().await;
+    let rt = Scripted::new(vec![running("id1")]);
+    let h = Harness::start(rt, |_| {}).await;
+    h.client.send_replace(Some(server.client().await));
+    let (_, ids) = server.snapshot().await;
+    assert_eq!(ids, vec!["id1"]);
+
+    let basis = h.inv.get("id1").unwrap();
+    let selectors = vec![
+        "docker:label:app:id1".to_string(),
+        "hallmark:context:lab".to_string(),
+    ];
+    let spiffe_ids = vec!["spiffe://td/id1".to_string()];
+    h.inv
+        .set_identity(&basis, selectors.clone(), spiffe_ids.clone());
+    let r = server.next().await;
+    assert_eq!(r.events.len(), 1, "{r:?}");
+    assert_eq!(r.events[0].kind, "updated");
+    let rec = r.events[0].record.as_ref().unwrap();
+    assert_eq!((&rec.selectors, &rec.spiffe_ids), (&selectors, &spiffe_ids));
+    // A resync that finds the runtime's word unchanged keeps it.
+    h.rt.emit("id1", EventAction::Updated);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.inv.get("id1").unwrap().spiffe_ids, spiffe_ids);
+    // And every later snapshot carries it.
+    h.client.send_replace(Some(server.client().await));
+    let first = server.next().await;
+    assert_ne!(first.snapshot_id, 0, "{first:?}");
+    let w = Workload::try_from(&first.workloads[0]).unwrap();
+    assert_eq!((w.selectors, w.spiffe_ids), (selectors, spiffe_ids));
+    h.stop().await;
+}

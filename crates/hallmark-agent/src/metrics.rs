@@ -403,6 +403,35 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
+        m.flows_dropped("spool-full", 3);
+        m.flows_reported.inc_by(40);
+        m.flows_rejected.inc();
+        m.flow_batches_sent.inc();
+        m.flow_batches_failed.inc();
+        m.flow_spool_batches.set(2);
+        m.flow_spool_flows.set(20);
+        m.heartbeats_sent.inc();
+        m.heartbeats_failed.inc();
+        m.heartbeat_addresses.set(4);
+        m.workload_identities.set(5);
+        m.workload_identity_failures.inc();
+        let text = m.render();
+        for line in [
+            "hallmark_agent_flows_dropped_total{reason=\"spool-full\"} 3",
+            "hallmark_agent_flows_reported_total 40",
+            "hallmark_agent_flows_rejected_total 1",
+            "hallmark_agent_flow_batches_sent_total 1",
+            "hallmark_agent_flow_batches_failed_total 1",
+            "hallmark_agent_flow_spool_batches 2",
+            "hallmark_agent_flow_spool_flows 20",
+            "hallmark_agent_heartbeats_sent_total 1",
+            "hallmark_agent_heartbeats_failed_total 1",
+            "hallmark_agent_heartbeat_addresses 4",
+            "hallmark_agent_workload_identities 5",
+            "hallmark_agent_workload_identity_failures_total 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
         // 0.4 ms falls in the first bucket (0.5 ms).
         assert!(
             text.lines().any(

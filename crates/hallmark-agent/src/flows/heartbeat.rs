@@ -1,6 +1,10 @@
 //! Ownership heartbeats: every interval, the addresses the node's running
 //! workloads hold and the node's own addresses, at agent time.
 //!
+//! While the container runtime is not followed (missing, or not
+//! answering), workload addresses are left out: the inventory may be out
+//! of date, and only the node's own addresses are sure.
+//!
 //! A heartbeat is evidence that an owner held an address *at that moment*;
 //! sent late it would prove ownership at the wrong time. So a heartbeat
 //! that cannot be delivered is dropped (and counted), never queued; the
@@ -88,7 +92,15 @@ async fn beat(
         }
     };
     let at_ms = unix_millis(SystemTime::now());
-    let addresses = heartbeat_addresses(&inventory.workloads(), &node_ips);
+    // While the runtime is not followed, the records may name containers
+    // that have stopped since: asserting their addresses would be false
+    // evidence. The node's own addresses are still known.
+    let workloads = if inventory.runtime_degraded() {
+        Vec::new()
+    } else {
+        inventory.workloads()
+    };
+    let addresses = heartbeat_addresses(&workloads, &node_ips);
     let n = addresses.len();
     shared
         .metrics

@@ -752,3 +752,39 @@ async fn heartbeats_missed_in_an_outage_are_skipped_not_queued() {
     assert!(h.flows.status().heartbeat_error.is_empty());
     h.stop().await;
 }
+
+#[tokio::test]
+async fn while_the_runtime_is_not_followed_only_node_ips_are_asserted() {
+    let mut web = running("web");
+    web.network_mode = "bridge".into();
+    web.ips = vec!["172.18.0.2".into()];
+    let every = Duration::from_millis(150);
+    let mut h = Harness::start(vec![web], |c| c.ownership_heartbeat = every).await;
+    let (hb, _) = h.next_heartbeat().await;
+    assert_eq!(hb.addresses.len(), 2, "{hb:?}");
+    h.rt.set_down(true);
+    h.rt.break_stream();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (hb, _) = h.next_heartbeat().await;
+        let addrs: Vec<(&str, &str)> = hb
+            .addresses
+            .iter()
+            .map(|a| (a.ip.as_str(), a.container_id.as_str()))
+            .collect();
+        if addrs == vec![("10.9.0.5", "")] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still asserting {addrs:?}");
+    }
+    // Followed again: the workload's address comes back.
+    h.rt.set_down(false);
+    loop {
+        let (hb, _) = h.next_heartbeat().await;
+        if hb.addresses.iter().any(|a| a.container_id == "web") {
+            break;
+        }
+        assert!(Instant::now() < deadline + WAIT, "web never asserted again");
+    }
+    h.stop().await;
+}

@@ -15,7 +15,8 @@
 //! the stored selectors when the agent's entries change, and re-attests
 //! every running container each `refresh` (a process may exec or change
 //! user). A changed identity reaches the server as an `updated` event of
-//! the container, and with every snapshot after it.
+//! the container (or in a snapshot, when one round changes many), and with
+//! every snapshot after it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::attestor::{attest_pid, boot_ticks, AttestError};
 use crate::caller::{caller_selectors, container_vouches, context_selector};
-use crate::inventory::{EventKind, Inventory, InventoryEvent};
+use crate::inventory::{EventKind, IdentityUpdate, Inventory, InventoryEvent};
 use crate::metrics::AgentMetrics;
 use crate::state::Snapshot;
 
@@ -207,19 +208,26 @@ async fn derive(
         return;
     };
     let snap = snapshots.borrow().clone();
-    for (w, r) in results {
-        match r {
-            Ok(set) => {
-                let ids = spiffe_ids(&snap, &set);
-                inventory.set_identity(&w, strings(&set), ids);
-            }
+    let updates = results
+        .into_iter()
+        .map(|(basis, r)| match r {
+            Ok(set) => IdentityUpdate {
+                spiffe_ids: spiffe_ids(&snap, &set),
+                selectors: strings(&set),
+                basis,
+            },
             Err(e) => {
                 metrics.workload_identity_failures.inc();
-                tracing::debug!(container = %w.container_id, error = %e, "no identity for the container's process");
-                inventory.set_identity(&w, Vec::new(), Vec::new());
+                tracing::debug!(container = %basis.container_id, error = %e, "no identity for the container's process");
+                IdentityUpdate {
+                    basis,
+                    selectors: Vec::new(),
+                    spiffe_ids: Vec::new(),
+                }
             }
-        }
-    }
+        })
+        .collect();
+    inventory.set_identities(updates);
     metrics
         .workload_identities
         .set(inventory.identity_count() as i64);
@@ -227,6 +235,7 @@ async fn derive(
 
 /// Matches the stored selectors against the entries again.
 fn rematch(inventory: &Inventory, snap: &Snapshot) {
+    let mut updates = Vec::new();
     for w in inventory.live_with_pid() {
         if w.selectors.is_empty() {
             continue;
@@ -239,9 +248,14 @@ fn rematch(inventory: &Inventory, snap: &Snapshot) {
             .collect();
         let ids = spiffe_ids(snap, &set);
         if ids != w.spiffe_ids {
-            inventory.set_identity(&w, w.selectors.clone(), ids);
+            updates.push(IdentityUpdate {
+                selectors: w.selectors.clone(),
+                spiffe_ids: ids,
+                basis: w,
+            });
         }
     }
+    inventory.set_identities(updates);
 }
 
 #[cfg(test)]

@@ -126,8 +126,12 @@ async fn beat(
 /// Left out: workloads on the host network (Docker `host`, CRI `node`):
 /// they talk from the node's IPs, and only their ports are theirs, which
 /// capture reports; workloads in another container's network namespace
-/// (Docker `container:<id>`): the addresses are that container's, and two
-/// owners claiming one IP would only make it ambiguous.
+/// (Docker `container:<id>`): the addresses are that container's.
+///
+/// Containers that share one network namespace and each report its IP
+/// (the containers of one CRI pod) are all asserted: the server sees
+/// several owners of one IP at once and leaves its flows `ambiguous`,
+/// which is true, where naming one container would be a guess.
 pub fn heartbeat_addresses(workloads: &[Workload], node_ips: &[IpAddr]) -> Vec<pb::OwnedAddress> {
     let mut held: BTreeSet<(IpAddr, &str)> = BTreeSet::new();
     for w in workloads {

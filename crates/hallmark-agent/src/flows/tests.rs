@@ -185,6 +185,9 @@ fn heartbeats_assert_workload_ips_and_the_nodes_own() {
         workload("junk", "bridge", &["not-an-ip"], Running),
         // A node interface address a workload holds is the workload's.
         workload("macvlan", "macvlan", &["192.168.1.77"], Running),
+        // Two containers of one pod: both claim the pod IP.
+        workload("pod-app", "pod", &["10.244.0.7"], Running),
+        workload("pod-sidecar", "pod", &["10.244.0.7"], Running),
     ];
     let node: Vec<IpAddr> = [
         "127.0.0.1",
@@ -206,6 +209,8 @@ fn heartbeats_assert_workload_ips_and_the_nodes_own() {
         .map(|a| (a.ip, a.port, a.container_id))
         .collect();
     let want: Vec<(String, u32, String)> = [
+        ("10.244.0.7", "pod-app"),
+        ("10.244.0.7", "pod-sidecar"),
         ("172.18.0.2", "a"),
         ("172.18.0.3", "b"),
         ("192.168.1.77", "macvlan"),

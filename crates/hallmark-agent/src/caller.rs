@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use hallmark_core::cgroup::CgroupIdentity;
 use hallmark_core::{Selector, SelectorSet, Workload};
 use tonic::Status;
 
@@ -28,8 +29,7 @@ pub struct CallerAttestor {
 
 impl CallerAttestor {
     pub fn new(shared: Arc<AgentState>, inventory: Inventory) -> Self {
-        let context_selector =
-            Selector::from_parts("hallmark", "context", inventory.context_name()).ok();
+        let context_selector = context_selector(inventory.context_name());
         CallerAttestor {
             shared,
             inventory,
@@ -78,20 +78,12 @@ impl CallerAttestor {
     /// (yet) is asked about for a short while, then the caller gets its unix
     /// selectors only, never another container's.
     async fn container_selectors(&self, attested: Attested) -> (SelectorSet, Option<Workload>) {
-        let Attested {
-            mut selectors,
-            cgroup,
-        } = attested;
-        if let Some(s) = &self.context_selector {
-            selectors.insert(s.clone());
-        }
-        if let Some(id) = cgroup.container_id {
+        let Attested { selectors, cgroup } = attested;
+        let context = self.context_selector.as_ref();
+        if let Some(id) = cgroup.container_id.clone() {
             match self.inventory.resolve(&id).await {
-                Some(w) if w.container_id == id && cgroup_matches(&w.cgroup, &cgroup.path) => {
-                    for s in w.selectors() {
-                        selectors.insert(s);
-                    }
-                    return (selectors, Some(w));
+                Some(w) if container_vouches(&w, &cgroup) => {
+                    return (caller_selectors(selectors, context, Some(&w)), Some(w));
                 }
                 Some(w) if w.container_id == id => {
                     // Someone able to create cgroups can name one after
@@ -111,8 +103,40 @@ impl CallerAttestor {
                 }
             }
         }
-        (selectors, None)
+        (caller_selectors(selectors, context, None), None)
     }
+}
+
+/// `hallmark:context:<name>`, attested for every caller on the node.
+pub(crate) fn context_selector(context_name: &str) -> Option<Selector> {
+    Selector::from_parts("hallmark", "context", context_name).ok()
+}
+
+/// Whether the runtime's record `w` speaks for a process in `cgroup`: the
+/// process's own cgroup names that container, and is that container's
+/// cgroup (or one below it) as the runtime reports it.
+pub(crate) fn container_vouches(w: &Workload, cgroup: &CgroupIdentity) -> bool {
+    cgroup.container_id.as_deref() == Some(w.container_id.as_str())
+        && cgroup_matches(&w.cgroup, &cgroup.path)
+}
+
+/// A caller's selectors: the kernel's (`unix`), the node's context, and
+/// the runtime's selectors of the caller's container when the runtime
+/// vouches for it ([`container_vouches`]).
+pub(crate) fn caller_selectors(
+    mut unix: SelectorSet,
+    context: Option<&Selector>,
+    container: Option<&Workload>,
+) -> SelectorSet {
+    if let Some(s) = context {
+        unix.insert(s.clone());
+    }
+    if let Some(w) = container {
+        for s in w.selectors() {
+            unix.insert(s);
+        }
+    }
+    unix
 }
 
 /// An attested caller.

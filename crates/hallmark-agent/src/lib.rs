@@ -23,6 +23,10 @@
 //!   for both APIs.
 //! - [`h2_authority`]: the HTTP/2 `:authority` repair for gRPC C-core
 //!   clients.
+//! - [`identity`]: each running workload's selectors and SPIFFE IDs,
+//!   derived as for a caller and reported with the inventory.
+//! - [`flows`]: flow reports (batched, spooled until acknowledged) and
+//!   ownership heartbeats, the agent's evidence for flow attribution.
 
 // Not `forbid(unsafe_code)`: the attestor makes the pidfd and clock
 // syscalls that the PID-reuse guard needs through `libc`.
@@ -30,7 +34,9 @@
 pub mod attestor;
 pub mod caller;
 mod client;
+pub mod flows;
 pub mod h2_authority;
+pub mod identity;
 pub mod inventory;
 pub mod metrics;
 mod persist;
@@ -69,12 +75,16 @@ pub struct AgentConfig {
     pub trust: ServerTrustSource,
     /// Container runtime discovery and the workload inventory.
     pub inventory: inventory::InventoryConfig,
+    /// Flow reporting and ownership heartbeats.
+    pub flows: flows::FlowConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error("agent configuration: {0}")]
+    Config(String),
     #[error("Workload API socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -88,6 +98,7 @@ pub struct AgentStatus {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     metrics: Arc<metrics::AgentMetrics>,
     inventory: inventory::Inventory,
+    flows: flows::Flows,
 }
 
 impl AgentStatus {
@@ -107,6 +118,11 @@ impl AgentStatus {
         self.inventory.status()
     }
 
+    /// Flow reporting: spool depth, drops, the last ownership heartbeat.
+    pub fn flows(&self) -> flows::FlowStatus {
+        self.flows.status()
+    }
+
     /// The agent's own SPIFFE ID, once attested.
     pub fn agent_id(&self) -> String {
         self.snapshots.borrow().agent_id.to_string()
@@ -119,6 +135,8 @@ pub struct AgentHandle {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// The node's workload inventory.
     pub inventory: inventory::Inventory,
+    /// Flow reporting; capture sends flows to `flows.sink()`.
+    pub flows: flows::Flows,
     metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -136,6 +154,7 @@ impl AgentHandle {
             snapshots: self.snapshots.clone(),
             metrics: self.metrics.clone(),
             inventory: self.inventory.clone(),
+            flows: self.flows.clone(),
         }
     }
 
@@ -151,6 +170,7 @@ impl AgentHandle {
 /// the Workload API. Returns once the socket is listening; the API answers
 /// Unavailable until the first sync completes.
 pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
+    config.flows.validate().map_err(AgentError::Config)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sync = sync::SyncTask::start(&config, shutdown_rx.clone()).await?;
     let snapshots = sync.snapshots();
@@ -167,6 +187,21 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     )
     .await;
     tasks.extend(inventory_tasks);
+    tasks.push(tokio::spawn(identity::run(
+        inventory.clone(),
+        snapshots.clone(),
+        metrics.clone(),
+        config.inventory.resync_interval,
+        shutdown_rx.clone(),
+    )));
+    let (flows, flow_tasks) = flows::Flows::start(
+        config.flows.clone(),
+        inventory.clone(),
+        sync.shared.client.subscribe(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    );
+    tasks.extend(flow_tasks);
 
     let listener = socket::bind(&config.socket_path).map_err(|source| AgentError::Socket {
         path: config.socket_path.clone(),
@@ -192,6 +227,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         socket_path: config.socket_path.clone(),
         snapshots,
         inventory,
+        flows,
         metrics,
         shutdown,
         tasks,

@@ -31,6 +31,12 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+/// Why flows were dropped (`spool-full`, `sink-full`, `invalid`, `shutdown`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 /// A histogram family needs a plain constructor to build one per label set.
 pub type LatencyFamily = Family<RuntimeLabels, Histogram, fn() -> Histogram>;
 
@@ -62,6 +68,22 @@ pub struct AgentMetrics {
     pub inventory_resyncs: Counter,
     pub inventory_reports_sent: Counter,
     pub inventory_reports_failed: Counter,
+    /// Running workloads whose process was attested, so that their
+    /// selectors and SPIFFE IDs go with the inventory.
+    pub workload_identities: Gauge,
+    /// Attestations of a workload's process that gave no identity (the
+    /// process exited, or is not that container's).
+    pub workload_identity_failures: Counter,
+    pub flows_reported: Counter,
+    pub flows_rejected: Counter,
+    pub flows_dropped: Family<ReasonLabels, Counter>,
+    pub flow_batches_sent: Counter,
+    pub flow_batches_failed: Counter,
+    pub flow_spool_batches: Gauge,
+    pub flow_spool_flows: Gauge,
+    pub heartbeats_sent: Counter,
+    pub heartbeats_failed: Counter,
+    pub heartbeat_addresses: Gauge,
 }
 
 impl Default for AgentMetrics {
@@ -181,6 +203,78 @@ impl Default for AgentMetrics {
             "ReportInventory calls that failed (retried)",
             inventory_reports_failed.clone(),
         );
+        let workload_identities = Gauge::default();
+        registry.register(
+            "workload_identities",
+            "Running workloads whose process was attested (selectors and SPIFFE IDs reported with the inventory)",
+            workload_identities.clone(),
+        );
+        let workload_identity_failures = Counter::default();
+        registry.register(
+            "workload_identity_failures",
+            "Attestations of a workload's process that gave no identity (exited, or not that container's process)",
+            workload_identity_failures.clone(),
+        );
+        let flows_reported = Counter::default();
+        registry.register(
+            "flows_reported",
+            "Flows the server acknowledged",
+            flows_reported.clone(),
+        );
+        let flows_rejected = Counter::default();
+        registry.register(
+            "flows_rejected",
+            "Flows the server acknowledged but refused as malformed",
+            flows_rejected.clone(),
+        );
+        let flows_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "flows_dropped",
+            "Flows dropped before reaching the server, by reason",
+            flows_dropped.clone(),
+        );
+        let flow_batches_sent = Counter::default();
+        registry.register(
+            "flow_batches_sent",
+            "ReportFlows batches the server acknowledged",
+            flow_batches_sent.clone(),
+        );
+        let flow_batches_failed = Counter::default();
+        registry.register(
+            "flow_batches_failed",
+            "ReportFlows calls that failed (the batch stays spooled and is resent)",
+            flow_batches_failed.clone(),
+        );
+        let flow_spool_batches = Gauge::default();
+        registry.register(
+            "flow_spool_batches",
+            "Flow batches waiting for the server's acknowledgement",
+            flow_spool_batches.clone(),
+        );
+        let flow_spool_flows = Gauge::default();
+        registry.register(
+            "flow_spool_flows",
+            "Flows waiting for the server's acknowledgement",
+            flow_spool_flows.clone(),
+        );
+        let heartbeats_sent = Counter::default();
+        registry.register(
+            "heartbeats_sent",
+            "Ownership heartbeats the server acknowledged",
+            heartbeats_sent.clone(),
+        );
+        let heartbeats_failed = Counter::default();
+        registry.register(
+            "heartbeats_failed",
+            "Ownership heartbeats not delivered (skipped, never queued)",
+            heartbeats_failed.clone(),
+        );
+        let heartbeat_addresses = Gauge::default();
+        registry.register(
+            "heartbeat_addresses",
+            "Addresses asserted in the last ownership heartbeat",
+            heartbeat_addresses.clone(),
+        );
         AgentMetrics {
             registry,
             requests,
@@ -202,6 +296,18 @@ impl Default for AgentMetrics {
             inventory_resyncs,
             inventory_reports_sent,
             inventory_reports_failed,
+            workload_identities,
+            workload_identity_failures,
+            flows_reported,
+            flows_rejected,
+            flows_dropped,
+            flow_batches_sent,
+            flow_batches_failed,
+            flow_spool_batches,
+            flow_spool_flows,
+            heartbeats_sent,
+            heartbeats_failed,
+            heartbeat_addresses,
         }
     }
 }
@@ -227,6 +333,15 @@ impl AgentMetrics {
                 call: call.to_string(),
             })
             .inc();
+    }
+
+    /// Counts `n` flows dropped for `reason`.
+    pub fn flows_dropped(&self, reason: &str, n: u64) {
+        self.flows_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// The Prometheus text exposition.
@@ -285,6 +400,35 @@ mod tests {
             "hallmark_agent_inventory_reports_sent_total 1",
             "hallmark_agent_inventory_reports_failed_total 1",
             "hallmark_agent_unknown_container_calls_total 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+        m.flows_dropped("spool-full", 3);
+        m.flows_reported.inc_by(40);
+        m.flows_rejected.inc();
+        m.flow_batches_sent.inc();
+        m.flow_batches_failed.inc();
+        m.flow_spool_batches.set(2);
+        m.flow_spool_flows.set(20);
+        m.heartbeats_sent.inc();
+        m.heartbeats_failed.inc();
+        m.heartbeat_addresses.set(4);
+        m.workload_identities.set(5);
+        m.workload_identity_failures.inc();
+        let text = m.render();
+        for line in [
+            "hallmark_agent_flows_dropped_total{reason=\"spool-full\"} 3",
+            "hallmark_agent_flows_reported_total 40",
+            "hallmark_agent_flows_rejected_total 1",
+            "hallmark_agent_flow_batches_sent_total 1",
+            "hallmark_agent_flow_batches_failed_total 1",
+            "hallmark_agent_flow_spool_batches 2",
+            "hallmark_agent_flow_spool_flows 20",
+            "hallmark_agent_heartbeats_sent_total 1",
+            "hallmark_agent_heartbeats_failed_total 1",
+            "hallmark_agent_heartbeat_addresses 4",
+            "hallmark_agent_workload_identities 5",
+            "hallmark_agent_workload_identity_failures_total 1",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

@@ -114,6 +114,7 @@ impl Cluster {
             join_token: Some(self.token.token.clone()),
             trust: ServerTrustSource::Fingerprint(self.token.ca_fingerprint.clone()),
             inventory,
+            flows: Default::default(),
         })
         .await
         .context("starting the agent")?;

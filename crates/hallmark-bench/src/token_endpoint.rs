@@ -118,6 +118,7 @@ pub async fn run(args: &TokenEndpointArgs) -> Result<TokenEndpointResult> {
             },
             ..Default::default()
         },
+        flows: Default::default(),
     })
     .await
     .context("starting the agent")?;

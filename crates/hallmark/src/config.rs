@@ -87,6 +87,7 @@ pub struct AgentFile {
     pub crictl_config: Option<PathBuf>,
     pub resync_interval: Option<String>,
     pub inventory_spool: Option<PathBuf>,
+    pub ownership_heartbeat: Option<String>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {

@@ -18,4 +18,12 @@ mod peer;
 mod unix;
 
 pub use peer::{PeerInfo, PeerStream};
-pub use unix::{attest_process, attest_process_cached, attest_unix, AttestError, Attested};
+pub use unix::{
+    attest_pid, attest_process, attest_process_cached, attest_unix, AttestError, Attested,
+};
+
+/// Clock ticks since boot, the unit of a process's start time: a moment
+/// to pass to [`attest_pid`].
+pub fn boot_ticks() -> std::io::Result<u64> {
+    peer::boot_ticks()
+}

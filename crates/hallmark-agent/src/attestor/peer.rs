@@ -149,7 +149,7 @@ impl PeerInfo {
         Ok(Self::with_proof(pid, uid, gid, proof))
     }
 
-    fn with_proof(pid: i32, uid: u32, gid: u32, proof: Proof) -> Self {
+    pub(super) fn with_proof(pid: i32, uid: u32, gid: u32, proof: Proof) -> Self {
         Self {
             pid,
             uid,

@@ -47,6 +47,9 @@ pub enum AttestError {
         #[source]
         source: io::Error,
     },
+    /// `/proc/<pid>/status` did not have the layout the kernel documents.
+    #[error("workload attestation: /proc/{pid}/status {rule}")]
+    BadStatus { pid: i32, rule: &'static str },
     /// `/proc/<pid>/cgroup` did not have the layout the kernel documents.
     #[error("workload attestation: /proc/{pid}/cgroup {source}")]
     Cgroup {
@@ -114,6 +117,68 @@ pub fn attest_process(peer: &PeerInfo) -> Result<Attested, AttestError> {
 /// saves a thread hop on every Workload API call from a known binary.
 pub fn attest_process_cached(peer: &PeerInfo) -> Option<Result<Attested, AttestError>> {
     attest(peer, false).transpose()
+}
+
+/// Attests the process holding `pid` as if it had connected to the
+/// Workload API socket at boot tick `known_at_ticks`: the same selectors,
+/// read under the same guard, as [`attest_process`] gives a caller on a
+/// kernel without `SO_PEERPIDFD`. For a workload whose PID the container
+/// runtime reported: `known_at_ticks` is a moment after the runtime said
+/// so, and a process that started later cannot be the one it meant (its
+/// PID was handed on). The uid and gid are the effective ones, as
+/// `SO_PEERCRED` would report them, read from `/proc/<pid>/status` after
+/// the pidfd was opened, so the liveness check covers them too.
+///
+/// Blocking (reads /proc, may hash a file).
+pub fn attest_pid(pid: i32, known_at_ticks: u64) -> Result<Attested, AttestError> {
+    if pid <= 0 {
+        return Err(AttestError::NoPid);
+    }
+    let opened = PeerInfo::opened_at_accept(pid, 0, 0, known_at_ticks).map_err(|source| {
+        AttestError::Proc {
+            pid,
+            what: "a pidfd",
+            source,
+        }
+    })?;
+    let proof = opened.proof().clone();
+    let pidfd = match &proof {
+        Proof::OpenedAtAccept { pidfd, .. } => pidfd.clone(),
+        _ => return Err(AttestError::PeerExited),
+    };
+    let status = match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s,
+        Err(source) => {
+            return Err(match pidfd_is_alive(pidfd.as_fd()) {
+                Ok(false) => AttestError::PeerExited,
+                Ok(true) => AttestError::Proc {
+                    pid,
+                    what: "/proc/<pid>/status",
+                    source,
+                },
+                Err(source) => AttestError::Liveness { pid, source },
+            })
+        }
+    };
+    let (uid, gid) =
+        parse_status_ids(&status).map_err(|rule| AttestError::BadStatus { pid, rule })?;
+    attest_process(&PeerInfo::with_proof(pid, uid, gid, proof))
+}
+
+/// The effective uid and gid from `/proc/<pid>/status` (`Uid:` and `Gid:`
+/// lines: real, effective, saved, filesystem).
+fn parse_status_ids(text: &str) -> Result<(u32, u32), &'static str> {
+    let field = |name: &str| -> Option<u32> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let uid = field("Uid:").ok_or("has no `Uid:` line with an effective uid")?;
+    let gid = field("Gid:").ok_or("has no `Gid:` line with an effective gid")?;
+    Ok((uid, gid))
 }
 
 /// How long a uid/gid → name lookup is reused: /etc/passwd rarely changes,

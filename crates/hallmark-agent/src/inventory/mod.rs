@@ -29,7 +29,7 @@ mod follow;
 mod report;
 mod resolve;
 #[cfg(test)]
-mod scripted;
+pub(crate) mod scripted;
 mod spool;
 mod state;
 mod status;
@@ -75,6 +75,19 @@ const START_WAIT: Duration = Duration::from_secs(2);
 const INSPECT_CONCURRENCY: usize = 16;
 /// Lifecycle events buffered for each [`Inventory::subscribe`] receiver.
 const BROADCAST_CAPACITY: usize = 4096;
+/// Identity changes of one derivation round told as `updated` events; a
+/// round with more goes to the server as a snapshot instead.
+pub const IDENTITY_EVENTS_MAX: usize = 64;
+
+/// The identity derived for one container from one of its records.
+#[derive(Debug, Clone)]
+pub(crate) struct IdentityUpdate {
+    /// The record the identity was derived from.
+    pub basis: Workload,
+    pub selectors: Vec<String>,
+    pub spiffe_ids: Vec<String>,
+}
+
 /// The context name used when the operator sets none.
 pub const DEFAULT_CONTEXT: &str = "default";
 
@@ -253,6 +266,42 @@ impl Inventory {
         state.insert_quiet(workloads);
         self.inner.gauges(&state);
         drop(state);
+        self.inner.spool_changed();
+    }
+
+    /// Running containers with a process ID: those an identity can be
+    /// derived for.
+    pub(crate) fn live_with_pid(&self) -> Vec<Workload> {
+        lock(&self.inner.state).live_with_pid()
+    }
+
+    /// Containers that carry a derived identity now.
+    pub(crate) fn identity_count(&self) -> usize {
+        lock(&self.inner.state).with_identity()
+    }
+
+    /// Sets the selectors and SPIFFE IDs derived for each container of a
+    /// `basis` record from that record; one whose inventory record has
+    /// moved on since is left alone. The changes reach the server as
+    /// `updated` events, or, when one round changes more than
+    /// [`IDENTITY_EVENTS_MAX`] records (the first round on a busy node,
+    /// new entries matching many workloads), in a snapshot sent at once:
+    /// so many events would push lifecycle events out of the report queue.
+    /// Either way every later snapshot carries them.
+    pub(crate) fn set_identities(&self, updates: Vec<IdentityUpdate>) {
+        let at_ms = unix_millis(SystemTime::now());
+        let mut state = lock(&self.inner.state);
+        let mut events = Vec::new();
+        for u in updates {
+            events.extend(state.set_identity(&u.basis, u.selectors, u.spiffe_ids, at_ms));
+        }
+        if events.len() <= IDENTITY_EVENTS_MAX {
+            self.inner.publish(&state, events);
+            return;
+        }
+        drop(state);
+        self.inner.snapshot_due.store(true, Ordering::SeqCst);
+        self.inner.report_work.notify_one();
         self.inner.spool_changed();
     }
 

@@ -216,7 +216,67 @@ impl State {
     /// Stores what the runtime says about one container; returns the
     /// events this amounts to. A partial record never replaces a full one:
     /// an inspect that failed says nothing new about the container.
-    pub fn upsert(&mut self, next: Workload, at_ms: i64) -> Vec<InventoryEvent> {
+    ///
+    /// The runtime's records carry no identity (selectors, SPIFFE IDs):
+    /// the agent derives it from the record and the process. While the
+    /// runtime's word is unchanged the derived identity stays; any change
+    /// drops it until it is derived again from the new record.
+    pub fn upsert(&mut self, mut next: Workload, at_ms: i64) -> Vec<InventoryEvent> {
+        if let Some(prev) = self.workloads.get(&next.container_id) {
+            let derived = !prev.selectors.is_empty() || !prev.spiffe_ids.is_empty();
+            let none_given = next.selectors.is_empty() && next.spiffe_ids.is_empty();
+            if derived && none_given && same_runtime_record(prev, &next) {
+                next.selectors = prev.selectors.clone();
+                next.spiffe_ids = prev.spiffe_ids.clone();
+            }
+        }
+        self.upsert_exact(next, at_ms)
+    }
+
+    /// Sets the identity derived for a container from the record `basis`,
+    /// if the inventory's record is still the runtime's same word (else a
+    /// newer record is on its way to its own derivation). An identity that
+    /// changes a running container's record is told as `updated`.
+    pub fn set_identity(
+        &mut self,
+        basis: &Workload,
+        selectors: Vec<String>,
+        spiffe_ids: Vec<String>,
+        at_ms: i64,
+    ) -> Vec<InventoryEvent> {
+        let Some(current) = self.workloads.get(&basis.container_id) else {
+            return Vec::new();
+        };
+        if !same_runtime_record(current, basis)
+            || (current.selectors == selectors && current.spiffe_ids == spiffe_ids)
+        {
+            return Vec::new();
+        }
+        let mut next = current.clone();
+        next.selectors = selectors;
+        next.spiffe_ids = spiffe_ids;
+        self.upsert_exact(next, at_ms)
+    }
+
+    /// Running (or paused) containers with identity-bearing records: a
+    /// process ID and a full record.
+    pub fn live_with_pid(&self) -> Vec<Workload> {
+        self.workloads
+            .values()
+            .filter(|w| is_live(w.state) && w.pid.is_some())
+            .cloned()
+            .collect()
+    }
+
+    /// Containers that currently carry a derived identity.
+    pub fn with_identity(&self) -> usize {
+        self.workloads
+            .values()
+            .filter(|w| !w.selectors.is_empty())
+            .count()
+    }
+
+    fn upsert_exact(&mut self, next: Workload, at_ms: i64) -> Vec<InventoryEvent> {
         let prev = self.workloads.get(&next.container_id);
         if next.confidence == Confidence::Partial
             && prev.is_some_and(|p| p.confidence == Confidence::Full)
@@ -246,8 +306,11 @@ impl State {
             return Vec::new();
         }
         last.state = WorkloadState::Stopped;
-        // The process is gone; its PID may already name another one.
+        // The process is gone; its PID may already name another one, and
+        // the identity derived from it went with it.
         last.pid = None;
+        last.selectors.clear();
+        last.spiffe_ids.clear();
         vec![InventoryEvent {
             kind: EventKind::Stopped,
             at_ms,
@@ -299,6 +362,20 @@ impl State {
             self.put(w);
         }
     }
+}
+
+/// Whether two records are the same word of the runtime, whatever
+/// identity the agent derived for either.
+pub fn same_runtime_record(a: &Workload, b: &Workload) -> bool {
+    if a.selectors == b.selectors && a.spiffe_ids == b.spiffe_ids {
+        return a == b;
+    }
+    let strip = |w: &Workload| Workload {
+        selectors: Vec::new(),
+        spiffe_ids: Vec::new(),
+        ..w.clone()
+    };
+    strip(a) == strip(b)
 }
 
 /// Counts for the status page.
@@ -501,6 +578,45 @@ mod tests {
         assert_eq!(events[0].workload.container_id, "b");
         assert_eq!(events[0].kind, EventKind::Stopped);
         assert!(s.get("b").is_none());
+    }
+
+    #[test]
+    fn a_derived_identity_lasts_as_long_as_the_runtimes_word() {
+        let mut s = State::default();
+        let basis = rec("c", Running, 5);
+        s.upsert(basis.clone(), 1);
+        let sel = vec!["docker:label:app:web".to_string()];
+        let ids = vec!["spiffe://td/web".to_string()];
+        let ev = s.set_identity(&basis, sel.clone(), ids.clone(), 2);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].kind, EventKind::Updated);
+        assert_eq!(ev[0].workload.spiffe_ids, ids);
+        assert!(
+            s.set_identity(&basis, sel.clone(), ids.clone(), 3)
+                .is_empty(),
+            "no change, no event"
+        );
+        // The runtime says the same again: the identity stays, quietly.
+        assert!(s.upsert(basis.clone(), 4).is_empty());
+        assert_eq!(s.get("c").map(|w| w.selectors.clone()), Some(sel.clone()));
+        // The runtime's word changes: the identity goes until derived anew.
+        let mut relabelled = basis.clone();
+        relabelled.labels.insert("app".into(), "db".into());
+        let ev = s.upsert(relabelled.clone(), 5);
+        assert_eq!(ev.len(), 1);
+        assert!(ev[0].workload.selectors.is_empty() && ev[0].workload.spiffe_ids.is_empty());
+        // An identity derived from the old record is not applied.
+        assert!(s
+            .set_identity(&basis, sel.clone(), ids.clone(), 6)
+            .is_empty());
+        assert!(s.get("c").is_some_and(|w| w.selectors.is_empty()));
+        assert_eq!(s.set_identity(&relabelled, sel, ids, 7).len(), 1);
+        assert_eq!(s.with_identity(), 1);
+        assert_eq!(s.live_with_pid().len(), 0, "rec() has no pid");
+        // Stopped: the identity went with the process.
+        let ev = s.remove("c", 8);
+        assert!(ev[0].workload.selectors.is_empty() && ev[0].workload.spiffe_ids.is_empty());
+        assert_eq!(s.with_identity(), 0);
     }
 
     #[test]

@@ -85,6 +85,12 @@ pub(super) struct RuntimeInfo {
 }
 
 impl Inventory {
+    /// Whether the runtime is missing or not answering: the records may
+    /// then be out of date.
+    pub(crate) fn runtime_degraded(&self) -> bool {
+        lock(&self.inner.info).status.degraded
+    }
+
     /// Runtime status and inventory counts, for people and monitoring.
     pub fn status(&self) -> InventoryStatus {
         let counts = lock(&self.inner.state).counts();

@@ -788,3 +788,82 @@ async fn events_queued_while_disconnected_go_after_reconnect_and_resyncs_send_sn
     assert_ne!(first, second);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_derived_identity_reaches_the_server_as_an_update_and_in_snapshots() {
+    let mut server = FakeServer::start().await;
+    let rt = Scripted::new(vec![running("id1")]);
+    let h = Harness::start(rt, |_| {}).await;
+    h.client.send_replace(Some(server.client().await));
+    let (_, ids) = server.snapshot().await;
+    assert_eq!(ids, vec!["id1"]);
+
+    let basis = h.inv.get("id1").unwrap();
+    let selectors = vec![
+        "docker:label:app:id1".to_string(),
+        "hallmark:context:lab".to_string(),
+    ];
+    let spiffe_ids = vec!["spiffe://td/id1".to_string()];
+    h.inv.set_identities(vec![IdentityUpdate {
+        basis,
+        selectors: selectors.clone(),
+        spiffe_ids: spiffe_ids.clone(),
+    }]);
+    let r = server.next().await;
+    assert_eq!(r.events.len(), 1, "{r:?}");
+    assert_eq!(r.events[0].kind, "updated");
+    let rec = r.events[0].record.as_ref().unwrap();
+    assert_eq!((&rec.selectors, &rec.spiffe_ids), (&selectors, &spiffe_ids));
+    // A resync that finds the runtime's word unchanged keeps it.
+    h.rt.emit("id1", EventAction::Updated);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(h.inv.get("id1").unwrap().spiffe_ids, spiffe_ids);
+    // And every later snapshot carries it.
+    h.client.send_replace(Some(server.client().await));
+    let first = server.next().await;
+    assert_ne!(first.snapshot_id, 0, "{first:?}");
+    let w = Workload::try_from(&first.workloads[0]).unwrap();
+    assert_eq!((w.selectors, w.spiffe_ids), (selectors, spiffe_ids));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn many_identity_changes_at_once_go_as_a_snapshot_not_as_events() {
+    let mut server = FakeServer::start().await;
+    let n = IDENTITY_EVENTS_MAX + 1;
+    let records: Vec<Workload> = (0..n).map(|i| running(&format!("m{i:03}"))).collect();
+    let rt = Scripted::new(records.clone());
+    let mut h = Harness::start(rt, |_| {}).await;
+    h.client.send_replace(Some(server.client().await));
+    let (first, ids) = server.snapshot().await;
+    assert_eq!(ids.len(), n);
+    let updates = records
+        .into_iter()
+        .map(|basis| IdentityUpdate {
+            selectors: vec![format!("docker:label:app:{}", basis.container_id)],
+            spiffe_ids: vec!["spiffe://td/m".to_string()],
+            basis,
+        })
+        .collect();
+    h.inv.set_identities(updates);
+    let mut page = server.next().await;
+    assert_ne!(page.snapshot_id, 0, "a snapshot, not events: {page:?}");
+    assert_ne!(page.snapshot_id, first);
+    let mut with_ids = 0;
+    loop {
+        assert!(page.events.is_empty());
+        with_ids += page
+            .workloads
+            .iter()
+            .filter(|w| w.spiffe_ids == vec!["spiffe://td/m".to_string()])
+            .count();
+        if page.last_page {
+            break;
+        }
+        page = server.next().await;
+    }
+    assert_eq!(with_ids, n);
+    h.quiet_for(Duration::from_millis(100)).await;
+    assert_eq!(h.inv.status().queued_events, 0);
+    h.stop().await;
+}

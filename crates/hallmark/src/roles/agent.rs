@@ -2,9 +2,11 @@
 //! config file, and the process around it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use clap::Args;
+use hallmark_agent::flows::FlowConfig;
 use hallmark_agent::{AgentConfig, ServerTrustSource};
 
 use super::{
@@ -37,11 +39,16 @@ pub struct AgentArgs {
     pub trust_bundle: Option<PathBuf>,
     #[command(flatten)]
     pub inventory: InventoryArgs,
+    /// How often the agent re-asserts the IPs its running workloads and
+    /// the node hold, as evidence for flow attribution [default: 10s].
+    #[arg(long)]
+    pub ownership_heartbeat: Option<String>,
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     let file = config::load_file(a.common.config.as_deref())?.agent;
     let inventory = inventory_config(a.inventory, &file)?;
+    let flows = flow_config(a.ownership_heartbeat, file.ownership_heartbeat.clone())?;
     let td = pick(a.common.trust_domain, file.trust_domain)
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let data_dir = pick(a.common.data_dir, file.data_dir)
@@ -78,6 +85,26 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
         join_token: pick(a.join_token, file.join_token),
         trust,
         inventory,
+        flows,
+    })
+}
+
+/// Flow reporting options from the flag over the config file.
+fn flow_config(flag: Option<String>, file: Option<String>) -> Result<FlowConfig> {
+    let defaults = FlowConfig::default();
+    let ownership_heartbeat = match pick(flag, file) {
+        Some(v) => {
+            let d = config::duration("ownership_heartbeat", &v)?;
+            if d < Duration::from_secs(1) {
+                return Err(anyhow!("ownership_heartbeat `{v}`: must be at least 1s"));
+            }
+            d
+        }
+        None => defaults.ownership_heartbeat,
+    };
+    Ok(FlowConfig {
+        ownership_heartbeat,
+        ..defaults
     })
 }
 
@@ -112,4 +139,28 @@ pub async fn run_agent(a: AgentArgs) -> Result<()> {
     tracing::info!("shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_heartbeat_from_flag_over_file_with_a_default() {
+        let got = |flag: Option<&str>, file: Option<&str>| {
+            flow_config(flag.map(str::to_owned), file.map(str::to_owned))
+                .map(|c| c.ownership_heartbeat)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(got(None, None), Ok(Duration::from_secs(10)));
+        assert_eq!(got(None, Some("30s")), Ok(Duration::from_secs(30)));
+        assert_eq!(got(Some("5s"), Some("30s")), Ok(Duration::from_secs(5)));
+        for bad in ["soon", "500ms", "0s"] {
+            let e = got(Some(bad), None).unwrap_err();
+            assert!(
+                e.contains("ownership_heartbeat") && e.contains(bad),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

@@ -121,5 +121,6 @@ fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
         "ready": a.ready(),
         "agent_id": a.agent_id(),
         "inventory": a.inventory(),
+        "flows": a.flows(),
     })
 }

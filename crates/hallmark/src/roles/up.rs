@@ -206,6 +206,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         join_token: Some(token.token),
         trust: ServerTrustSource::Fingerprint(token.ca_fingerprint),
         inventory,
+        flows: Default::default(),
     })
     .await
     .context("starting the agent")?;

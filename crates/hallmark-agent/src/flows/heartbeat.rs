@@ -10,7 +10,7 @@
 //! that cannot be delivered is dropped (and counted), never queued; the
 //! next one says what holds then.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -128,12 +128,17 @@ async fn beat(
 /// capture reports; workloads in another container's network namespace
 /// (Docker `container:<id>`): the addresses are that container's.
 ///
-/// Containers that share one network namespace and each report its IP
-/// (the containers of one CRI pod) are all asserted: the server sees
-/// several owners of one IP at once and leaves its flows `ambiguous`,
-/// which is true, where naming one container would be a guess.
+/// The containers of one CRI pod share its network namespace and each
+/// report the pod's IP: the pod holds it, so one of them speaks for the pod
+/// (the lowest container ID, stable while the pod runs), and its flows name
+/// that container with the pod's name, namespace and labels. Containers of
+/// different pods (or a pod and a container) claiming one IP are all
+/// asserted: the server sees several owners at once and leaves the flows
+/// `ambiguous`, which is true, where naming one would be a guess.
 pub fn heartbeat_addresses(workloads: &[Workload], node_ips: &[IpAddr]) -> Vec<pb::OwnedAddress> {
     let mut held: BTreeSet<(IpAddr, &str)> = BTreeSet::new();
+    // Per (IP, pod UID): the container speaking for the pod.
+    let mut pod_speaker: BTreeMap<(IpAddr, &str), &str> = BTreeMap::new();
     for w in workloads {
         if !matches!(w.state, WorkloadState::Running | WorkloadState::Paused) {
             continue;
@@ -145,10 +150,26 @@ pub fn heartbeat_addresses(workloads: &[Workload], node_ips: &[IpAddr]) -> Vec<p
         for ip in &w.ips {
             // The runtime's word; an address that does not parse is no
             // evidence of anything.
-            if let Ok(ip) = ip.parse::<IpAddr>() {
-                held.insert((ip, w.container_id.as_str()));
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                continue;
+            };
+            match w.pod.as_ref().filter(|p| !p.uid.is_empty()) {
+                Some(pod) => {
+                    let speaker = pod_speaker
+                        .entry((ip, pod.uid.as_str()))
+                        .or_insert(w.container_id.as_str());
+                    if w.container_id.as_str() < *speaker {
+                        *speaker = w.container_id.as_str();
+                    }
+                }
+                None => {
+                    held.insert((ip, w.container_id.as_str()));
+                }
             }
         }
+    }
+    for ((ip, _), id) in pod_speaker {
+        held.insert((ip, id));
     }
     let workload_ips: BTreeSet<IpAddr> = held.iter().map(|(ip, _)| *ip).collect();
     let node: BTreeSet<IpAddr> = node_ips

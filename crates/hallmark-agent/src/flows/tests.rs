@@ -172,6 +172,16 @@ fn workload(id: &str, mode: &str, ips: &[&str], state: WorkloadState) -> Workloa
     w
 }
 
+fn in_pod(mut w: Workload, uid: &str) -> Workload {
+    w.pod = Some(hallmark_core::PodInfo {
+        uid: uid.into(),
+        name: format!("pod-{uid}"),
+        namespace: "default".into(),
+        ..Default::default()
+    });
+    w
+}
+
 #[test]
 fn heartbeats_assert_workload_ips_and_the_nodes_own() {
     use WorkloadState::{Paused, Running, Stopped};
@@ -185,9 +195,12 @@ fn heartbeats_assert_workload_ips_and_the_nodes_own() {
         workload("junk", "bridge", &["not-an-ip"], Running),
         // A node interface address a workload holds is the workload's.
         workload("macvlan", "macvlan", &["192.168.1.77"], Running),
-        // Two containers of one pod: both claim the pod IP.
-        workload("pod-app", "pod", &["10.244.0.7"], Running),
-        workload("pod-sidecar", "pod", &["10.244.0.7"], Running),
+        // Two containers of one pod claim the pod IP: the lower ID speaks
+        // for the pod.
+        in_pod(workload("pod-sidecar", "pod", &["10.244.0.7"], Running), "u1"),
+        in_pod(workload("pod-app", "pod", &["10.244.0.7"], Running), "u1"),
+        // Another pod claiming the same IP is a real conflict: asserted too.
+        in_pod(workload("other-pod", "pod", &["10.244.0.7"], Running), "u2"),
     ];
     let node: Vec<IpAddr> = [
         "127.0.0.1",
@@ -209,8 +222,8 @@ fn heartbeats_assert_workload_ips_and_the_nodes_own() {
         .map(|a| (a.ip, a.port, a.container_id))
         .collect();
     let want: Vec<(String, u32, String)> = [
+        ("10.244.0.7", "other-pod"),
         ("10.244.0.7", "pod-app"),
-        ("10.244.0.7", "pod-sidecar"),
         ("172.18.0.2", "a"),
         ("172.18.0.3", "b"),
         ("192.168.1.77", "macvlan"),

@@ -106,15 +106,17 @@ pub(crate) fn evidence_from_heartbeat(
     Ok(out)
 }
 
-/// Whether a workload holds IPs of its own (not its node's).
+/// The IPs a workload's lifecycle events claim: its own, not its node's.
+/// A pod's containers claim nothing here: they share the pod's IP, and the
+/// agent's heartbeats name the one container that speaks for the pod.
 fn own_ips(w: &Workload) -> Vec<IpAddr> {
-    if matches!(w.network_mode.as_str(), "host" | "node") || w.network_mode.starts_with("container:") {
+    if matches!(w.network_mode.as_str(), "host" | "node")
+        || w.network_mode.starts_with("container:")
+        || w.pod.is_some()
+    {
         return Vec::new();
     }
     let mut ips: Vec<IpAddr> = w.ips.iter().filter_map(|s| s.parse().ok()).collect();
-    if let Some(p) = &w.pod {
-        ips.extend(p.ips.iter().filter_map(|s| s.parse::<IpAddr>().ok()));
-    }
     ips.sort();
     ips.dedup();
     ips

@@ -20,9 +20,9 @@ use sqlx::query::Query;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::flow_rows::{
-    cidr_range, ip_column, minute_ceil, minute_of, Dictionary, EncodedWrite, Entries,
-    EvidenceRow, FlowRow, GraphRow, Hash, ENDPOINTS, EVIDENCE_SELECT, FLOW_INSERT_COLUMNS,
-    FLOW_INSERT_WIDTH, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
+    cidr_range, ip_column, minute_ceil, minute_of, Dictionary, EncodedWrite, Entries, EvidenceRow,
+    FlowRow, GraphRow, Hash, ENDPOINTS, EVIDENCE_SELECT, FLOW_INSERT_COLUMNS, FLOW_INSERT_WIDTH,
+    FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
 };
 use super::{values_list, Backend, RowsAffected, SqlStore, SqlValue};
 use crate::codec::decode_error;
@@ -360,14 +360,23 @@ where
         // after them.
         let statements: [(&str, &[i64]); 5] = [
             ("DELETE FROM flows WHERE start_ms < $1", &[flows_before_ms]),
-            ("DELETE FROM flow_graph WHERE minute_ms < $1", &[graph_before_ms]),
-            ("DELETE FROM flow_evidence WHERE at_ms < $1", &[evidence_before_ms]),
+            (
+                "DELETE FROM flow_graph WHERE minute_ms < $1",
+                &[graph_before_ms],
+            ),
+            (
+                "DELETE FROM flow_evidence WHERE at_ms < $1",
+                &[evidence_before_ms],
+            ),
             (
                 "DELETE FROM flow_endpoints WHERE (flow_used_ms IS NULL OR flow_used_ms < $1) \
                  AND (graph_used_ms IS NULL OR graph_used_ms < $2)",
                 &[flows_before_ms, graph_before_ms],
             ),
-            ("DELETE FROM flow_owners WHERE used_ms < $1", &[evidence_before_ms]),
+            (
+                "DELETE FROM flow_owners WHERE used_ms < $1",
+                &[evidence_before_ms],
+            ),
         ];
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let mut deleted = [0u64; 5];
@@ -550,9 +559,7 @@ where
 
 fn dictionary_id(ids: &HashMap<Hash, i64>, h: &Hash, table: &str) -> Result<i64> {
     ids.get(h).copied().ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "table {table}: an upserted row was not returned"
-        ))
+        StoreError::Corrupt(format!("table {table}: an upserted row was not returned"))
     })
 }
 
@@ -794,7 +801,10 @@ mod tests {
             let mut at = 0;
             for c in &cs {
                 assert_eq!(c.start, at, "n={n}");
-                assert!(c.len() <= CHUNK_ROWS && c.len().is_power_of_two(), "n={n}: {c:?}");
+                assert!(
+                    c.len() <= CHUNK_ROWS && c.len().is_power_of_two(),
+                    "n={n}: {c:?}"
+                );
                 at = c.end;
             }
             assert_eq!(at, n);

@@ -75,8 +75,10 @@ pub trait Backend: Database<QueryResult: RowsAffected> {
     /// Serialises, until the caller's transaction ends, the transactions
     /// that take the lock named `name`, where other transactions may run
     /// beside them.
-    fn lock_named(conn: &mut Self::Connection, name: &str)
-        -> impl Future<Output = Result<()>> + Send;
+    fn lock_named(
+        conn: &mut Self::Connection,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// See [`crate::RegistryStore::change_notifications`].
     fn change_notifications(_pool: &Pool<Self>) -> Option<watch::Receiver<u64>> {

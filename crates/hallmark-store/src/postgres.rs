@@ -106,6 +106,7 @@ const CHANGES_CHANNEL: &str = "hallmark_entries";
 impl Backend for Postgres {
     const BACKEND_NAME: &'static str = "postgres";
     const SHARED_BETWEEN_SERVERS: bool = true;
+    const POSITIONAL_ARGUMENTS: bool = false;
     // Writers that need ordering take row locks (the revision counter) or
     // advisory locks (inventory) themselves.
     const BEGIN_WRITE: &'static str = "BEGIN";

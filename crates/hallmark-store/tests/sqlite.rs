@@ -733,3 +733,94 @@ async fn verify_inventory_after_kill(db: &Path, round: u32, applied: u64) {
     }
     store.close().await;
 }
+
+/// One batch of 1 000 attributed flows (with their evidence) on a file
+/// store with its durable settings: the figure the ingest path builds on.
+#[tokio::test]
+async fn a_batch_of_a_thousand_flows_writes_quickly() {
+    use hallmark_flows::{
+        Endpoint, Evidence, EvidenceKind, Flow, Initiator, Owner, OwnershipKey, Protocol, Reporter,
+        StoredFlow, WorkloadEndpoint,
+    };
+    use hallmark_store::FlowWrite;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite3"))
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000;
+    let end = |n: usize| {
+        Endpoint::Workload(WorkloadEndpoint {
+            context: "prod".into(),
+            node: format!("n{}", n % 4),
+            container_id: format!("{n:064x}"),
+            name: format!("svc{}", n % 10),
+            image: "shop/svc:1".into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), format!("svc{}", n % 10))].into(),
+            spiffe_ids: vec![format!("spiffe://example.org/ns/shop/sa/svc{}", n % 10)],
+            ..WorkloadEndpoint::default()
+        })
+    };
+    let batch = |round: i64| {
+        let flows: Vec<StoredFlow> = (0..1_000usize)
+            .map(|i| {
+                let start = t + round * 60_000 + i as i64 * 50;
+                let flow = Flow {
+                    start_ms: start,
+                    end_ms: start + 800,
+                    protocol: Protocol::Tcp,
+                    src: format!("10.0.{}.{}:{}", i % 50, i % 200, 30_000 + i)
+                        .parse()
+                        .unwrap(),
+                    dst: format!("10.1.0.{}:443", i % 40).parse().unwrap(),
+                    initiator: Initiator::Source,
+                    bytes_sent: 1_000,
+                    packets_sent: 5,
+                    bytes_received: 4_000,
+                    packets_received: 6,
+                    outcome: None,
+                    reporter: Reporter::File("bench".into()),
+                    local: None,
+                };
+                StoredFlow::new(flow, end(i % 50), end(50 + i % 40), start + 1_000)
+            })
+            .collect();
+        let evidence = (0..100u8)
+            .map(|i| Evidence {
+                key: OwnershipKey::ip([10, 0, 0, i].into()),
+                owner: Owner::Node {
+                    context: "prod".into(),
+                    node: format!("n{i}"),
+                },
+                at_ms: t + round * 60_000,
+                kind: EvidenceKind::Heartbeat,
+            })
+            .collect();
+        FlowWrite {
+            server_id: "s1".into(),
+            now_ms: t + round * 60_000,
+            evidence,
+            flows,
+            ..FlowWrite::default()
+        }
+    };
+    // The first write creates the dictionary rows; later ones find them.
+    store.write_flows(&batch(0)).await.unwrap();
+    let mut times = Vec::new();
+    for round in 1..=5 {
+        let w = batch(round);
+        let started = Instant::now();
+        let written = store.write_flows(&w).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(written.flow_ids.len(), 1_000);
+    }
+    times.sort();
+    println!("write of 1000 flows + 100 evidence on SQLite (file, synchronous=FULL): median {:?}, all {times:?}", times[2]);
+    assert!(
+        times[2] < Duration::from_secs(2),
+        "a batch of 1000 flows took {:?}",
+        times[2]
+    );
+    assert_eq!(store.flow_counts().await.unwrap().flows(), 6_000);
+}

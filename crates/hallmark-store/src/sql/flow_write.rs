@@ -400,7 +400,7 @@ mod tests {
             }
             assert_eq!(at, n);
         }
-        assert_eq!(chunks(1000).len(), 1 + 6, "512 + 256 + 128 + 64 + 32 + 8");
+        assert_eq!(chunks(1000).len(), 6, "512 + 256 + 128 + 64 + 32 + 8");
         assert_eq!(in_list::<sqlx::Postgres>(2), "($1, $2)");
         assert_eq!(in_list::<sqlx::Sqlite>(2), "(?, ?)");
         assert_eq!(rows_list::<sqlx::Sqlite>(2, 2), "VALUES (?, ?), (?, ?)");

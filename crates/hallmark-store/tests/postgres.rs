@@ -438,6 +438,11 @@ async fn evidence_tail_across_servers_misses_nothing() {
             "the tail reads ids in increasing order"
         );
         written.sort_unstable();
+        let missed: Vec<&i64> = written.iter().filter(|id| !seen.contains(id)).collect();
+        assert!(
+            missed.is_empty(),
+            "the tail skipped evidence ids {missed:?}"
+        );
         assert_eq!(seen, written, "the tail saw every row exactly once");
     })
     .await;

@@ -447,3 +447,91 @@ async fn evidence_tail_across_servers_misses_nothing() {
     })
     .await;
 }
+
+/// Servers writing batches that add to the same graph buckets and intern the
+/// same endpoints at once: no write fails (no deadlock), and the graph adds
+/// up to what was written.
+#[tokio::test]
+async fn concurrent_writers_add_to_the_same_graph_rows() {
+    use hallmark_flows::{
+        Endpoint, Flow, Initiator, Protocol, Reporter, StoredFlow, WorkloadEndpoint,
+    };
+    use hallmark_store::FlowWrite;
+
+    with_database(|url| async move {
+        let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+        let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
+        let t = 1_700_000_040_000 - 1_700_000_040_000 % 60_000;
+        let end = |name: &str| {
+            Endpoint::Workload(WorkloadEndpoint {
+                context: "prod".into(),
+                node: "n1".into(),
+                container_id: format!("{name:0>64}"),
+                name: name.into(),
+                spiffe_ids: vec![format!("spiffe://example.org/{name}")],
+                ..WorkloadEndpoint::default()
+            })
+        };
+        let mut tasks = Vec::new();
+        for w in 0..4i64 {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            let names: Vec<Endpoint> = ["web", "api", "db", "cache"]
+                .iter()
+                .map(|n| end(n))
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..15i64 {
+                    // Each task walks the endpoints in its own order.
+                    let flows: Vec<StoredFlow> = (0..40i64)
+                        .map(|i| {
+                            let k = usize::try_from((i + w * 7 + n) % 4).unwrap();
+                            let start = t + (i % 3) * 60_000 + w;
+                            let flow = Flow {
+                                start_ms: start,
+                                end_ms: start + 10,
+                                protocol: Protocol::Tcp,
+                                src: "10.0.0.1:40000".parse().unwrap(),
+                                dst: "10.0.0.2:443".parse().unwrap(),
+                                initiator: Initiator::Source,
+                                bytes_sent: 10,
+                                packets_sent: 1,
+                                bytes_received: 5,
+                                packets_received: 1,
+                                outcome: None,
+                                reporter: Reporter::File("f".into()),
+                                local: None,
+                            };
+                            StoredFlow::new(
+                                flow,
+                                names[k].clone(),
+                                names[(k + 1) % 4].clone(),
+                                start,
+                            )
+                        })
+                        .collect();
+                    let write = FlowWrite {
+                        server_id: format!("server-{w}"),
+                        now_ms: t,
+                        flows,
+                        ..FlowWrite::default()
+                    };
+                    store.write_flows(&write).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let graph = a.graph(t, Some(t + 3_600_000)).await.unwrap();
+        let flows: u64 = graph.iter().map(|g| g.flows).sum();
+        let bytes: u64 = graph.iter().map(|g| g.bytes).sum();
+        assert_eq!(flows, 4 * 15 * 40);
+        assert_eq!(bytes, 4 * 15 * 40 * 15);
+        assert_eq!(graph.len(), 4, "four edges between four endpoints");
+        assert_eq!(
+            b.graph_from_flows(t, Some(t + 3_600_000)).await.unwrap(),
+            graph
+        );
+    })
+    .await;
+}

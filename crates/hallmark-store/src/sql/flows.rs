@@ -14,7 +14,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow};
+use hallmark_flows::{
+    Endpoint, EndpointFilter, Evidence, Flow, FlowQuery, GraphBucket, StoredFlow,
+};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::flow_rows::{
@@ -31,6 +33,8 @@ use crate::{Result, StoreError};
 
 /// Rows a listing reads per round while the endpoint filters run in Rust.
 const LIST_PAGE: usize = 1_000;
+/// Most endpoint ids a listing narrows by in SQL.
+const MAX_LISTED_ENDPOINTS: usize = 500;
 /// The lock whose holders take flow and evidence ids in commit order.
 const TAIL_LOCK: &str = "flow tail";
 /// The lock adopting servers take, one at a time.
@@ -176,6 +180,48 @@ where
     }
 
     async fn list_flows(&self, q: &FlowQuery) -> Result<Vec<StoredFlow>> {
+        // Filters on descriptions (SPIFFE ID, namespace, label, ...) become
+        // the ids of the described endpoints they accept, among those of
+        // flows in the window, when there are few enough to list.
+        let described = [&q.from, &q.to].map(|fs| {
+            fs.iter()
+                .filter(|f| !matches!(f, EndpointFilter::Ip(_)))
+                .collect::<Vec<_>>()
+        });
+        let mut end_ids: [Option<Vec<i64>>; 2] = [None, None];
+        if described.iter().any(|d| !d.is_empty()) {
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as("SELECT id, endpoint FROM flow_endpoints WHERE flow_used_ms >= $1")
+                    .bind(q.since_ms)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| decode_error("flow_endpoints", e))?;
+            // Unused by every filter but the address ones, which stay out.
+            let any_ip = IpAddr::from([0, 0, 0, 0]);
+            let mut accepted: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            for (id, text) in &rows {
+                let e: Endpoint = serde_json::from_str(text).map_err(|err| {
+                    StoreError::Corrupt(format!(
+                        "table flow_endpoints, id {id}: column endpoint: {err}"
+                    ))
+                })?;
+                for (slot, filters) in described.iter().enumerate() {
+                    if filters.iter().all(|f| f.matches(&e, any_ip)) {
+                        accepted[slot].push(*id);
+                    }
+                }
+            }
+            for (slot, ids) in accepted.into_iter().enumerate() {
+                if described[slot].is_empty() {
+                    continue;
+                }
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                end_ids[slot] = Some(ids);
+            }
+        }
+
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<Arg> = Vec::new();
         let mut push = |sql: &str, values: Vec<Arg>| {
@@ -199,21 +245,31 @@ where
         if let Some(s) = q.status {
             push("f.status = {}", vec![Arg::Text(s.as_str())]);
         }
-        // Address filters are ranges of the IP columns; the others need the
-        // endpoint descriptions and are left to `matches`.
-        let mut rust_filters = false;
+        // Address filters are ranges of the IP columns.
         for (column, filters) in [("f.src_ip", &q.from), ("f.dst_ip", &q.to)] {
             for f in filters {
-                match f {
-                    hallmark_flows::EndpointFilter::Ip(c) => {
-                        let (lo, hi) = cidr_range(c);
-                        push(
-                            &format!("{column} >= {{}} AND {column} <= {{}}"),
-                            vec![Arg::Bytes(lo), Arg::Bytes(hi)],
-                        );
-                    }
-                    _ => rust_filters = true,
+                if let EndpointFilter::Ip(c) = f {
+                    let (lo, hi) = cidr_range(c);
+                    push(
+                        &format!("{column} >= {{}} AND {column} <= {{}}"),
+                        vec![Arg::Bytes(lo), Arg::Bytes(hi)],
+                    );
                 }
+            }
+        }
+        let mut rust_filters = false;
+        for (column, ids) in ["f.src_endpoint", "f.dst_endpoint"].iter().zip(end_ids) {
+            match ids {
+                Some(ids) if ids.len() <= MAX_LISTED_ENDPOINTS => {
+                    let marks = vec!["{}"; ids.len()].join(", ");
+                    push(
+                        &format!("{column} IN ({marks})"),
+                        ids.into_iter().map(Arg::I64).collect(),
+                    );
+                }
+                // Too many to list: `matches` decides on every candidate.
+                Some(_) => rust_filters = true,
+                None => {}
             }
         }
         let following = q.after_id.is_some();

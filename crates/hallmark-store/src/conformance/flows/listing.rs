@@ -205,6 +205,50 @@ pub(super) async fn list_filters(store: &dyn Store, run: &Run) {
     }
 }
 
+/// More matching endpoints than a listing narrows by in SQL: the filters
+/// are then applied to every candidate, with the same answer.
+pub(super) async fn many_endpoints(store: &dyn Store, run: &Run) {
+    let t = run.flow_base() + 20 * HOUR;
+    let flows: Vec<StoredFlow> = (0..1_200i64)
+        .map(|i| {
+            let ns = if i % 2 == 0 { "bulk" } else { "other" };
+            let src = workload(run, "me", &format!("w{i}"), ns, &[]);
+            let f = tcp("10.8.0.1:40000", "10.8.0.2:80", t + i * 10);
+            stored(f, src.clone(), src)
+        })
+        .collect();
+    let written = write(
+        store,
+        "many endpoints",
+        &batch(run, t + HOUR, flows.clone()),
+    )
+    .await;
+    let all = with_ids(&flows, &written);
+    for query in [
+        FlowQuery {
+            since_ms: t,
+            until_ms: Some(t + HOUR),
+            from: vec![filter("ns:bulk")],
+            limit: 700,
+            ..FlowQuery::default()
+        },
+        FlowQuery {
+            since_ms: t,
+            until_ms: Some(t + HOUR),
+            to: vec![filter("ns:other"), filter("label:app=w7")],
+            ..FlowQuery::default()
+        },
+    ] {
+        let want = expected(&all, &query);
+        let got = ok("list many endpoints", store.list_flows(&query).await);
+        assert_eq!(got.len(), want.len(), "conformance: {query:?}");
+        assert!(
+            got == want,
+            "conformance: list_flows over many endpoints for {query:?}"
+        );
+    }
+}
+
 pub(super) async fn graph_sums(store: &dyn Store, run: &Run) {
     let t = run.flow_base() + 8 * HOUR;
     let api = |c: &str| {

@@ -461,7 +461,8 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
     with_database(|url| async move {
         let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
         let (a, b) = (Arc::new(a.unwrap()), Arc::new(b.unwrap()));
-        let t = 1_700_000_040_000 - 1_700_000_040_000 % 60_000;
+        // A whole minute.
+        let t = 1_700_000_040_000;
         let end = |name: &str| {
             Endpoint::Workload(WorkloadEndpoint {
                 context: "prod".into(),

@@ -10,7 +10,11 @@
 //!   check of a creation sees every entry committed before it;
 //! - inventory reports of one (agent, context) serialise on a transaction
 //!   advisory lock, so completing a snapshot sees the pages of exactly the
-//!   reports committed before it.
+//!   reports committed before it;
+//! - flow batches take their flow and evidence ids under a transaction
+//!   advisory lock held until commit, so ids follow commit order and a
+//!   server tailing another's evidence by id misses nothing; adopting the
+//!   held-back flows of a silent server is serialised the same way.
 //!
 //! The queries are SQLite's too ([`crate::sql`]); this module holds how to
 //! connect and what PostgreSQL does its own way.
@@ -106,6 +110,7 @@ const CHANGES_CHANNEL: &str = "hallmark_entries";
 impl Backend for Postgres {
     const BACKEND_NAME: &'static str = "postgres";
     const SHARED_BETWEEN_SERVERS: bool = true;
+    const POSITIONAL_ARGUMENTS: bool = false;
     // Writers that need ordering take row locks (the revision counter) or
     // advisory locks (inventory) themselves.
     const BEGIN_WRITE: &'static str = "BEGIN";

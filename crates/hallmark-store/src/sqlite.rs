@@ -107,6 +107,7 @@ impl SqliteStore {
 impl Backend for Sqlite {
     const BACKEND_NAME: &'static str = "sqlite";
     const SHARED_BETWEEN_SERVERS: bool = false;
+    const POSITIONAL_ARGUMENTS: bool = true;
     const BEGIN_WRITE: &'static str = BEGIN_WRITE;
     // One read transaction is one snapshot already.
     const BEGIN_CONSISTENT_READ: &'static str = "BEGIN";

@@ -733,3 +733,265 @@ async fn verify_inventory_after_kill(db: &Path, round: u32, applied: u64) {
     }
     store.close().await;
 }
+
+/// One batch of 1 000 attributed flows (with their evidence) on a file
+/// store with its durable settings: the figure the ingest path builds on.
+#[tokio::test]
+async fn a_batch_of_a_thousand_flows_writes_quickly() {
+    use hallmark_flows::{
+        Endpoint, Evidence, EvidenceKind, Flow, Initiator, Owner, OwnershipKey, Protocol, Reporter,
+        StoredFlow, WorkloadEndpoint,
+    };
+    use hallmark_store::FlowWrite;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite3"))
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000;
+    let end = |n: usize| {
+        Endpoint::Workload(WorkloadEndpoint {
+            context: "prod".into(),
+            node: format!("n{}", n % 4),
+            container_id: format!("{n:064x}"),
+            name: format!("svc{}", n % 10),
+            image: "shop/svc:1".into(),
+            namespace: "shop".into(),
+            labels: [("app".to_string(), format!("svc{}", n % 10))].into(),
+            spiffe_ids: vec![format!("spiffe://example.org/ns/shop/sa/svc{}", n % 10)],
+            ..WorkloadEndpoint::default()
+        })
+    };
+    let batch = |round: i64| {
+        let flows: Vec<StoredFlow> = (0..1_000usize)
+            .map(|i| {
+                let start = t + round * 60_000 + i as i64 * 50;
+                let flow = Flow {
+                    start_ms: start,
+                    end_ms: start + 800,
+                    protocol: Protocol::Tcp,
+                    src: format!("10.0.{}.{}:{}", i % 50, i % 200, 30_000 + i)
+                        .parse()
+                        .unwrap(),
+                    dst: format!("10.1.0.{}:443", i % 40).parse().unwrap(),
+                    initiator: Initiator::Source,
+                    bytes_sent: 1_000,
+                    packets_sent: 5,
+                    bytes_received: 4_000,
+                    packets_received: 6,
+                    outcome: None,
+                    reporter: Reporter::File("bench".into()),
+                    local: None,
+                };
+                StoredFlow::new(flow, end(i % 50), end(50 + i % 40), start + 1_000)
+            })
+            .collect();
+        let evidence = (0..100u8)
+            .map(|i| Evidence {
+                key: OwnershipKey::ip([10, 0, 0, i].into()),
+                owner: Owner::Node {
+                    context: "prod".into(),
+                    node: format!("n{i}"),
+                },
+                at_ms: t + round * 60_000,
+                kind: EvidenceKind::Heartbeat,
+            })
+            .collect();
+        FlowWrite {
+            server_id: "s1".into(),
+            now_ms: t + round * 60_000,
+            evidence,
+            flows,
+            ..FlowWrite::default()
+        }
+    };
+    // The first write creates the dictionary rows; later ones find them.
+    store.write_flows(&batch(0)).await.unwrap();
+    let mut times = Vec::new();
+    for round in 1..=5 {
+        let w = batch(round);
+        let started = Instant::now();
+        let written = store.write_flows(&w).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(written.flow_ids.len(), 1_000);
+    }
+    times.sort();
+    println!("write of 1000 flows + 100 evidence on SQLite (file, synchronous=FULL): median {:?}, all {times:?}", times[2]);
+    assert!(
+        times[2] < Duration::from_secs(2),
+        "a batch of 1000 flows took {:?}",
+        times[2]
+    );
+    assert_eq!(store.flow_counts().await.unwrap().flows(), 6_000);
+}
+
+const FLOWS_CHILD_DB: &str = "HALLMARK_STORE_FLOWS_CHILD_DB";
+const FLOWS_TEST: &str = "kill_mid_flow_batch_loses_no_acknowledged_batch";
+const FLOW_BATCH: usize = 200;
+
+/// A child process writes flow batches in a tight loop, printing each one
+/// after its write returned (the acknowledgement), and is SIGKILLed at an
+/// arbitrary point, three times over on one file. Every acknowledged batch
+/// must be there whole, the one in flight whole or not at all, and the
+/// graph, evidence and pending rows must agree with the flows.
+#[test]
+fn kill_mid_flow_batch_loses_no_acknowledged_batch() {
+    if let Ok(db) = std::env::var(FLOWS_CHILD_DB) {
+        flows_child(Path::new(&db));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("flows.sqlite3");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for round in 0..3u32 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([FLOWS_TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(FLOWS_CHILD_DB, &db)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let target = 10 + 3 * round;
+        let mut acked = None;
+        let mut seen = 0;
+        while seen < target {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("round {round}: child exited after {seen} batches"))
+                .unwrap();
+            if let Some(b) = flows_child_batch(&line) {
+                acked = Some(b);
+                seen += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(900 * u64::from(round)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for line in lines {
+            if let Some(b) = flows_child_batch(&line.unwrap()) {
+                acked = Some(b);
+            }
+        }
+        rt.block_on(verify_flows_after_kill(&db, round, acked.unwrap()));
+    }
+}
+
+fn flows_child_batch(line: &str) -> Option<u64> {
+    let at = line.find("flows-child acked ")?;
+    line[at..]
+        .strip_prefix("flows-child acked ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Batch `b`: its flows carry `b` in `bytes_sent`.
+fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
+    use hallmark_flows::{
+        Endpoint, Evidence, EvidenceKind, Flow, Initiator, Owner, OwnershipKey, Protocol, Reporter,
+        StoredFlow, UnattributedReason,
+    };
+    let t = 1_700_000_000_000 + i64::try_from(b).unwrap() * 1_000;
+    let flow = |i: usize| Flow {
+        start_ms: t + i as i64,
+        end_ms: t + i as i64 + 5,
+        protocol: Protocol::Udp,
+        src: format!("10.0.0.{}:5000", i % 250 + 1).parse().unwrap(),
+        dst: "10.0.1.1:53".parse().unwrap(),
+        initiator: Initiator::Unknown,
+        bytes_sent: b,
+        packets_sent: 1,
+        bytes_received: 0,
+        packets_received: 0,
+        outcome: None,
+        reporter: Reporter::File("crash".into()),
+        local: None,
+    };
+    let node = |i: usize| Owner::Node {
+        context: "prod".into(),
+        node: format!("n{i}"),
+    };
+    hallmark_store::FlowWrite {
+        server_id: "crash".into(),
+        now_ms: t,
+        evidence: (0..5)
+            .map(|i| Evidence {
+                key: OwnershipKey::ip([10, 0, 0, i as u8].into()),
+                owner: node(i),
+                at_ms: t,
+                kind: EvidenceKind::Heartbeat,
+            })
+            .collect(),
+        pending_add: vec![flow(0)],
+        pending_done: Vec::new(),
+        flows: (0..FLOW_BATCH)
+            .map(|i| {
+                let src = Endpoint::bare(&node(i % 7));
+                let dst = Endpoint::Unattributed {
+                    reason: UnattributedReason::NoOwner,
+                };
+                StoredFlow::new(flow(i), src, dst, t)
+            })
+            .collect(),
+    }
+}
+
+fn flows_child(db: &Path) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(db).await.unwrap();
+        // Continue after what the file holds.
+        let mut b = store.flow_counts().await.unwrap().flows() / FLOW_BATCH as u64;
+        let started = Instant::now();
+        while started.elapsed() < CRASH_CHILD_MAX {
+            store.write_flows(&flow_batch(b)).await.unwrap();
+            // Printed only after the write returned.
+            println!("flows-child acked {b}");
+            b += 1;
+        }
+    });
+}
+
+async fn verify_flows_after_kill(db: &Path, round: u32, acked: u64) {
+    use hallmark_flows::FlowQuery;
+    let store = SqliteStore::open(db)
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: store does not open after kill: {e}"));
+    let counts = store.flow_counts().await.unwrap();
+    let batches = counts.flows() / FLOW_BATCH as u64;
+    assert_eq!(
+        counts.flows() % FLOW_BATCH as u64,
+        0,
+        "round {round}: a batch is stored in part: {counts:?}"
+    );
+    assert!(
+        batches == acked + 1 || batches == acked + 2,
+        "round {round}: {batches} batches stored, batch {acked} was the last acknowledged"
+    );
+    assert_eq!(counts.evidence, 5 * batches, "round {round}: {counts:?}");
+    assert_eq!(counts.pending, batches, "round {round}: {counts:?}");
+    let all = store
+        .list_flows(&FlowQuery::default())
+        .await
+        .unwrap_or_else(|e| panic!("round {round}: a flow row does not parse after kill: {e}"));
+    let mut per_batch: BTreeMap<u64, usize> = BTreeMap::new();
+    for f in &all {
+        *per_batch.entry(f.flow.bytes_sent).or_default() += 1;
+    }
+    for b in 0..batches {
+        assert_eq!(
+            per_batch.get(&b),
+            Some(&FLOW_BATCH),
+            "round {round}: batch {b} is not whole"
+        );
+    }
+    let graph = store.graph(0, None).await.unwrap();
+    let in_graph: u64 = graph.iter().map(|g| g.flows).sum();
+    assert_eq!(
+        in_graph,
+        counts.flows(),
+        "round {round}: the graph counts other flows than are stored"
+    );
+    store.close().await;
+}

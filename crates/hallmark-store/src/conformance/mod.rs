@@ -20,6 +20,7 @@ use crate::{EntryFilter, Result, StoreError};
 
 mod authority;
 mod federation;
+mod flows;
 mod inventory;
 mod registry;
 
@@ -39,6 +40,7 @@ pub async fn run_all(store: &dyn Store) {
     federation::entry_federation_fields(store, &run).await;
     federation::federations(store, &run).await;
     inventory::run_all(store, &run).await;
+    flows::run_all(store, &run).await;
 }
 
 /// Names unique to one run of the suite.

@@ -90,7 +90,9 @@ pub(super) fn ip_column(ip: IpAddr) -> Vec<u8> {
 
 fn parse_ip_column(b: &[u8]) -> Option<IpAddr> {
     match b {
-        [4, rest @ ..] => <[u8; 4]>::try_from(rest).ok().map(|o| Ipv4Addr::from(o).into()),
+        [4, rest @ ..] => <[u8; 4]>::try_from(rest)
+            .ok()
+            .map(|o| Ipv4Addr::from(o).into()),
         [6, rest @ ..] => <[u8; 16]>::try_from(rest)
             .ok()
             .map(|o| Ipv6Addr::from(o).into()),
@@ -110,7 +112,9 @@ pub(super) fn cidr_range(c: &Cidr) -> (Vec<u8>, Vec<u8>) {
             )
         }
         IpAddr::V6(a) => {
-            let host = u128::MAX.checked_shr(u32::from(c.prefix_len())).unwrap_or(0);
+            let host = u128::MAX
+                .checked_shr(u32::from(c.prefix_len()))
+                .unwrap_or(0);
             let lo = u128::from(a) & !host;
             (
                 ip_column(Ipv6Addr::from(lo).into()),
@@ -605,10 +609,7 @@ impl EvidenceRow {
         let id = self.id;
         let ip = parse_ip_column(&self.ip)
             .ok_or_else(|| corrupt(T, id, "ip", "not a stored IP address"))?;
-        let port = self
-            .port
-            .map(|p| port(T, id, "port", p))
-            .transpose()?;
+        let port = self.port.map(|p| port(T, id, "port", p)).transpose()?;
         let owner_text = self
             .owner
             .ok_or_else(|| corrupt(T, id, "owner_id", "no such flow_owners row"))?;
@@ -663,7 +664,11 @@ mod tests {
 
     #[test]
     fn enumerations_round_trip() {
-        for i in [Initiator::Source, Initiator::Destination, Initiator::Unknown] {
+        for i in [
+            Initiator::Source,
+            Initiator::Destination,
+            Initiator::Unknown,
+        ] {
             assert_eq!(parse_initiator(initiator_column(i)), Some(i));
         }
         for o in [
@@ -705,6 +710,9 @@ mod tests {
         assert_eq!(minute_of(-1), -60_000);
         assert_eq!(minute_ceil(120_000), 120_000);
         assert_eq!(minute_ceil(120_001), 180_000);
-        assert_eq!(minute_ceil(i64::MAX), minute_of(i64::MAX).saturating_add(60_000));
+        assert_eq!(
+            minute_ceil(i64::MAX),
+            minute_of(i64::MAX).saturating_add(60_000)
+        );
     }
 }

@@ -13,57 +13,32 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::ops::Range;
 
-use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow};
-use sqlx::query::Query;
+use hallmark_flows::{
+    Endpoint, EndpointFilter, Evidence, Flow, FlowQuery, GraphBucket, StoredFlow,
+};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::flow_rows::{
-    cidr_range, ip_column, minute_ceil, minute_of, Dictionary, EncodedWrite, Entries,
-    EvidenceRow, FlowRow, GraphRow, Hash, ENDPOINTS, EVIDENCE_SELECT, FLOW_INSERT_COLUMNS,
-    FLOW_INSERT_WIDTH, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
+    cidr_range, ip_column, minute_ceil, minute_of, EncodedWrite, EvidenceRow, FlowRow, GraphRow,
+    ENDPOINTS, EVIDENCE_SELECT, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
 };
-use super::{values_list, Backend, RowsAffected, SqlStore, SqlValue};
+use super::flow_write::{
+    add_buckets, add_pending, delete_pending, insert_evidence, insert_flows, intern, note_alive,
+};
+use super::{Backend, RowsAffected, SqlStore, SqlValue};
 use crate::codec::decode_error;
 use crate::flows::{FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, PendingFlow};
 use crate::{Result, StoreError};
 
-/// Most rows one statement writes: far below either database's limit on
-/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 21 per row.
-const CHUNK_ROWS: usize = 512;
 /// Rows a listing reads per round while the endpoint filters run in Rust.
 const LIST_PAGE: usize = 1_000;
+/// Most endpoint ids a listing narrows by in SQL.
+const MAX_LISTED_ENDPOINTS: usize = 500;
 /// The lock whose holders take flow and evidence ids in commit order.
 const TAIL_LOCK: &str = "flow tail";
 /// The lock adopting servers take, one at a time.
 const PENDING_LOCK: &str = "flow pending";
-
-/// Row ranges of at most [`CHUNK_ROWS`], the last ones of power-of-two
-/// sizes: few distinct statement texts, so prepared statements are reused.
-fn chunks(n: usize) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while n - at >= CHUNK_ROWS {
-        out.push(at..at + CHUNK_ROWS);
-        at += CHUNK_ROWS;
-    }
-    let mut size = CHUNK_ROWS / 2;
-    while at < n {
-        if n - at >= size {
-            out.push(at..at + size);
-            at += size;
-        }
-        size /= 2;
-    }
-    out
-}
-
-/// `($first, $first+1, ...)` for `n` arguments.
-fn in_list(first: usize, n: usize) -> String {
-    let args: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
-    format!("({})", args.join(", "))
-}
 
 fn limit_column(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -205,6 +180,48 @@ where
     }
 
     async fn list_flows(&self, q: &FlowQuery) -> Result<Vec<StoredFlow>> {
+        // Filters on descriptions (SPIFFE ID, namespace, label, ...) become
+        // the ids of the described endpoints they accept, among those of
+        // flows in the window, when there are few enough to list.
+        let described = [&q.from, &q.to].map(|fs| {
+            fs.iter()
+                .filter(|f| !matches!(f, EndpointFilter::Ip(_)))
+                .collect::<Vec<_>>()
+        });
+        let mut end_ids: [Option<Vec<i64>>; 2] = [None, None];
+        if described.iter().any(|d| !d.is_empty()) {
+            let rows: Vec<(i64, String)> =
+                sqlx::query_as("SELECT id, endpoint FROM flow_endpoints WHERE flow_used_ms >= $1")
+                    .bind(q.since_ms)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| decode_error("flow_endpoints", e))?;
+            // Unused by every filter but the address ones, which stay out.
+            let any_ip = IpAddr::from([0, 0, 0, 0]);
+            let mut accepted: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+            for (id, text) in &rows {
+                let e: Endpoint = serde_json::from_str(text).map_err(|err| {
+                    StoreError::Corrupt(format!(
+                        "table flow_endpoints, id {id}: column endpoint: {err}"
+                    ))
+                })?;
+                for (slot, filters) in described.iter().enumerate() {
+                    if filters.iter().all(|f| f.matches(&e, any_ip)) {
+                        accepted[slot].push(*id);
+                    }
+                }
+            }
+            for (slot, ids) in accepted.into_iter().enumerate() {
+                if described[slot].is_empty() {
+                    continue;
+                }
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                end_ids[slot] = Some(ids);
+            }
+        }
+
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<Arg> = Vec::new();
         let mut push = |sql: &str, values: Vec<Arg>| {
@@ -228,21 +245,31 @@ where
         if let Some(s) = q.status {
             push("f.status = {}", vec![Arg::Text(s.as_str())]);
         }
-        // Address filters are ranges of the IP columns; the others need the
-        // endpoint descriptions and are left to `matches`.
-        let mut rust_filters = false;
+        // Address filters are ranges of the IP columns.
         for (column, filters) in [("f.src_ip", &q.from), ("f.dst_ip", &q.to)] {
             for f in filters {
-                match f {
-                    hallmark_flows::EndpointFilter::Ip(c) => {
-                        let (lo, hi) = cidr_range(c);
-                        push(
-                            &format!("{column} >= {{}} AND {column} <= {{}}"),
-                            vec![Arg::Bytes(lo), Arg::Bytes(hi)],
-                        );
-                    }
-                    _ => rust_filters = true,
+                if let EndpointFilter::Ip(c) = f {
+                    let (lo, hi) = cidr_range(c);
+                    push(
+                        &format!("{column} >= {{}} AND {column} <= {{}}"),
+                        vec![Arg::Bytes(lo), Arg::Bytes(hi)],
+                    );
                 }
+            }
+        }
+        let mut rust_filters = false;
+        for (column, ids) in ["f.src_endpoint", "f.dst_endpoint"].iter().zip(end_ids) {
+            match ids {
+                Some(ids) if ids.len() <= MAX_LISTED_ENDPOINTS => {
+                    let marks = vec!["{}"; ids.len()].join(", ");
+                    push(
+                        &format!("{column} IN ({marks})"),
+                        ids.into_iter().map(Arg::I64).collect(),
+                    );
+                }
+                // Too many to list: `matches` decides on every candidate.
+                Some(_) => rust_filters = true,
+                None => {}
             }
         }
         let following = q.after_id.is_some();
@@ -360,14 +387,23 @@ where
         // after them.
         let statements: [(&str, &[i64]); 5] = [
             ("DELETE FROM flows WHERE start_ms < $1", &[flows_before_ms]),
-            ("DELETE FROM flow_graph WHERE minute_ms < $1", &[graph_before_ms]),
-            ("DELETE FROM flow_evidence WHERE at_ms < $1", &[evidence_before_ms]),
+            (
+                "DELETE FROM flow_graph WHERE minute_ms < $1",
+                &[graph_before_ms],
+            ),
+            (
+                "DELETE FROM flow_evidence WHERE at_ms < $1",
+                &[evidence_before_ms],
+            ),
             (
                 "DELETE FROM flow_endpoints WHERE (flow_used_ms IS NULL OR flow_used_ms < $1) \
                  AND (graph_used_ms IS NULL OR graph_used_ms < $2)",
                 &[flows_before_ms, graph_before_ms],
             ),
-            ("DELETE FROM flow_owners WHERE used_ms < $1", &[evidence_before_ms]),
+            (
+                "DELETE FROM flow_owners WHERE used_ms < $1",
+                &[evidence_before_ms],
+            ),
         ];
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let mut deleted = [0u64; 5];
@@ -462,344 +498,5 @@ where
             ))
         });
         Ok(keyed.into_iter().map(|(_, _, b)| b).collect())
-    }
-}
-
-/// Notes `server_id` as alive at `now_ms`.
-async fn note_alive<DB>(conn: &mut DB::Connection, server_id: &str, now_ms: i64) -> Result<()>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
-    i64: SqlValue<DB>,
-{
-    sqlx::query(
-        "INSERT INTO flow_servers (server_id, seen_ms) VALUES ($1, $2) \
-         ON CONFLICT (server_id) DO UPDATE SET seen_ms = CASE \
-         WHEN excluded.seen_ms > flow_servers.seen_ms THEN excluded.seen_ms ELSE flow_servers.seen_ms END",
-    )
-    .bind(server_id)
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Ids of `entries` in `dict`, adding the missing ones and raising the
-/// times of the others. The upsert locks each row until commit, so a
-/// concurrent prune cannot delete one that this transaction refers to.
-async fn intern<DB>(
-    conn: &mut DB::Connection,
-    dict: &Dictionary,
-    entries: &Entries,
-) -> Result<HashMap<Hash, i64>>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: SqlValue<DB>,
-    Option<i64>: SqlValue<DB>,
-    Vec<u8>: SqlValue<DB>,
-{
-    let mut ids = HashMap::with_capacity(entries.len());
-    let list: Vec<(&Hash, &super::flow_rows::Entry)> = entries.iter().collect();
-    let width = 2 + dict.used.len();
-    let table = dict.table;
-    let updates: Vec<String> = dict
-        .used
-        .iter()
-        .map(|c| {
-            format!(
-                "{c} = CASE WHEN excluded.{c} IS NULL THEN {table}.{c} \
-                 WHEN {table}.{c} IS NULL OR excluded.{c} > {table}.{c} THEN excluded.{c} \
-                 ELSE {table}.{c} END"
-            )
-        })
-        .collect();
-    for range in chunks(list.len()) {
-        let sql = format!(
-            "INSERT INTO {table} (hash, {}, {}) {} ON CONFLICT (hash) DO UPDATE SET {} RETURNING id, hash",
-            dict.text,
-            dict.used.join(", "),
-            values_list(1, range.len(), width),
-            updates.join(", "),
-        );
-        let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql);
-        for (h, e) in &list[range] {
-            q = q.bind(h.to_vec()).bind(e.text.as_str());
-            for slot in 0..dict.used.len() {
-                q = q.bind(e.used[slot]);
-            }
-        }
-        for (id, h) in q
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(|e| decode_error(table, e))?
-        {
-            let h: Hash = h.as_slice().try_into().map_err(|_| {
-                StoreError::Corrupt(format!("table {table}, id {id}: column hash: not 32 bytes"))
-            })?;
-            ids.insert(h, id);
-        }
-    }
-    Ok(ids)
-}
-
-fn dictionary_id(ids: &HashMap<Hash, i64>, h: &Hash, table: &str) -> Result<i64> {
-    ids.get(h).copied().ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "table {table}: an upserted row was not returned"
-        ))
-    })
-}
-
-/// Adds the batch's buckets to the graph, in key order.
-async fn add_buckets<DB>(
-    conn: &mut DB::Connection,
-    enc: &EncodedWrite,
-    endpoints: &HashMap<Hash, i64>,
-) -> Result<u64>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    i64: SqlValue<DB>,
-{
-    let mut rows = Vec::with_capacity(enc.buckets.len());
-    for (k, s) in &enc.buckets {
-        let src = dictionary_id(endpoints, &k.src_key, ENDPOINTS.table)?;
-        let dst = dictionary_id(endpoints, &k.dst_key, ENDPOINTS.table)?;
-        rows.push(([k.minute_ms, src, dst, k.dst_port, k.protocol], s));
-    }
-    // Ids, not hashes, are what the table's key and so its locks follow.
-    rows.sort_by_key(|(k, _)| *k);
-    let mut written = 0;
-    for range in chunks(rows.len()) {
-        let sql = format!(
-            "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
-             first_ms, last_ms, refused, reset) {} \
-             ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
-             flows = flow_graph.flows + excluded.flows, bytes = flow_graph.bytes + excluded.bytes, \
-             first_ms = CASE WHEN excluded.first_ms < flow_graph.first_ms THEN excluded.first_ms ELSE flow_graph.first_ms END, \
-             last_ms = CASE WHEN excluded.last_ms > flow_graph.last_ms THEN excluded.last_ms ELSE flow_graph.last_ms END, \
-             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset",
-            values_list(1, range.len(), 11)
-        );
-        let mut q = sqlx::query(&sql);
-        for (k, s) in &rows[range] {
-            for v in k {
-                q = q.bind(*v);
-            }
-            q = q
-                .bind(s.flows)
-                .bind(s.bytes)
-                .bind(s.first_ms)
-                .bind(s.last_ms)
-                .bind(s.refused)
-                .bind(s.reset);
-        }
-        written += q.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(written)
-}
-
-async fn delete_pending<DB>(conn: &mut DB::Connection, done: &[i64]) -> Result<u64>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    i64: SqlValue<DB>,
-{
-    let mut ids = done.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut deleted = 0;
-    for range in chunks(ids.len()) {
-        let sql = format!(
-            "DELETE FROM flow_pending WHERE id IN {}",
-            in_list(1, range.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for id in &ids[range] {
-            q = q.bind(*id);
-        }
-        deleted += q.execute(&mut *conn).await?.rows_affected();
-    }
-    Ok(deleted)
-}
-
-/// Runs a multi-row `INSERT ... RETURNING id` and gives the ids in the
-/// order of the rows: both databases take identity values row by row in
-/// `VALUES` order, so sorting the returned ids restores it.
-async fn insert_returning_ids<'q, DB>(
-    conn: &mut DB::Connection,
-    q: Query<'q, DB, DB::Arguments<'q>>,
-    table: &str,
-    rows: usize,
-) -> Result<Vec<i64>>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'a> DB::Arguments<'a>: IntoArguments<'a, DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: SqlValue<DB>,
-{
-    use sqlx::Row;
-    let mut ids = q
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0usize))
-        .collect::<std::result::Result<Vec<i64>, _>>()
-        .map_err(|e| decode_error(table, e))?;
-    if ids.len() != rows {
-        return Err(StoreError::Corrupt(format!(
-            "table {table}: inserting {rows} rows returned {} ids",
-            ids.len()
-        )));
-    }
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-async fn add_pending<DB>(
-    conn: &mut DB::Connection,
-    server_id: &str,
-    now_ms: i64,
-    flows: &[String],
-) -> Result<Vec<i64>>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: SqlValue<DB>,
-{
-    let mut ids = Vec::with_capacity(flows.len());
-    for range in chunks(flows.len()) {
-        let sql = format!(
-            "INSERT INTO flow_pending (server_id, received_ms, flow) {} RETURNING id",
-            values_list(1, range.len(), 3)
-        );
-        let mut q = sqlx::query(&sql);
-        for f in &flows[range.clone()] {
-            q = q.bind(server_id).bind(now_ms).bind(f.as_str());
-        }
-        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_pending", range.len()).await?);
-    }
-    Ok(ids)
-}
-
-async fn insert_evidence<DB>(
-    conn: &mut DB::Connection,
-    enc: &EncodedWrite,
-    owners: &HashMap<Hash, i64>,
-) -> Result<Vec<i64>>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: SqlValue<DB>,
-    Option<i64>: SqlValue<DB>,
-    Vec<u8>: SqlValue<DB>,
-{
-    let mut ids = Vec::with_capacity(enc.evidence.len());
-    for range in chunks(enc.evidence.len()) {
-        let sql = format!(
-            "INSERT INTO flow_evidence (ip, port, owner_id, at_ms, kind) {} RETURNING id",
-            values_list(1, range.len(), 5)
-        );
-        let mut q = sqlx::query(&sql);
-        for e in &enc.evidence[range.clone()] {
-            let owner = dictionary_id(owners, &e.owner, OWNERS.table)?;
-            q = q
-                .bind(&e.ip)
-                .bind(e.port)
-                .bind(owner)
-                .bind(e.at_ms)
-                .bind(e.kind);
-        }
-        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_evidence", range.len()).await?);
-    }
-    Ok(ids)
-}
-
-async fn insert_flows<DB>(
-    conn: &mut DB::Connection,
-    enc: &EncodedWrite,
-    endpoints: &HashMap<Hash, i64>,
-) -> Result<Vec<i64>>
-where
-    DB: Backend,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    i64: SqlValue<DB>,
-    Option<i64>: SqlValue<DB>,
-    Option<String>: SqlValue<DB>,
-    Vec<u8>: SqlValue<DB>,
-{
-    let mut ids = Vec::with_capacity(enc.flows.len());
-    let id = |h: &Hash| dictionary_id(endpoints, h, ENDPOINTS.table);
-    for range in chunks(enc.flows.len()) {
-        let sql = format!(
-            "INSERT INTO flows ({FLOW_INSERT_COLUMNS}) {} RETURNING id",
-            values_list(1, range.len(), FLOW_INSERT_WIDTH)
-        );
-        let mut q = sqlx::query(&sql);
-        for f in &enc.flows[range.clone()] {
-            q = q
-                .bind(f.start_ms)
-                .bind(f.end_ms)
-                .bind(f.protocol)
-                .bind(&f.src_ip)
-                .bind(f.src_port)
-                .bind(&f.dst_ip)
-                .bind(f.dst_port)
-                .bind(f.initiator)
-                .bind(f.bytes_sent)
-                .bind(f.packets_sent)
-                .bind(f.bytes_received)
-                .bind(f.packets_received)
-                .bind(&f.outcome)
-                .bind(f.reporter.as_str())
-                .bind(&f.local_side)
-                .bind(f.status)
-                .bind(f.attributed_ms)
-                .bind(id(&f.src_endpoint)?)
-                .bind(id(&f.dst_endpoint)?)
-                .bind(id(&f.src_key)?)
-                .bind(id(&f.dst_key)?);
-        }
-        ids.extend(insert_returning_ids::<DB>(conn, q, "flows", range.len()).await?);
-    }
-    Ok(ids)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_cover_every_row_with_few_sizes() {
-        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 1024, 5000] {
-            let cs = chunks(n);
-            let mut at = 0;
-            for c in &cs {
-                assert_eq!(c.start, at, "n={n}");
-                assert!(c.len() <= CHUNK_ROWS && c.len().is_power_of_two(), "n={n}: {c:?}");
-                at = c.end;
-            }
-            assert_eq!(at, n);
-        }
-        assert_eq!(chunks(1000).len(), 1 + 6, "512 + 256 + 128 + 64 + 32 + 8");
-        assert_eq!(in_list(3, 2), "($3, $4)");
     }
 }

@@ -21,6 +21,7 @@ use crate::{Result, StoreError};
 mod authority;
 mod federation;
 mod flow_rows;
+mod flow_write;
 mod flows;
 mod inventory;
 mod registry;
@@ -38,6 +39,12 @@ pub trait Backend: Database<QueryResult: RowsAffected> {
 
     /// Whether several servers may share the database.
     const SHARED_BETWEEN_SERVERS: bool;
+
+    /// Whether a statement binding many arguments should number them by
+    /// position (`?`) rather than by name (`$n`): SQLite finds a named
+    /// argument by a linear scan each time one is bound, so binding
+    /// thousands of them to one statement takes quadratic time.
+    const POSITIONAL_ARGUMENTS: bool;
 
     /// Begins a transaction that writes.
     const BEGIN_WRITE: &'static str;
@@ -75,8 +82,10 @@ pub trait Backend: Database<QueryResult: RowsAffected> {
     /// Serialises, until the caller's transaction ends, the transactions
     /// that take the lock named `name`, where other transactions may run
     /// beside them.
-    fn lock_named(conn: &mut Self::Connection, name: &str)
-        -> impl Future<Output = Result<()>> + Send;
+    fn lock_named(
+        conn: &mut Self::Connection,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// See [`crate::RegistryStore::change_notifications`].
     fn change_notifications(_pool: &Pool<Self>) -> Option<watch::Receiver<u64>> {

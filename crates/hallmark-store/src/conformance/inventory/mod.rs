@@ -43,13 +43,13 @@ pub(super) async fn run_all(store: &dyn Store, run: &Run) {
 
 impl Run {
     /// A context name unique to this run (at most 63 characters).
-    fn context(&self, name: &str) -> String {
+    pub(super) fn context(&self, name: &str) -> String {
         format!("{name}-{}", self.tag)
     }
 
     /// A container ID unique to this run: the tag's 32 hex digits, then
     /// `suffix`.
-    fn container(&self, suffix: &str) -> String {
+    pub(super) fn container(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.tag.replace('-', ""))
     }
 }

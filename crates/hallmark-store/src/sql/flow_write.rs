@@ -1,0 +1,412 @@
+//! Writing a flow batch inside the caller's transaction: multi-row
+//! statements in chunks, dictionary rows interned by upsert, graph buckets
+//! added to, pending rows and the rows that take tail ids.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
+
+use super::flow_rows::{
+    Dictionary, EncodedWrite, Entries, Hash, ENDPOINTS, FLOW_INSERT_COLUMNS, FLOW_INSERT_WIDTH,
+    OWNERS,
+};
+use super::{values_list, Backend, RowsAffected, SqlValue};
+use crate::codec::decode_error;
+use crate::{Result, StoreError};
+
+/// Most rows one statement writes: far below either database's limit on
+/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 21 per row.
+const CHUNK_ROWS: usize = 512;
+
+/// Row ranges of at most [`CHUNK_ROWS`], the last ones of power-of-two
+/// sizes: few distinct statement texts, so prepared statements are reused.
+pub(super) fn chunks(n: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while n - at >= CHUNK_ROWS {
+        out.push(at..at + CHUNK_ROWS);
+        at += CHUNK_ROWS;
+    }
+    let mut size = CHUNK_ROWS / 2;
+    while at < n {
+        if n - at >= size {
+            out.push(at..at + size);
+            at += size;
+        }
+        size /= 2;
+    }
+    out
+}
+
+/// `($1, $2, ...)` for `n` arguments, the statement's only ones.
+pub(super) fn in_list<DB: Backend>(n: usize) -> String {
+    if DB::POSITIONAL_ARGUMENTS {
+        format!("({})", vec!["?"; n].join(", "))
+    } else {
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        format!("({})", args.join(", "))
+    }
+}
+
+/// `VALUES (...), ...` for `rows` rows of `columns` arguments, the
+/// statement's only ones.
+fn rows_list<DB: Backend>(rows: usize, columns: usize) -> String {
+    if DB::POSITIONAL_ARGUMENTS {
+        let row = format!("({})", vec!["?"; columns].join(", "));
+        format!("VALUES {}", vec![row; rows].join(", "))
+    } else {
+        values_list(1, rows, columns)
+    }
+}
+
+/// Notes `server_id` as alive at `now_ms`.
+pub(super) async fn note_alive<DB>(
+    conn: &mut DB::Connection,
+    server_id: &str,
+    now_ms: i64,
+) -> Result<()>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    i64: SqlValue<DB>,
+{
+    sqlx::query(
+        "INSERT INTO flow_servers (server_id, seen_ms) VALUES ($1, $2) \
+         ON CONFLICT (server_id) DO UPDATE SET seen_ms = CASE \
+         WHEN excluded.seen_ms > flow_servers.seen_ms THEN excluded.seen_ms ELSE flow_servers.seen_ms END",
+    )
+    .bind(server_id)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ids of `entries` in `dict`, adding the missing ones and raising the
+/// times of the others. The upsert locks each row until commit, so a
+/// concurrent prune cannot delete one that this transaction refers to.
+pub(super) async fn intern<DB>(
+    conn: &mut DB::Connection,
+    dict: &Dictionary,
+    entries: &Entries,
+) -> Result<HashMap<Hash, i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = HashMap::with_capacity(entries.len());
+    let list: Vec<(&Hash, &super::flow_rows::Entry)> = entries.iter().collect();
+    let width = 2 + dict.used.len();
+    let table = dict.table;
+    let updates: Vec<String> = dict
+        .used
+        .iter()
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN excluded.{c} IS NULL THEN {table}.{c} \
+                 WHEN {table}.{c} IS NULL OR excluded.{c} > {table}.{c} THEN excluded.{c} \
+                 ELSE {table}.{c} END"
+            )
+        })
+        .collect();
+    for range in chunks(list.len()) {
+        let sql = format!(
+            "INSERT INTO {table} (hash, {}, {}) {} ON CONFLICT (hash) DO UPDATE SET {} RETURNING id, hash",
+            dict.text,
+            dict.used.join(", "),
+            rows_list::<DB>(range.len(), width),
+            updates.join(", "),
+        );
+        let mut q = sqlx::query_as::<_, (i64, Vec<u8>)>(&sql);
+        for (h, e) in &list[range] {
+            q = q.bind(h.to_vec()).bind(e.text.as_str());
+            for slot in 0..dict.used.len() {
+                q = q.bind(e.used[slot]);
+            }
+        }
+        for (id, h) in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| decode_error(table, e))?
+        {
+            let h: Hash = h.as_slice().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("table {table}, id {id}: column hash: not 32 bytes"))
+            })?;
+            ids.insert(h, id);
+        }
+    }
+    Ok(ids)
+}
+
+fn dictionary_id(ids: &HashMap<Hash, i64>, h: &Hash, table: &str) -> Result<i64> {
+    ids.get(h).copied().ok_or_else(|| {
+        StoreError::Corrupt(format!("table {table}: an upserted row was not returned"))
+    })
+}
+
+/// Adds the batch's buckets to the graph, in key order.
+pub(super) async fn add_buckets<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    endpoints: &HashMap<Hash, i64>,
+) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut rows = Vec::with_capacity(enc.buckets.len());
+    for (k, s) in &enc.buckets {
+        let src = dictionary_id(endpoints, &k.src_key, ENDPOINTS.table)?;
+        let dst = dictionary_id(endpoints, &k.dst_key, ENDPOINTS.table)?;
+        rows.push(([k.minute_ms, src, dst, k.dst_port, k.protocol], s));
+    }
+    // Ids, not hashes, are what the table's key and so its locks follow.
+    rows.sort_by_key(|(k, _)| *k);
+    let mut written = 0;
+    for range in chunks(rows.len()) {
+        let sql = format!(
+            "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
+             first_ms, last_ms, refused, reset) {} \
+             ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
+             flows = flow_graph.flows + excluded.flows, bytes = flow_graph.bytes + excluded.bytes, \
+             first_ms = CASE WHEN excluded.first_ms < flow_graph.first_ms THEN excluded.first_ms ELSE flow_graph.first_ms END, \
+             last_ms = CASE WHEN excluded.last_ms > flow_graph.last_ms THEN excluded.last_ms ELSE flow_graph.last_ms END, \
+             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset",
+            rows_list::<DB>(range.len(), 11)
+        );
+        let mut q = sqlx::query(&sql);
+        for (k, s) in &rows[range] {
+            for v in k {
+                q = q.bind(*v);
+            }
+            q = q
+                .bind(s.flows)
+                .bind(s.bytes)
+                .bind(s.first_ms)
+                .bind(s.last_ms)
+                .bind(s.refused)
+                .bind(s.reset);
+        }
+        written += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(written)
+}
+
+pub(super) async fn delete_pending<DB>(conn: &mut DB::Connection, done: &[i64]) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut ids = done.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut deleted = 0;
+    for range in chunks(ids.len()) {
+        let sql = format!(
+            "DELETE FROM flow_pending WHERE id IN {}",
+            in_list::<DB>(range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in &ids[range] {
+            q = q.bind(*id);
+        }
+        deleted += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(deleted)
+}
+
+/// Runs a multi-row `INSERT ... RETURNING id` and gives the ids in the
+/// order of the rows: both databases take identity values row by row in
+/// `VALUES` order, so sorting the returned ids restores it.
+async fn insert_returning_ids<'q, DB>(
+    conn: &mut DB::Connection,
+    q: Query<'q, DB, DB::Arguments<'q>>,
+    table: &str,
+    rows: usize,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments<'a>: IntoArguments<'a, DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+{
+    use sqlx::Row;
+    let mut ids = q
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0usize))
+        .collect::<std::result::Result<Vec<i64>, _>>()
+        .map_err(|e| decode_error(table, e))?;
+    if ids.len() != rows {
+        return Err(StoreError::Corrupt(format!(
+            "table {table}: inserting {rows} rows returned {} ids",
+            ids.len()
+        )));
+    }
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+pub(super) async fn add_pending<DB>(
+    conn: &mut DB::Connection,
+    server_id: &str,
+    now_ms: i64,
+    flows: &[String],
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(flows.len());
+    for range in chunks(flows.len()) {
+        let sql = format!(
+            "INSERT INTO flow_pending (server_id, received_ms, flow) {} RETURNING id",
+            rows_list::<DB>(range.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in &flows[range.clone()] {
+            q = q.bind(server_id).bind(now_ms).bind(f.as_str());
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_pending", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+pub(super) async fn insert_evidence<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    owners: &HashMap<Hash, i64>,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(enc.evidence.len());
+    for range in chunks(enc.evidence.len()) {
+        let sql = format!(
+            "INSERT INTO flow_evidence (ip, port, owner_id, at_ms, kind) {} RETURNING id",
+            rows_list::<DB>(range.len(), 5)
+        );
+        let mut q = sqlx::query(&sql);
+        for e in &enc.evidence[range.clone()] {
+            let owner = dictionary_id(owners, &e.owner, OWNERS.table)?;
+            q = q
+                .bind(&e.ip)
+                .bind(e.port)
+                .bind(owner)
+                .bind(e.at_ms)
+                .bind(e.kind);
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flow_evidence", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+pub(super) async fn insert_flows<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    endpoints: &HashMap<Hash, i64>,
+) -> Result<Vec<i64>>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Vec<u8>: SqlValue<DB>,
+{
+    let mut ids = Vec::with_capacity(enc.flows.len());
+    let id = |h: &Hash| dictionary_id(endpoints, h, ENDPOINTS.table);
+    for range in chunks(enc.flows.len()) {
+        let sql = format!(
+            "INSERT INTO flows ({FLOW_INSERT_COLUMNS}) {} RETURNING id",
+            rows_list::<DB>(range.len(), FLOW_INSERT_WIDTH)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in &enc.flows[range.clone()] {
+            q = q
+                .bind(f.start_ms)
+                .bind(f.end_ms)
+                .bind(f.protocol)
+                .bind(&f.src_ip)
+                .bind(f.src_port)
+                .bind(&f.dst_ip)
+                .bind(f.dst_port)
+                .bind(f.initiator)
+                .bind(f.bytes_sent)
+                .bind(f.packets_sent)
+                .bind(f.bytes_received)
+                .bind(f.packets_received)
+                .bind(&f.outcome)
+                .bind(f.reporter.as_str())
+                .bind(&f.local_side)
+                .bind(f.status)
+                .bind(f.attributed_ms)
+                .bind(id(&f.src_endpoint)?)
+                .bind(id(&f.dst_endpoint)?)
+                .bind(id(&f.src_key)?)
+                .bind(id(&f.dst_key)?);
+        }
+        ids.extend(insert_returning_ids::<DB>(conn, q, "flows", range.len()).await?);
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_row_with_few_sizes() {
+        for n in [0, 1, 2, 3, 511, 512, 513, 1000, 1024, 5000] {
+            let cs = chunks(n);
+            let mut at = 0;
+            for c in &cs {
+                assert_eq!(c.start, at, "n={n}");
+                assert!(
+                    c.len() <= CHUNK_ROWS && c.len().is_power_of_two(),
+                    "n={n}: {c:?}"
+                );
+                at = c.end;
+            }
+            assert_eq!(at, n);
+        }
+        assert_eq!(chunks(1000).len(), 6, "512 + 256 + 128 + 64 + 32 + 8");
+        assert_eq!(in_list::<sqlx::Postgres>(2), "($1, $2)");
+        assert_eq!(in_list::<sqlx::Sqlite>(2), "(?, ?)");
+        assert_eq!(rows_list::<sqlx::Sqlite>(2, 2), "VALUES (?, ?), (?, ?)");
+        assert_eq!(
+            rows_list::<sqlx::Postgres>(2, 2),
+            "VALUES ($1, $2), ($3, $4)"
+        );
+    }
+}

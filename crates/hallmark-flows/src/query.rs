@@ -79,8 +79,7 @@ impl FromStr for EndpointFilter {
                 Ok(v.to_string())
             }
         };
-        if s.starts_with("spiffe://") {
-            let rest = &s["spiffe://".len()..];
+        if let Some(rest) = s.strip_prefix("spiffe://") {
             let td = rest.split('/').next().unwrap_or("");
             if td.is_empty() {
                 return Err(bad("a SPIFFE ID names its trust domain: spiffe://TD/PATH"));

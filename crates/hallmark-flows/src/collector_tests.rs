@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::*;
-use crate::flow::{Initiator, Reporter};
+use crate::flow::{Initiator, Protocol, Reporter};
 
 const EXPORTER: &str = "192.0.2.7:4739";
 
@@ -673,4 +673,19 @@ fn uptime_wraps_to_the_nearest_time() {
         uptime_ms: None,
     };
     assert_eq!(none.at_uptime(1), Err(CollectorError::NoTimeBase));
+}
+
+#[test]
+fn icmp_type_and_code_are_not_ports() {
+    // v5 carries ICMP type and code in the destination port field.
+    let b = v5_one(|b| {
+        b[REC + 38] = 1;
+        b[REC + 32..REC + 34].copy_from_slice(&[0, 0]);
+        b[REC + 34..REC + 36].copy_from_slice(&[8, 0]);
+    });
+    let d = feed(&mut collector(), &b);
+    assert_eq!(d.rejected, vec![]);
+    let f = &d.flows[0];
+    assert_eq!(f.protocol, Protocol::Icmp);
+    assert_eq!((f.src.port(), f.dst.port()), (0, 0));
 }

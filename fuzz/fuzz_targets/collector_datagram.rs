@@ -54,17 +54,27 @@ fuzz_target!(|data: &[u8]| {
         let now = received_ms(datagram);
         let before = one.stats();
         let out = one.datagram(exporter, datagram, now);
-        assert_eq!(out, two.datagram(exporter, datagram, now), "not deterministic");
+        assert_eq!(
+            out,
+            two.datagram(exporter, datagram, now),
+            "not deterministic"
+        );
         let after = one.stats();
         assert_eq!(after.datagrams, before.datagrams + 1);
         assert_eq!(after.flows, before.flows + out.flows.len() as u64);
         let rejected = |s: &hallmark_flows::CollectorStats| s.rejected.values().sum::<u64>();
-        assert_eq!(rejected(&after), rejected(&before) + out.rejected.len() as u64);
+        assert_eq!(
+            rejected(&after),
+            rejected(&before) + out.rejected.len() as u64
+        );
         assert!(after.exporters <= config.max_exporters);
         for f in &out.flows {
             assert_eq!(f.validate(), Ok(()));
             assert_eq!(f.reporter, Reporter::Exporter(exporter));
-            assert_eq!((f.initiator, f.outcome, &f.local), (Initiator::Unknown, None, &None));
+            assert_eq!(
+                (f.initiator, f.outcome, &f.local),
+                (Initiator::Unknown, None, &None)
+            );
             assert!(f.packets_sent > 0);
             assert!(f.end_ms <= now + config.max_clock_skew_ms + config.max_future_ms);
             assert!(f.start_ms >= now - config.max_clock_skew_ms - config.max_flow_age_ms);

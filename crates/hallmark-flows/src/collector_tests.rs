@@ -689,3 +689,54 @@ fn icmp_type_and_code_are_not_ports() {
     assert_eq!(f.protocol, Protocol::Icmp);
     assert_eq!((f.src.port(), f.dst.port()), (0, 0));
 }
+
+#[test]
+fn mutated_real_datagrams_never_give_a_flow_outside_the_rules() {
+    // A cheap, deterministic stand-in for the fuzz target: real datagrams
+    // with a few bytes changed, to a collector that knows the templates.
+    let config = CollectorConfig::default();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for format in ["v5", "v9", "ipfix", "ipfix-milli", "ipfix-nano"] {
+        let all = datagrams(format);
+        let mut c = Collector::new(config).unwrap();
+        for b in &all {
+            feed(&mut c, b);
+        }
+        let warm = c.stats();
+        for _ in 0..3_000 {
+            let mut b = all[(next() % all.len() as u64) as usize].clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % b.len() as u64) as usize;
+                b[at] = next() as u8;
+            }
+            let now = export_ms(&all[0]) + 50;
+            let before = c.stats();
+            let d = c.datagram(exporter(), &b, now);
+            let after = c.stats();
+            assert_eq!(after.datagrams, before.datagrams + 1);
+            assert_eq!(after.flows, before.flows + d.flows.len() as u64);
+            let sum = |s: &CollectorStats| s.rejected.values().sum::<u64>();
+            assert_eq!(sum(&after), sum(&before) + d.rejected.len() as u64);
+            for f in &d.flows {
+                assert_eq!(f.validate(), Ok(()), "{format}");
+                assert!(f.packets_sent > 0);
+                assert!(f.end_ms <= now + config.max_clock_skew_ms + config.max_future_ms);
+                assert!(f.start_ms >= now - config.max_clock_skew_ms - config.max_flow_age_ms);
+            }
+            for r in &d.rejected {
+                assert!(r.to_string().contains(r.reason().as_str()));
+            }
+        }
+        // Most edits hit counters or addresses and still make flows; some
+        // break the structure.
+        let end = c.stats();
+        assert!(end.flows > warm.flows + 1_000, "{format}: {end:?}");
+        assert!(end.rejected.len() >= 2, "{format}: {end:?}");
+    }
+}

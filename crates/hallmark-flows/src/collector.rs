@@ -545,6 +545,14 @@ fn truncation(version: u16, bytes: &[u8]) -> Option<CollectorError> {
     }
 }
 
+/// The export time of a header that has whole seconds only (v9, IPFIX): the
+/// middle of that second. Record times placed from it are then at most half
+/// a second off, which the attribution engine's clock-skew margin (500 ms by
+/// default) covers; the start of the second would be up to a second early.
+fn whole_seconds_ms(secs: u32) -> i64 {
+    i64::from(secs) * 1000 + 500
+}
+
 /// Turns one decoded message into flows and rejections.
 struct Emit<'a> {
     exporter: SocketAddr,
@@ -611,7 +619,7 @@ impl Emit<'_> {
 
     fn v9(&mut self, v9: &V9, received_ms: i64) -> Result<(), CollectorError> {
         let h = &v9.header;
-        let export_ms = i64::from(h.unix_secs) * 1000;
+        let export_ms = whole_seconds_ms(h.unix_secs);
         self.check_clock(export_ms, received_ms)?;
         let clock = Clock {
             export_ms,
@@ -639,7 +647,7 @@ impl Emit<'_> {
         received_ms: i64,
         stream: &mut Stream,
     ) -> Result<(), CollectorError> {
-        let export_ms = i64::from(msg.header.export_time) * 1000;
+        let export_ms = whole_seconds_ms(msg.header.export_time);
         self.check_clock(export_ms, received_ms)?;
         let mut seen = 16usize;
         for set in &msg.flowsets {

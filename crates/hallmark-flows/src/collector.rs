@@ -305,6 +305,20 @@ impl CollectorStats {
     }
 }
 
+/// One export stream (exporter address and domain), for `flows stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamStats {
+    pub exporter: SocketAddr,
+    pub domain: Domain,
+    /// When it was last heard, unix ms (collector clock).
+    pub last_ms: i64,
+    pub datagrams: u64,
+    pub flows: u64,
+    pub rejected: u64,
+    /// Template IDs it has sent that are kept (data and options).
+    pub templates: Vec<u16>,
+}
+
 /// One export stream's decoder and what it has told us.
 #[derive(Debug)]
 struct Stream {
@@ -313,6 +327,9 @@ struct Stream {
     last_ms: i64,
     /// IPFIX `systemInitTimeMilliseconds`, from an options record.
     system_init_ms: Option<i64>,
+    datagrams: u64,
+    flows: u64,
+    rejected: u64,
 }
 
 /// Decodes export datagrams from any number of exporters into flows.
@@ -355,6 +372,29 @@ impl Collector {
         stats
     }
 
+    /// Each export stream whose templates are kept, by exporter and domain.
+    pub fn streams(&self) -> Vec<StreamStats> {
+        let mut out: Vec<StreamStats> = self
+            .streams
+            .iter()
+            .map(|((exporter, domain), s)| StreamStats {
+                exporter: *exporter,
+                domain: *domain,
+                last_ms: s.last_ms,
+                datagrams: s.datagrams,
+                flows: s.flows,
+                rejected: s.rejected,
+                templates: match domain {
+                    Domain::V5 => vec![],
+                    Domain::V9SourceId(_) => s.parser.v9_template_ids(),
+                    Domain::IpfixDomain(_) => s.parser.ipfix_template_ids(),
+                },
+            })
+            .collect();
+        out.sort_by_key(|s| (s.exporter, s.domain));
+        out
+    }
+
     /// Decodes one datagram from `exporter`, received at `received_ms` (unix
     /// ms, the collector's clock).
     pub fn datagram(&mut self, exporter: SocketAddr, bytes: &[u8], received_ms: i64) -> Datagram {
@@ -366,6 +406,11 @@ impl Collector {
                 domain,
                 error,
             });
+        }
+        if let Some(stream) = domain.and_then(|d| self.streams.get_mut(&(exporter, d))) {
+            stream.datagrams += 1;
+            stream.flows += out.flows.len() as u64;
+            stream.rejected += out.rejected.len() as u64;
         }
         self.stats.datagrams += 1;
         self.stats.flows += out.flows.len() as u64;
@@ -491,6 +536,9 @@ impl Collector {
                     parser,
                     last_ms: now_ms,
                     system_init_ms: None,
+                    datagrams: 0,
+                    flows: 0,
+                    rejected: 0,
                 },
             );
         }

@@ -741,3 +741,30 @@ fn mutated_real_datagrams_never_give_a_flow_outside_the_rules() {
         assert!(end.rejected.len() >= 2, "{format}: {end:?}");
     }
 }
+
+#[test]
+fn each_export_stream_is_counted_with_its_templates() {
+    let mut c = collector();
+    for b in datagrams("v9") {
+        feed(&mut c, &b);
+    }
+    let ipfix = datagrams("ipfix");
+    feed(&mut c, &ipfix[1]);
+    let streams = c.streams();
+    assert_eq!(streams.len(), 2);
+    let v9 = &streams[0];
+    assert_eq!(v9.domain, Domain::V9SourceId(0));
+    assert_eq!((v9.datagrams, v9.flows, v9.rejected), (3, 67, 0));
+    // softflowd's four data templates and its options template.
+    assert_eq!(v9.templates, vec![256, 1024, 1025, 2048, 2049]);
+    let early = &streams[1];
+    assert_eq!(early.domain, Domain::IpfixDomain(0));
+    assert_eq!((early.datagrams, early.flows, early.rejected), (1, 0, 1));
+    assert_eq!(early.templates, Vec::<u16>::new());
+    assert_eq!(early.last_ms, export_ms(&ipfix[1]) + 50);
+    let json = serde_json::to_value(&streams).unwrap();
+    assert_eq!(
+        json[1]["domain"],
+        serde_json::json!({"kind": "ipfix-domain", "id": 0})
+    );
+}

@@ -44,7 +44,7 @@ pub use attribution::{
 };
 pub use collector::{
     Collector, CollectorConfig, CollectorConfigError, CollectorError, CollectorStats, Datagram,
-    Domain, Reason, Rejection,
+    Domain, Reason, Rejection, StreamStats,
 };
 pub use flow::{Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome};
 pub use network::{NetworkError, Networks};

@@ -624,6 +624,19 @@ fn config_limits_are_checked() {
     assert!(bad(|c| c.max_exporters = 0).contains("max_exporters"));
     assert!(bad(|c| c.max_templates = 0).contains("max_templates"));
     assert!(bad(|c| c.max_clock_skew_ms = -1).contains("max_clock_skew_ms"));
+    // Limits as wide as they go still work.
+    let wide = CollectorConfig {
+        max_clock_skew_ms: i64::MAX,
+        max_flow_age_ms: i64::MAX,
+        max_future_ms: i64::MAX,
+        ..CollectorConfig::default()
+    };
+    let b = fixture("v5-1.bin");
+    let d = Collector::new(wide)
+        .unwrap()
+        .datagram(exporter(), &b, i64::MIN);
+    assert_eq!(d.rejected, vec![]);
+    assert!(!d.flows.is_empty());
 }
 
 #[test]

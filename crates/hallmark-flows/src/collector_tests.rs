@@ -781,3 +781,10 @@ fn each_export_stream_is_counted_with_its_templates() {
         serde_json::json!({"kind": "ipfix-domain", "id": 0})
     );
 }
+
+#[test]
+fn a_collector_can_move_to_the_socket_task() {
+    fn send<T: Send + 'static>() {}
+    send::<Collector>();
+    send::<Datagram>();
+}

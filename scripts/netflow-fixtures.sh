@@ -11,16 +11,22 @@
 #    itself counts it (packets, IP bytes), and nfdump-<format>.csv is what
 #    nfdump's collector (nfcapd) decoded from the same datagrams, so the
 #    tests compare Hallmark with the traffic and with another collector.
+# 4. fuzz/seeds/collector_datagram/<format> holds each format's datagrams.
 #
 # Needs root (tcpdump on lo), python3, softflowd, tcpdump and nfdump:
 #     apt-get install -y softflowd tcpdump nfdump
 # Usage: bash scripts/netflow-fixtures.sh
+#        KEEP_WORK=1 bash scripts/netflow-fixtures.sh   # keeps the capture and logs
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/crates/hallmark-flows/tests/data/netflow"
 work=$(mktemp -d)
-[ -n "${KEEP_WORK:-}" ] || trap 'rm -rf "$work"' EXIT
+if [ -n "${KEEP_WORK:-}" ]; then
+    echo "capture and logs kept in $work"
+else
+    trap 'rm -rf "$work"' EXIT
+fi
 
 for tool in softflowd tcpdump nfcapd nfdump python3; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y softflowd tcpdump nfdump)" >&2; exit 1; }
@@ -173,6 +179,8 @@ export_format() {
     local rx=$!
     while [ ! -e "$out/$name.ready" ]; do sleep 0.1; done
     rm -f "$out/$name.ready"
+    # -c none: given a control socket path, softflowd 1.1 replaying a
+    # capture here never got past startup.
     softflowd -r "$work/traffic.pcap" -n "127.0.0.1:$port" -d \
         -p "$work/$name.pid" -c none "$@" >"$work/$name.log" 2>&1
     wait "$rx"
@@ -207,5 +215,22 @@ EOF
     nfdump -R "$work/nf-$name" -q -o 'fmt:%pr,%sa,%sp,%da,%dp,%pkt,%byt' -6 \
         | sed 's/ //g' | sort >"$out/nfdump-$name.csv"
 done
+
+# Seeds for the collector's fuzz target: each format's datagrams in order,
+# each after its length (two bytes, big-endian).
+seeds="$root/fuzz/seeds/collector_datagram"
+mkdir -p "$seeds"
+python3 - "$out" "$seeds" <<'EOF'
+import glob, os, re, struct, sys
+out, seeds = sys.argv[1], sys.argv[2]
+names = sorted({re.sub(r"-\d+\.bin$", "", os.path.basename(p)) for p in glob.glob(f"{out}/*.bin")})
+for name in names:
+    files = sorted(glob.glob(f"{out}/{name}-[0-9]*.bin"), key=lambda p: int(re.search(r"-(\d+)\.bin$", p).group(1)))
+    with open(f"{seeds}/{name}", "wb") as f:
+        for p in files:
+            d = open(p, "rb").read()
+            f.write(struct.pack(">H", len(d)) + d)
+print(f"{len(names)} collector_datagram seeds")
+EOF
 
 ls -l "$out"

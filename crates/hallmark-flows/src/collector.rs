@@ -305,6 +305,20 @@ impl CollectorStats {
     }
 }
 
+/// One export stream (exporter address and domain), for `flows stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamStats {
+    pub exporter: SocketAddr,
+    pub domain: Domain,
+    /// When it was last heard, unix ms (collector clock).
+    pub last_ms: i64,
+    pub datagrams: u64,
+    pub flows: u64,
+    pub rejected: u64,
+    /// Template IDs it has sent that are kept (data and options).
+    pub templates: Vec<u16>,
+}
+
 /// One export stream's decoder and what it has told us.
 #[derive(Debug)]
 struct Stream {
@@ -313,6 +327,9 @@ struct Stream {
     last_ms: i64,
     /// IPFIX `systemInitTimeMilliseconds`, from an options record.
     system_init_ms: Option<i64>,
+    datagrams: u64,
+    flows: u64,
+    rejected: u64,
 }
 
 /// Decodes export datagrams from any number of exporters into flows.
@@ -355,6 +372,29 @@ impl Collector {
         stats
     }
 
+    /// Each export stream whose templates are kept, by exporter and domain.
+    pub fn streams(&self) -> Vec<StreamStats> {
+        let mut out: Vec<StreamStats> = self
+            .streams
+            .iter()
+            .map(|((exporter, domain), s)| StreamStats {
+                exporter: *exporter,
+                domain: *domain,
+                last_ms: s.last_ms,
+                datagrams: s.datagrams,
+                flows: s.flows,
+                rejected: s.rejected,
+                templates: match domain {
+                    Domain::V5 => vec![],
+                    Domain::V9SourceId(_) => s.parser.v9_template_ids(),
+                    Domain::IpfixDomain(_) => s.parser.ipfix_template_ids(),
+                },
+            })
+            .collect();
+        out.sort_by_key(|s| (s.exporter, s.domain));
+        out
+    }
+
     /// Decodes one datagram from `exporter`, received at `received_ms` (unix
     /// ms, the collector's clock).
     pub fn datagram(&mut self, exporter: SocketAddr, bytes: &[u8], received_ms: i64) -> Datagram {
@@ -366,6 +406,11 @@ impl Collector {
                 domain,
                 error,
             });
+        }
+        if let Some(stream) = domain.and_then(|d| self.streams.get_mut(&(exporter, d))) {
+            stream.datagrams += 1;
+            stream.flows += out.flows.len() as u64;
+            stream.rejected += out.rejected.len() as u64;
         }
         self.stats.datagrams += 1;
         self.stats.flows += out.flows.len() as u64;
@@ -491,6 +536,9 @@ impl Collector {
                     parser,
                     last_ms: now_ms,
                     system_init_ms: None,
+                    datagrams: 0,
+                    flows: 0,
+                    rejected: 0,
                 },
             );
         }
@@ -543,6 +591,14 @@ fn truncation(version: u16, bytes: &[u8]) -> Option<CollectorError> {
         }
         _ => None,
     }
+}
+
+/// The export time of a header that has whole seconds only (v9, IPFIX): the
+/// middle of that second. Record times placed from it are then at most half
+/// a second off, which the attribution engine's clock-skew margin (500 ms by
+/// default) covers; the start of the second would be up to a second early.
+fn whole_seconds_ms(secs: u32) -> i64 {
+    i64::from(secs) * 1000 + 500
 }
 
 /// Turns one decoded message into flows and rejections.
@@ -611,7 +667,7 @@ impl Emit<'_> {
 
     fn v9(&mut self, v9: &V9, received_ms: i64) -> Result<(), CollectorError> {
         let h = &v9.header;
-        let export_ms = i64::from(h.unix_secs) * 1000;
+        let export_ms = whole_seconds_ms(h.unix_secs);
         self.check_clock(export_ms, received_ms)?;
         let clock = Clock {
             export_ms,
@@ -639,7 +695,7 @@ impl Emit<'_> {
         received_ms: i64,
         stream: &mut Stream,
     ) -> Result<(), CollectorError> {
-        let export_ms = i64::from(msg.header.export_time) * 1000;
+        let export_ms = whole_seconds_ms(msg.header.export_time);
         self.check_clock(export_ms, received_ms)?;
         let mut seen = 16usize;
         for set in &msg.flowsets {

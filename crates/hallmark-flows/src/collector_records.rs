@@ -129,7 +129,7 @@ impl Fields {
             local: None,
         };
         flow.validate()?;
-        if end_ms > clock.export_ms + config.max_future_ms {
+        if end_ms > clock.export_ms.saturating_add(config.max_future_ms) {
             return Err(CollectorError::OutsideExport {
                 which: "end",
                 ms: end_ms,
@@ -137,7 +137,7 @@ impl Fields {
                 rule: "after the message was exported",
             });
         }
-        if start_ms < clock.export_ms - config.max_flow_age_ms {
+        if start_ms < clock.export_ms.saturating_sub(config.max_flow_age_ms) {
             return Err(CollectorError::OutsideExport {
                 which: "start",
                 ms: start_ms,

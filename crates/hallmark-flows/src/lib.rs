@@ -52,7 +52,7 @@ pub use attribution::{
 };
 pub use collector::{
     Collector, CollectorConfig, CollectorConfigError, CollectorError, CollectorStats, Datagram,
-    Domain, Reason, Rejection,
+    Domain, Reason, Rejection, StreamStats,
 };
 pub use endpoint::{
     buckets_of, edges_of, Endpoint, FlowStatus, GraphBucket, GraphBy, GraphEdge, StoredFlow,

@@ -418,8 +418,8 @@ pub async fn run(a: IngestArgs) -> Result<()> {
     }
     if let Some(e) = error {
         return Err(e.context(format!(
-            "ingesting {source} stopped; flows through line {} were acknowledged",
-            summary.acknowledged_through_line
+            "ingesting {source} stopped; {}",
+            acknowledged(&summary)
         )));
     }
     if summary.accepted == 0 && summary.rejected + summary.server_rejected > 0 {
@@ -451,10 +451,29 @@ fn open(file: &str) -> Result<Box<dyn BufRead + Send>> {
     Ok(r)
 }
 
+/// Where batches go: the admin API, or a test's stand-in.
+trait Sink {
+    async fn ingest(
+        &mut self,
+        req: pb::IngestFlowsRequest,
+    ) -> Result<pb::IngestFlowsResponse, tonic::Status>;
+}
+
+impl Sink for AdminClient<Channel> {
+    async fn ingest(
+        &mut self,
+        req: pb::IngestFlowsRequest,
+    ) -> Result<pb::IngestFlowsResponse, tonic::Status> {
+        self.ingest_flows(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
 /// Receives flows from the reader and sends them in batches, folding the
 /// server's answers into `summary`.
 async fn send_all(
-    c: &mut AdminClient<Channel>,
+    c: &mut impl Sink,
     source: &str,
     mut rx: mpsc::Receiver<(u64, pb::FlowRecord)>,
     summary: &mut Summary,
@@ -510,7 +529,7 @@ async fn send_all(
 
 /// Sends one batch (if any) and empties it.
 async fn send(
-    c: &mut AdminClient<Channel>,
+    c: &mut impl Sink,
     source: &str,
     batch: &mut Vec<pb::FlowRecord>,
     lines: (u64, u64),
@@ -521,7 +540,7 @@ async fn send(
     }
     let flows = std::mem::take(batch);
     let resp = c
-        .ingest_flows(pb::IngestFlowsRequest {
+        .ingest(pb::IngestFlowsRequest {
             source: source.to_string(),
             flows,
         })
@@ -531,8 +550,7 @@ async fn send(
                 "sending the flows of lines {}-{}",
                 lines.0, lines.1
             ))
-        })?
-        .into_inner();
+        })?;
     summary.accepted += resp.accepted;
     summary.server_rejected += resp.rejected;
     for e in resp.errors {
@@ -590,12 +608,17 @@ fn render(s: &Summary) -> String {
         }
     }
     if !s.complete {
-        out.push_str(&format!(
-            "Stopped early: flows through line {} were acknowledged.\n",
-            s.acknowledged_through_line
-        ));
+        out.push_str(&format!("Stopped early: {}.\n", acknowledged(s)));
     }
     out
+}
+
+/// How far the server acknowledged, for a run that stopped early.
+fn acknowledged(s: &Summary) -> String {
+    match s.acknowledged_through_line {
+        0 => "the server acknowledged no flow".to_string(),
+        n => format!("the server acknowledged the flows through line {n}"),
+    }
 }
 
 #[cfg(test)]

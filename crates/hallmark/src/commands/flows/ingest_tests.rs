@@ -235,3 +235,95 @@ fn summary_text_names_reasons_and_lines() {
     assert_eq!(v["skipped"]["nodata"], 4);
     assert!(v.get("error").is_none());
 }
+
+/// A server stand-in: records each batch; refuses the first flow of the
+/// second batch, or fails the call `fail_on` (1-based).
+#[derive(Default)]
+struct FakeSink {
+    batches: Vec<pb::IngestFlowsRequest>,
+    fail_on: Option<usize>,
+}
+
+impl Sink for FakeSink {
+    async fn ingest(
+        &mut self,
+        req: pb::IngestFlowsRequest,
+    ) -> Result<pb::IngestFlowsResponse, tonic::Status> {
+        self.batches.push(req.clone());
+        let n = self.batches.len();
+        if self.fail_on == Some(n) {
+            return Err(tonic::Status::unavailable("server went away"));
+        }
+        let rejected = u64::from(n == 2);
+        Ok(pb::IngestFlowsResponse {
+            accepted: req.flows.len() as u64 - rejected,
+            rejected,
+            errors: (rejected > 0)
+                .then(|| "flow record: field `dst_port`: 0".to_string())
+                .into_iter()
+                .collect(),
+        })
+    }
+}
+
+/// 2500 flows on lines 2, 4, 6, … (odd lines were skipped).
+async fn send_through(sink: &mut FakeSink) -> (Summary, Result<()>) {
+    let (tx, rx) = mpsc::channel(4 * BATCH);
+    let rec = pb::FlowRecord {
+        start_ms: 1_700_000_000_000,
+        end_ms: 1_700_000_000_000,
+        protocol: 17,
+        src_ip: "10.0.0.1".into(),
+        src_port: 1,
+        dst_ip: "10.0.0.2".into(),
+        dst_port: 2,
+        ..pb::FlowRecord::default()
+    };
+    for i in 1..=2500u64 {
+        tx.send((2 * i, rec.clone())).await.unwrap();
+    }
+    drop(tx);
+    let mut summary = Summary::default();
+    let r = send_all(sink, "vpc.log", rx, &mut summary, None).await;
+    (summary, r)
+}
+
+#[tokio::test]
+async fn flows_go_in_batches_of_a_thousand_with_their_lines() {
+    let mut sink = FakeSink::default();
+    let (s, r) = send_through(&mut sink).await;
+    r.unwrap();
+    let sizes: Vec<usize> = sink.batches.iter().map(|b| b.flows.len()).collect();
+    assert_eq!(sizes, [1000, 1000, 500]);
+    assert!(sink.batches.iter().all(|b| b.source == "vpc.log"));
+    assert_eq!(s.accepted, 2499);
+    assert_eq!(s.server_rejected, 1);
+    assert_eq!(
+        s.server_errors,
+        ["lines 2002-4000: flow record: field `dst_port`: 0"]
+    );
+    assert_eq!(s.acknowledged_through_line, 5000);
+}
+
+#[tokio::test]
+async fn a_refused_batch_stops_and_says_how_far_it_got() {
+    let mut sink = FakeSink {
+        fail_on: Some(2),
+        ..FakeSink::default()
+    };
+    let (s, r) = send_through(&mut sink).await;
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(
+        e.contains("sending the flows of lines 2002-4000: server went away"),
+        "{e}"
+    );
+    assert_eq!(sink.batches.len(), 2, "nothing is sent after a failure");
+    assert_eq!(s.accepted, 1000);
+    assert_eq!(s.acknowledged_through_line, 2000);
+    let stopped = Summary {
+        complete: false,
+        ..s
+    };
+    assert!(render(&stopped)
+        .contains("Stopped early: the server acknowledged the flows through line 2000."));
+}

@@ -165,3 +165,21 @@ fn help_documents_the_exit_status() {
         assert!(out.stdout.contains(needle), "want {needle:?}:\n{out}");
     }
 }
+
+#[test]
+fn ingest_from_stdin_connects_before_waiting_for_input() {
+    let dir = short_tempdir();
+    let socket = dir.path().join("admin.sock");
+    // stdin stays open and empty: a live pipe with nothing to say yet.
+    let mut cmd = hallmark_cmd(&[
+        "flows",
+        "ingest",
+        "--format",
+        "jsonl",
+        "-",
+        "--admin-socket",
+    ]);
+    cmd.arg(&socket).stdin(std::process::Stdio::piped());
+    let out = run(&mut cmd, CLI_TIMEOUT);
+    out.fails().stderr_has(&["is the server running?"]);
+}

@@ -433,14 +433,15 @@ pub async fn run(a: IngestArgs) -> Result<()> {
 }
 
 /// Opens FILE or standard input; refuses a compressed file by its magic
-/// bytes rather than reporting every line of it as malformed.
+/// bytes rather than reporting every line of it as malformed. Standard
+/// input is not peeked at: it may have nothing to say yet (a
+/// live pipe), and the connection is checked first.
 fn open(file: &str) -> Result<Box<dyn BufRead + Send>> {
-    let mut r: Box<dyn BufRead + Send> = if file == "-" {
-        Box::new(BufReader::with_capacity(256 * 1024, io::stdin()))
-    } else {
-        let f = File::open(file).with_context(|| format!("opening {file}"))?;
-        Box::new(BufReader::with_capacity(256 * 1024, f))
-    };
+    if file == "-" {
+        return Ok(Box::new(BufReader::with_capacity(256 * 1024, io::stdin())));
+    }
+    let f = File::open(file).with_context(|| format!("opening {file}"))?;
+    let mut r = BufReader::with_capacity(256 * 1024, f);
     let head = r.fill_buf().with_context(|| format!("reading {file}"))?;
     if head.starts_with(&[0x1f, 0x8b]) {
         bail!("{file} is gzip-compressed: decompress it first (`zcat {file} | hallmark flows ingest --format … -`)");
@@ -448,7 +449,7 @@ fn open(file: &str) -> Result<Box<dyn BufRead + Send>> {
     if head.starts_with(b"\x28\xb5\x2f\xfd") {
         bail!("{file} is zstd-compressed: decompress it first (`zstdcat {file} | hallmark flows ingest --format … -`)");
     }
-    Ok(r)
+    Ok(Box::new(r))
 }
 
 /// Where batches go: the admin API, or a test's stand-in.

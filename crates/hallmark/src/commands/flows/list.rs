@@ -9,8 +9,8 @@ use anyhow::Result;
 use clap::Args;
 use hallmark_flows::{Endpoint, EndpointFilter, FlowQuery, FlowStatus, Protocol, StoredFlow};
 
-use super::{client, instant, now_ms, query, window, Query};
-use crate::connect::AdminArgs;
+use super::{call, client, decode, encode, instant, now_ms, query, window, Query};
+use crate::connect::{admin_error, AdminArgs};
 use crate::output::{out, outln, table, timestamp};
 
 /// How often `--follow` asks for new flows.
@@ -132,6 +132,7 @@ pub async fn run(a: ListArgs) -> Result<()> {
         last_id = last_id.max(f.id);
     }
     q.limit = FOLLOW_PAGE;
+    let mut outage = false;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -142,7 +143,24 @@ pub async fn run(a: ListArgs) -> Result<()> {
         }
         loop {
             q.after_id = Some(last_id);
-            let page: Vec<StoredFlow> = query(&mut c, Query::List, &q).await?;
+            let json = match call(&mut c, Query::List, encode(Query::List, &q)?).await {
+                Ok(json) => json,
+                // A server restarting (or failing over) is waited for:
+                // following resumes after the last flow printed.
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    if !outage {
+                        eprintln!("warning: {}; retrying every second", admin_error(s));
+                        outage = true;
+                    }
+                    break;
+                }
+                Err(s) => return Err(admin_error(s)),
+            };
+            if outage {
+                eprintln!("reconnected");
+                outage = false;
+            }
+            let page: Vec<StoredFlow> = decode(Query::List, &json)?;
             for f in &page {
                 print_followed(f, a.conn.json)?;
                 last_id = last_id.max(f.id);

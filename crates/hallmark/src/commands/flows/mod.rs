@@ -83,17 +83,33 @@ async fn query<Req: Serialize, Ans: DeserializeOwned>(
     q: Query,
     req: &Req,
 ) -> Result<Ans> {
+    let msg = encode(q, req)?;
+    let json = call(client, q, msg).await.map_err(admin_error)?;
+    decode(q, &json)
+}
+
+fn encode<Req: Serialize>(q: Query, req: &Req) -> Result<pb::FlowQueryRequest> {
     let json = serde_json::to_string(req).with_context(|| format!("encoding {}", q.rpc()))?;
-    let msg = pb::FlowQueryRequest { json };
+    Ok(pb::FlowQueryRequest { json })
+}
+
+/// One call, its status kept so a caller can tell an outage from a refusal.
+async fn call(
+    client: &mut AdminClient<Channel>,
+    q: Query,
+    msg: pb::FlowQueryRequest,
+) -> Result<String, tonic::Status> {
     let resp = match q {
         Query::List => client.list_flows(msg).await,
         Query::Graph => client.flow_graph(msg).await,
         Query::Whois => client.whois(msg).await,
         Query::Stats => client.flow_stats(msg).await,
-    }
-    .map_err(admin_error)?
-    .into_inner();
-    serde_json::from_str(&resp.json).map_err(|e| {
+    }?;
+    Ok(resp.into_inner().json)
+}
+
+fn decode<Ans: DeserializeOwned>(q: Query, json: &str) -> Result<Ans> {
+    serde_json::from_str(json).map_err(|e| {
         anyhow!(
             "the server's {} answer is not what this client reads: {e}",
             q.rpc()

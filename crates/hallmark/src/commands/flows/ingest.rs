@@ -43,7 +43,9 @@ records are counted and skipped. Compressed files are not read: use
 
 --format jsonl reads Hallmark's own flow schema, one JSON object a line:
 start_ms, end_ms, protocol, src, dst (IP:PORT) and optionally initiator,
-bytes_sent, packets_sent, bytes_received, packets_received and outcome.
+bytes_sent, packets_sent, bytes_received, packets_received and outcome. The
+file is the flows' reporter; a line with `local` is refused (a file cannot
+know which end was local).
 
 Blank lines and lines starting with # are skipped. A line that breaks a rule
 (malformed, truncated, port 0, end before start, a time outside 2000-2100,
@@ -484,7 +486,9 @@ async fn send_all(
     let mut lines = (0u64, 0u64);
     let flush = tokio::time::sleep(FLUSH_AFTER);
     tokio::pin!(flush);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    // The first progress line after half a second: a short file shows none.
+    let every = Duration::from_millis(500);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut sent = 0u64;
     let result = loop {
         tokio::select! {

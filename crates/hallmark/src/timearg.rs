@@ -29,7 +29,7 @@ const FORMS: &str = "use a duration ago (`90s`, `15m`, `1h`, `2h30m`, `7d`), an 
 const MAX_UNIX_SECS: i64 = 4_102_444_800;
 
 /// Parses an instant, in unix milliseconds: `now`, a duration before
-/// `now_ms` (`1h`), unix seconds (`1764990720`), or RFC 3339
+/// `now_ms` (`1h`), unix seconds (`1764990720`, `1764990720.25`), or RFC 3339
 /// (`2026-12-06T03:12:00Z`, `2026-12-06T04:12:00.5+01:00`).
 pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, InstantError> {
     let s = text.trim();
@@ -39,14 +39,8 @@ pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, InstantError> {
     if s == "now" {
         return Ok(now_ms);
     }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        let secs: i64 = s
-            .parse()
-            .map_err(|_| InstantError::TooLate(s.to_string()))?;
-        if secs > MAX_UNIX_SECS {
-            return Err(InstantError::TooLate(s.to_string()));
-        }
-        return Ok(secs * 1000);
+    if let Some(ms) = unix_seconds(s) {
+        return ms;
     }
     // RFC 3339 always has a date (`-`) and a time (`:`); a duration has
     // neither.
@@ -71,6 +65,31 @@ pub fn parse_instant(text: &str, now_ms: i64) -> Result<i64, InstantError> {
     Err(InstantError::Unrecognised(s.to_string()))
 }
 
+/// Unix seconds with an optional fraction (`1764990720`, `1764990720.25`),
+/// rounded to the millisecond; `None` when `s` is not of that form.
+fn unix_seconds(s: &str) -> Option<Result<i64, InstantError>> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || (s.contains('.') && frac.is_empty()) {
+        return None;
+    }
+    let too_late = || InstantError::TooLate(s.to_string());
+    let secs: i64 = match whole.parse() {
+        Ok(n) if n <= MAX_UNIX_SECS => n,
+        _ => return Some(Err(too_late())),
+    };
+    // Milliseconds from the first three fraction digits, rounded by the
+    // fourth.
+    let mut ms = 0i64;
+    for i in 0..3 {
+        ms = ms * 10 + frac.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+    }
+    if frac.as_bytes().get(3).is_some_and(|b| *b >= b'5') {
+        ms += 1;
+    }
+    Some(Ok(secs * 1000 + ms))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 mod tests {
@@ -87,6 +106,9 @@ mod tests {
             ("90s", NOW - 90_000),
             ("7d", NOW - 7 * 86_400_000),
             ("1764990720", 1_764_990_720_000),
+            ("1764990720.25", 1_764_990_720_250),
+            ("1764990720.1229999", 1_764_990_720_123),
+            ("1764990720.0005", 1_764_990_720_001),
             ("2026-12-06T03:12:00Z", 1_796_526_720_000),
             ("2026-12-06T04:12:00.250+01:00", 1_796_526_720_250),
             (" 1h ", NOW - 3_600_000),
@@ -107,6 +129,8 @@ mod tests {
             ("2026-13-06T03:12:00Z", "RFC 3339"),
             ("2026-12-06 03:12", "RFC 3339"),
             ("-1h", "is not a time"),
+            ("1764990720.", "is not a time"),
+            ("1764990720.5.1", "is not a time"),
         ] {
             let e = parse_instant(input, NOW).unwrap_err().to_string();
             assert!(e.contains(needle), "{input}: {e}");

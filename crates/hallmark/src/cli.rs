@@ -4,7 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent_status, agents, authority, bundle, entry, federation, inventory, status, svid, token,
+    agent_status, agents, authority, bundle, entry, federation, flows, inventory, status, svid,
+    token,
 };
 use crate::connect::AdminArgs;
 use crate::helper;
@@ -72,6 +73,12 @@ pub enum Command {
     Workloads {
         #[command(subcommand)]
         command: WorkloadsCommand,
+    },
+    /// Flows between workloads: ingest flow logs, list flows with the
+    /// identities on both ends, the identity graph, who held an IP when.
+    Flows {
+        #[command(subcommand)]
+        command: flows::FlowsCommand,
     },
     /// Fetch this process's X509-SVID from the Workload API.
     Svid {
@@ -210,6 +217,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             WorkloadsCommand::List(a) => inventory::list(a).await,
             WorkloadsCommand::Show(a) => inventory::show(a).await,
         },
+        Command::Flows { command } => flows::run(command).await,
         Command::Svid {
             command: SvidCommand::Fetch(a),
         } => svid::svid_fetch(a).await,

@@ -22,6 +22,7 @@ mod health;
 mod helper;
 mod output;
 mod roles;
+mod timearg;
 
 use std::process::ExitCode;
 

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod bundle;
 pub mod entry;
 pub mod federation;
+pub mod flows;
 pub mod inventory;
 pub mod status;
 pub mod svid;

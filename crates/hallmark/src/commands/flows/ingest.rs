@@ -188,13 +188,14 @@ fn vpc_reason(e: &VpcError) -> String {
     }
 }
 
+/// The counter name of a broken flow rule, as the server counts it.
 fn flow_reason(e: &FlowError) -> &'static str {
     match e {
         FlowError::BadProtocol(_) => "bad-protocol",
         FlowError::EndBeforeStart { .. } => "time-backwards",
         FlowError::AbsurdTime { .. } => "absurd-time",
         FlowError::PortZero { .. } => "port-zero",
-        FlowError::MixedFamilies { .. } => "mixed-ip-versions",
+        FlowError::MixedFamilies { .. } => "mixed-families",
         FlowError::OutcomeNotTcp(_) => "outcome-not-tcp",
     }
 }

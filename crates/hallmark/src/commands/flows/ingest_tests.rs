@@ -89,7 +89,7 @@ fn vpc_default_and_custom_formats_with_bad_lines() {
             ("absurd-time", 1, vec![8]),
             ("bad-srcaddr", 1, vec![12]),
             ("field-count", 1, vec![3]),
-            ("mixed-ip-versions", 1, vec![13]),
+            ("mixed-families", 1, vec![13]),
             ("port-zero", 1, vec![6]),
             ("time-backwards", 1, vec![7]),
         ]

@@ -333,3 +333,220 @@ fn flow_config(a: FlowArgs, file: &config::ServerFile) -> Result<hallmark_server
         .transpose()?;
     Ok(c)
 }
+
+/// The rotation schedule from flags over the file.
+fn rotation_config(
+    no_auto_rotation: bool,
+    check_interval: Option<String>,
+    jwt_key_ttl: Option<String>,
+    file: &config::ServerFile,
+) -> Result<RotationConfig> {
+    let mut c = RotationConfig {
+        enabled: !no_auto_rotation && file.auto_rotation.unwrap_or(true),
+        ..RotationConfig::default()
+    };
+    if let Some(v) = pick(check_interval, file.rotation_check_interval.clone()) {
+        c.check_interval = config::duration("rotation_check_interval", &v)?;
+        if c.check_interval < Duration::from_secs(1) {
+            return Err(anyhow!(
+                "rotation_check_interval `{v}`: must be at least 1s"
+            ));
+        }
+    }
+    if let Some(v) = pick(jwt_key_ttl, file.jwt_key_ttl.clone()) {
+        c.jwt_key_ttl = config::duration("jwt_key_ttl", &v)?;
+        if c.jwt_key_ttl < Duration::from_secs(60) {
+            return Err(anyhow!(
+                "jwt_key_ttl `{v}`: must be at least 1m, longer than the JWT-SVIDs it signs"
+            ));
+        }
+    }
+    Ok(c)
+}
+
+/// The bundle endpoint from flags over the file.
+fn federation_config(
+    a: FederationArgs,
+    file: &config::ServerFile,
+) -> Result<hallmark_server::FederationConfig> {
+    let listen = pick(a.federation_listen, file.federation_listen.clone())
+        .map(|v| config::socket_addr("federation_listen", &v))
+        .transpose()?;
+    let cert = pick(a.federation_tls_cert, file.federation_tls_cert.clone());
+    let key = pick(a.federation_tls_key, file.federation_tls_key.clone());
+    let profile = pick(a.federation_profile, file.federation_profile.clone())
+        .unwrap_or_else(|| "https_spiffe".into());
+    let profile = match (profile.as_str(), cert, key) {
+        ("https_spiffe", None, None) => hallmark_server::EndpointProfile::HttpsSpiffe,
+        ("https_spiffe", _, _) => {
+            return Err(anyhow!(
+                "federation_tls_cert/federation_tls_key are for federation_profile https_web; https_spiffe presents the server's SVID"
+            ))
+        }
+        ("https_web", Some(cert), Some(key)) => {
+            hallmark_server::EndpointProfile::HttpsWeb { cert, key }
+        }
+        ("https_web", _, _) => {
+            return Err(anyhow!(
+                "federation_profile https_web needs federation_tls_cert and federation_tls_key (PEM certificate chain and key)"
+            ))
+        }
+        (other, _, _) => {
+            return Err(anyhow!(
+                "federation_profile `{other}`: must be https_spiffe or https_web"
+            ))
+        }
+    };
+    if listen.is_none() && !matches!(profile, hallmark_server::EndpointProfile::HttpsSpiffe) {
+        return Err(anyhow!(
+            "federation_profile https_web is set but federation_listen is not: give --federation-listen ADDR"
+        ));
+    }
+    Ok(hallmark_server::FederationConfig { listen, profile })
+}
+
+/// The OIDC issuer from flags over the file; `None` without an issuer URL.
+fn oidc_config(a: OidcArgs, file: &config::ServerFile) -> Result<Option<OidcConfig>> {
+    let Some(issuer) = a.oidc_issuer.or_else(|| file.oidc_issuer.clone()) else {
+        let stray = [
+            (
+                "oidc_listen",
+                a.oidc_listen.is_some() || file.oidc_listen.is_some(),
+            ),
+            (
+                "oidc_tls_cert",
+                a.oidc_tls_cert.is_some() || file.oidc_tls_cert.is_some(),
+            ),
+            (
+                "oidc_insecure_http",
+                a.oidc_insecure_http || file.oidc_insecure_http.unwrap_or(false),
+            ),
+            (
+                "oidc_claims",
+                !a.oidc_claims.is_empty() || file.oidc_claims.is_some(),
+            ),
+            (
+                "oidc_token_ttl",
+                a.oidc_token_ttl.is_some() || file.oidc_token_ttl.is_some(),
+            ),
+        ];
+        if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(anyhow!(
+                "{key} is set but oidc_issuer is not: give --oidc-issuer https://... to enable the OIDC issuer"
+            ));
+        }
+        return Ok(None);
+    };
+    let issuer: hallmark_server::IssuerUrl = issuer
+        .parse()
+        .map_err(|e: hallmark_server::IssuerError| anyhow!("oidc_issuer: {e}"))?;
+    let listen = a
+        .oidc_listen
+        .or_else(|| file.oidc_listen.clone())
+        .unwrap_or_else(|| match issuer.port() {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => hallmark_server::oidc::DEFAULT_LISTEN.into(),
+        });
+    let insecure = a.oidc_insecure_http || file.oidc_insecure_http.unwrap_or(false);
+    let tls = match (
+        a.oidc_tls_cert.or_else(|| file.oidc_tls_cert.clone()),
+        a.oidc_tls_key.or_else(|| file.oidc_tls_key.clone()),
+    ) {
+        (Some(_), Some(_)) if insecure => {
+            return Err(anyhow!(
+                "oidc_insecure_http and oidc_tls_cert exclude each other: serve HTTPS with the certificate, or plain HTTP behind a TLS proxy"
+            ))
+        }
+        (Some(cert), Some(key)) => OidcTls::Files { cert, key },
+        (None, None) if insecure => OidcTls::InsecureHttp,
+        (None, None) => OidcTls::SelfSigned,
+        _ => return Err(anyhow!("oidc_tls_cert and oidc_tls_key must be given together")),
+    };
+    let claims: Vec<String> = if a.oidc_claims.is_empty() {
+        file.oidc_claims.clone().unwrap_or_default()
+    } else {
+        a.oidc_claims
+    };
+    let claims = hallmark_core::entry::parse_oidc_claims(
+        &claims
+            .iter()
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>(),
+    )
+    .map_err(|e| anyhow!("oidc_claims: {e}"))?;
+    let token_ttl = match a.oidc_token_ttl.or_else(|| file.oidc_token_ttl.clone()) {
+        Some(v) => {
+            let d = config::duration("oidc_token_ttl", &v)?;
+            let max = hallmark_server::oidc::MAX_TOKEN_TTL;
+            if d < Duration::from_secs(1) || d > max {
+                return Err(anyhow!(
+                    "oidc_token_ttl `{v}`: must be between 1s and 24h (GCP refuses tokens that live 48h or more)"
+                ));
+            }
+            d
+        }
+        None => hallmark_server::oidc::DEFAULT_TOKEN_TTL,
+    };
+    Ok(Some(OidcConfig {
+        issuer,
+        listen: config::socket_addr("oidc_listen", &listen)?,
+        tls,
+        claims,
+        token_ttl,
+    }))
+}
+
+/// Where the server keeps its state.
+enum Datastore {
+    Sqlite,
+    Postgres(String),
+}
+
+fn datastore(key: &str, v: &str) -> Result<Datastore> {
+    if v == "sqlite" {
+        Ok(Datastore::Sqlite)
+    } else if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+        Ok(Datastore::Postgres(v.to_string()))
+    } else {
+        // The value may be a URL with a password: do not echo it.
+        Err(anyhow!(
+            "{key}: must be `sqlite` or a PostgreSQL URL starting with postgres:// (e.g. postgres://hallmark:secret@db:5432/hallmark)"
+        ))
+    }
+}
+
+pub async fn run_server(a: ServerArgs) -> Result<()> {
+    let health = a.common.health_listen.clone();
+    let (cfg, store) = server_config(a)?;
+    let handle = match store {
+        Datastore::Sqlite => hallmark_server::start(cfg).await?,
+        Datastore::Postgres(url) => {
+            let store = hallmark_store::PostgresStore::connect(&url)
+                .await
+                .context("opening the PostgreSQL datastore")?;
+            hallmark_server::start_with_store(cfg, std::sync::Arc::new(store)).await?
+        }
+    };
+    if let Some(addr) = health {
+        let s = handle.status();
+        let probe = health::Probe::new(
+            {
+                let s = s.clone();
+                move || {
+                    let s = s.clone();
+                    Box::pin(async move { s.ready().await })
+                }
+            },
+            move || {
+                let s = s.clone();
+                Box::pin(async move { s.metrics().await })
+            },
+        );
+        health::serve(config::socket_addr("health_listen", &addr)?, probe).await?;
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
+    Ok(())
+}

@@ -477,8 +477,9 @@ pub fn flow_from_pb(
     Ok(flow)
 }
 
-/// Whether a container ID is one the inventory would accept.
-fn valid_container_id(id: &str) -> bool {
+/// Whether a container ID is one the inventory would accept (empty is
+/// checked by the caller).
+pub fn valid_container_id(id: &str) -> bool {
     id.len() <= MAX_CONTAINER_ID_LEN
         && id
             .bytes()

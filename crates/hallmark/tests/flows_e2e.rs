@@ -161,10 +161,12 @@ fn start_tcpdump(bridge: &str, out: &Path) -> Child {
     child
 }
 
-fn stop_tcpdump(mut child: Child) {
+/// Stops the capture; returns what tcpdump said (its packet counts).
+fn stop_tcpdump(child: Child) -> String {
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-    let _ = child.wait();
+    let out = child.wait_with_output().expect("waiting for tcpdump");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn whois(server: &TestServer, ip: &str, at_ms: i64) -> Value {
@@ -249,10 +251,15 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
         assert!(out.success(), "wget from A to B failed:\n{out}");
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop_tcpdump(tcpdump);
+    let said = stop_tcpdump(tcpdump);
     let capture = pcap::directions(&capture_path);
     let want = expected(&capture);
-    assert_eq!(want.len(), 6, "3 connections, two directions each: {want:?}");
+    assert_eq!(
+        want.len(),
+        6,
+        "3 connections, two directions each: {want:?}; tcpdump on {} said: {said}",
+        net.bridge()
+    );
 
     // NetFlow v9 and IPFIX from softflowd, and a VPC flow log of the same.
     let collector = std::fs::read_to_string(server.data_dir.join("flow-collector.addr")).unwrap();

@@ -26,7 +26,7 @@ pub(crate) enum HeartbeatError {
     BadIp(String),
     #[error("port {0} is out of range 1-65535 (0 means the whole IP)")]
     BadPort(u32),
-    #[error("container ID `{0}` must be 1-128 characters of a-z, A-Z, 0-9, `-`, `_` or `.`")]
+    #[error("container ID `{0}` must be at most 128 characters of a-z, A-Z, 0-9, `-`, `_` or `.`")]
     BadContainer(String),
     #[error("{0} addresses in one heartbeat (at most {MAX_HEARTBEAT_ADDRESSES})")]
     TooMany(usize),
@@ -45,14 +45,6 @@ impl HeartbeatError {
             HeartbeatError::Context(_) => "bad-context",
         }
     }
-}
-
-pub(crate) fn valid_container_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The evidence in one heartbeat of agent `node`, received at server time
@@ -87,7 +79,7 @@ pub(crate) fn evidence_from_heartbeat(
                 node: node.to_string(),
             }
         } else {
-            if !valid_container_id(&a.container_id) {
+            if !hallmark_proto::convert::valid_container_id(&a.container_id) {
                 return Err(HeartbeatError::BadContainer(a.container_id.clone()));
             }
             Owner::Workload {

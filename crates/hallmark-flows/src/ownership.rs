@@ -318,7 +318,12 @@ impl OwnershipIndex {
     /// A port owned on its own answers first; the IP answers for every
     /// port with no owner of its own.
     pub fn lookup(&self, ip: IpAddr, port: Option<u16>, at_ms: i64) -> Lookup {
-        self.lookup_in(self.ips.get(ip), port, at_ms)
+        let entry = self.ips.get(ip);
+        let start = entry.map_or(0, |e| {
+            e.whole
+                .first_candidate(at_ms, self.max_gap_ms, self.skew_ms)
+        });
+        self.lookup_in(entry, start, port, at_ms)
     }
 
     /// [`lookup`](Self::lookup) of two addresses at one instant (both ends
@@ -331,20 +336,38 @@ impl OwnershipIndex {
         at_ms: i64,
     ) -> (Lookup, Lookup) {
         let (ea, eb) = (self.ips.get(a.0), self.ips.get(b.0));
+        // Then both searches, branch-free, before either scan: the second
+        // timeline's miss overlaps the first's too.
+        let start = |e: Option<&IpEntry>| {
+            e.map_or(0, |e| {
+                e.whole
+                    .first_candidate(at_ms, self.max_gap_ms, self.skew_ms)
+            })
+        };
+        let (sa, sb) = (start(ea), start(eb));
         (
-            self.lookup_in(ea, a.1, at_ms),
-            self.lookup_in(eb, b.1, at_ms),
+            self.lookup_in(ea, sa, a.1, at_ms),
+            self.lookup_in(eb, sb, b.1, at_ms),
         )
     }
 
+    /// [`lookup`](Self::lookup) in a fetched entry, whose whole-IP
+    /// timeline's first candidate range is `start`.
     #[inline]
-    fn lookup_in(&self, entry: Option<&IpEntry>, port: Option<u16>, at_ms: i64) -> Lookup {
+    fn lookup_in(
+        &self,
+        entry: Option<&IpEntry>,
+        start: usize,
+        port: Option<u16>,
+        at_ms: i64,
+    ) -> Lookup {
         let Some(entry) = entry else {
             return Lookup::Unknown;
         };
         if let (Some(port), Some(ports)) = (port, entry.ports.as_deref()) {
             if let Some(timeline) = ports.get(&port) {
-                match timeline.lookup(at_ms, self.max_gap_ms, self.skew_ms) {
+                let first = timeline.first_candidate(at_ms, self.max_gap_ms, self.skew_ms);
+                match timeline.lookup_from(first, at_ms, self.max_gap_ms, self.skew_ms) {
                     Lookup::NoOwner | Lookup::Unknown => {}
                     decided => return decided,
                 }
@@ -358,7 +381,9 @@ impl OwnershipIndex {
                 Lookup::Unknown
             };
         }
-        entry.whole.lookup(at_ms, self.max_gap_ms, self.skew_ms)
+        entry
+            .whole
+            .lookup_from(start, at_ms, self.max_gap_ms, self.skew_ms)
     }
 
     /// The ranges recorded for one address, oldest first (for `whois`).
@@ -514,28 +539,41 @@ impl Timeline {
         self.ranges.insert(at, range);
     }
 
+    #[cfg(test)]
     fn lookup(&self, t: i64, max_gap: i64, skew: i64) -> Lookup {
-        if self.ranges.is_empty() {
-            return Lookup::Unknown;
-        }
-        // Ranges that could hold, come near or grow to `t` start no later
-        // than `t + max(skew, max_gap)` and end no earlier than
-        // `t - max(skew, max_gap)`; the rest say nothing about `t`. The
-        // list is sorted by start, and usually by end too.
-        let window = skew.max(max_gap);
-        let reach = t.saturating_add(window);
-        let start = if self.ends_sorted {
-            let floor = t.saturating_sub(window);
+        self.lookup_from(self.first_candidate(t, max_gap, skew), t, max_gap, skew)
+    }
+
+    /// The first range that may say anything about `t`.
+    ///
+    /// Ranges that could hold, come near or grow to `t` start no later
+    /// than `t + max(skew, max_gap)` and end no earlier than
+    /// `t - max(skew, max_gap)`; the rest say nothing about it. The list is
+    /// sorted by start, and usually by end too: then the ones ending too
+    /// early all come first.
+    #[inline]
+    fn first_candidate(&self, t: i64, max_gap: i64, skew: i64) -> usize {
+        if self.ends_sorted {
+            let floor = t.saturating_sub(skew.max(max_gap));
             self.ranges.partition_point(|r| r.last_ms < floor)
         } else {
             0
-        };
+        }
+    }
+
+    /// The answer for `t`, scanning from `start` (from
+    /// [`first_candidate`](Self::first_candidate)).
+    fn lookup_from(&self, start: usize, t: i64, max_gap: i64, skew: i64) -> Lookup {
+        if self.ranges.is_empty() {
+            return Lookup::Unknown;
+        }
+        let reach = t.saturating_add(skew.max(max_gap));
         let mut holder: Option<RangeProof> = None;
         // A range near the instant, and one of another owner if any.
         let mut near: Option<RangeProof> = None;
         let mut near_other: Option<RangeProof> = None;
         let mut may_grow = false;
-        let candidates = self.ranges[start..]
+        let candidates = self.ranges[start.min(self.ranges.len())..]
             .iter()
             .take_while(|r| r.first_ms <= reach);
         for r in candidates {

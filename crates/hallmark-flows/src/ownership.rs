@@ -192,6 +192,10 @@ impl Hasher for FastHasher {
     }
 }
 
+/// Up to this many ranges, a timeline is counted through rather than
+/// binary-searched.
+const SHORT_TIMELINE: usize = 16;
+
 /// A map hashed with [`FastHasher`].
 pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
@@ -555,7 +559,16 @@ impl Timeline {
     fn first_candidate(&self, t: i64, max_gap: i64, skew: i64) -> usize {
         if self.ends_sorted {
             let floor = t.saturating_sub(skew.max(max_gap));
-            self.ranges.partition_point(|r| r.last_ms < floor)
+            if self.ranges.len() <= SHORT_TIMELINE {
+                // Counting reads every range independently, so their cache
+                // misses overlap; a binary search's reads wait on each other.
+                self.ranges
+                    .iter()
+                    .map(|r| usize::from(r.last_ms < floor))
+                    .sum()
+            } else {
+                self.ranges.partition_point(|r| r.last_ms < floor)
+            }
         } else {
             0
         }

@@ -309,10 +309,11 @@ fn the_windowed_lookup_answers_as_a_full_scan() {
     // points and overlaps, so timelines come both sorted by end and not.
     let owners: Vec<Owner> = ["a", "b", "c"].iter().map(|c| owner(c)).collect();
     let (mut sorted, mut unsorted, mut checked) = (0, 0, 0);
+    let (mut short, mut long) = (0, 0);
     for seed in 0..300u64 {
         let mut idx = OwnershipIndex::new(HB, SKEW);
         let mut r = mix(seed);
-        let points = 5 + r % 60;
+        let points = 5 + r % 150;
         for _ in 0..points {
             r = mix(r);
             let kind = match r % 10 {
@@ -326,6 +327,11 @@ fn the_windowed_lookup_answers_as_a_full_scan() {
             idx.record(&ev(o, at, kind));
         }
         let tl = &idx.ips.get(IP.parse().unwrap()).unwrap().whole;
+        if tl.ranges.len() <= SHORT_TIMELINE {
+            short += 1;
+        } else {
+            long += 1;
+        }
         if tl.ends_sorted {
             sorted += 1;
         } else {
@@ -347,6 +353,7 @@ fn the_windowed_lookup_answers_as_a_full_scan() {
         sorted > 10 && unsorted > 10,
         "{sorted} sorted, {unsorted} not"
     );
+    assert!(short > 10 && long > 10, "{short} short, {long} long");
     assert!(checked > 1_000_000);
 }
 

@@ -124,7 +124,8 @@ pub enum Lookup {
 /// rotation so the table's bucket bits come from the well-mixed high bits)
 /// for the index's maps. Their keys are addresses and ports that agents
 /// proved they hold, not values a flow's sender picks, so SipHash's flood
-/// resistance buys nothing here and would cost a third of a lookup.
+/// resistance buys nothing here, and its cost would be paid for every end
+/// of every flow.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct FastHasher(u64);
 

@@ -140,6 +140,9 @@ pub struct Attributor {
     networks: Networks,
     config: AttributorConfig,
     held: VecDeque<Held>,
+    /// Held flows forced out of a full queue by [`Attributor::attribute`],
+    /// which has no room to return them: the next poll emits them.
+    ready: Vec<AttributedFlow>,
     stats: AttributorStats,
 }
 
@@ -150,6 +153,7 @@ impl Attributor {
             networks,
             config,
             held: VecDeque::new(),
+            ready: Vec::new(),
             stats: AttributorStats::default(),
         }
     }
@@ -166,9 +170,10 @@ impl Attributor {
         self.stats
     }
 
-    /// Flows waiting for evidence.
+    /// Flows waiting for evidence (or, after [`attribute`](Self::attribute)
+    /// overflowed the queue, decided and waiting for the next poll).
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held.len() + self.ready.len()
     }
 
     /// Forgets evidence older than `before_ms` (retention).
@@ -185,51 +190,84 @@ impl Attributor {
     /// Attributes a flow that arrived at `now_ms` (the server's clock).
     /// `None` when it is held back; [`poll`](Self::poll) emits it later.
     pub fn submit(&mut self, flow: Flow, now_ms: i64) -> Option<AttributedFlow> {
-        if let Some(local) = &flow.local {
-            let addr = flow.addr(local.side);
-            let key = if local.by_port {
-                OwnershipKey::port(addr.ip(), addr.port())
-            } else {
-                OwnershipKey::ip(addr.ip())
-            };
-            self.index.record(&Evidence {
-                key,
-                owner: local.owner.clone(),
-                at_ms: flow.start_ms,
-                kind: EvidenceKind::LocalFlow,
-            });
+        let local = self.record_local(&flow);
+        match self.decide_both(&flow, local, false) {
+            Some((src, dst)) => Some(self.emit(flow, src, dst)),
+            None => self.hold(flow, now_ms),
         }
-        match self.try_attribute(flow, false) {
-            Ok(done) => Some(done),
-            Err(flow) => {
-                let flow = *flow;
-                self.stats.flows_held += 1;
-                if self.held.len() >= self.config.max_held {
-                    if let Some(oldest) = self.held.pop_front() {
-                        self.stats.held_overflow += 1;
-                        let out = self.force(oldest.flow);
-                        self.held.push_back(Held {
-                            flow,
-                            arrived_ms: now_ms,
-                        });
-                        // The caller gets the displaced flow now; the new
-                        // one waits in its place.
-                        return Some(out);
-                    }
+    }
+
+    /// Attributes a flow by reference: both ends, counted as
+    /// [`submit`](Self::submit) counts them, when they are decided at once
+    /// (the common case, which neither moves nor copies the flow). `None`
+    /// when an end is still pending: a copy of the flow is held back and
+    /// [`poll`](Self::poll) emits it, as after `submit`. A held flow that a
+    /// full queue forces out here is emitted by the next `poll` (with
+    /// `submit`, it would be returned in place of the new one).
+    pub fn attribute(
+        &mut self,
+        flow: &Flow,
+        now_ms: i64,
+    ) -> Option<(EndAttribution, EndAttribution)> {
+        let local = self.record_local(flow);
+        match self.decide_both(flow, local, false) {
+            Some((src, dst)) => {
+                self.count(&src);
+                self.count(&dst);
+                self.stats.flows += 1;
+                Some((src, dst))
+            }
+            None => {
+                if let Some(displaced) = self.hold(flow.clone(), now_ms) {
+                    self.ready.push(displaced);
                 }
-                self.held.push_back(Held {
-                    flow,
-                    arrived_ms: now_ms,
-                });
                 None
             }
         }
     }
 
+    /// Records the reporter's tag of the local end as evidence, and
+    /// returns that end's owner.
+    fn record_local(&mut self, flow: &Flow) -> Option<(Side, OwnerId)> {
+        let local = flow.local.as_ref()?;
+        let addr = flow.addr(local.side);
+        let key = if local.by_port {
+            OwnershipKey::port(addr.ip(), addr.port())
+        } else {
+            OwnershipKey::ip(addr.ip())
+        };
+        let id = self.index.record_owner(&Evidence {
+            key,
+            owner: local.owner.clone(),
+            at_ms: flow.start_ms,
+            kind: EvidenceKind::LocalFlow,
+        });
+        Some((local.side, id))
+    }
+
+    /// Queues a flow with a pending end. When the queue is full, the oldest
+    /// held flow is decided now and returned.
+    fn hold(&mut self, flow: Flow, now_ms: i64) -> Option<AttributedFlow> {
+        self.stats.flows_held += 1;
+        let displaced = if self.held.len() >= self.config.max_held {
+            self.held.pop_front().map(|oldest| {
+                self.stats.held_overflow += 1;
+                self.force(oldest.flow)
+            })
+        } else {
+            None
+        };
+        self.held.push_back(Held {
+            flow,
+            arrived_ms: now_ms,
+        });
+        displaced
+    }
+
     /// Retries every held flow against the evidence recorded since, and
     /// emits those decided now or held past the hold-back.
     pub fn poll(&mut self, now_ms: i64) -> Vec<AttributedFlow> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.ready);
         let mut still = VecDeque::with_capacity(self.held.len());
         while let Some(h) = self.held.pop_front() {
             let expired = now_ms.saturating_sub(h.arrived_ms) >= self.config.holdback_ms;
@@ -247,8 +285,10 @@ impl Attributor {
 
     /// Emits every held flow now, whatever its evidence (at shutdown).
     pub fn drain(&mut self) -> Vec<AttributedFlow> {
+        let mut out = std::mem::take(&mut self.ready);
         let held = std::mem::take(&mut self.held);
-        held.into_iter().map(|h| self.force(h.flow)).collect()
+        out.extend(held.into_iter().map(|h| self.force(h.flow)));
+        out
     }
 
     fn force(&mut self, flow: Flow) -> AttributedFlow {
@@ -266,46 +306,73 @@ impl Attributor {
         flow: Flow,
         final_answer: bool,
     ) -> Result<AttributedFlow, Box<Flow>> {
-        match self.decide_both(&flow, final_answer) {
-            Some((src, dst)) => {
-                self.count(&src);
-                self.count(&dst);
-                self.stats.flows += 1;
-                Ok(AttributedFlow { flow, src, dst })
-            }
+        let local = flow.local.as_ref().and_then(|local| {
+            let id = self.index.owners().find(&local.owner)?;
+            Some((local.side, id))
+        });
+        match self.decide_both(&flow, local, final_answer) {
+            Some((src, dst)) => Ok(self.emit(flow, src, dst)),
             None => Err(Box::new(flow)),
         }
     }
 
+    fn emit(&mut self, flow: Flow, src: EndAttribution, dst: EndAttribution) -> AttributedFlow {
+        self.count(&src);
+        self.count(&dst);
+        self.stats.flows += 1;
+        AttributedFlow { flow, src, dst }
+    }
+
+    /// `local`: the reporter's own side and its owner, when it tagged one.
     fn decide_both(
         &self,
         flow: &Flow,
+        local: Option<(Side, OwnerId)>,
         final_answer: bool,
     ) -> Option<(EndAttribution, EndAttribution)> {
-        match (
-            self.decide(flow, Side::Source, final_answer),
-            self.decide(flow, Side::Destination, final_answer),
-        ) {
+        let end = |side: Side| {
+            let addr = flow.addr(side);
+            (addr.ip(), flow.protocol.has_ports().then_some(addr.port()))
+        };
+        let (src, dst) = (end(Side::Source), end(Side::Destination));
+        let (src, dst) = match local {
+            Some((Side::Source, id)) => (
+                Decision::Final(EndAttribution::Local(id)),
+                self.decide(
+                    dst.0,
+                    self.index.lookup(dst.0, dst.1, flow.start_ms),
+                    final_answer,
+                ),
+            ),
+            Some((Side::Destination, id)) => (
+                self.decide(
+                    src.0,
+                    self.index.lookup(src.0, src.1, flow.start_ms),
+                    final_answer,
+                ),
+                Decision::Final(EndAttribution::Local(id)),
+            ),
+            None => {
+                let (ls, ld) = self.index.lookup_two(src, dst, flow.start_ms);
+                (
+                    self.decide(src.0, ls, final_answer),
+                    self.decide(dst.0, ld, final_answer),
+                )
+            }
+        };
+        match (src, dst) {
             (Decision::Final(src), Decision::Final(dst)) => Some((src, dst)),
             _ => None,
         }
     }
 
-    fn decide(&self, flow: &Flow, side: Side, final_answer: bool) -> Decision {
-        if let Some(local) = &flow.local {
-            if local.side == side {
-                if let Some(id) = self.index.owners().find(&local.owner) {
-                    return Decision::Final(EndAttribution::Local(id));
-                }
-            }
-        }
-        let addr = flow.addr(side);
-        let port = flow.protocol.has_ports().then_some(addr.port());
-        let external_or = |reason| match self.networks.name_of(addr.ip()) {
+    /// The answer for one end, at address `ip`, from its index lookup.
+    fn decide(&self, ip: IpAddr, lookup: Lookup, final_answer: bool) -> Decision {
+        let external_or = |reason| match self.networks.name_of(ip) {
             Some(name) => EndAttribution::External(name.to_string()),
             None => EndAttribution::Unattributed(reason),
         };
-        match self.index.lookup(addr.ip(), port, flow.start_ms) {
+        match lookup {
             Lookup::Owned(proof) => Decision::Final(EndAttribution::Owned(proof)),
             Lookup::Ambiguous(..) => {
                 Decision::Final(EndAttribution::Unattributed(UnattributedReason::Ambiguous))
@@ -313,7 +380,7 @@ impl Attributor {
             Lookup::NoOwner => Decision::Final(external_or(UnattributedReason::NoOwner)),
             // An address no workload ever held: a named network answers at
             // once; otherwise an owner's first evidence may still come.
-            Lookup::Unknown if self.networks.name_of(addr.ip()).is_some() || final_answer => {
+            Lookup::Unknown if self.networks.name_of(ip).is_some() || final_answer => {
                 Decision::Final(external_or(UnattributedReason::NoOwner))
             }
             Lookup::Pending if final_answer => {

@@ -159,3 +159,111 @@ fn a_full_hold_back_queue_emits_its_oldest() {
     assert_eq!(e.drain().len(), 2);
     assert_eq!(e.held(), 0);
 }
+
+/// A mix of flows: decided at once, tagged on either side, held and
+/// decided later, held past the hold-back, to a named network.
+fn mixed_flows(a: &Owner) -> Vec<Flow> {
+    let mut tagged_src = flow("10.0.0.1:40000", "10.0.0.2:443", 5_000);
+    tagged_src.local = Some(LocalSide {
+        side: Side::Source,
+        owner: a.clone(),
+        by_port: false,
+    });
+    let mut tagged_dst = flow("10.0.0.9:40000", "10.0.0.1:443", 6_000);
+    tagged_dst.local = Some(LocalSide {
+        side: Side::Destination,
+        owner: a.clone(),
+        by_port: false,
+    });
+    vec![
+        flow("10.0.0.1:40000", "10.0.0.2:443", 4_000),
+        tagged_src,
+        tagged_dst,
+        flow("10.0.0.1:40000", "10.0.0.2:443", 29_000),
+        flow("10.0.0.1:40000", "10.8.1.1:443", 4_000),
+        flow("10.0.0.1:40000", "10.0.0.3:443", 4_000),
+    ]
+}
+
+fn mixed_engine(a: &Owner, b: &Owner) -> Attributor {
+    let mut networks = Networks::new();
+    networks.add_spec("corp=10.8.0.0/16").unwrap();
+    let mut e = Attributor::new(AttributorConfig::default(), networks);
+    for at in [0, 10_000, 20_000] {
+        beat(&mut e, "10.0.0.1", a, at, EvidenceKind::Heartbeat);
+        beat(&mut e, "10.0.0.2", b, at, EvidenceKind::Heartbeat);
+    }
+    e
+}
+
+#[test]
+fn attributing_by_reference_answers_as_submit() {
+    let (a, b) = (workload("a"), workload("b"));
+    let mut by_value = mixed_engine(&a, &b);
+    let mut by_ref = mixed_engine(&a, &b);
+    let (mut emitted_value, mut emitted_ref) = (Vec::new(), Vec::new());
+    for f in mixed_flows(&a) {
+        let now = f.start_ms + 100;
+        let got = by_ref.attribute(&f, now);
+        let want = by_value.submit(f.clone(), now);
+        assert_eq!(got, want.clone().map(|w| (w.src, w.dst)), "{f:?}");
+        emitted_value.extend(want);
+        emitted_ref.extend(got.map(|(src, dst)| AttributedFlow { flow: f, src, dst }));
+    }
+    // Three flows wait: for evidence past 29 s, for 10.0.0.3, for 10.0.0.9.
+    assert_eq!((by_ref.held(), by_value.held()), (3, 3));
+    assert_eq!(by_ref.stats(), by_value.stats());
+    for (at, hb) in [(30_000, true), (100_000, false)] {
+        if hb {
+            for e in [&mut by_ref, &mut by_value] {
+                beat(e, "10.0.0.1", &a, at, EvidenceKind::Heartbeat);
+                beat(e, "10.0.0.2", &b, at, EvidenceKind::Heartbeat);
+            }
+        }
+        emitted_ref.extend(by_ref.poll(T0 + at));
+        emitted_value.extend(by_value.poll(T0 + at));
+    }
+    assert_eq!(emitted_ref, emitted_value);
+    assert_eq!(by_ref.stats(), by_value.stats());
+    let s = by_ref.stats();
+    assert_eq!(
+        (s.flows, s.flows_held, s.ends_external, s.ends_no_owner),
+        (6, 3, 1, 2),
+        "{s:?}"
+    );
+    // Every end: 10.0.0.9 and 10.0.0.3 nobody's, the network, the rest owned.
+    assert_eq!(s.ends_attributed, 9, "{s:?}");
+    assert_eq!(s.ends_late, 0, "{s:?}");
+    assert_eq!(by_ref.held(), 0);
+}
+
+#[test]
+fn a_flow_displaced_by_reference_is_emitted_by_the_next_poll() {
+    let config = AttributorConfig {
+        max_held: 2,
+        ..AttributorConfig::default()
+    };
+    let mut e = Attributor::new(config, Networks::new());
+    for at in 0..3 {
+        assert!(e
+            .attribute(&flow("10.0.0.1:1", "10.0.0.2:2", at), T0)
+            .is_none());
+    }
+    // The oldest was decided (late) to make room; it waits to be emitted.
+    assert_eq!(e.held(), 3);
+    assert_eq!(e.stats().held_overflow, 1);
+    assert_eq!(e.stats().ends_late, 0);
+    assert_eq!(e.stats().ends_no_owner, 2);
+    let out = e.poll(T0 + 1);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flow.start_ms, T0, "the oldest goes first");
+    assert_eq!(e.held(), 2);
+    let rest = e.drain();
+    assert_eq!(
+        rest.iter()
+            .map(|f| f.flow.start_ms - T0)
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(e.held(), 0);
+}

@@ -1,9 +1,13 @@
 //! Who can hold an IP address: a workload or a node.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
+
+use crate::ownership::FastMap;
 
 /// The holder of an IP address (or of a port on one).
 ///
@@ -52,10 +56,27 @@ impl OwnerId {
 }
 
 /// Interns owners so the ownership index stores 4-byte handles.
+///
+/// Each owner is stored once, in `list`; the lookup side keeps only its
+/// 64-bit hash. An index holds about one owner per range (every tenure of
+/// an address is a new workload), so a second copy of each owner's three
+/// strings as a map key would be most of the index's memory.
 #[derive(Debug, Default, Clone)]
 pub struct Owners {
     list: Vec<Owner>,
-    ids: HashMap<Owner, OwnerId>,
+    /// Hash of an owner → the first owner interned with that hash.
+    by_hash: FastMap<u64, OwnerId>,
+    /// Owners whose hash an earlier, different owner already took. With a
+    /// 64-bit hash this stays empty in practice; it keeps interning exact.
+    collided: HashMap<Owner, OwnerId>,
+}
+
+/// A fixed hash of an owner (SipHash with the standard library's fixed
+/// keys): stable within the process, which is all the table needs.
+fn owner_hash(owner: &Owner) -> u64 {
+    let mut h = DefaultHasher::new();
+    owner.hash(&mut h);
+    h.finish()
 }
 
 impl Owners {
@@ -65,20 +86,36 @@ impl Owners {
 
     /// The handle of `owner`, adding it when new.
     pub fn intern(&mut self, owner: &Owner) -> OwnerId {
-        if let Some(id) = self.ids.get(owner) {
-            return *id;
+        let hash = owner_hash(owner);
+        if let Some(id) = self.lookup(hash, owner) {
+            return id;
         }
         // More than 4 billion distinct owners in one process is not a
         // workload any index here is sized for; saturate rather than wrap.
         let id = OwnerId(u32::try_from(self.list.len()).unwrap_or(u32::MAX));
         self.list.push(owner.clone());
-        self.ids.insert(owner.clone(), id);
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(id);
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(owner.clone(), id);
+            }
+        }
         id
     }
 
     /// The handle of `owner` if it was ever interned.
     pub fn find(&self, owner: &Owner) -> Option<OwnerId> {
-        self.ids.get(owner).copied()
+        self.lookup(owner_hash(owner), owner)
+    }
+
+    fn lookup(&self, hash: u64, owner: &Owner) -> Option<OwnerId> {
+        let id = *self.by_hash.get(&hash)?;
+        if self.get(id) == Some(owner) {
+            return Some(id);
+        }
+        self.collided.get(owner).copied()
     }
 
     /// The owner behind a handle from this table.
@@ -122,5 +159,29 @@ mod tests {
         assert_eq!(a.to_string(), "workload prod/n1/aaaaaaaaaaaa");
         let json = serde_json::to_string(&n).unwrap();
         assert_eq!(json, r#"{"kind":"node","context":"prod","node":"n1"}"#);
+    }
+
+    #[test]
+    fn owners_sharing_a_hash_stay_apart() {
+        let a = Owner::Node {
+            context: "prod".into(),
+            node: "a".into(),
+        };
+        let b = Owner::Node {
+            context: "prod".into(),
+            node: "b".into(),
+        };
+        let mut owners = Owners::new();
+        let ia = owners.intern(&a);
+        // Make `b`'s hash look taken by `a`, as a 64-bit collision would.
+        owners.by_hash.insert(owner_hash(&b), ia);
+        assert_eq!(owners.find(&b), None);
+        let ib = owners.intern(&b);
+        assert_ne!(ib, ia);
+        assert_eq!(owners.intern(&b), ib);
+        assert_eq!(owners.find(&b), Some(ib));
+        assert_eq!(owners.find(&a), Some(ia));
+        assert_eq!(owners.get(ib), Some(&b));
+        assert_eq!(owners.len(), 2);
     }
 }

@@ -24,6 +24,7 @@
 //! - otherwise the evidence is not in yet: [`Lookup::Pending`].
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -119,12 +120,96 @@ pub enum Lookup {
     Unknown,
 }
 
+/// A fixed-key multiplicative hasher (FxHash's construction, with a final
+/// rotation so the table's bucket bits come from the well-mixed high bits)
+/// for the index's maps. Their keys are addresses and ports that agents
+/// proved they hold, not values a flow's sender picks, so SipHash's flood
+/// resistance buys nothing here, and its cost would be paid for every end
+/// of every flow.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+/// An odd constant with well-spread bits (rustc-hash's).
+const FAST_HASH_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.0 = self.0.wrapping_add(word).wrapping_mul(FAST_HASH_K);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+}
+
+/// Up to this many ranges, a timeline is counted through rather than
+/// binary-searched.
+const SHORT_TIMELINE: usize = 16;
+
+/// A map hashed with [`FastHasher`].
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
 /// The ranges of one address, sorted by `first_ms`.
 #[derive(Debug, Default, Clone)]
 struct Timeline {
     ranges: Vec<RangeProof>,
     /// Latest evidence of any owner.
     newest_ms: i64,
+    /// `last_ms` never decreases along `ranges` (no range lies inside an
+    /// earlier one's span, the usual case), so a lookup can binary-search
+    /// past every range that ended long before its instant.
+    ends_sorted: bool,
 }
 
 /// The index: per IP, its timeline and the timelines of any owned ports.
@@ -134,14 +219,49 @@ struct IpEntry {
     // Boxed: most IPs own no ports, and an empty map would cost every IP
     // 48 bytes instead of 8.
     #[allow(clippy::box_collection)]
-    ports: Option<Box<HashMap<u16, Timeline>>>,
+    ports: Option<Box<FastMap<u16, Timeline>>>,
+}
+
+/// Per-IP entries, IPv4 and IPv6 apart so each is keyed by a plain
+/// integer: one multiply to hash, one compare to match, and a small bucket
+/// (a lookup's first cache miss is its bucket).
+#[derive(Debug, Default, Clone)]
+struct IpMap {
+    v4: FastMap<u32, IpEntry>,
+    v6: FastMap<u128, IpEntry>,
+}
+
+impl IpMap {
+    #[inline]
+    fn get(&self, ip: IpAddr) -> Option<&IpEntry> {
+        match ip {
+            IpAddr::V4(a) => self.v4.get(&a.to_bits()),
+            IpAddr::V6(a) => self.v6.get(&a.to_bits()),
+        }
+    }
+
+    fn entry(&mut self, ip: IpAddr) -> &mut IpEntry {
+        match ip {
+            IpAddr::V4(a) => self.v4.entry(a.to_bits()).or_default(),
+            IpAddr::V6(a) => self.v6.entry(a.to_bits()).or_default(),
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut IpEntry) -> bool) {
+        self.v4.retain(|_, e| keep(e));
+        self.v6.retain(|_, e| keep(e));
+    }
+
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
 }
 
 /// IP ownership over time.
 #[derive(Debug, Clone)]
 pub struct OwnershipIndex {
     owners: Owners,
-    ips: HashMap<IpAddr, IpEntry>,
+    ips: IpMap,
     max_gap_ms: i64,
     skew_ms: i64,
     ranges: usize,
@@ -154,7 +274,7 @@ impl OwnershipIndex {
     pub fn new(heartbeat_ms: i64, skew_ms: i64) -> Self {
         OwnershipIndex {
             owners: Owners::new(),
-            ips: HashMap::new(),
+            ips: IpMap::default(),
             max_gap_ms: heartbeat_ms.max(1).saturating_mul(2),
             skew_ms: skew_ms.max(0),
             ranges: 0,
@@ -178,8 +298,13 @@ impl OwnershipIndex {
 
     /// Records one observation.
     pub fn record(&mut self, ev: &Evidence) {
+        self.record_owner(ev);
+    }
+
+    /// Records one observation and returns its owner's handle.
+    pub(crate) fn record_owner(&mut self, ev: &Evidence) -> OwnerId {
         let owner = self.owners.intern(&ev.owner);
-        let entry = self.ips.entry(ev.key.ip).or_default();
+        let entry = self.ips.entry(ev.key.ip);
         let timeline = match ev.key.port {
             None => &mut entry.whole,
             Some(port) => entry
@@ -191,18 +316,63 @@ impl OwnershipIndex {
         let before = timeline.ranges.len();
         timeline.add(owner, ev.at_ms, ev.kind, self.max_gap_ms);
         self.ranges = self.ranges + timeline.ranges.len() - before;
+        owner
     }
 
     /// Who held `ip` (port `port`, when the flow end has one) at `at_ms`.
     /// A port owned on its own answers first; the IP answers for every
     /// port with no owner of its own.
     pub fn lookup(&self, ip: IpAddr, port: Option<u16>, at_ms: i64) -> Lookup {
-        let Some(entry) = self.ips.get(&ip) else {
+        let entry = self.ips.get(ip);
+        let start = entry.map_or(0, |e| {
+            e.whole
+                .first_candidate(at_ms, self.max_gap_ms, self.skew_ms)
+        });
+        self.lookup_in(entry, start, port, at_ms)
+    }
+
+    /// [`lookup`](Self::lookup) of two addresses at one instant (both ends
+    /// of a flow). Both entries are fetched before either is searched, so
+    /// the two cache misses overlap rather than follow each other.
+    pub(crate) fn lookup_two(
+        &self,
+        a: (IpAddr, Option<u16>),
+        b: (IpAddr, Option<u16>),
+        at_ms: i64,
+    ) -> (Lookup, Lookup) {
+        let (ea, eb) = (self.ips.get(a.0), self.ips.get(b.0));
+        // Then both searches, branch-free, before either scan: the second
+        // timeline's miss overlaps the first's too.
+        let start = |e: Option<&IpEntry>| {
+            e.map_or(0, |e| {
+                e.whole
+                    .first_candidate(at_ms, self.max_gap_ms, self.skew_ms)
+            })
+        };
+        let (sa, sb) = (start(ea), start(eb));
+        (
+            self.lookup_in(ea, sa, a.1, at_ms),
+            self.lookup_in(eb, sb, b.1, at_ms),
+        )
+    }
+
+    /// [`lookup`](Self::lookup) in a fetched entry, whose whole-IP
+    /// timeline's first candidate range is `start`.
+    #[inline]
+    fn lookup_in(
+        &self,
+        entry: Option<&IpEntry>,
+        start: usize,
+        port: Option<u16>,
+        at_ms: i64,
+    ) -> Lookup {
+        let Some(entry) = entry else {
             return Lookup::Unknown;
         };
         if let (Some(port), Some(ports)) = (port, entry.ports.as_deref()) {
             if let Some(timeline) = ports.get(&port) {
-                match timeline.lookup(at_ms, self.max_gap_ms, self.skew_ms) {
+                let first = timeline.first_candidate(at_ms, self.max_gap_ms, self.skew_ms);
+                match timeline.lookup_from(first, at_ms, self.max_gap_ms, self.skew_ms) {
                     Lookup::NoOwner | Lookup::Unknown => {}
                     decided => return decided,
                 }
@@ -216,12 +386,14 @@ impl OwnershipIndex {
                 Lookup::Unknown
             };
         }
-        entry.whole.lookup(at_ms, self.max_gap_ms, self.skew_ms)
+        entry
+            .whole
+            .lookup_from(start, at_ms, self.max_gap_ms, self.skew_ms)
     }
 
     /// The ranges recorded for one address, oldest first (for `whois`).
     pub fn ranges(&self, key: OwnershipKey) -> Vec<RangeProof> {
-        let Some(entry) = self.ips.get(&key.ip) else {
+        let Some(entry) = self.ips.get(key.ip) else {
             return Vec::new();
         };
         let timeline = match key.port {
@@ -235,7 +407,7 @@ impl OwnershipIndex {
     /// Returns how many ranges went.
     pub fn prune(&mut self, before_ms: i64) -> usize {
         let mut dropped = 0;
-        self.ips.retain(|_, entry| {
+        self.ips.retain(|entry| {
             dropped += entry.whole.prune(before_ms);
             if let Some(ports) = entry.ports.as_deref_mut() {
                 ports.retain(|_, t| {
@@ -265,6 +437,15 @@ impl OwnershipIndex {
 
 impl Timeline {
     fn add(&mut self, owner: OwnerId, t: i64, kind: EvidenceKind, max_gap: i64) {
+        self.add_point(owner, t, kind, max_gap);
+        self.sort_check();
+    }
+
+    fn sort_check(&mut self) {
+        self.ends_sorted = self.ranges.windows(2).all(|w| w[0].last_ms <= w[1].last_ms);
+    }
+
+    fn add_point(&mut self, owner: OwnerId, t: i64, kind: EvidenceKind, max_gap: i64) {
         self.newest_ms = if self.ranges.is_empty() {
             t
         } else {
@@ -363,20 +544,53 @@ impl Timeline {
         self.ranges.insert(at, range);
     }
 
+    #[cfg(test)]
     fn lookup(&self, t: i64, max_gap: i64, skew: i64) -> Lookup {
+        self.lookup_from(self.first_candidate(t, max_gap, skew), t, max_gap, skew)
+    }
+
+    /// The first range that may say anything about `t`.
+    ///
+    /// Ranges that could hold, come near or grow to `t` start no later
+    /// than `t + max(skew, max_gap)` and end no earlier than
+    /// `t - max(skew, max_gap)`; the rest say nothing about it. The list is
+    /// sorted by start, and usually by end too: then the ones ending too
+    /// early all come first.
+    #[inline]
+    fn first_candidate(&self, t: i64, max_gap: i64, skew: i64) -> usize {
+        if self.ends_sorted {
+            let floor = t.saturating_sub(skew.max(max_gap));
+            if self.ranges.len() <= SHORT_TIMELINE {
+                // Counting reads every range independently, so their cache
+                // misses overlap; a binary search's reads wait on each other.
+                self.ranges
+                    .iter()
+                    .map(|r| usize::from(r.last_ms < floor))
+                    .sum()
+            } else {
+                self.ranges.partition_point(|r| r.last_ms < floor)
+            }
+        } else {
+            0
+        }
+    }
+
+    /// The answer for `t`, scanning from `start` (from
+    /// [`first_candidate`](Self::first_candidate)).
+    fn lookup_from(&self, start: usize, t: i64, max_gap: i64, skew: i64) -> Lookup {
         if self.ranges.is_empty() {
             return Lookup::Unknown;
         }
-        // Ranges that could hold, come near or grow to `t` start no later
-        // than `t + max(skew, max_gap)`; the list is sorted by start.
         let reach = t.saturating_add(skew.max(max_gap));
-        let end = self.ranges.partition_point(|r| r.first_ms <= reach);
         let mut holder: Option<RangeProof> = None;
         // A range near the instant, and one of another owner if any.
         let mut near: Option<RangeProof> = None;
         let mut near_other: Option<RangeProof> = None;
         let mut may_grow = false;
-        for r in &self.ranges[..end] {
+        let candidates = self.ranges[start.min(self.ranges.len())..]
+            .iter()
+            .take_while(|r| r.first_ms <= reach);
+        for r in candidates {
             if r.holds(t) {
                 match holder {
                     Some(h) if h.owner != r.owner => return Lookup::Ambiguous(h, *r),
@@ -427,6 +641,7 @@ impl Timeline {
     fn prune(&mut self, before_ms: i64) -> usize {
         let n = self.ranges.len();
         self.ranges.retain(|r| r.last_ms >= before_ms);
+        self.sort_check();
         n - self.ranges.len()
     }
 }

@@ -242,3 +242,146 @@ fn unknown_addresses_and_pruning() {
     assert_eq!(idx.ip_count(), 0);
     assert_eq!(answer(&idx, 5_000), "unknown");
 }
+
+/// The lookup rules stated plainly: every range of the address is
+/// considered, none skipped. The index's lookup skips ranges it can prove
+/// say nothing about the instant; it must answer exactly as this does.
+fn lookup_by_full_scan(tl: &Timeline, t: i64, max_gap: i64, skew: i64) -> Lookup {
+    if tl.ranges.is_empty() {
+        return Lookup::Unknown;
+    }
+    let mut holder: Option<RangeProof> = None;
+    let mut near: Option<RangeProof> = None;
+    let mut near_other: Option<RangeProof> = None;
+    let mut may_grow = false;
+    for r in &tl.ranges {
+        if r.holds(t) {
+            match holder {
+                Some(h) if h.owner != r.owner => return Lookup::Ambiguous(h, *r),
+                _ => holder = Some(*r),
+            }
+            continue;
+        }
+        if r.near(t, skew) {
+            match near {
+                None => near = Some(*r),
+                Some(n) if n.owner != r.owner => near_other = Some(*r),
+                Some(_) => {}
+            }
+        }
+        may_grow |= could_grow_to(r, t, max_gap);
+    }
+    if let (Some(h), Some(n)) = (holder, near_other) {
+        let other = if n.owner != h.owner {
+            n
+        } else {
+            near.unwrap_or(n)
+        };
+        return Lookup::Ambiguous(h, other);
+    }
+    match (holder, near) {
+        (Some(h), Some(n)) if n.owner != h.owner => Lookup::Ambiguous(h, n),
+        (Some(h), _)
+            if (h.started && t < h.first_ms.saturating_add(skew))
+                || (h.stopped && t > h.last_ms.saturating_sub(skew)) =>
+        {
+            Lookup::Ambiguous(h, h)
+        }
+        (Some(h), _) => Lookup::Owned(h),
+        (None, _) if may_grow => Lookup::Pending,
+        (None, Some(n)) => Lookup::Ambiguous(n, n),
+        (None, None) if tl.newest_ms >= t.saturating_add(max_gap) => Lookup::NoOwner,
+        (None, None) => Lookup::Pending,
+    }
+}
+
+/// splitmix64, so the random timelines are the same on every run.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn the_windowed_lookup_answers_as_a_full_scan() {
+    // Random evidence from a few owners, with gaps, starts, stops, late
+    // points and overlaps, so timelines come both sorted by end and not.
+    let owners: Vec<Owner> = ["a", "b", "c"].iter().map(|c| owner(c)).collect();
+    let (mut sorted, mut unsorted, mut checked) = (0, 0, 0);
+    let (mut short, mut long) = (0, 0);
+    for seed in 0..300u64 {
+        let mut idx = OwnershipIndex::new(HB, SKEW);
+        let mut r = mix(seed);
+        let points = 5 + r % 150;
+        for _ in 0..points {
+            r = mix(r);
+            let kind = match r % 10 {
+                0 => Started,
+                1 => Stopped,
+                2 => LocalFlow,
+                _ => Heartbeat,
+            };
+            let o = &owners[(r >> 8) as usize % owners.len()];
+            let at = (r >> 16) as i64 % 600_000;
+            idx.record(&ev(o, at, kind));
+        }
+        let tl = &idx.ips.get(IP.parse().unwrap()).unwrap().whole;
+        if tl.ranges.len() <= SHORT_TIMELINE {
+            short += 1;
+        } else {
+            long += 1;
+        }
+        if tl.ends_sorted {
+            sorted += 1;
+        } else {
+            unsorted += 1;
+        }
+        for t in (-30_000..630_000).step_by(97) {
+            let want = lookup_by_full_scan(tl, T0 + t, idx.max_gap_ms, idx.skew_ms);
+            assert_eq!(
+                tl.lookup(T0 + t, idx.max_gap_ms, idx.skew_ms),
+                want,
+                "seed {seed}, t {t}, ranges {:?}",
+                tl.ranges
+            );
+            checked += 1;
+        }
+    }
+    // Both search paths were exercised.
+    assert!(
+        sorted > 10 && unsorted > 10,
+        "{sorted} sorted, {unsorted} not"
+    );
+    assert!(short > 10 && long > 10, "{short} short, {long} long");
+    assert!(checked > 1_000_000);
+}
+
+#[test]
+fn ipv4_and_ipv6_addresses_are_kept_apart() {
+    let mut idx = OwnershipIndex::new(HB, SKEW);
+    let v4: IpAddr = "10.0.0.5".parse().unwrap();
+    let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+    let v6: IpAddr = "fd00::5".parse().unwrap();
+    for (ip, o) in [(mapped, owner("a")), (v6, owner("b"))] {
+        for at in [0, HB, 2 * HB] {
+            idx.record(&Evidence {
+                key: OwnershipKey::ip(ip),
+                owner: o.clone(),
+                at_ms: T0 + at,
+                kind: Heartbeat,
+            });
+        }
+    }
+    assert_eq!(idx.lookup(v4, None, T0 + HB), Lookup::Unknown);
+    let owned = |ip| match idx.lookup(ip, None, T0 + HB) {
+        Lookup::Owned(p) => idx.owners().get(p.owner).cloned(),
+        _ => None,
+    };
+    assert_eq!(owned(mapped), Some(owner("a")));
+    assert_eq!(owned(v6), Some(owner("b")));
+    assert_eq!(idx.ip_count(), 2);
+    assert_eq!(idx.ranges(OwnershipKey::ip(v6)).len(), 1);
+    assert_eq!(idx.prune(T0 + 3 * HB), 2);
+    assert_eq!(idx.ip_count(), 0);
+}

@@ -37,7 +37,13 @@ fn ensure_flow_tools() {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
 }
 
 /// A user-defined bridge network, removed when dropped.
@@ -64,7 +70,9 @@ impl Network {
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["network", "rm", &self.name]).output();
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.name])
+            .output();
     }
 }
 
@@ -78,7 +86,9 @@ fn flows(server: &TestServer, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["flows", "list", "--since", "1h", "--limit", "10000"];
     all.extend_from_slice(args);
     let v = server.json(&all);
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).clone()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .clone()
 }
 
 fn end_container(end: &Value) -> Option<&str> {
@@ -93,7 +103,10 @@ fn has_id(end: &Value, id: &str) -> bool {
 
 /// Sums packets and bytes of the stored flows per direction, for flows
 /// reported by `reporter_kind` (`exporter` or `file`) with that name filter.
-fn sums(list: &[Value], reporter: impl Fn(&Value) -> bool) -> BTreeMap<(String, String), (u64, u64)> {
+fn sums(
+    list: &[Value],
+    reporter: impl Fn(&Value) -> bool,
+) -> BTreeMap<(String, String), (u64, u64)> {
     let mut out = BTreeMap::new();
     for f in list.iter().filter(|f| reporter(&f["flow"]["reporter"])) {
         let flow = &f["flow"];
@@ -119,7 +132,9 @@ fn expected(capture: &BTreeMap<Tuple, Counts>) -> BTreeMap<(String, String), (u6
 /// Replays the capture to the collector with softflowd, NetFlow `version`.
 fn softflowd(capture: &Path, collector: &str, version: &str) {
     let mut cmd = Command::new("softflowd");
-    cmd.args(["-r"]).arg(capture).args(["-n", collector, "-v", version, "-d"]);
+    cmd.args(["-r"])
+        .arg(capture)
+        .args(["-n", collector, "-v", version, "-d", "-c", "none"]);
     let out = run(&mut cmd, Duration::from_secs(60));
     assert!(out.success(), "softflowd -v {version} failed:\n{out}");
 }
@@ -141,13 +156,26 @@ fn vpc_log(capture: &BTreeMap<Tuple, Counts>, path: &Path) {
         ));
     }
     // A NODATA row is counted and skipped.
-    text.push_str("2 123456789012 eni-0a1b2c3d4e5f60718 - - - - - - - 1700000000 1700000060 - NODATA\n");
+    text.push_str(
+        "2 123456789012 eni-0a1b2c3d4e5f60718 - - - - - - - 1700000000 1700000060 - NODATA\n",
+    );
     std::fs::write(path, text).unwrap();
 }
 
 fn start_tcpdump(bridge: &str, out: &Path) -> Child {
     let child = Command::new("tcpdump")
-        .args(["-i", bridge, "-U", "-n", "-s", "0", "-w"])
+        // Immediate mode: without it packets wait in the kernel ring for
+        // its timeout, and a capture stopped before then records none.
+        .args([
+            "-i",
+            bridge,
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "0",
+            "-w",
+        ])
         .arg(out)
         .arg("ip")
         .stdout(Stdio::null())
@@ -156,7 +184,10 @@ fn start_tcpdump(bridge: &str, out: &Path) -> Child {
         .expect("spawning tcpdump");
     // tcpdump writes the file header once it listens.
     wait_until("tcpdump to start capturing", WAIT, || {
-        std::fs::metadata(out).ok().filter(|m| m.len() >= 24).map(|_| ())
+        std::fs::metadata(out)
+            .ok()
+            .filter(|m| m.len() >= 24)
+            .map(|_| ())
     });
     child
 }
@@ -177,8 +208,12 @@ fn whois(server: &TestServer, ip: &str, at_ms: i64) -> Value {
 /// The range of `container` on `ip` as `whois` shows it.
 fn range_of(answer: &Value, container: &str) -> Option<(i64, i64)> {
     answer["ranges"].as_array()?.iter().find_map(|r| {
-        (end_container(&r["owner"]) == Some(container))
-            .then(|| (r["first_ms"].as_i64().unwrap(), r["last_ms"].as_i64().unwrap()))
+        (end_container(&r["owner"]) == Some(container)).then(|| {
+            (
+                r["first_ms"].as_i64().unwrap(),
+                r["last_ms"].as_i64().unwrap(),
+            )
+        })
     })
 }
 
@@ -210,7 +245,12 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     let beta = server.id("beta");
     let gamma = server.id("gamma");
     for (id, app) in [(&alpha, "alpha"), (&beta, "beta"), (&gamma, "gamma")] {
-        server.create_entry(id, &agent.spiffe_id, &[&format!("docker:label:app:{app}")], &[]);
+        server.create_entry(
+            id,
+            &agent.spiffe_id,
+            &[&format!("docker:label:app:{app}")],
+            &[],
+        );
     }
     let (subnet, prefix) = subnet();
     let net = Network::create(&subnet);
@@ -218,7 +258,17 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     let ip_b = format!("{prefix}.20");
     let a = DockerContainer::run_detached(
         &unique_name("hm-flows-a"),
-        &["--network", &net.name, "--ip", &ip_a, "-l", "app=alpha", BUSYBOX_IMAGE, "sleep", "3600"],
+        &[
+            "--network",
+            &net.name,
+            "--ip",
+            &ip_a,
+            "-l",
+            "app=alpha",
+            BUSYBOX_IMAGE,
+            "sleep",
+            "3600",
+        ],
     );
     let b = DockerContainer::run_detached(
         &unique_name("hm-flows-b"),
@@ -239,7 +289,8 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     for (ip, c) in [(&ip_a, &a), (&ip_b, &b)] {
         wait_until(&format!("{ip} to be owned by {}", c.name), WAIT, || {
             let w = whois(&server, ip, now_ms() - 3000);
-            (w["verdict"] == "owned" && end_container(&w["owners"][0]) == Some(c.id.as_str())).then_some(())
+            (w["verdict"] == "owned" && end_container(&w["owners"][0]) == Some(c.id.as_str()))
+                .then_some(())
         });
     }
 
@@ -247,10 +298,19 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     let capture_path = server.dir.path().join("bridge.pcap");
     let tcpdump = start_tcpdump(&net.bridge(), &capture_path);
     for _ in 0..3 {
-        let out = docker(&["exec", &a.name, "/busybox", "wget", "-q", "-O", "/dev/null", &format!("http://{ip_b}:8080/index.html")]);
+        let out = docker(&[
+            "exec",
+            &a.name,
+            "/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            &format!("http://{ip_b}:8080/index.html"),
+        ]);
         assert!(out.success(), "wget from A to B failed:\n{out}");
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1500));
     let said = stop_tcpdump(tcpdump);
     let capture = pcap::directions(&capture_path);
     let want = expected(&capture);
@@ -268,7 +328,13 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     softflowd(&capture_path, &collector, "10");
     let log = server.dir.path().join("vpc.log");
     vpc_log(&capture, &log);
-    let ingest = server.json(&["flows", "ingest", "--format", "aws-vpc", log.to_str().unwrap()]);
+    let ingest = server.json(&[
+        "flows",
+        "ingest",
+        "--format",
+        "aws-vpc",
+        log.to_str().unwrap(),
+    ]);
     assert_eq!(ingest["rejected"], 0, "{ingest}");
 
     let is_exporter = |r: &Value| r["kind"] == "exporter";
@@ -276,7 +342,10 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     let list = wait_until("every flow to be stored", Duration::from_secs(60), || {
         let list = flows(&server, &["--from", &format!("ip:{prefix}.0/24")]);
         let files = sums(&list, is_file);
-        let exported = list.iter().filter(|f| is_exporter(&f["flow"]["reporter"])).count();
+        let exported = list
+            .iter()
+            .filter(|f| is_exporter(&f["flow"]["reporter"]))
+            .count();
         (files == want && exported >= 2 * want.len()).then_some(list)
     });
 
@@ -289,9 +358,17 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
             .or_default()
             .push(f.clone());
     }
-    assert_eq!(by_exporter.len(), 2, "one exporter address per softflowd run");
+    assert_eq!(
+        by_exporter.len(),
+        2,
+        "one exporter address per softflowd run"
+    );
     for (exporter, list) in &by_exporter {
-        assert_eq!(sums(list, |_| true), want, "counts from exporter {exporter}");
+        assert_eq!(
+            sums(list, |_| true),
+            want,
+            "counts from exporter {exporter}"
+        );
     }
 
     // Every end is A or B, with its SPIFFE ID, on the right side.
@@ -302,8 +379,14 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
         let (a_end, b_end) = if from_a { (src, dst) } else { (dst, src) };
         assert_eq!(end_container(a_end), Some(a.id.as_str()), "A's end of {f}");
         assert_eq!(end_container(b_end), Some(b.id.as_str()), "B's end of {f}");
-        assert!(has_id(a_end, &alpha) && !has_id(a_end, &beta), "A's IDs in {f}");
-        assert!(has_id(b_end, &beta) && !has_id(b_end, &alpha), "B's IDs in {f}");
+        assert!(
+            has_id(a_end, &alpha) && !has_id(a_end, &beta),
+            "A's IDs in {f}"
+        );
+        assert!(
+            has_id(b_end, &beta) && !has_id(b_end, &alpha),
+            "B's IDs in {f}"
+        );
         assert_eq!(f["status"], "attributed", "{f}");
     }
 
@@ -324,16 +407,30 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     std::thread::sleep(Duration::from_secs(3));
     let c = DockerContainer::run_detached(
         &unique_name("hm-flows-c"),
-        &["--network", &net.name, "--ip", &ip_a, "-l", "app=gamma", BUSYBOX_IMAGE, "sleep", "3600"],
+        &[
+            "--network",
+            &net.name,
+            "--ip",
+            &ip_a,
+            "-l",
+            "app=gamma",
+            BUSYBOX_IMAGE,
+            "sleep",
+            "3600",
+        ],
     );
     let w = wait_until("C to own A's IP", WAIT, || {
         let w = whois(&server, &ip_a, now_ms() - 3000);
-        (w["verdict"] == "owned" && end_container(&w["owners"][0]) == Some(c.id.as_str())).then_some(w)
+        (w["verdict"] == "owned" && end_container(&w["owners"][0]) == Some(c.id.as_str()))
+            .then_some(w)
     });
     let (a_first, a_last) = range_of(&whois(&server, &ip_a, stopped_ms - 1000), &a_id)
         .unwrap_or_else(|| panic!("no range of A in {w}"));
     let (c_first, c_last) = range_of(&w, &c.id).unwrap();
-    assert!(a_last < c_first, "A's range ends before C's begins: {a_last} < {c_first}");
+    assert!(
+        a_last < c_first,
+        "A's range ends before C's begins: {a_last} < {c_first}"
+    );
     let t_a = (a_first + a_last) / 2;
     let t_gap = (a_last + c_first) / 2;
     let t_c = (c_first + c_last) / 2;
@@ -346,15 +443,33 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
         ));
     }
     std::fs::write(&jsonl, text).unwrap();
-    server.cli(&["flows", "ingest", "--format", "jsonl", jsonl.to_str().unwrap()]).ok();
+    server
+        .cli(&[
+            "flows",
+            "ingest",
+            "--format",
+            "jsonl",
+            jsonl.to_str().unwrap(),
+        ])
+        .ok();
     let reuse = wait_until("the three reuse flows", Duration::from_secs(60), || {
-        let list = flows(&server, &["--to", &format!("ip:{ip_b}"), "--from", &format!("ip:{ip_a}")]);
+        let list = flows(
+            &server,
+            &[
+                "--to",
+                &format!("ip:{ip_b}"),
+                "--from",
+                &format!("ip:{ip_a}"),
+            ],
+        );
         let mine: Vec<Value> = list
             .into_iter()
             .filter(|f| {
                 let src = f["flow"]["src"].as_str().unwrap();
                 f["flow"]["reporter"]["kind"] == "file"
-                    && [":41001", ":41002", ":41003"].iter().any(|p| src.ends_with(p))
+                    && [":41001", ":41002", ":41003"]
+                        .iter()
+                        .any(|p| src.ends_with(p))
             })
             .collect();
         (mine.len() == 3).then_some(mine)
@@ -363,9 +478,17 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
         let src = f["flow"]["src"].as_str().unwrap();
         let end = &f["src"];
         if src.ends_with(":41001") {
-            assert_eq!(end_container(end), Some(a_id.as_str()), "before the switch: A, {f}");
+            assert_eq!(
+                end_container(end),
+                Some(a_id.as_str()),
+                "before the switch: A, {f}"
+            );
         } else if src.ends_with(":41003") {
-            assert_eq!(end_container(end), Some(c.id.as_str()), "after the switch: C, {f}");
+            assert_eq!(
+                end_container(end),
+                Some(c.id.as_str()),
+                "after the switch: C, {f}"
+            );
         } else {
             assert_eq!(end["kind"], "unattributed", "in the gap: nobody, {f}");
         }
@@ -373,11 +496,17 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     // Never C for A's time, in anything stored.
     for f in flows(&server, &["--from", &format!("ip:{ip_a}")]) {
         if end_container(&f["src"]) == Some(c.id.as_str()) {
-            assert!(f["flow"]["start_ms"].as_i64().unwrap() >= c_first, "C named for A's time: {f}");
+            assert!(
+                f["flow"]["start_ms"].as_i64().unwrap() >= c_first,
+                "C named for A's time: {f}"
+            );
         }
     }
     let stats = server.json(&["flows", "stats"]);
-    assert!(stats["ingested"]["collector"].as_u64().unwrap() >= 12, "{stats}");
+    assert!(
+        stats["ingested"]["collector"].as_u64().unwrap() >= 12,
+        "{stats}"
+    );
     assert!(stats["rejected"].as_object().is_some(), "{stats}");
     drop(c);
     drop(b);

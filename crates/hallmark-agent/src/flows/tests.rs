@@ -197,7 +197,10 @@ fn heartbeats_assert_workload_ips_and_the_nodes_own() {
         workload("macvlan", "macvlan", &["192.168.1.77"], Running),
         // Two containers of one pod claim the pod IP: the lower ID speaks
         // for the pod.
-        in_pod(workload("pod-sidecar", "pod", &["10.244.0.7"], Running), "u1"),
+        in_pod(
+            workload("pod-sidecar", "pod", &["10.244.0.7"], Running),
+            "u1",
+        ),
         in_pod(workload("pod-app", "pod", &["10.244.0.7"], Running), "u1"),
         // Another pod claiming the same IP is a real conflict: asserted too.
         in_pod(workload("other-pod", "pod", &["10.244.0.7"], Running), "u2"),

@@ -90,7 +90,12 @@ impl FlowQueries {
     async fn whois_answer(&self, ip: IpAddr, at_ms: i64) -> Result<WhoisAnswer, QueryError> {
         let stored = self
             .store
-            .evidence_for(ip, at_ms - WHOIS_WINDOW_MS, at_ms + WHOIS_WINDOW_MS, WHOIS_MAX_EVIDENCE)
+            .evidence_for(
+                ip,
+                at_ms - WHOIS_WINDOW_MS,
+                at_ms + WHOIS_WINDOW_MS,
+                WHOIS_MAX_EVIDENCE,
+            )
             .await?;
         // Read the engine under its lock, describe afterwards.
         let (lookup, network, ranges, owners_of_lookup) = {
@@ -181,8 +186,10 @@ impl FlowQueries {
         };
         if let Ok(a) = self.engine.attributor.lock() {
             let st = a.stats();
-            s.unattributed_ends.insert("no-owner".into(), st.ends_no_owner);
-            s.unattributed_ends.insert("ambiguous".into(), st.ends_ambiguous);
+            s.unattributed_ends
+                .insert("no-owner".into(), st.ends_no_owner);
+            s.unattributed_ends
+                .insert("ambiguous".into(), st.ends_ambiguous);
             s.unattributed_ends.insert("late".into(), st.ends_late);
             s.held = a.held() as u64;
             s.held_total = st.flows_held;
@@ -238,6 +245,9 @@ fn explain(lookup: &Lookup, network: Option<&str>, owners: &[Endpoint]) -> (Whoi
 fn rfc3339_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| ms.to_string())
 }

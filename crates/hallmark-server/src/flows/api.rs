@@ -116,7 +116,11 @@ pub(crate) async fn heartbeat(
 
 /// The ownership evidence in an accepted inventory report. A failure to
 /// record it is logged: the inventory itself is already stored.
-pub(crate) async fn inventory_evidence(engine: &FlowEngine, agent: &SpiffeId, report: &InventoryReport) {
+pub(crate) async fn inventory_evidence(
+    engine: &FlowEngine,
+    agent: &SpiffeId,
+    report: &InventoryReport,
+) {
     let evidence = engine.inventory_ips.evidence(&node_of(agent), report);
     if evidence.is_empty() {
         return;

@@ -36,7 +36,12 @@ impl Describer {
 
     /// The endpoint for one end's attribution (`owner` is the attribution's
     /// owner resolved from the engine's table).
-    pub async fn endpoint(&self, end: &EndAttribution, owner: Option<&Owner>, now_ms: i64) -> Endpoint {
+    pub async fn endpoint(
+        &self,
+        end: &EndAttribution,
+        owner: Option<&Owner>,
+        now_ms: i64,
+    ) -> Endpoint {
         match end {
             EndAttribution::External(network) => Endpoint::External {
                 network: network.clone(),
@@ -112,7 +117,11 @@ impl Describer {
 }
 
 /// A workload record as a flow end.
-pub(crate) fn workload_endpoint(context: &str, node: &str, w: &hallmark_core::Workload) -> WorkloadEndpoint {
+pub(crate) fn workload_endpoint(
+    context: &str,
+    node: &str,
+    w: &hallmark_core::Workload,
+) -> WorkloadEndpoint {
     let mut labels = w.labels.clone();
     let (namespace, pod) = match &w.pod {
         Some(p) => {

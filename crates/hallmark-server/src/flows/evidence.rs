@@ -68,10 +68,15 @@ pub(crate) fn evidence_from_heartbeat(
     }
     let mut out = Vec::with_capacity(hb.addresses.len());
     for a in &hb.addresses {
-        let ip: IpAddr = a.ip.parse().map_err(|_| HeartbeatError::BadIp(a.ip.clone()))?;
+        let ip: IpAddr =
+            a.ip.parse()
+                .map_err(|_| HeartbeatError::BadIp(a.ip.clone()))?;
         let key = match a.port {
             0 => OwnershipKey::ip(ip),
-            p => OwnershipKey::port(ip, u16::try_from(p).map_err(|_| HeartbeatError::BadPort(p))?),
+            p => OwnershipKey::port(
+                ip,
+                u16::try_from(p).map_err(|_| HeartbeatError::BadPort(p))?,
+            ),
         };
         let owner = if a.container_id.is_empty() {
             Owner::Node {

@@ -26,10 +26,10 @@ mod describe;
 mod evidence;
 mod wire;
 
-#[cfg(test)]
-mod tests;
 mod pipeline;
 mod prune;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -119,7 +119,9 @@ pub enum FlowConfigError {
     Network(String, hallmark_flows::NetworkError),
     #[error("--ownership-heartbeat must be longer than 0")]
     ZeroHeartbeat,
-    #[error("flow collector on {addr}: {source} (pick another address with --flow-collector-listen)")]
+    #[error(
+        "flow collector on {addr}: {source} (pick another address with --flow-collector-listen)"
+    )]
     Collector {
         addr: SocketAddr,
         source: std::io::Error,
@@ -153,7 +155,12 @@ pub(crate) struct FlowEngine {
 impl FlowEngine {
     /// Queues a submission and waits until it is durable. Fails when the
     /// pipeline is gone (server stopping) or the store refused the write.
-    pub async fn submit(&self, flows: Vec<Flow>, evidence: Vec<Evidence>, source: Source) -> Result<(), String> {
+    pub async fn submit(
+        &self,
+        flows: Vec<Flow>,
+        evidence: Vec<Evidence>,
+        source: Source,
+    ) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         let sub = Submission {
             source,
@@ -262,8 +269,12 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
         }
     }
     let adopt_before = now.saturating_sub(
-        i64::try_from((s.config.holdback * 3).max(Duration::from_secs(600)).as_millis())
-            .unwrap_or(i64::MAX),
+        i64::try_from(
+            (s.config.holdback * 3)
+                .max(Duration::from_secs(600))
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX),
     );
     let pending = s
         .store
@@ -278,7 +289,11 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
     );
     let attributor = Arc::new(Mutex::new(attributor));
     let counters = Arc::new(pipeline::Counters::default());
-    let describer = Describer::new(s.store.clone(), s.trust_domain.clone(), s.evidence_retention);
+    let describer = Describer::new(
+        s.store.clone(),
+        s.trust_domain.clone(),
+        s.evidence_retention,
+    );
     let tailing = s.store.shared_between_servers();
     let (tx, rx) = pipeline::channel();
     let engine = FlowEngine {

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hallmark_core::time::unix_millis;
-use hallmark_flows::{AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Owner, StoredFlow};
+use hallmark_flows::{
+    AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Owner, StoredFlow,
+};
 use hallmark_store::flows::FlowWrite;
 use hallmark_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -177,9 +179,7 @@ impl Pipeline {
             resumed = done.len() + self.pending.values().map(VecDeque::len).sum::<usize>(),
             "flows held before the restart taken up again"
         );
-        let _ = self
-            .write(Vec::new(), Vec::new(), done, emitted, now)
-            .await;
+        let _ = self.write(Vec::new(), Vec::new(), done, emitted, now).await;
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut shutdown: watch::Receiver<bool>) {
@@ -233,7 +233,8 @@ impl Pipeline {
                     }
                     Msg::Submit(sub) => {
                         self.counters.ingest(sub.source, sub.flows.len() as u64);
-                        self.metrics.flows_ingested(sub.source.as_str(), sub.flows.len() as u64);
+                        self.metrics
+                            .flows_ingested(sub.source.as_str(), sub.flows.len() as u64);
                         self.counters.evidence(&sub.evidence);
                         if !self.tailing {
                             for e in &sub.evidence {
@@ -257,7 +258,9 @@ impl Pipeline {
             emitted.extend(a.poll(now));
         }
         let done = self.retire(&emitted);
-        let result = self.write(evidence_to_write, held, done, emitted, now).await;
+        let result = self
+            .write(evidence_to_write, held, done, emitted, now)
+            .await;
         for r in replies {
             let _ = r.send(result.clone());
         }
@@ -353,7 +356,10 @@ impl Pipeline {
             Ok(a) => {
                 let table = a.index().owners();
                 let owner = |e: &EndAttribution| e.owner().and_then(|id| table.get(id).cloned());
-                emitted.iter().map(|af| (owner(&af.src), owner(&af.dst))).collect()
+                emitted
+                    .iter()
+                    .map(|af| (owner(&af.src), owner(&af.dst)))
+                    .collect()
             }
             Err(_) => return Vec::new(),
         };
@@ -361,8 +367,14 @@ impl Pipeline {
         for (af, (src_owner, dst_owner)) in emitted.into_iter().zip(owners) {
             self.metrics.flow_end(&af.src);
             self.metrics.flow_end(&af.dst);
-            let src = self.describer.endpoint(&af.src, src_owner.as_ref(), now).await;
-            let dst = self.describer.endpoint(&af.dst, dst_owner.as_ref(), now).await;
+            let src = self
+                .describer
+                .endpoint(&af.src, src_owner.as_ref(), now)
+                .await;
+            let dst = self
+                .describer
+                .endpoint(&af.dst, dst_owner.as_ref(), now)
+                .await;
             out.push(StoredFlow::new(af.flow, src, dst, now));
         }
         out

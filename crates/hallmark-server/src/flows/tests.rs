@@ -63,7 +63,11 @@ async fn start_on(dir: tempfile::TempDir, store: Arc<SqliteStore>) -> Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("db.sqlite3")).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("db.sqlite3"))
+            .await
+            .unwrap(),
+    );
     start_on(dir, store).await
 }
 
@@ -104,7 +108,12 @@ impl Fixture {
     }
 
     async fn list(&self) -> Vec<StoredFlow> {
-        let json = self.started.queries.list(r#"{"since_ms":0,"limit":1000}"#).await.unwrap();
+        let json = self
+            .started
+            .queries
+            .list(r#"{"since_ms":0,"limit":1000}"#)
+            .await
+            .unwrap();
         serde_json::from_str(&json).unwrap()
     }
 
@@ -189,8 +198,15 @@ async fn flows_name_workloads_networks_and_nobody() {
     report_workload(&f, 'a', "web", "10.0.0.5", &["spiffe://flows.test/web"], t0).await;
     report_workload(&f, 'b', "db", "10.0.0.6", &["spiffe://flows.test/db"], t0).await;
     for i in 0..=10 {
-        f.heartbeat(t0 + i * 1000, &[("10.0.0.5", &cid('a')), ("10.0.0.6", &cid('b')), ("192.168.1.1", "")])
-            .await;
+        f.heartbeat(
+            t0 + i * 1000,
+            &[
+                ("10.0.0.5", &cid('a')),
+                ("10.0.0.6", &cid('b')),
+                ("192.168.1.1", ""),
+            ],
+        )
+        .await;
     }
     let resp = f
         .ingest(vec![
@@ -220,9 +236,16 @@ async fn flows_name_workloads_networks_and_nobody() {
     }
     let ext = by_port(40001);
     assert_eq!(ext.status, FlowStatus::External);
-    assert_eq!(ext.dst, Endpoint::External { network: "corp".into() });
+    assert_eq!(
+        ext.dst,
+        Endpoint::External {
+            network: "corp".into()
+        }
+    );
     let node = by_port(40002);
-    assert!(matches!(&node.src, Endpoint::Node { node, spiffe_id, .. } if node == "n1" && spiffe_id.ends_with("/hallmark/agent/n1")));
+    assert!(
+        matches!(&node.src, Endpoint::Node { node, spiffe_id, .. } if node == "n1" && spiffe_id.ends_with("/hallmark/agent/n1"))
+    );
 
     let stats = f.stats().await;
     assert_eq!(stats.ingested.get("file"), Some(&3), "{stats:?}");
@@ -232,7 +255,11 @@ async fn flows_name_workloads_networks_and_nobody() {
 
     let w = f.whois("10.0.0.5", t0 + 4000).await;
     assert_eq!(w.verdict, WhoisVerdict::Owned, "{w:?}");
-    assert!(w.explanation.contains("spiffe://flows.test/web"), "{}", w.explanation);
+    assert!(
+        w.explanation.contains("spiffe://flows.test/web"),
+        "{}",
+        w.explanation
+    );
     assert!(!w.evidence.is_empty() && !w.ranges.is_empty());
     let w = f.whois("10.9.9.9", t0).await;
     assert_eq!(w.verdict, WhoisVerdict::Unknown);
@@ -244,7 +271,8 @@ async fn held_flows_wait_for_evidence_and_survive_a_restart() {
     let f = fixture().await;
     let t0 = now_ms() - 5_000;
     // The flow arrives before any evidence for its ends.
-    f.ingest(vec![rec("10.1.0.5:40000", "10.1.0.6:80", t0 + 1000)]).await;
+    f.ingest(vec![rec("10.1.0.5:40000", "10.1.0.6:80", t0 + 1000)])
+        .await;
     assert!(f.list().await.is_empty(), "held, not stored");
     assert_eq!(f.stats().await.stored_pending, 1);
     let (dir, store) = f.stop().await;
@@ -252,7 +280,11 @@ async fn held_flows_wait_for_evidence_and_survive_a_restart() {
     // After a restart the evidence arrives; the held flow is taken up.
     let f = start_on(dir, store).await;
     for i in 0..=4 {
-        f.heartbeat(t0 + i * 1000, &[("10.1.0.5", &cid('c')), ("10.1.0.6", &cid('d'))]).await;
+        f.heartbeat(
+            t0 + i * 1000,
+            &[("10.1.0.5", &cid('c')), ("10.1.0.6", &cid('d'))],
+        )
+        .await;
     }
     let list = wait_for("the held flow", async || {
         let l = f.list().await;
@@ -277,7 +309,8 @@ async fn a_flow_without_evidence_is_stored_late_after_the_holdback() {
     f.heartbeat(t0 - 1000, &[("10.2.0.5", &cid('e'))]).await;
     // The source's range is not proven past t0 yet; the destination is
     // unknown. Both wait for the hold-back.
-    f.ingest(vec![rec("10.2.0.5:40000", "10.2.0.9:80", t0)]).await;
+    f.ingest(vec![rec("10.2.0.5:40000", "10.2.0.9:80", t0)])
+        .await;
     let list = wait_for("the late flow", async || {
         let l = f.list().await;
         (l.len() == 1).then_some(l)

@@ -32,7 +32,10 @@ fn reason_of(r: &pb::FlowRecord, e: &FlowRecordError) -> &'static str {
         "src_port" if r.src_port == 0 => "port-zero",
         "dst_port" if r.dst_port == 0 => "port-zero",
         "src_port" | "dst_port" => "bad-port",
-        "dst_ip" if r.src_ip.parse::<std::net::IpAddr>().is_ok() && r.dst_ip.parse::<std::net::IpAddr>().is_ok() => {
+        "dst_ip"
+            if r.src_ip.parse::<std::net::IpAddr>().is_ok()
+                && r.dst_ip.parse::<std::net::IpAddr>().is_ok() =>
+        {
             "mixed-families"
         }
         "src_ip" | "dst_ip" => "bad-ip",

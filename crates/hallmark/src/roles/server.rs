@@ -266,18 +266,19 @@ fn server_config(a: ServerArgs) -> Result<(ServerConfig, Datastore)> {
 /// Flow attribution settings from flags over the file.
 fn flow_config(a: FlowArgs, file: &config::ServerFile) -> Result<hallmark_server::FlowConfig> {
     let mut c = hallmark_server::FlowConfig::default();
-    let dur = |key: &str, v: Option<String>, min: Duration, max: Duration| -> Result<Option<Duration>> {
-        let Some(v) = v else { return Ok(None) };
-        let d = config::duration(key, &v)?;
-        if d < min || d > max {
-            return Err(anyhow!(
-                "{key} `{v}`: must lie between {} and {}",
-                hallmark_core::format_duration(min),
-                hallmark_core::format_duration(max)
-            ));
-        }
-        Ok(Some(d))
-    };
+    let dur =
+        |key: &str, v: Option<String>, min: Duration, max: Duration| -> Result<Option<Duration>> {
+            let Some(v) = v else { return Ok(None) };
+            let d = config::duration(key, &v)?;
+            if d < min || d > max {
+                return Err(anyhow!(
+                    "{key} `{v}`: must lie between {} and {}",
+                    hallmark_core::format_duration(min),
+                    hallmark_core::format_duration(max)
+                ));
+            }
+            Ok(Some(d))
+        };
     let day = Duration::from_secs(86_400);
     if let Some(d) = dur(
         "ownership_heartbeat",
@@ -326,7 +327,8 @@ fn flow_config(a: FlowArgs, file: &config::ServerFile) -> Result<hallmark_server
     };
     for spec in &c.networks {
         let mut n = hallmark_flows::Networks::default();
-        n.add_spec(spec).map_err(|e| anyhow!("network `{spec}`: {e}"))?;
+        n.add_spec(spec)
+            .map_err(|e| anyhow!("network `{spec}`: {e}"))?;
     }
     c.collector_listen = pick(a.flow_collector_listen, file.flow_collector_listen.clone())
         .map(|v| config::socket_addr("flow_collector_listen", &v))

@@ -45,7 +45,12 @@ pub fn directions(path: &Path) -> BTreeMap<Tuple, Counts> {
         }
     };
     let linktype = u32_at(&data, 20);
-    assert_eq!(linktype, 1, "{}: link type {linktype}, want Ethernet", path.display());
+    assert_eq!(
+        linktype,
+        1,
+        "{}: link type {linktype}, want Ethernet",
+        path.display()
+    );
     let mut out: BTreeMap<Tuple, Counts> = BTreeMap::new();
     let mut i = 24;
     while i + 16 <= data.len() {

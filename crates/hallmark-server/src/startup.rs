@@ -301,6 +301,24 @@ pub(crate) async fn wait_for(mut rx: watch::Receiver<bool>) {
     }
 }
 
+/// Waits for the next tick of a periodic task; `false` once the server is
+/// stopping.
+pub(crate) async fn next_tick(
+    tick: &mut tokio::time::Interval,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = tick.tick() => return true,
+            r = shutdown.changed() => {
+                if r.is_err() || *shutdown.borrow() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn create_private_dir(path: &Path) -> Result<(), ServerError> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hallmark_flows::{Flow, Initiator, Owner, Side, TcpOutcome};
+use hallmark_flows::Flow;
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::node_client::NodeClient;
 use serde::Serialize;
@@ -296,53 +296,9 @@ impl Flows {
     }
 }
 
-/// A flow as `Node.ReportFlows` carries it. The local side's owner is sent
-/// by container ID only (empty for the node): the server knows which node
-/// reports.
+/// The wire form of a captured flow (the one conversion in
+/// `hallmark_proto::convert`): the local side by container ID only, empty
+/// for the node; the server knows which node reports.
 pub fn to_record(f: &Flow) -> pb::FlowRecord {
-    let side = |s: Side| match s {
-        Side::Source => "source",
-        Side::Destination => "destination",
-    };
-    let (local_side, local_container_id, local_by_port) = match &f.local {
-        Some(l) => (
-            side(l.side).to_string(),
-            match &l.owner {
-                Owner::Workload { container_id, .. } => container_id.clone(),
-                Owner::Node { .. } => String::new(),
-            },
-            l.by_port,
-        ),
-        None => (String::new(), String::new(), false),
-    };
-    pb::FlowRecord {
-        start_ms: f.start_ms,
-        end_ms: f.end_ms,
-        protocol: u32::from(f.protocol.number()),
-        src_ip: f.src.ip().to_string(),
-        src_port: u32::from(f.src.port()),
-        dst_ip: f.dst.ip().to_string(),
-        dst_port: u32::from(f.dst.port()),
-        initiator: match f.initiator {
-            Initiator::Source => "source",
-            Initiator::Destination => "destination",
-            Initiator::Unknown => "unknown",
-        }
-        .to_string(),
-        bytes_sent: f.bytes_sent,
-        packets_sent: f.packets_sent,
-        bytes_received: f.bytes_received,
-        packets_received: f.packets_received,
-        outcome: match f.outcome {
-            Some(TcpOutcome::Established) => "established",
-            Some(TcpOutcome::Refused) => "refused",
-            Some(TcpOutcome::Reset) => "reset",
-            Some(TcpOutcome::TimedOut) => "timed-out",
-            None => "",
-        }
-        .to_string(),
-        local_side,
-        local_container_id,
-        local_by_port,
-    }
+    pb::FlowRecord::from(f)
 }

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use hallmark_core::time::unix_millis;
 
 use hallmark_core::{Workload, WorkloadState};
-use hallmark_flows::{LocalSide, Protocol, Reporter};
+use hallmark_flows::{Initiator, LocalSide, Owner, Protocol, Reporter, Side, TcpOutcome};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::*;

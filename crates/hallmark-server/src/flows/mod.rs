@@ -371,14 +371,8 @@ async fn tail_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
+        if !crate::startup::next_tick(&mut tick, &mut shutdown).await {
+            return;
         }
         loop {
             match store.evidence_after(last_id, 0, EVIDENCE_PAGE).await {

@@ -28,14 +28,8 @@ pub(crate) async fn prune_loop(
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
+        if !crate::startup::next_tick(&mut tick, &mut shutdown).await {
+            return;
         }
         let now = now_ms();
         let evidence_before = now.saturating_sub(ms(evidence_retention));

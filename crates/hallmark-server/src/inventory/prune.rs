@@ -32,14 +32,8 @@ pub async fn prune_loop(
     let mut tick = tokio::time::interval(prune_period(retention));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            r = shutdown.changed() => {
-                if r.is_err() || *shutdown.borrow() {
-                    return;
-                }
-                continue;
-            }
+        if !crate::startup::next_tick(&mut tick, &mut shutdown).await {
+            return;
         }
         let before = hallmark_store::inventory::visible_since_ms(clock(), retention);
         match store.prune_workloads(before).await {

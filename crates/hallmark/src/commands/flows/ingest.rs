@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use hallmark_flows::jsonl::{self, JsonlError, JsonlRecord};
-use hallmark_flows::{Flow, FlowError, VpcError, VpcFormat, VpcRecord};
+use hallmark_flows::{Flow, VpcError, VpcFormat, VpcRecord};
 use hallmark_proto::hallmark as pb;
 use hallmark_proto::hallmark::admin_client::AdminClient;
 use serde::Serialize;
@@ -170,7 +170,7 @@ impl Parser {
                 Err(JsonlError::Syntax(e)) => {
                     Line::Reject("json".into(), format!("not a flow object: {e}"))
                 }
-                Err(JsonlError::Flow(e)) => Line::Reject(flow_reason(&e).into(), e.to_string()),
+                Err(JsonlError::Flow(e)) => Line::Reject(e.reason().into(), e.to_string()),
             },
         }
     }
@@ -181,22 +181,10 @@ fn vpc_reason(e: &VpcError) -> String {
         VpcError::FieldCount { .. } => "field-count".into(),
         VpcError::BadValue { field, .. } => format!("bad-{field}"),
         VpcError::Unavailable(field) => format!("missing-{field}"),
-        VpcError::Flow(f) => flow_reason(f).into(),
+        VpcError::Flow(f) => f.reason().into(),
         VpcError::UnknownField(_) | VpcError::DuplicateField(_) | VpcError::MissingField(_) => {
             "header".into()
         }
-    }
-}
-
-/// The counter name of a broken flow rule, as the server counts it.
-fn flow_reason(e: &FlowError) -> &'static str {
-    match e {
-        FlowError::BadProtocol(_) => "bad-protocol",
-        FlowError::EndBeforeStart { .. } => "time-backwards",
-        FlowError::AbsurdTime { .. } => "absurd-time",
-        FlowError::PortZero { .. } => "port-zero",
-        FlowError::MixedFamilies { .. } => "mixed-families",
-        FlowError::OutcomeNotTcp(_) => "outcome-not-tcp",
     }
 }
 

@@ -217,3 +217,103 @@ fn two_servers_on_one_postgresql_survive_the_loss_of_either() {
         || (connected(&a) == Some(0)).then_some(()),
     );
 }
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// An IPv4 address of this machine that an agent reports as its node's.
+fn node_ip() -> String {
+    let out = run(Command::new("hostname").arg("-I"), CLI_TIMEOUT).ok();
+    out.stdout
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback() && !ip.is_link_local())
+        })
+        .unwrap_or_else(|| panic!("no IPv4 address in `hostname -I`: {out}"))
+        .to_string()
+}
+
+#[test]
+fn two_servers_on_one_database_attribute_flows_alike() {
+    let db = Database::create();
+    let url = db.url();
+    let flags = [
+        "--datastore",
+        url.as_str(),
+        "--ownership-heartbeat",
+        "1s",
+        "--attribution-holdback",
+        "20s",
+    ];
+    let s1 = TestServer::start_with("pgflows.test", &flags);
+    let s2 = TestServer::start_with("pgflows.test", &flags);
+    // The agent reports to the first server only.
+    let _agent = TestAgent::start_with(
+        &s1,
+        "n1",
+        &["--runtime", "none", "--ownership-heartbeat", "1s"],
+    );
+    let ip = node_ip();
+    let whois = |s: &TestServer, at: &str| s.json(&["flows", "whois", &ip, "--at", at]);
+    // An instant the first server has proven on both sides...
+    let (at, o1) = wait_until("the first server to see n1 hold its IP", WAIT, || {
+        let at = format!("{:.3}", (now_ms() - 1_500) as f64 / 1000.0);
+        let w = whois(&s1, &at);
+        (w["verdict"] == "owned").then(|| (at, w["owners"][0].clone()))
+    });
+    // ...is proven alike on the second, which heard from no agent.
+    let o2 = wait_until("the second server to see the same", WAIT, || {
+        let w = whois(&s2, &at);
+        (w["verdict"] == "owned").then(|| w["owners"][0].clone())
+    });
+    assert_eq!(o1, o2, "both servers name the same owner");
+    assert_eq!(o1["kind"], "node");
+    assert_eq!(o1["node"], "n1");
+
+    // A flow ingested through the second server names the node the first
+    // server heard from.
+    let dir = short_tempdir();
+    let file = dir.path().join("f.jsonl");
+    let start = now_ms() - 1_000;
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"start_ms\":{start},\"end_ms\":{},\"protocol\":\"tcp\",\"src\":\"{ip}:40000\",\"dst\":\"203.0.113.9:443\",\"bytes_sent\":10,\"packets_sent\":1}}\n",
+            start + 5
+        ),
+    )
+    .unwrap();
+    s2.cli(&[
+        "flows",
+        "ingest",
+        "--format",
+        "jsonl",
+        file.to_str().unwrap(),
+    ])
+    .ok();
+    for s in [&s2, &s1] {
+        let list = wait_until("the flow to be stored", Duration::from_secs(40), || {
+            let v = s.json(&[
+                "flows",
+                "list",
+                "--since",
+                "10m",
+                "--from",
+                &format!("ip:{ip}"),
+            ]);
+            let list = v.as_array().cloned().unwrap_or_default();
+            (!list.is_empty()).then_some(list)
+        });
+        assert_eq!(list.len(), 1, "{list:?}");
+        assert_eq!(list[0]["src"]["kind"], "node", "{}", list[0]);
+        assert_eq!(list[0]["src"]["node"], "n1", "{}", list[0]);
+    }
+}

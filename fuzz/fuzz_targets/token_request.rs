@@ -15,7 +15,10 @@ fuzz_target!(|data: &[u8]| {
         Ok((audience, spiffe_id)) => {
             assert!(!audience.is_empty());
             assert!(audience.windows(2).all(|w| w[0] < w[1]), "{audience:?}");
-            assert!(audience.iter().all(|a| !a.trim().is_empty()), "{audience:?}");
+            assert!(
+                audience.iter().all(|a| !a.trim().is_empty()),
+                "{audience:?}"
+            );
             if let Some(id) = spiffe_id {
                 assert!(hallmark_core::SpiffeId::new(id.as_str()).is_ok());
             }

@@ -124,7 +124,20 @@ pub fn trust_domain(key: &str, v: &str) -> Result<TrustDomain> {
     TrustDomain::new(v).map_err(|e| anyhow!("{key} `{v}`: trust domain {e}"))
 }
 
+/// A duration in whole seconds (`90s`, `15m`, `1h30m`, `7d`): lifetimes and
+/// intervals that are never shorter than a second.
 pub fn duration(key: &str, v: &str) -> Result<Duration> {
+    let d = duration_ms(key, v)?;
+    if d.subsec_nanos() != 0 {
+        return Err(anyhow!(
+            "{key} `{v}`: must be whole seconds (e.g. `1s`, `90s`, `15m`)"
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration that may have milliseconds (`500ms`, `1s500ms`).
+pub fn duration_ms(key: &str, v: &str) -> Result<Duration> {
     parse_duration(v).map_err(|e| anyhow!("{key} `{v}`: duration {e}"))
 }
 

@@ -183,3 +183,50 @@ fn ingest_from_stdin_connects_before_waiting_for_input() {
     let out = run(&mut cmd, CLI_TIMEOUT);
     out.fails().stderr_has(&["is the server running?"]);
 }
+
+#[test]
+fn bad_server_flow_settings_stop_the_server_naming_the_key() {
+    let dir = short_tempdir();
+    let data = dir.path().join("server");
+    let data = data.to_str().expect("temp path is UTF-8");
+    for (flags, needles) in [
+        (
+            &["--clock-skew", "2m"][..],
+            &["clock_skew `2m`", "between 0s and 1m"][..],
+        ),
+        (&["--network", "corp"], &["--network", "NAME=CIDR"]),
+        (
+            &["--network", "corp=10.8.0.1/16"],
+            &["did you mean 10.8.0.0/16"],
+        ),
+        (
+            &["--ownership-heartbeat", "50ms"],
+            &["ownership_heartbeat `50ms`", "between 100ms and 1h"],
+        ),
+        (&["--attribution-holdback", "2h"], &["attribution_holdback"]),
+        (&["--flow-retention", "10s"], &["flow_retention `10s`"]),
+        (&["--graph-retention", "soon"], &["graph_retention `soon`"]),
+        (
+            &["--flow-collector-listen", "nope"],
+            &["flow_collector_listen `nope`"],
+        ),
+        // Lifetimes stay whole seconds.
+        (
+            &["--agent-svid-ttl", "1500ms"],
+            &["agent_svid_ttl", "whole seconds"],
+        ),
+    ] {
+        let mut args = vec![
+            "server",
+            "run",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(flags);
+        run(&mut hallmark_cmd(&args), CLI_TIMEOUT)
+            .fails()
+            .stderr_has(needles);
+    }
+}

@@ -269,7 +269,7 @@ fn flow_config(a: FlowArgs, file: &config::ServerFile) -> Result<hallmark_server
     let dur =
         |key: &str, v: Option<String>, min: Duration, max: Duration| -> Result<Option<Duration>> {
             let Some(v) = v else { return Ok(None) };
-            let d = config::duration(key, &v)?;
+            let d = config::duration_ms(key, &v)?;
             if d < min || d > max {
                 return Err(anyhow!(
                     "{key} `{v}`: must lie between {} and {}",
@@ -327,8 +327,7 @@ fn flow_config(a: FlowArgs, file: &config::ServerFile) -> Result<hallmark_server
     };
     for spec in &c.networks {
         let mut n = hallmark_flows::Networks::default();
-        n.add_spec(spec)
-            .map_err(|e| anyhow!("network `{spec}`: {e}"))?;
+        n.add_spec(spec).map_err(|e| anyhow!("--network: {e}"))?;
     }
     c.collector_listen = pick(a.flow_collector_listen, file.flow_collector_listen.clone())
         .map(|v| config::socket_addr("flow_collector_listen", &v))

@@ -61,8 +61,12 @@ const V9_RECORDS: usize = 45;
 const V9_TEMPLATE_EVERY: usize = 100;
 /// Flows sent but not yet stored, at most, while pacing the collector path.
 const UDP_WINDOW: u64 = 20_000;
-/// Datagrams sent before the sender yields to the server.
-const UDP_BURST: usize = 16;
+/// Datagrams sent between two looks at the collector's socket queue.
+const UDP_BURST: usize = 4;
+/// Bytes queued at the collector socket (kernel accounting, about twice
+/// the payload) above which the sender waits: a quarter of the default
+/// 208 KiB receive buffer.
+const UDP_QUEUE_LIMIT: u64 = 52 * 1024;
 /// A path whose store stops growing for this long is over.
 const STALL: Duration = Duration::from_secs(15);
 
@@ -360,6 +364,8 @@ async fn server_path(
 ) -> Result<PathResult> {
     let dir = scratch()?;
     let data_dir = dir.path().join("server");
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let fresh = FreshStore::open(&args.datastore, dir).await?;
     seed(fresh.store.as_ref(), evidence).await?;
     let td = TrustDomain::new(TRUST_DOMAIN)?;
@@ -404,11 +410,11 @@ async fn server_path(
                     .flow_collector_addr
                     .ok_or_else(|| anyhow!("the server started no flow collector"))?;
                 send_v9(addr, input, store).await?;
-                socket_drops = udp_drops(addr.port()).unwrap_or(0);
+                socket_drops = udp_socket(addr.port()).map_or(0, |q| q.drops);
             }
         }
-        let stored = wait_stored(store, n).await?;
-        let elapsed = started.elapsed();
+        let (stored, last_write) = wait_stored(store, n).await?;
+        let elapsed = last_write.duration_since(started);
         let counts = store.flow_counts().await?;
         let stats = admin
             .flow_stats(pb::FlowQueryRequest { json: "{}".into() })
@@ -436,28 +442,30 @@ async fn server_path(
     result
 }
 
-/// Waits until the store holds `n` flows, or it stops growing (a loss).
-async fn wait_stored(store: &dyn Store, n: u64) -> Result<u64> {
+/// Waits until the store holds `n` flows, or it stops growing (a loss);
+/// returns the count and when it last grew.
+async fn wait_stored(store: &dyn Store, n: u64) -> Result<(u64, Instant)> {
     let mut last = 0;
     let mut last_change = Instant::now();
     loop {
         let stored = store.flow_counts().await?.flows();
         if stored >= n {
-            return Ok(stored);
+            return Ok((stored, Instant::now()));
         }
         if stored != last {
             last = stored;
             last_change = Instant::now();
         } else if last_change.elapsed() > STALL {
             eprintln!("flow-ingest: the store stopped at {stored} of {n} flows");
-            return Ok(stored);
+            return Ok((stored, last_change));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Sends the flows as NetFlow v9 datagrams from one exporter, keeping at
-/// most [`UDP_WINDOW`] flows sent and not yet stored.
+/// Sends the flows as NetFlow v9 datagrams from one exporter, keeping the
+/// collector's socket queue under [`UDP_QUEUE_LIMIT`] and at most
+/// [`UDP_WINDOW`] flows sent and not yet stored (the pipeline's queue).
 async fn send_v9(to: SocketAddr, input: &[(Flow, usize, usize)], store: &dyn Store) -> Result<()> {
     let socket = tokio::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
         .await
@@ -473,9 +481,14 @@ async fn send_v9(to: SocketAddr, input: &[(Flow, usize, usize)], store: &dyn Sto
     let mut stored = 0u64;
     let mut buf = Vec::with_capacity(1500);
     for (i, chunk) in input.chunks(V9_RECORDS).enumerate() {
-        while sent - stored.min(sent) > UDP_WINDOW {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            stored = store.flow_counts().await?.flows();
+        if i % UDP_BURST == 0 {
+            while udp_socket(to.port()).is_some_and(|q| q.rx_queue > UDP_QUEUE_LIMIT) {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            while sent - stored.min(sent) > UDP_WINDOW {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                stored = store.flow_counts().await?.flows();
+            }
         }
         let export_secs = (now_ms() / 1000) as u32;
         v9_datagram(
@@ -491,9 +504,6 @@ async fn send_v9(to: SocketAddr, input: &[(Flow, usize, usize)], store: &dyn Sto
             .await
             .context("sending a NetFlow v9 datagram")?;
         sent += chunk.len() as u64;
-        if i % UDP_BURST == UDP_BURST - 1 {
-            tokio::task::yield_now().await;
-        }
     }
     Ok(())
 }
@@ -570,14 +580,34 @@ fn v9_datagram<'a>(
     Ok(())
 }
 
-/// Datagrams the kernel dropped at the local UDP socket on `port`, from
-/// /proc/net/udp (its last column).
-fn udp_drops(port: u16) -> Option<u64> {
+/// A local UDP socket's receive queue and drops, as /proc/net/udp shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UdpSocketState {
+    /// Bytes queued (kernel accounting).
+    rx_queue: u64,
+    /// Datagrams dropped since the socket was opened.
+    drops: u64,
+}
+
+fn udp_socket(port: u16) -> Option<UdpSocketState> {
     let text = std::fs::read_to_string(Path::new("/proc/net/udp")).ok()?;
+    parse_proc_net_udp(&text, port)
+}
+
+/// The line of the socket bound to `port`: `local_address` is `IP:PORT` in
+/// hex, `tx_queue:rx_queue` in hex, `drops` the last column in decimal.
+fn parse_proc_net_udp(text: &str, port: u16) -> Option<UdpSocketState> {
     let want = format!(":{port:04X}");
     text.lines().skip(1).find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.get(1)?.ends_with(&want)).then(|| cols.last()?.parse().ok())?
+        if !cols.get(1)?.ends_with(&want) {
+            return None;
+        }
+        let (_, rx) = cols.get(4)?.split_once(':')?;
+        Some(UdpSocketState {
+            rx_queue: u64::from_str_radix(rx, 16).ok()?,
+            drops: cols.last()?.parse().ok()?,
+        })
     })
 }
 

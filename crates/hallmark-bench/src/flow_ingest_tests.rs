@@ -114,3 +114,25 @@ async fn a_small_run_stores_every_flow_on_every_path() {
     assert!(r.file.share_of_raw.is_some() && r.collector.share_of_raw.is_some());
     assert_eq!(r.collector.socket_drops, 0);
 }
+
+#[test]
+fn the_collector_socket_is_found_in_proc_net_udp() {
+    let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  512: 0100007F:A1B2 00000000:0000 07 00000000:00003400 00:00000000 00000000  1000        0 12345 2 0000000000000000 19\n\
+  513: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 12346 2 0000000000000000 0\n";
+    assert_eq!(
+        parse_proc_net_udp(text, 0xA1B2),
+        Some(UdpSocketState {
+            rx_queue: 0x3400,
+            drops: 19
+        })
+    );
+    assert_eq!(
+        parse_proc_net_udp(text, 53),
+        Some(UdpSocketState {
+            rx_queue: 0,
+            drops: 0
+        })
+    );
+    assert_eq!(parse_proc_net_udp(text, 0xB2), None, "ports match whole");
+}

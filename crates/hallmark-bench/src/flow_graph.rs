@@ -11,6 +11,7 @@
 //! minutes at 10M flows: `--keep PATH` keeps the store file and reuses it
 //! when it already holds the flows.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -19,12 +20,13 @@ use anyhow::{anyhow, ensure, Context, Result};
 use clap::Args;
 use hallmark_core::time::unix_millis;
 use hallmark_flows::{
-    Endpoint, FlowQuery, Initiator, Owner, Protocol, Reporter, StoredFlow, TcpOutcome,
+    Endpoint, FlowQuery, Initiator, Protocol, Reporter, StoredFlow, TcpOutcome, WorkloadEndpoint,
 };
 use hallmark_store::flows::FlowWrite;
 use hallmark_store::{FlowStore, SqliteStore, Store};
 use serde::Serialize;
 
+use crate::cluster::TRUST_DOMAIN;
 use crate::report::{num, Table};
 use crate::stats::{ratio, Samples, Summary};
 
@@ -32,6 +34,8 @@ use crate::stats::{ratio, Samples, Summary};
 const WORKLOADS: u64 = 500;
 /// Peers each workload calls.
 const PEERS: u64 = 4;
+/// Replicas per service.
+const REPLICAS: u64 = 5;
 /// Flows per fill transaction.
 const FILL_BATCH: usize = 50_000;
 /// Progress is printed every this many flows.
@@ -73,12 +77,24 @@ fn ip(i: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 2, (i / 250) as u8, (i % 250 + 1) as u8))
 }
 
-fn owner(i: u64) -> Owner {
-    Owner::Workload {
+/// Workload `i` as the describer stores it: one of five replicas of a
+/// service (its `app` label), with the service's SPIFFE ID. The graph
+/// groups the replicas into one identity.
+fn endpoint(i: u64) -> Endpoint {
+    let service = format!("svc-{}", i / REPLICAS);
+    Endpoint::Workload(WorkloadEndpoint {
         context: "bench".into(),
         node: format!("node-{}", i % 16),
-        container_id: format!("{:064x}", i * 0x9E37_79B9 + 7),
-    }
+        container_id: format!("{:016x}{:048x}", mix(i), i),
+        name: format!("{service}-{}", i % REPLICAS),
+        image: format!("registry.example/{service}:1.0"),
+        namespace: "bench".into(),
+        pod: format!("{service}-{}", i % REPLICAS),
+        compose_project: String::new(),
+        compose_service: String::new(),
+        labels: BTreeMap::from([("app".to_string(), service.clone())]),
+        spiffe_ids: vec![format!("spiffe://{TRUST_DOMAIN}/ns/bench/sa/{service}")],
+    })
 }
 
 /// splitmix64: flows that do not depend on the day.
@@ -214,7 +230,7 @@ pub async fn run(args: &FlowGraphArgs) -> Result<FlowGraphReport> {
 }
 
 async fn fill_store(store: &dyn Store, n: u64) -> Result<Duration> {
-    let endpoints: Vec<Endpoint> = (0..WORKLOADS).map(|i| Endpoint::bare(&owner(i))).collect();
+    let endpoints: Vec<Endpoint> = (0..WORKLOADS).map(endpoint).collect();
     let end_ms = now_ms();
     let started = Instant::now();
     let mut done = 0u64;
@@ -285,11 +301,14 @@ mod tests {
 
     #[test]
     fn flows_span_the_day_and_never_talk_to_themselves() {
-        let eps: Vec<Endpoint> = (0..WORKLOADS).map(|i| Endpoint::bare(&owner(i))).collect();
+        let eps: Vec<Endpoint> = (0..WORKLOADS).map(endpoint).collect();
         let end = 1_750_000_000_000;
         let n = 10_000;
         let rows: Vec<StoredFlow> = (0..n).map(|k| flow(k, n, end, &eps)).collect();
         assert!(rows.iter().all(|r| r.flow.src.ip() != r.flow.dst.ip()));
+        // Replicas share a graph identity; services do not.
+        assert_eq!(eps[0].graph_key(), eps[4].graph_key());
+        assert_ne!(eps[0].graph_key(), eps[5].graph_key());
         assert!(rows
             .iter()
             .all(|r| r.flow.start_ms > end - DAY_MS && r.flow.start_ms <= end));
@@ -314,7 +333,9 @@ mod tests {
         assert!(!r.reused);
         assert_eq!(r.graph.count, 3);
         assert_eq!(r.aggregate.count, 3);
-        assert!(r.answer_rows > 0 && r.answer_rows as u64 <= WORKLOADS * PEERS);
+        // Edges are between services: more than one, at most one per
+        // (workload, peer) pair.
+        assert!(r.answer_rows > 10 && r.answer_rows as u64 <= WORKLOADS * PEERS, "{r:?}");
         let again = run(&args).await.unwrap();
         assert!(again.reused);
         assert_eq!(again.answer_rows, r.answer_rows);

@@ -122,7 +122,9 @@ fn workloads() -> Vec<Workload> {
             owner: Owner::Workload {
                 context: "bench".into(),
                 node: format!("node-{}", i % 8),
-                container_id: format!("{:064x}", u64::from(i) * 0x9E37_79B9 + 1),
+                // Distinct in their first 12 characters, the short form an
+                // undescribed workload is named by.
+                container_id: format!("{:016x}{:048x}", mix(u64::from(i)), i),
             },
         })
         .collect()

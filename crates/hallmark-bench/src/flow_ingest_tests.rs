@@ -136,3 +136,15 @@ fn the_collector_socket_is_found_in_proc_net_udp() {
     );
     assert_eq!(parse_proc_net_udp(text, 0xB2), None, "ports match whole");
 }
+
+#[test]
+fn every_workload_is_its_own_graph_identity() {
+    // Undescribed workloads are named by their short container ID: equal
+    // prefixes would merge them into one identity in the graph.
+    let ws = workloads();
+    let keys: std::collections::HashSet<String> = ws
+        .iter()
+        .map(|w| Endpoint::bare(&w.owner).graph_key_text())
+        .collect();
+    assert_eq!(keys.len(), ws.len());
+}

@@ -335,7 +335,10 @@ mod tests {
         assert_eq!(r.aggregate.count, 3);
         // Edges are between services: more than one, at most one per
         // (workload, peer) pair.
-        assert!(r.answer_rows > 10 && r.answer_rows as u64 <= WORKLOADS * PEERS, "{r:?}");
+        assert!(
+            r.answer_rows > 10 && r.answer_rows as u64 <= WORKLOADS * PEERS,
+            "{r:?}"
+        );
         let again = run(&args).await.unwrap();
         assert!(again.reused);
         assert_eq!(again.answer_rows, r.answer_rows);

@@ -544,7 +544,10 @@ fn v9_datagram<'a>(
     };
     buf.extend_from_slice(&9u16.to_be_bytes());
     buf.extend_from_slice(&u16::try_from(count)?.to_be_bytes());
-    buf.extend_from_slice(&uptime(i64::from(export_secs) * 1000)?.to_be_bytes());
+    // Collectors place a whole-second export time at the middle of its
+    // second; the uptime is given for that instant, so record times come
+    // back exactly as generated.
+    buf.extend_from_slice(&uptime(i64::from(export_secs) * 1000 + 500)?.to_be_bytes());
     buf.extend_from_slice(&export_secs.to_be_bytes());
     buf.extend_from_slice(&sequence.to_be_bytes());
     buf.extend_from_slice(&0u32.to_be_bytes()); // source ID

@@ -275,10 +275,7 @@ pub async fn run(args: &FlowIngestArgs) -> Result<FlowIngestReport> {
 
     eprintln!("flow-ingest: raw write_flows of {} rows", args.flows);
     let raw = raw_path(args, &ws, &input).await?;
-    eprintln!(
-        "flow-ingest: IngestFlows ({} records per call)",
-        INGEST_BATCH
-    );
+    eprintln!("flow-ingest: IngestFlows ({INGEST_BATCH} records per call)");
     let mut file = server_path(args, &ev, &input, Via::File).await?;
     eprintln!("flow-ingest: NetFlow v9 to the UDP collector");
     let mut collector = server_path(args, &ev, &input, Via::Collector).await?;

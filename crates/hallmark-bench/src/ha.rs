@@ -46,13 +46,13 @@ pub struct PropagationHaReport {
 }
 
 /// A scratch PostgreSQL database, dropped on drop.
-struct ScratchDatabase {
+pub(crate) struct ScratchDatabase {
     server: String,
     name: String,
 }
 
 impl ScratchDatabase {
-    fn create(server: &str) -> Result<Self> {
+    pub(crate) fn create(server: &str) -> Result<Self> {
         let server = server.trim_end_matches('/').to_string();
         let name = format!("hallmark_bench_{}", std::process::id());
         psql(
@@ -63,7 +63,7 @@ impl ScratchDatabase {
         Ok(ScratchDatabase { server, name })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("{}/{}", self.server, self.name)
     }
 }

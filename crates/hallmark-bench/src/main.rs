@@ -15,6 +15,10 @@
 //! - `token-endpoint`: the agent's HTTP token endpoint vs FetchJWTSVID.
 //! - `attribution`: the flow attribution engine vs a plain IP lookup, and
 //!   graded against ground truth beside two naive baselines.
+//! - `flow-ingest`: flows into the store with attribution (file and UDP
+//!   collector) vs raw batched inserts of the same rows.
+//! - `flow-graph`: `flows graph --since 24h` over a day of stored flows vs
+//!   the plain SQL aggregate over the flows table.
 
 #![forbid(unsafe_code)]
 
@@ -22,6 +26,8 @@ mod attribution;
 mod cluster;
 mod containers;
 mod cri_pods;
+mod flow_graph;
+mod flow_ingest;
 mod ha;
 mod issuance;
 mod memory;
@@ -80,6 +86,12 @@ enum Bench {
     /// Flow attribution: engine throughput vs a HashMap lookup, ground-truth
     /// grades beside two baselines, index memory.
     Attribution(attribution::AttributionArgs),
+    /// Flows into the store with attribution (IngestFlows, NetFlow v9 over
+    /// UDP) vs raw batched inserts of the same rows, each on a fresh store.
+    FlowIngest(flow_ingest::FlowIngestArgs),
+    /// `flows graph --since 24h` over N stored flows (p50/p99) vs the plain
+    /// SQL aggregate over the flows table.
+    FlowGraph(flow_graph::FlowGraphArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -192,6 +204,20 @@ async fn run(cli: Cli) -> Result<()> {
             attribution::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "attribution", &r)?;
+            }
+        }
+        Bench::FlowIngest(args) => {
+            let r = flow_ingest::run(&args).await?;
+            flow_ingest::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "flow-ingest", &r)?;
+            }
+        }
+        Bench::FlowGraph(args) => {
+            let r = flow_graph::run(&args).await?;
+            flow_graph::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "flow-graph", &r)?;
             }
         }
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,

@@ -245,6 +245,7 @@ const TAIL_PERIOD: Duration = Duration::from_millis(250);
 /// the pruner and the collector.
 pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError> {
     let mut attributor = s.config.attributor()?;
+    crate::startup::create_private_dir(s.data_dir)?;
     let server_id = server_id(s.data_dir)?;
     let now = pipeline::now_ms();
     let retention_ms = i64::try_from(s.evidence_retention.as_millis()).unwrap_or(i64::MAX);

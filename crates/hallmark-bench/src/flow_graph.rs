@@ -123,7 +123,7 @@ fn flow(k: u64, n: u64, end_ms: i64, endpoints: &[Endpoint]) -> StoredFlow {
         packets_sent: 2 + (r >> 48) % 20,
         bytes_received: 100 + (r >> 20) % 50_000,
         packets_received: 1 + (r >> 52) % 30,
-        outcome: Some(if r % 200 == 0 {
+        outcome: Some(if r.is_multiple_of(200) {
             TcpOutcome::Refused
         } else {
             TcpOutcome::Established

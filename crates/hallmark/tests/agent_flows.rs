@@ -70,9 +70,11 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
         .await
         .unwrap()
         .into_inner();
-    let mut flows = hallmark_agent::flows::FlowConfig::default();
-    flows.ownership_heartbeat = Duration::from_secs(1);
-    flows.batch_interval = Duration::from_millis(100);
+    let flows = hallmark_agent::flows::FlowConfig {
+        ownership_heartbeat: Duration::from_secs(1),
+        batch_interval: Duration::from_millis(100),
+        ..Default::default()
+    };
     let mut agent = hallmark_agent::start(AgentConfig {
         trust_domain: td.clone(),
         data_dir: dir.path().join("agent"),

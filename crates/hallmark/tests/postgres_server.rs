@@ -1,6 +1,8 @@
 //! The server on a real PostgreSQL datastore: the identity plane works the
 //! same as on SQLite and survives a restart with its CA and entries.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
 mod common;
 
 use std::process::Command;

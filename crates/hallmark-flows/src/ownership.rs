@@ -68,6 +68,29 @@ pub enum EvidenceKind {
     LocalFlow,
 }
 
+impl EvidenceKind {
+    /// The name in the datastore, the JSON form and the counters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::Started => "started",
+            EvidenceKind::Heartbeat => "heartbeat",
+            EvidenceKind::Stopped => "stopped",
+            EvidenceKind::LocalFlow => "local-flow",
+        }
+    }
+
+    /// Inverse of [`EvidenceKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "started" => Some(EvidenceKind::Started),
+            "heartbeat" => Some(EvidenceKind::Heartbeat),
+            "stopped" => Some(EvidenceKind::Stopped),
+            "local-flow" => Some(EvidenceKind::LocalFlow),
+            _ => None,
+        }
+    }
+}
+
 /// One observation: `owner` held `key` at `at_ms` (the observer's clock).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {

@@ -15,7 +15,7 @@ use hallmark_flows::{
 };
 use hallmark_store::flows::FlowWrite;
 use hallmark_store::Store;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::describe::Describer;
 use super::Submission;
@@ -72,11 +72,7 @@ impl Counters {
     fn evidence(&self, ev: &[Evidence]) {
         if let Ok(mut m) = self.evidence.lock() {
             for e in ev {
-                let kind = serde_json::to_value(e.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                *m.entry(kind).or_default() += 1;
+                *m.entry(e.kind.as_str().to_string()).or_default() += 1;
             }
         }
     }
@@ -399,7 +395,3 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) fn channel() -> (mpsc::Sender<Msg>, mpsc::Receiver<Msg>) {
     mpsc::channel(1024)
 }
-
-/// Used by tests to wait for a reply.
-#[allow(dead_code)]
-pub(crate) type Reply = oneshot::Receiver<Result<(), String>>;

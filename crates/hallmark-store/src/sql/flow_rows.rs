@@ -173,25 +173,6 @@ fn parse_reporter(s: &str) -> Option<Reporter> {
     }
 }
 
-pub(super) fn kind_column(k: EvidenceKind) -> &'static str {
-    match k {
-        EvidenceKind::Started => "started",
-        EvidenceKind::Heartbeat => "heartbeat",
-        EvidenceKind::Stopped => "stopped",
-        EvidenceKind::LocalFlow => "local-flow",
-    }
-}
-
-fn parse_kind(s: &str) -> Option<EvidenceKind> {
-    match s {
-        "started" => Some(EvidenceKind::Started),
-        "heartbeat" => Some(EvidenceKind::Heartbeat),
-        "stopped" => Some(EvidenceKind::Stopped),
-        "local-flow" => Some(EvidenceKind::LocalFlow),
-        _ => None,
-    }
-}
-
 /// The start of the minute holding `ms`.
 pub(super) fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(GRAPH_BUCKET_MS) * GRAPH_BUCKET_MS
@@ -346,7 +327,7 @@ impl EncodedWrite {
                 port: ev.key.port.map(i64::from),
                 owner,
                 at_ms: ev.at_ms,
-                kind: kind_column(ev.kind),
+                kind: ev.kind.as_str(),
             });
         }
         let pending = w
@@ -615,7 +596,8 @@ impl EvidenceRow {
             .ok_or_else(|| corrupt(T, id, "owner_id", "no such flow_owners row"))?;
         let owner: Owner =
             serde_json::from_str(&owner_text).map_err(|e| corrupt(T, id, "owner_id", e))?;
-        let kind = parse_kind(&self.kind).ok_or_else(|| corrupt(T, id, "kind", &self.kind))?;
+        let kind =
+            EvidenceKind::parse(&self.kind).ok_or_else(|| corrupt(T, id, "kind", &self.kind))?;
         Ok((
             id,
             Evidence {
@@ -690,7 +672,7 @@ mod tests {
             EvidenceKind::Stopped,
             EvidenceKind::LocalFlow,
         ] {
-            assert_eq!(parse_kind(kind_column(k)), Some(k));
+            assert_eq!(EvidenceKind::parse(k.as_str()), Some(k));
         }
         for r in [
             Reporter::Agent("n1".into()),

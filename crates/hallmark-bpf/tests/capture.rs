@@ -1,0 +1,396 @@
+//! Real capture on this kernel: loads the programs, makes loopback traffic
+//! and checks the records. Needs root (BPF); without it each test says
+//! "skipped: needs root" and returns, the only allowed skip.
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hallmark_bpf::{cgroup2_mount, monotonic_now_ns, Capture, CaptureOptions, Outcome, TcpEvent};
+
+/// Captures see every socket on the host: one test at a time keeps their
+/// traffic and their program counts apart.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    println!("skipped: needs root");
+    false
+}
+
+fn load() -> Capture {
+    Capture::load(&CaptureOptions::default()).unwrap()
+}
+
+/// The inode of this process's cgroup2 directory: what BPF reports as its
+/// cgroup id.
+fn own_cgroup_id() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup2 (0::) line in /proc/self/cgroup");
+    let dir: PathBuf = cgroup2_mount().unwrap().join(rel.trim_start_matches('/'));
+    std::fs::metadata(&dir).unwrap().ino()
+}
+
+/// Drains until `done` holds for the events collected, or `within` passes.
+fn collect(
+    cap: &mut Capture,
+    within: Duration,
+    done: impl Fn(&[TcpEvent]) -> bool,
+) -> Vec<TcpEvent> {
+    let deadline = Instant::now() + within;
+    let mut all = Vec::new();
+    loop {
+        cap.drain_tcp(&mut all);
+        if done(&all) || Instant::now() > deadline {
+            return all;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn between(events: &[TcpEvent], a: SocketAddr, b: SocketAddr) -> Vec<TcpEvent> {
+    events
+        .iter()
+        .filter(|e| (e.local == a && e.remote == b) || (e.local == b && e.remote == a))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn loopback_tcp_gives_one_closed_event_per_side() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&[7u8; 5_000]).unwrap();
+        got.len()
+    });
+    let mut c = TcpStream::connect(server_addr).unwrap();
+    let client_addr = c.local_addr().unwrap();
+    c.write_all(&[1u8; 100_000]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    drop(c);
+    assert_eq!(server.join().unwrap(), 100_000);
+    assert_eq!(back.len(), 5_000);
+
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        between(all, client_addr, server_addr).len() >= 2
+    });
+    let ours = between(&events, client_addr, server_addr);
+    assert_eq!(ours.len(), 2, "{ours:#?}");
+    let cg = own_cgroup_id();
+    let client = ours
+        .iter()
+        .find(|e| e.initiated)
+        .expect("the client's event");
+    let server = ours
+        .iter()
+        .find(|e| !e.initiated)
+        .expect("the server's event");
+    assert_eq!((client.local, client.remote), (client_addr, server_addr));
+    assert_eq!((server.local, server.remote), (server_addr, client_addr));
+    assert_eq!((client.bytes_sent, client.bytes_received), (100_000, 5_000));
+    assert_eq!((server.bytes_sent, server.bytes_received), (5_000, 100_000));
+    for e in [client, server] {
+        assert_eq!(e.cgroup_id, cg);
+        assert_eq!(e.outcome, Outcome::Established);
+        assert!(e.start_ns <= e.end_ns && e.end_ns <= monotonic_now_ns());
+        assert!(e.packets_sent > 0 && e.packets_received > 0);
+        assert_ne!(e.sock, 0);
+    }
+    assert_ne!(client.sock, server.sock);
+    assert_eq!(cap.drops().ringbuf_full, 0);
+    assert_eq!(cap.malformed_records(), 0);
+}
+
+#[test]
+fn refused_connect_gives_a_failed_event() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = TcpStream::connect(("127.0.0.1", port)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        all.iter().any(|e| e.remote.port() == port)
+    });
+    let ours: Vec<_> = events.iter().filter(|e| e.remote.port() == port).collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    let e = ours[0];
+    assert_eq!(e.outcome, Outcome::Refused);
+    assert!(e.initiated);
+    assert_eq!(e.remote, SocketAddr::from(([127, 0, 0, 1], port)));
+    assert_ne!(e.local.port(), 0, "the bound port survives inet_put_port");
+    assert_eq!(e.cgroup_id, own_cgroup_id());
+    assert_eq!((e.bytes_sent, e.bytes_received), (0, 0));
+}
+
+#[test]
+fn linger_zero_close_resets_the_peer() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(server_addr).unwrap();
+    let client_addr = c.local_addr().unwrap();
+    let (s, _) = listener.accept().unwrap();
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+    drop(s); // sends RST
+    let mut buf = [0u8; 16];
+    let err = c.read(&mut buf).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    drop(c);
+
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        between(all, client_addr, server_addr).len() >= 2
+    });
+    let ours = between(&events, client_addr, server_addr);
+    let client = ours
+        .iter()
+        .find(|e| e.initiated)
+        .expect("the client's event");
+    assert_eq!(client.outcome, Outcome::Reset);
+    // The side that aborted closes without an error of its own.
+    let server = ours
+        .iter()
+        .find(|e| !e.initiated)
+        .expect("the server's event");
+    assert_eq!(server.outcome, Outcome::Established);
+}
+
+#[test]
+fn snapshot_shows_open_connections_and_listeners() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let mut c = TcpStream::connect(server_addr).unwrap();
+    let client_addr = c.local_addr().unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    c.write_all(&[3u8; 1_000]).unwrap();
+    let mut buf = vec![0u8; 1_000];
+    s.read_exact(&mut buf).unwrap();
+
+    let cg = own_cgroup_id();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let snap = loop {
+        let snap = cap.snapshot().unwrap();
+        let acked = snap
+            .open
+            .iter()
+            .any(|e| e.local == client_addr && e.bytes_sent == 1_000);
+        if acked || Instant::now() > deadline {
+            break snap;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let ours = between(&snap.open, client_addr, server_addr);
+    assert_eq!(ours.len(), 2, "{ours:#?}");
+    let client = ours.iter().find(|e| e.initiated).expect("client side");
+    let server = ours.iter().find(|e| !e.initiated).expect("server side");
+    assert_eq!(client.local, client_addr);
+    assert_eq!(client.bytes_sent, 1_000);
+    assert_eq!(server.bytes_received, 1_000);
+    for e in [client, server] {
+        assert_eq!(e.outcome, Outcome::Established);
+        assert_eq!(e.cgroup_id, cg);
+        assert!(e.start_ns <= e.end_ns);
+    }
+    let l = snap
+        .listening
+        .iter()
+        .find(|l| l.local == server_addr)
+        .expect("the listener");
+    assert_eq!(l.cgroup_id, cg);
+
+    // Closing afterwards still yields the final records, same keys.
+    drop(c);
+    drop(s);
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        between(all, client_addr, server_addr).len() >= 2
+    });
+    let closed: HashSet<u64> = between(&events, client_addr, server_addr)
+        .iter()
+        .map(|e| e.sock)
+        .collect();
+    let open: HashSet<u64> = ours.iter().map(|e| e.sock).collect();
+    assert_eq!(closed, open);
+}
+
+#[test]
+fn udp_request_reply_gives_one_flow_per_socket_side() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    assert!(cap.udp_enabled());
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+    a.send_to(&[1u8; 300], ba).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = b.recv_from(&mut buf).unwrap();
+    assert_eq!((n, from), (300, aa));
+    b.send_to(&[2u8; 40], aa).unwrap();
+    assert_eq!(a.recv(&mut buf).unwrap(), 40);
+
+    let ours = |flows: &[hallmark_bpf::UdpFlow]| -> Vec<hallmark_bpf::UdpFlow> {
+        flows
+            .iter()
+            .filter(|f| (f.local == aa && f.remote == ba) || (f.local == ba && f.remote == aa))
+            .cloned()
+            .collect()
+    };
+    // Interim: reported, not removed.
+    let now = monotonic_now_ns();
+    let interim = ours(&cap.sweep_udp(now, Duration::from_secs(3600), Duration::ZERO));
+    assert_eq!(interim.len(), 2, "{interim:#?}");
+    assert!(interim.iter().all(|f| !f.closed));
+    assert!(ours(&cap.sweep_udp(now, Duration::from_secs(3600), Duration::MAX)).is_empty());
+
+    let flows = ours(&cap.sweep_udp(monotonic_now_ns(), Duration::ZERO, Duration::MAX));
+    assert_eq!(flows.len(), 2, "{flows:#?}");
+    let cg = own_cgroup_id();
+    let sender = flows
+        .iter()
+        .find(|f| f.local == aa)
+        .expect("the sender's flow");
+    let replier = flows
+        .iter()
+        .find(|f| f.local == ba)
+        .expect("the replier's flow");
+    assert!(sender.initiated);
+    assert!(!replier.initiated);
+    assert_eq!((sender.bytes_sent, sender.packets_sent), (300, 1));
+    assert_eq!((sender.bytes_received, sender.packets_received), (40, 1));
+    assert_eq!((replier.bytes_sent, replier.bytes_received), (40, 300));
+    for f in [sender, replier] {
+        assert!(f.closed);
+        assert_eq!(f.cgroup_id, cg);
+        assert!(f.first_ns <= f.last_ns);
+    }
+    // Removed: a second sweep no longer has them.
+    assert!(ours(&cap.sweep_udp(monotonic_now_ns(), Duration::ZERO, Duration::MAX)).is_empty());
+    assert_eq!(cap.drops().udp_map_full, 0);
+}
+
+/// Links (not iterator ones) whose program is one of `ids`.
+fn links_of(ids: &[u32]) -> usize {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| ids.contains(&l.program_id()))
+        .count()
+}
+
+/// Waits up to 2 s for `f` to reach zero: the kernel frees links and
+/// programs after an RCU grace period, not at the close() itself.
+fn settles_to_zero(f: impl Fn() -> usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let n = f();
+        if n == 0 || Instant::now() > deadline {
+            return n;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn programs_alive(ids: &[u32]) -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| ids.contains(&p.id()))
+        .count()
+}
+
+#[test]
+fn drop_detaches_everything_and_reload_does_not_duplicate() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let cap = load();
+    let first = cap.program_ids();
+    // TCP lifecycle + iterator + UDP egress and ingress.
+    assert_eq!(first.len(), 4, "{first:?}");
+    assert_eq!(programs_alive(&first), 4);
+    assert_eq!(links_of(&first), 3, "tcp and two cgroup links");
+    drop(cap);
+    assert_eq!(settles_to_zero(|| links_of(&first)), 0);
+    assert_eq!(settles_to_zero(|| programs_alive(&first)), 0);
+    if let Ok(out) = Command::new("bpftool").args(["link", "list"]).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        for id in &first {
+            assert!(!text.contains(&format!("prog {id} ")), "{text}");
+        }
+    }
+
+    let cap = load();
+    let second = cap.program_ids();
+    assert_eq!(links_of(&second), 3);
+    assert_eq!(links_of(&first), 0);
+    drop(cap);
+    assert_eq!(settles_to_zero(|| links_of(&second)), 0);
+}
+
+#[test]
+fn committed_object_matches_its_source() {
+    // Runs for everyone: without clang the script says it skipped.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/build.sh");
+    let out = Command::new("bash")
+        .args([script, "--check"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("up to date") || text.contains("skipped"),
+        "{text}"
+    );
+}

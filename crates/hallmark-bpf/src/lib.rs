@@ -57,6 +57,8 @@ const TRACEPOINT: &str = "inet_sock_set_state";
 pub const CONN_MAP_MAX: usize = 262_144;
 /// Capacity of the UDP flow map (`udp_flows`).
 pub const UDP_MAP_MAX: usize = 65_536;
+/// Size of the TCP event ring buffer (`events`), 4 MiB.
+pub const RING_BYTES: u32 = 4 << 20;
 
 /// What to capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,33 @@ impl Default for CaptureOptions {
         CaptureOptions {
             cgroup_root: None,
             udp: true,
+        }
+    }
+}
+
+/// Sizes and attach choices beyond [`CaptureOptions`], for tests and
+/// benchmarks that need small maps (to provoke drops) or the fallback path.
+/// The defaults are the production values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Skip `tp_btf` and attach the raw tracepoint directly.
+    pub force_raw_tp: bool,
+    /// Capacity of the tracked-connection map.
+    pub conn_max: u32,
+    /// Capacity of the UDP flow map.
+    pub udp_max: u32,
+    /// Ring buffer size in bytes: a power of two and a multiple of the page
+    /// size.
+    pub ring_bytes: u32,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            force_raw_tp: false,
+            conn_max: CONN_MAP_MAX as u32,
+            udp_max: UDP_MAP_MAX as u32,
+            ring_bytes: RING_BYTES,
         }
     }
 }
@@ -141,6 +170,7 @@ pub struct Capture {
     drops: PerCpuArray<MapData, u64>,
     tcp_attach: TcpAttach,
     udp_enabled: bool,
+    tuning: Tuning,
     malformed: u64,
     // Owns the programs and their links: dropped last, detaching them.
     ebpf: Ebpf,
@@ -159,6 +189,12 @@ impl Capture {
     /// Loads and attaches: tp_btf, else raw_tp; the iterator; UDP programs if
     /// `opts.udp`.
     pub fn load(opts: &CaptureOptions) -> Result<Capture, CaptureError> {
+        Capture::load_tuned(opts, &Tuning::default())
+    }
+
+    /// As [`Capture::load`], with map sizes and the attach path from
+    /// `tuning`.
+    pub fn load_tuned(opts: &CaptureOptions, tuning: &Tuning) -> Result<Capture, CaptureError> {
         sys::check_btf()?;
         sys::check_permission()?;
         let cgroup = if opts.udp {
@@ -175,10 +211,13 @@ impl Capture {
         let btf = Btf::from_sys_fs().map_err(|e| CaptureError::NoBtf(e.to_string()))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .map_max_entries("conns", tuning.conn_max)
+            .map_max_entries("udp_flows", tuning.udp_max)
+            .map_max_entries("events", tuning.ring_bytes)
             .load(OBJECT)
             .map_err(|e| CaptureError::load("object", e))?;
 
-        let tcp_attach = attach_tcp(&mut ebpf, &btf)?;
+        let tcp_attach = attach_tcp(&mut ebpf, &btf, tuning.force_raw_tp)?;
         let iter: &mut Iter = program(&mut ebpf, PROG_TCP_ITER)?;
         iter.load("tcp", &btf)
             .map_err(|e| CaptureError::load(PROG_TCP_ITER, e))?;
@@ -211,6 +250,7 @@ impl Capture {
             drops,
             tcp_attach,
             udp_enabled: cgroup.is_some(),
+            tuning: *tuning,
             malformed: 0,
             ebpf,
         })
@@ -342,9 +382,9 @@ impl Capture {
     pub fn map_usage(&self) -> MapUsage {
         MapUsage {
             conn: self.conns.keys().filter(Result::is_ok).count(),
-            conn_max: CONN_MAP_MAX,
+            conn_max: self.tuning.conn_max as usize,
             udp: self.udp.keys().filter(Result::is_ok).count(),
-            udp_max: UDP_MAP_MAX,
+            udp_max: self.tuning.udp_max as usize,
         }
     }
 
@@ -359,28 +399,34 @@ impl Capture {
     }
 }
 
-fn attach_tcp(ebpf: &mut Ebpf, btf: &Btf) -> Result<TcpAttach, CaptureError> {
-    let btf_err = {
+fn attach_tcp(ebpf: &mut Ebpf, btf: &Btf, force_raw_tp: bool) -> Result<TcpAttach, CaptureError> {
+    let btf_err = if force_raw_tp {
+        "skipped by request".to_string()
+    } else {
         let prog: &mut BtfTracePoint = program(ebpf, PROG_TCP_BTF)?;
         match prog.load(TRACEPOINT, btf).and_then(|()| prog.attach()) {
             Ok(_) => return Ok(TcpAttach::BtfTracePoint),
-            Err(e) => e,
+            Err(e) => {
+                // Unload it if it loaded but would not attach; the error
+                // that matters is the one above.
+                let _ = prog.unload();
+                e.to_string()
+            }
         }
     };
-    // Unload a tp_btf program that loaded but would not attach.
-    if let Ok(prog) = program::<BtfTracePoint>(ebpf, PROG_TCP_BTF) {
-        let _ = prog.unload();
-    }
     let prog: &mut RawTracePoint = program(ebpf, PROG_TCP_RAW)?;
     prog.load()
         .and_then(|()| prog.attach(TRACEPOINT))
         .map(|_| TcpAttach::RawTracePoint)
-        .map_err(|raw_err| {
-            CaptureError::attach(
-                PROG_TCP_RAW,
-                format!("{raw_err} (after tp_btf failed: {btf_err})"),
-            )
-        })
+        .map_err(
+            |raw_err| match CaptureError::attach(PROG_TCP_RAW, raw_err) {
+                CaptureError::Attach { program, source } => CaptureError::Attach {
+                    program,
+                    source: format!("{source} (after tp_btf: {btf_err})").into(),
+                },
+                other => other,
+            },
+        )
 }
 
 fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, CaptureError>

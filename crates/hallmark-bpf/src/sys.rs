@@ -81,7 +81,44 @@ pub(crate) fn check_btf() -> Result<(), CaptureError> {
         .map_err(|e| CaptureError::NoBtf(e.to_string()))
 }
 
+/// Capability bits (linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Whether the effective capabilities in `/proc/self/status` text allow
+/// loading tracing programs: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN.
+/// `Err` names what is missing.
+pub(crate) fn bpf_caps_in(status: &str) -> Result<(), String> {
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .ok_or("no CapEff line in /proc/self/status")?
+        .trim();
+    let eff =
+        u64::from_str_radix(hex, 16).map_err(|e| format!("CapEff `{hex}` is not hex: {e}"))?;
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [(CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")]
+        .into_iter()
+        .filter(|(c, _)| !has(*c))
+        .map(|(_, n)| n)
+        .collect();
+    Err(format!(
+        "effective capabilities {hex} lack {} (and CAP_SYS_ADMIN)",
+        missing.join(" and ")
+    ))
+}
+
 pub(crate) fn check_permission() -> Result<(), CaptureError> {
+    // Capabilities first: with unprivileged BPF enabled a map could be
+    // created without them, yet no tracing program would load.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        bpf_caps_in(&status).map_err(CaptureError::NoPermission)?;
+    }
+    // Then the kernel's word (LSMs and seccomp can refuse despite caps).
     match Array::<MapData, u32>::create(1, 0) {
         Ok(_) => Ok(()),
         Err(e) => Err(match permission_denied(&e) {
@@ -125,6 +162,27 @@ mod tests {
         assert_eq!(cgroup2_mount_in(""), None);
         let spaced = "35 24 0:30 / /mnt/my\\040cg rw - cgroup2 none rw\n";
         assert_eq!(cgroup2_mount_in(spaced), Some(PathBuf::from("/mnt/my cg")));
+    }
+
+    #[test]
+    fn capabilities_decide_permission() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(bpf_caps_in(root), Ok(()));
+        // CAP_BPF (39) + CAP_PERFMON (38) without CAP_SYS_ADMIN.
+        assert_eq!(bpf_caps_in("CapEff:\t000000c000000000\n"), Ok(()));
+        // CAP_SYS_ADMIN alone.
+        assert_eq!(bpf_caps_in("CapEff:\t0000000000200000\n"), Ok(()));
+        let none = bpf_caps_in("CapEff:\t0000000000000000\n").unwrap_err();
+        assert!(none.contains("lack CAP_BPF and CAP_PERFMON"), "{none}");
+        let half = bpf_caps_in("CapEff:\t0000008000000000\n").unwrap_err();
+        assert!(
+            half.contains("lack CAP_PERFMON") && !half.contains("CAP_BPF and"),
+            "{half}"
+        );
+        assert!(bpf_caps_in("Name:\tx\n").unwrap_err().contains("no CapEff"));
+        assert!(bpf_caps_in("CapEff:\tzz\n")
+            .unwrap_err()
+            .contains("not hex"));
     }
 
     #[test]

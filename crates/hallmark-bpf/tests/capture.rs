@@ -13,7 +13,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hallmark_bpf::{cgroup2_mount, monotonic_now_ns, Capture, CaptureOptions, Outcome, TcpEvent};
+use hallmark_bpf::{
+    cgroup2_mount, monotonic_now_ns, Capture, CaptureOptions, Drops, Outcome, TcpAttach, TcpEvent,
+    Tuning,
+};
 
 /// Captures see every socket on the host: one test at a time keeps their
 /// traffic and their program counts apart.
@@ -72,15 +75,12 @@ fn between(events: &[TcpEvent], a: SocketAddr, b: SocketAddr) -> Vec<TcpEvent> {
         .collect()
 }
 
-#[test]
-fn loopback_tcp_gives_one_closed_event_per_side() {
-    let _g = serial();
-    if !is_root() {
-        return;
-    }
-    let mut cap = load();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let server_addr = listener.local_addr().unwrap();
+/// Client sends 100,000 bytes to a server at `bind`, the server answers
+/// 5,000, both close; returns (client address, server address as the client
+/// saw it).
+fn exchange(bind: &str) -> (SocketAddr, SocketAddr) {
+    let listener = TcpListener::bind(bind).unwrap();
+    let port = listener.local_addr().unwrap().port();
     let server = thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let mut got = Vec::new();
@@ -88,7 +88,14 @@ fn loopback_tcp_gives_one_closed_event_per_side() {
         s.write_all(&[7u8; 5_000]).unwrap();
         got.len()
     });
-    let mut c = TcpStream::connect(server_addr).unwrap();
+    let connect_to: SocketAddr = if bind.starts_with("[::]") {
+        ([127, 0, 0, 1], port).into()
+    } else {
+        let mut a: SocketAddr = bind.parse().unwrap();
+        a.set_port(port);
+        a
+    };
+    let mut c = TcpStream::connect(connect_to).unwrap();
     let client_addr = c.local_addr().unwrap();
     c.write_all(&[1u8; 100_000]).unwrap();
     c.shutdown(Shutdown::Write).unwrap();
@@ -97,8 +104,12 @@ fn loopback_tcp_gives_one_closed_event_per_side() {
     drop(c);
     assert_eq!(server.join().unwrap(), 100_000);
     assert_eq!(back.len(), 5_000);
+    (client_addr, connect_to)
+}
 
-    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+/// Checks the two closed events of an [`exchange`].
+fn assert_exchange(cap: &mut Capture, client_addr: SocketAddr, server_addr: SocketAddr) {
+    let events = collect(cap, Duration::from_secs(2), |all| {
         between(all, client_addr, server_addr).len() >= 2
     });
     let ours = between(&events, client_addr, server_addr);
@@ -124,8 +135,54 @@ fn loopback_tcp_gives_one_closed_event_per_side() {
         assert_ne!(e.sock, 0);
     }
     assert_ne!(client.sock, server.sock);
-    assert_eq!(cap.drops().ringbuf_full, 0);
+    assert_eq!(cap.drops(), Drops::default());
     assert_eq!(cap.malformed_records(), 0);
+}
+
+#[test]
+fn loopback_tcp_gives_one_closed_event_per_side() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    assert_eq!(cap.tcp_attach(), TcpAttach::BtfTracePoint);
+    let (client, server) = exchange("127.0.0.1:0");
+    assert_exchange(&mut cap, client, server);
+}
+
+#[test]
+fn raw_tracepoint_fallback_gives_the_same_events() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let tuning = Tuning {
+        force_raw_tp: true,
+        ..Tuning::default()
+    };
+    let mut cap = Capture::load_tuned(&CaptureOptions::default(), &tuning).unwrap();
+    assert_eq!(cap.tcp_attach(), TcpAttach::RawTracePoint);
+    assert_eq!(cap.tcp_attach().as_str(), "raw_tp");
+    let (client, server) = exchange("127.0.0.1:0");
+    assert_exchange(&mut cap, client, server);
+}
+
+#[test]
+fn ipv6_and_v4_mapped_connections() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let (client, server) = exchange("[::1]:0");
+    assert!(client.is_ipv6() && server.is_ipv6());
+    assert_exchange(&mut cap, client, server);
+    // A dual-stack listener accepting an IPv4 client: the accepted socket
+    // is AF_INET6 with v4-mapped addresses, reported as IPv4.
+    let (client, server) = exchange("[::]:0");
+    assert!(client.is_ipv4() && server.is_ipv4());
+    assert_exchange(&mut cap, client, server);
 }
 
 #[test]
@@ -227,6 +284,9 @@ fn snapshot_shows_open_connections_and_listeners() {
     };
     let ours = between(&snap.open, client_addr, server_addr);
     assert_eq!(ours.len(), 2, "{ours:#?}");
+    let usage = cap.map_usage();
+    assert!(usage.conn >= 2, "{usage:?}");
+    assert_eq!((usage.conn_max, usage.udp_max), (262_144, 65_536));
     let client = ours.iter().find(|e| e.initiated).expect("client side");
     let server = ours.iter().find(|e| !e.initiated).expect("server side");
     assert_eq!(client.local, client_addr);
@@ -391,6 +451,117 @@ fn committed_object_matches_its_source() {
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("up to date") || text.contains("skipped"),
+        "{text}"
+    );
+}
+
+#[test]
+fn full_maps_and_ring_buffer_count_their_drops() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    // One page of ring buffer holds about 34 events; 2 connection slots.
+    let tuning = Tuning {
+        conn_max: 2,
+        udp_max: 1,
+        ring_bytes: 4096,
+        ..Tuning::default()
+    };
+    let cap = Capture::load_tuned(&CaptureOptions::default(), &tuning).unwrap();
+
+    // Three connections open at once need six slots.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held: Vec<_> = (0..3)
+        .map(|_| {
+            let c = TcpStream::connect(addr).unwrap();
+            let (s, _) = listener.accept().unwrap();
+            (c, s)
+        })
+        .collect();
+    assert!(cap.drops().conn_map_full >= 4, "{:?}", cap.drops());
+    drop(held);
+
+    // Two UDP flows, one slot.
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.send_to(b"x", b.local_addr().unwrap()).unwrap();
+    b.send_to(b"y", a.local_addr().unwrap()).unwrap();
+    assert!(cap.drops().udp_map_full >= 1, "{:?}", cap.drops());
+
+    // Sequential connections (tracked: each closes before the next opens)
+    // overflow the undrained ring buffer; every lost event is counted.
+    let mut cap = Capture::load_tuned(
+        &CaptureOptions::default(),
+        &Tuning {
+            ring_bytes: 4096,
+            ..Tuning::default()
+        },
+    )
+    .unwrap();
+    let mut ours = HashSet::new();
+    for _ in 0..50 {
+        let c = TcpStream::connect(addr).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        ours.insert(c.local_addr().unwrap());
+        drop(c);
+        drop(s);
+    }
+    thread::sleep(Duration::from_millis(200));
+    let mut events = Vec::new();
+    cap.drain_tcp(&mut events);
+    let seen = events
+        .iter()
+        .filter(|e| ours.contains(&e.local) || ours.contains(&e.remote))
+        .count() as u64;
+    let dropped = cap.drops().ringbuf_full;
+    assert!(dropped > 0, "a 4 KiB ring cannot hold 100 events");
+    assert!(
+        seen + dropped >= 100,
+        "seen {seen} + dropped {dropped} < 100"
+    );
+}
+
+#[test]
+fn without_capabilities_probe_and_load_say_why() {
+    const CHILD: &str = "HALLMARK_BPF_PROBE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // The unprivileged child: report, the parent asserts.
+        let probe = hallmark_bpf::probe().map_err(|e| e.reason());
+        let load = Capture::load(&CaptureOptions::default())
+            .map(|_| ())
+            .map_err(|e| (e.reason(), e.to_string()));
+        println!("probe={probe:?} load={load:?}");
+        return;
+    }
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    // Root with an empty bounding set keeps no capabilities across exec.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-all", "--inh-caps=-all"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "without_capabilities_probe_and_load_say_why",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(r#"probe=Err("no-permission")"#), "{text}");
+    assert!(
+        text.contains(
+            r#"load=Err(("no-permission", "BPF not permitted (needs CAP_BPF+CAP_PERFMON or root)"#
+        ),
         "{text}"
     );
 }

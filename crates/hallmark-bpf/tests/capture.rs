@@ -318,16 +318,10 @@ fn snapshot_shows_open_connections_and_listeners() {
     assert_eq!(closed, open);
 }
 
-#[test]
-fn udp_request_reply_gives_one_flow_per_socket_side() {
-    let _g = serial();
-    if !is_root() {
-        return;
-    }
-    let mut cap = load();
-    assert!(cap.udp_enabled());
-    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+/// A 300-byte request from `a` and a 40-byte reply, swept as two flows.
+fn udp_request_reply(cap: &mut Capture, bind: &str) {
+    let a = UdpSocket::bind(bind).unwrap();
+    let b = UdpSocket::bind(bind).unwrap();
     let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
     a.send_to(&[1u8; 300], ba).unwrap();
     let mut buf = [0u8; 2048];
@@ -376,6 +370,43 @@ fn udp_request_reply_gives_one_flow_per_socket_side() {
     assert_eq!(cap.drops().udp_map_full, 0);
 }
 
+#[test]
+fn udp_request_reply_gives_one_flow_per_socket_side() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    assert!(cap.udp_enabled());
+    udp_request_reply(&mut cap, "127.0.0.1:0");
+    udp_request_reply(&mut cap, "[::1]:0");
+}
+
+#[test]
+fn udp_can_be_left_out() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let opts = CaptureOptions {
+        cgroup_root: None,
+        udp: false,
+    };
+    let mut cap = Capture::load(&opts).unwrap();
+    assert!(!cap.udp_enabled());
+    assert_eq!(
+        cap.program_ids().len(),
+        2,
+        "TCP lifecycle and iterator only"
+    );
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.send_to(b"x", a.local_addr().unwrap()).unwrap();
+    assert!(cap
+        .sweep_udp(monotonic_now_ns(), Duration::ZERO, Duration::ZERO)
+        .is_empty());
+    assert_eq!(cap.map_usage().udp, 0);
+}
+
 /// Links (not iterator ones) whose program is one of `ids`.
 fn links_of(ids: &[u32]) -> usize {
     aya::programs::loaded_links()
@@ -416,6 +447,11 @@ fn drop_detaches_everything_and_reload_does_not_duplicate() {
     assert_eq!(first.len(), 4, "{first:?}");
     assert_eq!(programs_alive(&first), 4);
     assert_eq!(links_of(&first), 3, "tcp and two cgroup links");
+    // Snapshots attach the iterator for one read each: no link stays.
+    let mut cap = cap;
+    cap.snapshot().unwrap();
+    cap.snapshot().unwrap();
+    assert_eq!(settles_to_zero(|| links_of(&first).saturating_sub(3)), 0);
     drop(cap);
     assert_eq!(settles_to_zero(|| links_of(&first)), 0);
     assert_eq!(settles_to_zero(|| programs_alive(&first)), 0);

@@ -214,6 +214,56 @@ fn refused_connect_gives_a_failed_event() {
 }
 
 #[test]
+fn unanswered_connect_gives_a_timed_out_event() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    // A listener whose accept queue (backlog 0) is full drops further SYNs,
+    // so a second connect stays in SYN_SENT until it is given up.
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let addr = listener.local_addr().unwrap();
+    let _queued = TcpStream::connect(addr).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let err = TcpStream::connect_timeout(&addr, Duration::from_millis(300)).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        all.iter()
+            .any(|e| e.remote == addr && e.outcome == Outcome::TimedOut)
+    });
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.remote == addr && e.outcome == Outcome::TimedOut)
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    assert!(failed[0].initiated);
+    assert_eq!(failed[0].cgroup_id, own_cgroup_id());
+    assert!(
+        failed[0].end_ns - failed[0].start_ns >= 250_000_000,
+        "{:?}",
+        failed[0]
+    );
+}
+
+#[test]
 fn linger_zero_close_resets_the_peer() {
     let _g = serial();
     if !is_root() {

@@ -149,6 +149,44 @@ fn loopback_tcp_gives_one_closed_event_per_side() {
     assert_eq!(cap.tcp_attach(), TcpAttach::BtfTracePoint);
     let (client, server) = exchange("127.0.0.1:0");
     assert_exchange(&mut cap, client, server);
+
+    // Again from a cgroup of its own, so the id is not the root's.
+    let cg = ChildCgroup::enter();
+    assert_ne!(own_cgroup_id(), 1);
+    assert_eq!(own_cgroup_id(), cg.id);
+    let (client, server) = exchange("127.0.0.1:0");
+    assert_exchange(&mut cap, client, server);
+}
+
+/// Moves this process into a fresh cgroup2 child for its lifetime.
+struct ChildCgroup {
+    dir: PathBuf,
+    back_to: PathBuf,
+    id: u64,
+}
+
+impl ChildCgroup {
+    fn enter() -> ChildCgroup {
+        let root = cgroup2_mount().unwrap();
+        let text = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let rel = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let back_to = root.join(rel.trim_start_matches('/'));
+        let dir = root.join(format!("hallmark-bpf-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        ChildCgroup { dir, back_to, id }
+    }
+}
+
+impl Drop for ChildCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            self.back_to.join("cgroup.procs"),
+            std::process::id().to_string(),
+        );
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 #[test]
@@ -650,4 +688,82 @@ fn without_capabilities_probe_and_load_say_why() {
         ),
         "{text}"
     );
+}
+
+#[test]
+fn each_socket_carries_its_own_cgroup_not_the_current_tasks() {
+    const CHILD_CG: &str = "HALLMARK_BPF_CLIENT_CGROUP";
+    const CHILD_TO: &str = "HALLMARK_BPF_CLIENT_TO";
+    if let (Some(cg), Some(to)) = (std::env::var_os(CHILD_CG), std::env::var_os(CHILD_TO)) {
+        // The client process: join its cgroup, then connect.
+        std::fs::write(
+            PathBuf::from(cg).join("cgroup.procs"),
+            std::process::id().to_string(),
+        )
+        .unwrap();
+        let to: SocketAddr = to.to_str().unwrap().parse().unwrap();
+        let mut c = TcpStream::connect(to).unwrap();
+        c.write_all(&[5u8; 1_000]).unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        println!("client={}", c.local_addr().unwrap());
+        return;
+    }
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let mut cap = load();
+    let dir = cgroup2_mount()
+        .unwrap()
+        .join(format!("hallmark-bpf-client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let client_cg = std::fs::metadata(&dir).unwrap().ino();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_addr = listener.local_addr().unwrap();
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "each_socket_carries_its_own_cgroup_not_the_current_tasks",
+            "--nocapture",
+        ])
+        .env(CHILD_CG, &dir)
+        .env(CHILD_TO, server_addr.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut s, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    s.write_all(b"ok").unwrap();
+    drop(s);
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let client_addr: SocketAddr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("client="))
+        .expect("the client's address")
+        .parse()
+        .unwrap();
+    assert_eq!(got.len(), 1_000);
+
+    let events = collect(&mut cap, Duration::from_secs(2), |all| {
+        between(all, client_addr, server_addr).len() >= 2
+    });
+    let ours = between(&events, client_addr, server_addr);
+    let client = ours
+        .iter()
+        .find(|e| e.initiated)
+        .expect("the client's event");
+    let server = ours
+        .iter()
+        .find(|e| !e.initiated)
+        .expect("the server's event");
+    assert_ne!(client_cg, own_cgroup_id());
+    assert_eq!(client.cgroup_id, client_cg);
+    assert_eq!(server.cgroup_id, own_cgroup_id());
+    assert_eq!((client.bytes_sent, server.bytes_received), (1_000, 1_000));
 }

@@ -284,7 +284,7 @@ pub struct FlowRecordError {
 /// container ID only: the receiver knows the reporter's context and node.
 impl From<&Flow> for pb::FlowRecord {
     fn from(f: &Flow) -> Self {
-        let (local_side, local_container_id, local_by_port) = match &f.local {
+        let (local_side, local_container_id, local_by_port, local_unit) = match &f.local {
             Some(l) => (
                 side_name(l.side),
                 match &l.owner {
@@ -292,8 +292,9 @@ impl From<&Flow> for pb::FlowRecord {
                     Owner::Node { .. } => String::new(),
                 },
                 l.by_port,
+                l.unit.clone(),
             ),
-            None => ("", String::new(), false),
+            None => ("", String::new(), false, String::new()),
         };
         pb::FlowRecord {
             start_ms: f.start_ms,
@@ -317,6 +318,9 @@ impl From<&Flow> for pb::FlowRecord {
             local_side: local_side.to_string(),
             local_container_id,
             local_by_port,
+            retransmits: f.retransmits,
+            rtt_us: f.rtt_us.unwrap_or(0),
+            local_unit,
         }
     }
 }
@@ -419,6 +423,12 @@ pub fn flow_from_pb(
                 "is set but local_side is empty: say which end is local".into(),
             ))
         }
+        None if !rec.local_unit.is_empty() => {
+            return Err(err(
+                "local_unit",
+                "is set but local_side is empty: say which end is local".into(),
+            ))
+        }
         None => None,
         Some(side) => {
             let id = &rec.local_container_id;
@@ -441,6 +451,7 @@ pub fn flow_from_pb(
                 side,
                 owner,
                 by_port: rec.local_by_port,
+                unit: rec.local_unit.clone(),
             })
         }
     };
@@ -456,6 +467,8 @@ pub fn flow_from_pb(
         bytes_received: rec.bytes_received,
         packets_received: rec.packets_received,
         outcome,
+        retransmits: rec.retransmits,
+        rtt_us: (rec.rtt_us != 0).then_some(rec.rtt_us),
         reporter,
         local,
     };
@@ -471,6 +484,7 @@ pub fn flow_from_pb(
             FlowError::PortZero { .. } => "dst_port",
             FlowError::MixedFamilies { .. } => "dst_ip",
             FlowError::OutcomeNotTcp(_) => "outcome",
+            FlowError::BadUnit { .. } => "local_unit",
         };
         err(field, e.to_string())
     })?;
@@ -620,6 +634,8 @@ mod flow_tests {
             bytes_received: 5000,
             packets_received: 5,
             outcome: Some(TcpOutcome::Refused),
+            retransmits: 0,
+            rtt_us: None,
             reporter: Reporter::Agent("n1".into()),
             local: Some(LocalSide {
                 side: Side::Destination,
@@ -629,6 +645,7 @@ mod flow_tests {
                     container_id: "c".repeat(64),
                 },
                 by_port: true,
+                unit: String::new(),
             }),
         }
     }
@@ -640,6 +657,31 @@ mod flow_tests {
         let back = flow_from_pb(&pb::FlowRecord::from(&f), reporter.clone(), agent_owner);
         assert_eq!(back, Ok(f.clone()));
 
+        // What a socket adds: retransmits, RTT, and a host process's unit.
+        let mut captured = f.clone();
+        captured.retransmits = 7;
+        captured.rtt_us = Some(1_250);
+        captured.local = Some(LocalSide {
+            side: Side::Source,
+            owner: Owner::Node {
+                context: "prod".into(),
+                node: "n1".into(),
+            },
+            by_port: true,
+            unit: "ssh.service".into(),
+        });
+        let wire = pb::FlowRecord::from(&captured);
+        assert_eq!(
+            (wire.retransmits, wire.rtt_us, wire.local_unit.as_str()),
+            (7, 1_250, "ssh.service")
+        );
+        assert_eq!(
+            flow_from_pb(&wire, reporter.clone(), agent_owner),
+            Ok(captured)
+        );
+        // RTT 0 on the wire is unknown.
+        assert_eq!(pb::FlowRecord::from(&f).rtt_us, 0);
+
         // The node itself on the local side, IPv6, no outcome, portless.
         f.local = Some(LocalSide {
             side: Side::Source,
@@ -648,6 +690,7 @@ mod flow_tests {
                 node: "n1".into(),
             },
             by_port: false,
+            unit: String::new(),
         });
         f.src = "[fd00::1]:0".parse().unwrap();
         f.dst = "[fd00::2]:0".parse().unwrap();
@@ -747,6 +790,45 @@ mod flow_tests {
                 "outcome",
                 "only meaningful for TCP",
                 Box::new(|r| r.protocol = 17),
+            ),
+            (
+                "local_unit",
+                "local_side is empty",
+                Box::new(|r| {
+                    r.local_side.clear();
+                    r.local_container_id.clear();
+                    r.local_by_port = false;
+                    r.local_unit = "ssh.service".into();
+                }),
+            ),
+            (
+                "local_unit",
+                "not a path",
+                Box::new(|r| {
+                    r.local_container_id.clear();
+                    r.local_unit = "system.slice/ssh.service".into();
+                }),
+            ),
+            (
+                "local_unit",
+                "longer than 256 bytes",
+                Box::new(|r| {
+                    r.local_container_id.clear();
+                    r.local_unit = "a".repeat(257);
+                }),
+            ),
+            (
+                "local_unit",
+                "printable ASCII",
+                Box::new(|r| {
+                    r.local_container_id.clear();
+                    r.local_unit = "ssh\u{7}.service".into();
+                }),
+            ),
+            (
+                "local_unit",
+                "workload's side",
+                Box::new(|r| r.local_unit = "ssh.service".into()),
             ),
         ];
         for (field, needle, mutate) in cases {

@@ -499,6 +499,8 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
                                 bytes_received: 5,
                                 packets_received: 1,
                                 outcome: None,
+                                retransmits: 0,
+                                rtt_us: None,
                                 reporter: Reporter::File("f".into()),
                                 local: None,
                             };

@@ -780,6 +780,8 @@ async fn a_batch_of_a_thousand_flows_writes_quickly() {
                     bytes_received: 4_000,
                     packets_received: 6,
                     outcome: None,
+                    retransmits: 0,
+                    rtt_us: None,
                     reporter: Reporter::File("bench".into()),
                     local: None,
                 };
@@ -905,6 +907,8 @@ fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
         bytes_received: 0,
         packets_received: 0,
         outcome: None,
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("crash".into()),
         local: None,
     };

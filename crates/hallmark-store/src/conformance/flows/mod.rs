@@ -78,6 +78,8 @@ fn tcp(src: &str, dst: &str, start_ms: i64) -> Flow {
         bytes_received: 800,
         packets_received: 3,
         outcome: Some(TcpOutcome::Established),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("conformance.log".into()),
         local: None,
     }
@@ -227,6 +229,7 @@ async fn round_trip(store: &dyn Store, run: &Run) {
         side: Side::Source,
         owner: run.owner("web"),
         by_port: true,
+        unit: String::new(),
     });
     flows.push(stored(f, node.clone(), corp.clone()));
     let mut f = tcp("10.1.0.4:53000", "10.8.0.1:53", t + 3_000);
@@ -256,6 +259,7 @@ async fn round_trip(store: &dyn Store, run: &Run) {
             node: "n1".into(),
         },
         by_port: false,
+        unit: String::new(),
     });
     flows.push(stored(f, corp.clone(), db.clone()));
     let mut f = tcp("10.1.0.8:40000", "10.1.0.3:5432", t + 5_000);
@@ -295,6 +299,7 @@ async fn pending(store: &dyn Store, run: &Run) {
         side: Side::Source,
         owner: run.owner("p"),
         by_port: false,
+        unit: String::new(),
     });
     let w = FlowWrite {
         server_id: a.clone(),

@@ -127,6 +127,8 @@ fn stored(src: Endpoint, dst: Endpoint) -> StoredFlow {
         bytes_received: 50,
         packets_received: 1,
         outcome: Some(TcpOutcome::Refused),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("x".into()),
         local: None,
     };

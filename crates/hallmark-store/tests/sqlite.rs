@@ -938,6 +938,7 @@ fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
                 StoredFlow::new(flow(i), src, dst, t)
             })
             .collect(),
+        ..hallmark_store::FlowWrite::default()
     }
 }
 

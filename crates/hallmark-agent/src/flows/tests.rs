@@ -111,6 +111,7 @@ fn a_flow_maps_to_its_wire_record() {
             local_side: "destination".into(),
             local_container_id: "c1".into(),
             local_by_port: true,
+            ..pb::FlowRecord::default()
         }
     );
     f.local = Some(LocalSide {

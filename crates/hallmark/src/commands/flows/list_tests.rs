@@ -169,6 +169,7 @@ fn rows_show_identities_addresses_and_outcome() {
             context: "prod".into(),
             node: "n1".into(),
             spiffe_id: "spiffe://td/hallmark/agent/n1".into(),
+            unit: String::new(),
         },
         Endpoint::External {
             network: "corp".into(),

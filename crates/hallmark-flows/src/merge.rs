@@ -26,14 +26,14 @@ impl Flow {
 
     /// Whether `other` reports the same connection as `self`: both
     /// mergeable, same protocol and addresses, starts at most `window_ms`
-    /// apart.
+    /// apart (a negative window is 0).
     pub fn same_connection(&self, other: &Flow, window_ms: i64) -> bool {
         self.is_mergeable()
             && other.is_mergeable()
             && self.protocol == other.protocol
             && self.src == other.src
             && self.dst == other.dst
-            && self.start_ms.abs_diff(other.start_ms) <= window_ms.unsigned_abs()
+            && self.start_ms.abs_diff(other.start_ms) <= u64::try_from(window_ms).unwrap_or(0)
     }
 }
 

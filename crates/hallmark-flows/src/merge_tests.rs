@@ -60,6 +60,11 @@ fn only_agent_tcp_and_udp_within_the_window_are_one_connection() {
     assert!(b.same_connection(&a, 750), "symmetric");
     assert!(!a.same_connection(&agent_flow("n2", T + 751, 1), 750));
     assert!(a.same_connection(&agent_flow("n2", T - 750, 1), 750));
+    assert!(
+        a.same_connection(&agent_flow("n2", T, 1), 0),
+        "same start, window 0"
+    );
+    assert!(!a.same_connection(&b, -10), "a negative window is 0");
     let mut other_port = b.clone();
     other_port.dst.set_port(444);
     assert!(!a.same_connection(&other_port, 750));

@@ -161,6 +161,7 @@ where
     Option<String>: SqlValue<DB>,
     Vec<u8>: SqlValue<DB>,
 {
+    let window_ms = window_ms.max(0);
     let mut keys: Vec<Vec<u8>> = Vec::new();
     let (mut lo, mut hi) = (i64::MAX, i64::MIN);
     for f in flows {

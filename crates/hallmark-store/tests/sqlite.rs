@@ -1096,3 +1096,27 @@ async fn verify_flows_after_kill(db: &Path, round: u32, acked: u64) {
     );
     store.close().await;
 }
+
+/// A flow held back before flows had retransmits, RTTs and units is still
+/// taken up after the upgrade: its pending row is the old JSON.
+#[tokio::test]
+async fn pending_flows_stored_before_the_capture_fields_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite3");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let old = r#"{"start_ms":1700000000000,"end_ms":1700000000040,"protocol":"tcp","src":"10.0.0.1:40000","dst":"10.0.0.2:443","initiator":"source","bytes_sent":512,"packets_sent":4,"reporter":{"kind":"agent","name":"n1"},"local":{"side":"source","owner":{"kind":"node","context":"prod","node":"n1"}}}"#;
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&db))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO flow_pending (server_id, received_ms, flow) VALUES ('s1', 1, $1)")
+        .bind(old)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let pending = store.pending_flows("s1", 2, 0).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let f = &pending[0].flow;
+    assert_eq!((f.bytes_sent, f.retransmits, f.rtt_us), (512, 0, None));
+    assert_eq!(f.local.as_ref().unwrap().unit, "");
+}

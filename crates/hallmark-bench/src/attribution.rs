@@ -162,6 +162,8 @@ fn flows(n: usize, ips: u32) -> Vec<Flow> {
                 bytes_received: 1,
                 packets_received: 1,
                 outcome: None,
+                retransmits: 0,
+                rtt_us: None,
                 reporter: Reporter::File("bench".into()),
                 local: None,
             }

@@ -128,6 +128,8 @@ fn flow(k: u64, n: u64, end_ms: i64, endpoints: &[Endpoint]) -> StoredFlow {
         } else {
             TcpOutcome::Established
         }),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("bench-day.jsonl".into()),
         local: None,
     };

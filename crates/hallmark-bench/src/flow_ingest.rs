@@ -196,6 +196,8 @@ fn flows(ws: &[Workload], n: usize, now_ms: i64) -> Vec<(Flow, usize, usize)> {
                 bytes_received: 0,
                 packets_received: 0,
                 outcome: (protocol == Protocol::Tcp).then_some(TcpOutcome::Established),
+                retransmits: 0,
+                rtt_us: None,
                 reporter: Reporter::File("bench-flows.jsonl".into()),
                 local: None,
             };

@@ -27,6 +27,8 @@ fn flow(src: &str, dst: &str, at: i64) -> Flow {
         bytes_received: 1,
         packets_received: 1,
         outcome: Some(TcpOutcome::Established),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("t".into()),
         local: None,
     }
@@ -130,6 +132,7 @@ fn the_local_side_is_tagged_and_becomes_evidence() {
         side: Side::Source,
         owner: a.clone(),
         by_port: false,
+        unit: String::new(),
     });
     let out = e.submit(f, T0 + 6_000).unwrap();
     assert!(matches!(out.src, EndAttribution::Local(_)));
@@ -168,12 +171,14 @@ fn mixed_flows(a: &Owner) -> Vec<Flow> {
         side: Side::Source,
         owner: a.clone(),
         by_port: false,
+        unit: String::new(),
     });
     let mut tagged_dst = flow("10.0.0.9:40000", "10.0.0.1:443", 6_000);
     tagged_dst.local = Some(LocalSide {
         side: Side::Destination,
         owner: a.clone(),
         by_port: false,
+        unit: String::new(),
     });
     vec![
         flow("10.0.0.1:40000", "10.0.0.2:443", 4_000),

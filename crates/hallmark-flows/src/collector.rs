@@ -220,7 +220,8 @@ impl CollectorError {
                 FlowError::PortZero { .. } => Reason::PortZero,
                 FlowError::BadProtocol(_)
                 | FlowError::MixedFamilies { .. }
-                | FlowError::OutcomeNotTcp(_) => Reason::BadRecord,
+                | FlowError::OutcomeNotTcp(_)
+                | FlowError::BadUnit { .. } => Reason::BadRecord,
             },
             CollectorError::Parser(_) => Reason::Parser,
         }

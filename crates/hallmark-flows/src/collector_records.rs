@@ -125,6 +125,8 @@ impl Fields {
             bytes_received: f.reverse_octets.unwrap_or(0),
             packets_received: f.reverse_packets.unwrap_or(0),
             outcome: None,
+            retransmits: 0,
+            rtt_us: None,
             reporter: Reporter::Exporter(exporter),
             local: None,
         };

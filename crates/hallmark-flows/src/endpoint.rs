@@ -56,6 +56,10 @@ pub enum Endpoint {
         /// The agent's SPIFFE ID.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         spiffe_id: String,
+        /// The systemd unit of the host process at this end, when the
+        /// reporter of the flow ran on this node and knew it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        unit: String,
     },
     /// No owner, inside an operator-named network.
     External {
@@ -85,6 +89,7 @@ impl Endpoint {
                 context: context.clone(),
                 node: node.clone(),
                 spiffe_id: String::new(),
+                unit: String::new(),
             },
         }
     }
@@ -128,6 +133,7 @@ impl Endpoint {
                 context,
                 node,
                 spiffe_id,
+                ..
             } => match by {
                 GraphBy::SpiffeId if !spiffe_id.is_empty() => spiffe_id.clone(),
                 _ => format!("node:{context}/{node}"),
@@ -139,8 +145,8 @@ impl Endpoint {
 
     /// The identity this end contributes to the stored graph: everything
     /// `group_name` needs under any grouping, without the per-container
-    /// details (container ID, node of a workload), so a service restarted
-    /// a hundred times is one key.
+    /// details (container ID, node of a workload, unit of a host process),
+    /// so a service restarted a hundred times is one key.
     pub fn graph_key(&self) -> Endpoint {
         match self {
             Endpoint::Workload(w) => Endpoint::Workload(WorkloadEndpoint {
@@ -156,6 +162,17 @@ impl Endpoint {
                 labels: service_label(w),
                 spiffe_ids: w.spiffe_ids.clone(),
             }),
+            Endpoint::Node {
+                context,
+                node,
+                spiffe_id,
+                ..
+            } => Endpoint::Node {
+                context: context.clone(),
+                node: node.clone(),
+                spiffe_id: spiffe_id.clone(),
+                unit: String::new(),
+            },
             other => other.clone(),
         }
     }
@@ -226,12 +243,17 @@ impl fmt::Display for Endpoint {
                 context,
                 node,
                 spiffe_id,
+                unit,
             } => {
                 if spiffe_id.is_empty() {
-                    write!(f, "node {context}/{node}")
+                    write!(f, "node {context}/{node}")?;
                 } else {
-                    f.write_str(spiffe_id)
+                    f.write_str(spiffe_id)?;
                 }
+                if !unit.is_empty() {
+                    write!(f, " ({unit})")?;
+                }
+                Ok(())
             }
             Endpoint::External { network } => write!(f, "external:{network}"),
             Endpoint::Unattributed { reason } => write!(f, "unattributed ({})", reason.as_str()),

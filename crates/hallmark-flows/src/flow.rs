@@ -19,6 +19,9 @@ pub const MIN_FLOW_MS: i64 = 946_684_800_000;
 /// Latest flow time accepted: 2100-01-01T00:00:00Z, in unix ms.
 pub const MAX_FLOW_MS: i64 = 4_102_444_800_000;
 
+/// Longest systemd unit name a local side may carry, in bytes.
+pub const MAX_UNIT_LEN: usize = 256;
+
 /// The IP protocol, by IANA number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
@@ -168,6 +171,10 @@ pub struct LocalSide {
     /// this end's port of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_port: bool,
+    /// The systemd unit (e.g. `ssh.service`) of the host process that held
+    /// the socket, when the owner is the node itself; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
 }
 
 /// A flow record. Counters are per direction: `*_sent` from `src` to `dst`,
@@ -195,9 +202,21 @@ pub struct Flow {
     /// TCP only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<TcpOutcome>,
+    /// Segments retransmitted, as the reporter's socket counted them (TCP
+    /// captured by an agent; 0 otherwise).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retransmits: u64,
+    /// Smoothed round-trip time in microseconds, from the reporter's socket
+    /// (TCP captured by an agent); `None` when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u32>,
     pub reporter: Reporter,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalSide>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One variant per rule a flow record must follow.
@@ -218,6 +237,8 @@ pub enum FlowError {
     MixedFamilies { src: SocketAddr, dst: SocketAddr },
     #[error("a TCP outcome ({0:?}) is only meaningful for TCP flows")]
     OutcomeNotTcp(TcpOutcome),
+    #[error("local unit `{unit}` {why}")]
+    BadUnit { unit: String, why: &'static str },
 }
 
 impl FlowError {
@@ -230,6 +251,7 @@ impl FlowError {
             FlowError::PortZero { .. } => "port-zero",
             FlowError::MixedFamilies { .. } => "mixed-families",
             FlowError::OutcomeNotTcp(_) => "outcome-not-tcp",
+            FlowError::BadUnit { .. } => "bad-unit",
         }
     }
 }
@@ -269,6 +291,9 @@ impl Flow {
                 return Err(FlowError::OutcomeNotTcp(outcome));
             }
         }
+        if let Some(local) = &self.local {
+            check_unit(local)?;
+        }
         Ok(())
     }
 
@@ -279,6 +304,34 @@ impl Flow {
             Side::Destination => self.dst,
         }
     }
+}
+
+/// A local side's unit is a systemd unit name of a host process: printable
+/// ASCII without spaces or `/`, at most [`MAX_UNIT_LEN`] bytes, and only on
+/// a side the node itself owns.
+fn check_unit(local: &LocalSide) -> Result<(), FlowError> {
+    let unit = &local.unit;
+    if unit.is_empty() {
+        return Ok(());
+    }
+    let bad = |why| FlowError::BadUnit {
+        unit: unit.chars().take(64).collect(),
+        why,
+    };
+    if unit.len() > MAX_UNIT_LEN {
+        return Err(bad("is longer than 256 bytes"));
+    }
+    if !unit.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+        return Err(bad(
+            "must be printable ASCII without spaces or `/` (a systemd unit name, not a path)",
+        ));
+    }
+    if !matches!(local.owner, Owner::Node { .. }) {
+        return Err(bad(
+            "is set on a workload's side: only host processes of the node have a unit",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -299,6 +352,8 @@ mod tests {
             bytes_received: 50,
             packets_received: 1,
             outcome: Some(TcpOutcome::Established),
+            retransmits: 0,
+            rtt_us: None,
             reporter: Reporter::File("test".into()),
             local: None,
         }
@@ -371,5 +426,71 @@ mod tests {
         assert!(text.contains("\"protocol\":\"tcp\""), "{text}");
         let back: Flow = serde_json::from_str(&text).unwrap();
         assert_eq!(back, f);
+    }
+
+    #[test]
+    fn old_json_without_capture_fields_still_parses() {
+        // A pending row stored before flows had retransmits, RTT or units.
+        let old = r#"{"start_ms":1700000000000,"end_ms":1700000000010,"protocol":"tcp","src":"10.0.0.1:40000","dst":"10.0.0.2:443","initiator":"source","bytes_sent":100,"packets_sent":2,"bytes_received":50,"packets_received":1,"outcome":"established","reporter":{"kind":"agent","name":"n1"},"local":{"side":"source","owner":{"kind":"node","context":"c","node":"n1"}}}"#;
+        let f: Flow = serde_json::from_str(old).unwrap();
+        assert_eq!(f.retransmits, 0);
+        assert_eq!(f.rtt_us, None);
+        assert_eq!(f.local.as_ref().unwrap().unit, "");
+        // Unknown values stay out of the JSON, so it reads as before.
+        let text = serde_json::to_string(&f).unwrap();
+        assert!(
+            !text.contains("retransmits") && !text.contains("rtt_us") && !text.contains("unit"),
+            "{text}"
+        );
+
+        let mut g = f.clone();
+        g.retransmits = 3;
+        g.rtt_us = Some(1_250);
+        if let Some(l) = g.local.as_mut() {
+            l.unit = "ssh.service".into();
+        }
+        let back: Flow = serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+    }
+
+    #[test]
+    fn a_unit_is_a_unit_name_on_the_node_side() {
+        let mut f = tcp("10.0.0.1:40000", "10.0.0.2:443", T);
+        let node = Owner::Node {
+            context: "c".into(),
+            node: "n1".into(),
+        };
+        let with = |f: &Flow, owner: &Owner, unit: &str| {
+            let mut f = f.clone();
+            f.local = Some(LocalSide {
+                side: Side::Source,
+                owner: owner.clone(),
+                by_port: false,
+                unit: unit.into(),
+            });
+            f.validate()
+        };
+        assert_eq!(with(&f, &node, "ssh.service"), Ok(()));
+        assert_eq!(with(&f, &node, "user@1000.service"), Ok(()));
+        assert_eq!(with(&f, &node, &"a".repeat(MAX_UNIT_LEN)), Ok(()));
+        for bad in [
+            "system.slice/ssh.service".to_string(),
+            "ssh service".into(),
+            "ssh\n.service".to_string(),
+            "a".repeat(MAX_UNIT_LEN + 1),
+        ] {
+            let e = with(&f, &node, &bad).unwrap_err();
+            assert!(matches!(e, FlowError::BadUnit { .. }), "{bad:?}: {e:?}");
+            assert!(e.to_string().starts_with("local unit `"), "{e}");
+        }
+        let workload = Owner::Workload {
+            context: "c".into(),
+            node: "n1".into(),
+            container_id: "c1".into(),
+        };
+        let e = with(&f, &workload, "ssh.service").unwrap_err();
+        assert!(e.to_string().contains("workload"), "{e}");
+        f.local = None;
+        assert_eq!(f.validate(), Ok(()));
     }
 }

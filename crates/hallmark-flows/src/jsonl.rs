@@ -6,7 +6,8 @@
 //! (`IP:PORT`, `[IPv6]:PORT`), and optionally `initiator`
 //! (`source`/`destination`/`unknown`), `bytes_sent`, `packets_sent`,
 //! `bytes_received`, `packets_received`, `outcome` (`established`,
-//! `refused`, `reset`, `timed-out`, TCP only), `reporter` and `local`.
+//! `refused`, `reset`, `timed-out`, TCP only), `retransmits`, `rtt_us`
+//! (smoothed RTT in microseconds), `reporter` and `local`.
 //! Blank lines and lines starting with `#` are skipped. Unknown fields are
 //! refused, so a misspelt counter is an error rather than a zero.
 

@@ -24,6 +24,8 @@
 //!   graph's buckets and edges.
 //! - [`query`]: flow filters as operators write them (`--from`, `--to`).
 //! - [`api`]: the JSON documents of the admin API's flow queries.
+//! - [`merge`]: reports of one connection (interim and final records, or
+//!   both ends' agents) folded into one stored flow.
 //! - [`attribution`]: the engine: each end of a flow is attributed to an
 //!   owner, an external network, or left unattributed with a reason; flows
 //!   whose evidence is not complete yet are held back and retried.
@@ -39,6 +41,7 @@ pub mod collector;
 pub mod endpoint;
 pub mod flow;
 pub mod jsonl;
+pub mod merge;
 pub mod network;
 pub mod owner;
 pub mod ownership;
@@ -58,7 +61,10 @@ pub use endpoint::{
     buckets_of, edges_of, Endpoint, FlowStatus, GraphBucket, GraphBy, GraphEdge, StoredFlow,
     WorkloadEndpoint, GRAPH_BUCKET_MS,
 };
-pub use flow::{Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome};
+pub use flow::{
+    Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome, MAX_UNIT_LEN,
+};
+pub use merge::DEFAULT_MERGE_WINDOW_MS;
 pub use network::{NetworkError, Networks};
 pub use owner::{Owner, OwnerId, Owners};
 pub use ownership::{Evidence, EvidenceKind, Lookup, OwnershipIndex, OwnershipKey, RangeProof};

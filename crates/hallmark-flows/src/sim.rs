@@ -375,6 +375,8 @@ fn flow_arrivals(cfg: &SimConfig, world: &World, rng: &mut Rng) -> Vec<(i64, Arr
             } else {
                 TcpOutcome::Refused
             }),
+            retransmits: 0,
+            rtt_us: None,
             reporter: Reporter::File("sim".into()),
             local: None,
         };
@@ -399,6 +401,7 @@ fn flow_arrivals(cfg: &SimConfig, world: &World, rng: &mut Rng) -> Vec<(i64, Arr
                     side: Side::Source,
                     owner: src.owner.clone(),
                     by_port: false,
+                    unit: String::new(),
                 }),
             );
             // Both ends report the same flow.
@@ -412,6 +415,7 @@ fn flow_arrivals(cfg: &SimConfig, world: &World, rng: &mut Rng) -> Vec<(i64, Arr
                         owner: d.owner.clone(),
                         by_port: dst_key.port.is_some()
                             && matches!(d.owner, Owner::Workload { .. }),
+                        unit: String::new(),
                     }),
                 );
             }

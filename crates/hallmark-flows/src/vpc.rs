@@ -281,6 +281,8 @@ impl VpcFormat {
             bytes_received: 0,
             packets_received: 0,
             outcome: None,
+            retransmits: 0,
+            rtt_us: None,
             reporter: Reporter::File(source.to_string()),
             local: None,
         };

@@ -78,6 +78,8 @@ pub struct ServerMetrics {
     /// `ambiguous`, `late`.
     pub flow_ends: Family<ResultLabels, Counter>,
     pub flows_stored: Counter,
+    /// Reports merged into the stored flow of the same connection.
+    pub flows_merged: Counter,
     pub flow_store_errors: Counter,
     /// Flows waiting for ownership evidence.
     pub flows_held: Gauge,
@@ -115,6 +117,7 @@ impl Default for ServerMetrics {
             flows_rejected: Family::default(),
             flow_ends: Family::default(),
             flows_stored: Counter::default(),
+            flows_merged: Counter::default(),
             flow_store_errors: Counter::default(),
             flows_held: Gauge::default(),
             ownership_ranges: Gauge::default(),
@@ -140,6 +143,11 @@ impl Default for ServerMetrics {
             "flows_stored",
             "attributed flows written to the datastore",
             m.flows_stored.clone(),
+        );
+        registry.register(
+            "flows_merged",
+            "flow reports merged into the stored flow of the same connection (an agent's interim records, both ends' agents)",
+            m.flows_merged.clone(),
         );
         registry.register(
             "flow_store_errors",

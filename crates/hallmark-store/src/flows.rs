@@ -17,7 +17,7 @@
 
 use std::net::IpAddr;
 
-use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow};
+use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow, DEFAULT_MERGE_WINDOW_MS};
 
 use crate::Result;
 
@@ -34,10 +34,16 @@ pub trait FlowStore: Send + Sync + 'static {
     ///    pending rows of `server_id` received at `now_ms`;
     /// 3. `flows` are stored with increasing ids, and the identity graph's
     ///    minute buckets of them (`hallmark_flows::buckets_of`) are added to
-    ///    the stored ones;
+    ///    the stored ones; except that a flow reported again
+    ///    ([`Flow::is_mergeable`]: an agent's TCP or UDP flow) whose
+    ///    connection is already stored, or earlier in the batch, with a
+    ///    start at most `merge_window_ms` from its own is merged into that
+    ///    row ([`StoredFlow::merge`]), and the graph holds the merged row
+    ///    in place of the row before the merge;
     /// 4. `evidence` is appended.
     ///
-    /// Ids come back in the order of the inputs.
+    /// Ids come back in the order of the inputs; a merged flow's is the id
+    /// of the row it was merged into.
     async fn write_flows(&self, w: &FlowWrite) -> Result<FlowWritten>;
 
     /// The flows held back by `server_id`, oldest first, after adopting the
@@ -115,7 +121,7 @@ pub trait FlowStore: Send + Sync + 'static {
 }
 
 /// One batch of [`FlowStore::write_flows`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowWrite {
     /// The writing server (any stable name unique among the servers).
     pub server_id: String,
@@ -128,6 +134,24 @@ pub struct FlowWrite {
     pub pending_done: Vec<i64>,
     /// Attributed flows; their `id` is ignored (the store assigns it).
     pub flows: Vec<StoredFlow>,
+    /// How far apart the starts of two reports of one connection may be:
+    /// the ends stamp a connection at slightly different instants, on
+    /// clocks that differ by up to the clock skew.
+    pub merge_window_ms: i64,
+}
+
+impl Default for FlowWrite {
+    fn default() -> Self {
+        FlowWrite {
+            server_id: String::new(),
+            now_ms: 0,
+            evidence: Vec::new(),
+            pending_add: Vec::new(),
+            pending_done: Vec::new(),
+            flows: Vec::new(),
+            merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
+        }
+    }
 }
 
 /// What [`FlowStore::write_flows`] did.
@@ -143,6 +167,9 @@ pub struct FlowWritten {
     pub pending_done: u64,
     /// Graph buckets inserted or added to.
     pub graph_rows: u64,
+    /// Flows merged into a row of the same connection rather than stored
+    /// as a row of their own.
+    pub merged: u64,
 }
 
 /// A flow held back for evidence.

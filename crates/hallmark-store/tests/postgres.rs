@@ -499,6 +499,8 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
                                 bytes_received: 5,
                                 packets_received: 1,
                                 outcome: None,
+                                retransmits: 0,
+                                rtt_us: None,
                                 reporter: Reporter::File("f".into()),
                                 local: None,
                             };
@@ -531,6 +533,138 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
         assert_eq!(graph.len(), 4, "four edges between four endpoints");
         assert_eq!(
             b.graph_from_flows(t, Some(t + 3_600_000)).await.unwrap(),
+            graph
+        );
+    })
+    .await;
+}
+
+/// Servers sharing one database each store a report of the same
+/// connections at the same time (the two ends' agents reporting to two
+/// servers, interim records in between): every connection is one row, and
+/// the graph counts it once.
+#[tokio::test]
+async fn reports_of_one_connection_written_by_several_servers_make_one_row() {
+    use hallmark_flows::{
+        Endpoint, Flow, FlowQuery, Initiator, Protocol, Reporter, StoredFlow, TcpOutcome,
+        UnattributedReason, WorkloadEndpoint,
+    };
+    use hallmark_store::FlowWrite;
+
+    const CONNECTIONS: u16 = 30;
+    with_database(|url| async move {
+        let mut stores = Vec::new();
+        for _ in 0..3 {
+            stores.push(Arc::new(PostgresStore::connect(&url).await.unwrap()));
+        }
+        let t = 1_700_000_040_000;
+        let workload = |name: &str| {
+            Endpoint::Workload(WorkloadEndpoint {
+                context: "prod".into(),
+                node: "n1".into(),
+                container_id: format!("{name:0>64}"),
+                name: name.into(),
+                spiffe_ids: vec![format!("spiffe://example.org/{name}")],
+                ..WorkloadEndpoint::default()
+            })
+        };
+        let mut tasks = Vec::new();
+        for (w, store) in stores.iter().enumerate() {
+            let store = store.clone();
+            let w = i64::try_from(w).unwrap();
+            // Server 0 knows the clients, 1 the servers, 2 neither.
+            let (src, dst) = match w {
+                0 => (
+                    workload("web"),
+                    Endpoint::Unattributed {
+                        reason: UnattributedReason::NoOwner,
+                    },
+                ),
+                1 => (
+                    Endpoint::Unattributed {
+                        reason: UnattributedReason::NoOwner,
+                    },
+                    workload("db"),
+                ),
+                _ => (
+                    Endpoint::Unattributed {
+                        reason: UnattributedReason::NoOwner,
+                    },
+                    Endpoint::Unattributed {
+                        reason: UnattributedReason::NoOwner,
+                    },
+                ),
+            };
+            tasks.push(tokio::spawn(async move {
+                for round in 0..4u64 {
+                    let flows: Vec<StoredFlow> = (0..CONNECTIONS)
+                        .map(|c| {
+                            let start = t + i64::from(c) * 1_000 + w * 3;
+                            let flow = Flow {
+                                start_ms: start,
+                                end_ms: start + 500,
+                                protocol: Protocol::Tcp,
+                                src: format!("10.0.0.1:{}", 40_000 + c).parse().unwrap(),
+                                dst: "10.0.0.2:5432".parse().unwrap(),
+                                initiator: Initiator::Source,
+                                bytes_sent: 100 * (round + 1),
+                                packets_sent: round + 1,
+                                bytes_received: 10,
+                                packets_received: 1,
+                                outcome: Some(TcpOutcome::Established),
+                                retransmits: 0,
+                                rtt_us: None,
+                                reporter: Reporter::Agent(format!("n{w}")),
+                                local: None,
+                            };
+                            StoredFlow::new(flow, src.clone(), dst.clone(), start)
+                        })
+                        .collect();
+                    let write = FlowWrite {
+                        server_id: format!("server-{w}"),
+                        now_ms: t,
+                        flows,
+                        ..FlowWrite::default()
+                    };
+                    store.write_flows(&write).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let q = FlowQuery {
+            since_ms: t - 60_000,
+            ..FlowQuery::default()
+        };
+        let listed = stores[0].list_flows(&q).await.unwrap();
+        assert_eq!(
+            listed.len(),
+            usize::from(CONNECTIONS),
+            "one row per connection"
+        );
+        for f in &listed {
+            assert_eq!(f.flow.bytes_sent, 400, "the latest counters: {f:?}");
+            assert_eq!(
+                (&f.src, &f.dst),
+                (&workload("web"), &workload("db")),
+                "{f:?}"
+            );
+        }
+        let graph = stores[1]
+            .graph(t - 60_000, Some(t + 3_600_000))
+            .await
+            .unwrap();
+        let flows: u64 = graph.iter().map(|g| g.flows).sum();
+        let bytes: u64 = graph.iter().map(|g| g.bytes).sum();
+        assert_eq!(flows, u64::from(CONNECTIONS));
+        assert_eq!(bytes, u64::from(CONNECTIONS) * 410);
+        assert_eq!(graph.len(), 1, "web to db only: {graph:#?}");
+        assert_eq!(
+            stores[2]
+                .graph_from_flows(t - 60_000, Some(t + 3_600_000))
+                .await
+                .unwrap(),
             graph
         );
     })

@@ -780,6 +780,8 @@ async fn a_batch_of_a_thousand_flows_writes_quickly() {
                     bytes_received: 4_000,
                     packets_received: 6,
                     outcome: None,
+                    retransmits: 0,
+                    rtt_us: None,
                     reporter: Reporter::File("bench".into()),
                     local: None,
                 };
@@ -823,6 +825,102 @@ async fn a_batch_of_a_thousand_flows_writes_quickly() {
         times[2]
     );
     assert_eq!(store.flow_counts().await.unwrap().flows(), 6_000);
+}
+
+/// The worst case of merging: every flow of a batch of 1 000 is an
+/// interim record of a stored connection, so each rewrites its row and
+/// moves its graph contribution.
+#[tokio::test]
+async fn a_batch_of_a_thousand_interim_records_merges_quickly() {
+    use hallmark_flows::{
+        Endpoint, Flow, Initiator, Protocol, Reporter, StoredFlow, WorkloadEndpoint,
+    };
+    use hallmark_store::FlowWrite;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db.sqlite3"))
+        .await
+        .unwrap();
+    let t = 1_700_000_000_000;
+    let end = |n: usize| {
+        Endpoint::Workload(WorkloadEndpoint {
+            context: "prod".into(),
+            node: "n1".into(),
+            container_id: format!("{n:064x}"),
+            name: format!("svc{}", n % 10),
+            spiffe_ids: vec![format!("spiffe://example.org/svc{}", n % 10)],
+            ..WorkloadEndpoint::default()
+        })
+    };
+    let batch = |round: u64| {
+        let flows: Vec<StoredFlow> = (0..1_000usize)
+            .map(|i| {
+                let start = t + i as i64 * 50;
+                let flow = Flow {
+                    start_ms: start,
+                    end_ms: start + 30_000 * (round as i64 + 1),
+                    protocol: Protocol::Tcp,
+                    src: format!("10.0.{}.{}:{}", i % 50, i % 200, 30_000 + i)
+                        .parse()
+                        .unwrap(),
+                    dst: format!("10.1.0.{}:443", i % 40).parse().unwrap(),
+                    initiator: Initiator::Source,
+                    bytes_sent: 1_000 * (round + 1),
+                    packets_sent: 5 * (round + 1),
+                    bytes_received: 4_000,
+                    packets_received: 6,
+                    outcome: None,
+                    retransmits: round,
+                    rtt_us: Some(300),
+                    reporter: Reporter::Agent(format!("n{}", i % 4)),
+                    local: None,
+                };
+                StoredFlow::new(flow, end(i % 50), end(50 + i % 40), start + 1_000)
+            })
+            .collect();
+        FlowWrite {
+            server_id: "s1".into(),
+            now_ms: t,
+            flows,
+            ..FlowWrite::default()
+        }
+    };
+    let first = store.write_flows(&batch(0)).await.unwrap();
+    assert_eq!(first.merged, 0);
+    let mut times = Vec::new();
+    for round in 1..=5 {
+        let w = batch(round);
+        let started = Instant::now();
+        let written = store.write_flows(&w).await.unwrap();
+        times.push(started.elapsed());
+        assert_eq!(written.merged, 1_000);
+        assert_eq!(
+            written.flow_ids, first.flow_ids,
+            "every record found its row"
+        );
+    }
+    times.sort();
+    println!("write of 1000 interim records merged into stored rows on SQLite (file, synchronous=FULL): median {:?}, all {times:?}", times[2]);
+    assert!(
+        times[2] < Duration::from_secs(2),
+        "a batch of 1000 merged records took {:?}",
+        times[2]
+    );
+    assert_eq!(store.flow_counts().await.unwrap().flows(), 1_000);
+    let graph = store.graph(t, Some(t + 3_600_000)).await.unwrap();
+    assert_eq!(graph.iter().map(|g| g.flows).sum::<u64>(), 1_000);
+    assert_eq!(
+        graph.iter().map(|g| g.bytes).sum::<u64>(),
+        1_000 * (6_000 + 4_000),
+        "the graph holds the last records' bytes"
+    );
+    assert_eq!(
+        store
+            .graph_from_flows(t, Some(t + 3_600_000))
+            .await
+            .unwrap(),
+        graph
+    );
 }
 
 const FLOWS_CHILD_DB: &str = "HALLMARK_STORE_FLOWS_CHILD_DB";
@@ -905,6 +1003,8 @@ fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
         bytes_received: 0,
         packets_received: 0,
         outcome: None,
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("crash".into()),
         local: None,
     };
@@ -934,6 +1034,7 @@ fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
                 StoredFlow::new(flow(i), src, dst, t)
             })
             .collect(),
+        ..hallmark_store::FlowWrite::default()
     }
 }
 
@@ -994,4 +1095,28 @@ async fn verify_flows_after_kill(db: &Path, round: u32, acked: u64) {
         "round {round}: the graph counts other flows than are stored"
     );
     store.close().await;
+}
+
+/// A flow held back before flows had retransmits, RTTs and units is still
+/// taken up after the upgrade: its pending row is the old JSON.
+#[tokio::test]
+async fn pending_flows_stored_before_the_capture_fields_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite3");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let old = r#"{"start_ms":1700000000000,"end_ms":1700000000040,"protocol":"tcp","src":"10.0.0.1:40000","dst":"10.0.0.2:443","initiator":"source","bytes_sent":512,"packets_sent":4,"reporter":{"kind":"agent","name":"n1"},"local":{"side":"source","owner":{"kind":"node","context":"prod","node":"n1"}}}"#;
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&db))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO flow_pending (server_id, received_ms, flow) VALUES ('s1', 1, $1)")
+        .bind(old)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let pending = store.pending_flows("s1", 2, 0).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    let f = &pending[0].flow;
+    assert_eq!((f.bytes_sent, f.retransmits, f.rtt_us), (512, 0, None));
+    assert_eq!(f.local.as_ref().unwrap().unit, "");
 }

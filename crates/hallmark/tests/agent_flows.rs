@@ -48,6 +48,8 @@ fn flow(src: &str, dst: &str, at_ms: i64, local: Option<LocalSide>) -> Flow {
         bytes_received: 2048,
         packets_received: 3,
         outcome: None,
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::Agent("n1".into()),
         local,
     }
@@ -116,6 +118,7 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
             side: Side::Source,
             owner: owner.clone(),
             by_port: false,
+            unit: String::new(),
         }),
     )));
     assert!(sink.try_send(flow(
@@ -126,6 +129,7 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
             side: Side::Source,
             owner: owner.clone(),
             by_port: false,
+            unit: String::new(),
         })
     )));
 

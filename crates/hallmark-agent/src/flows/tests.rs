@@ -32,6 +32,8 @@ fn flow(n: u32) -> Flow {
         bytes_received: 300,
         packets_received: 3,
         outcome: Some(TcpOutcome::Established),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::Agent("n1".into()),
         local: None,
     }
@@ -87,6 +89,7 @@ fn a_flow_maps_to_its_wire_record() {
             container_id: "c1".into(),
         },
         by_port: true,
+        unit: String::new(),
     });
     let r = to_record(&f);
     assert_eq!(
@@ -108,6 +111,7 @@ fn a_flow_maps_to_its_wire_record() {
             local_side: "destination".into(),
             local_container_id: "c1".into(),
             local_by_port: true,
+            ..pb::FlowRecord::default()
         }
     );
     f.local = Some(LocalSide {
@@ -117,6 +121,7 @@ fn a_flow_maps_to_its_wire_record() {
             node: "n1".into(),
         },
         by_port: false,
+        unit: String::new(),
     });
     f.initiator = Initiator::Unknown;
     f.outcome = Some(TcpOutcome::TimedOut);

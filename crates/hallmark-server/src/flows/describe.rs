@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hallmark_core::TrustDomain;
-use hallmark_flows::{EndAttribution, Endpoint, Owner, WorkloadEndpoint};
+use hallmark_flows::{EndAttribution, Endpoint, Flow, Owner, Side, WorkloadEndpoint};
 use hallmark_store::Store;
 
 /// How long a description is reused before the inventory is read again.
@@ -86,6 +86,7 @@ impl Describer {
                     .agent_id(node)
                     .map(|id| id.to_string())
                     .unwrap_or_default(),
+                unit: String::new(),
             },
             Owner::Workload {
                 context,
@@ -113,6 +114,41 @@ impl Describer {
                 }
             }
         }
+    }
+}
+
+/// `end` with the unit of the host process the reporter saw at its own
+/// end, when `end` describes `side` of `flow`, that side is the reporter's
+/// local side and the node itself owned it.
+pub(crate) fn with_local_unit(
+    end: Endpoint,
+    attribution: &EndAttribution,
+    flow: &Flow,
+    side: Side,
+) -> Endpoint {
+    let Some(local) = flow
+        .local
+        .as_ref()
+        .filter(|l| l.side == side && !l.unit.is_empty())
+    else {
+        return end;
+    };
+    match (end, attribution) {
+        (
+            Endpoint::Node {
+                context,
+                node,
+                spiffe_id,
+                ..
+            },
+            EndAttribution::Local(_),
+        ) => Endpoint::Node {
+            context,
+            node,
+            spiffe_id,
+            unit: local.unit.clone(),
+        },
+        (end, _) => end,
     }
 }
 

@@ -312,6 +312,11 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
         s.metrics.clone(),
         tailing,
     );
+    // Two ends stamp a connection up to the clock skew apart, plus the
+    // time between the connect and the accept.
+    p.merge_window_ms = i64::try_from(s.config.clock_skew.as_millis())
+        .unwrap_or(i64::MAX)
+        .saturating_add(250);
     p.resume(pending).await;
     let mut tasks = vec![tokio::spawn(p.run(rx, s.shutdown.clone()))];
     if tailing {

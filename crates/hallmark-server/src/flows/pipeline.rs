@@ -11,13 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use hallmark_core::time::unix_millis;
 use hallmark_flows::{
-    AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Owner, StoredFlow,
+    AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Owner, Side, StoredFlow,
 };
 use hallmark_store::flows::FlowWrite;
 use hallmark_store::Store;
 use tokio::sync::{mpsc, watch};
 
-use super::describe::Describer;
+use super::describe::{with_local_unit, Describer};
 use super::Submission;
 use crate::metrics::ServerMetrics;
 
@@ -120,6 +120,9 @@ pub(crate) struct Pipeline {
     /// Whether evidence comes back through the datastore tail (shared
     /// datastore) rather than being recorded at once.
     pub tailing: bool,
+    /// How far apart two reports of one connection may start
+    /// ([`FlowWrite::merge_window_ms`]).
+    pub merge_window_ms: i64,
     /// Pending row IDs of held flows, by flow.
     pending: HashMap<FlowKey, VecDeque<i64>>,
 }
@@ -142,6 +145,7 @@ impl Pipeline {
             counters,
             metrics,
             tailing,
+            merge_window_ms: hallmark_flows::DEFAULT_MERGE_WINDOW_MS,
             pending: HashMap::new(),
         }
     }
@@ -324,9 +328,11 @@ impl Pipeline {
             pending_add: held,
             pending_done,
             flows,
+            merge_window_ms: self.merge_window_ms,
         };
         match self.store.write_flows(&write).await {
             Ok(written) => {
+                self.metrics.flows_merged.inc_by(written.merged);
                 for (key, id) in held_keys.into_iter().zip(written.pending_ids) {
                     self.pending.entry(key).or_default().push_back(id);
                 }
@@ -367,10 +373,12 @@ impl Pipeline {
                 .describer
                 .endpoint(&af.src, src_owner.as_ref(), now)
                 .await;
+            let src = with_local_unit(src, &af.src, &af.flow, Side::Source);
             let dst = self
                 .describer
                 .endpoint(&af.dst, dst_owner.as_ref(), now)
                 .await;
+            let dst = with_local_unit(dst, &af.dst, &af.flow, Side::Destination);
             out.push(StoredFlow::new(af.flow, src, dst, now));
         }
         out

@@ -343,3 +343,68 @@ fn heartbeats_from_a_wrong_clock_are_refused() {
     let e = evidence_from_heartbeat("n1", &hb, 5).unwrap_err();
     assert_eq!(e.reason(), "bad-ip");
 }
+
+#[tokio::test]
+async fn both_reports_of_one_connection_are_one_flow_with_the_host_unit() {
+    let f = fixture().await;
+    let t0 = now_ms() - 10_000;
+    report_workload(&f, 'b', "db", "10.0.0.6", &["spiffe://flows.test/db"], t0).await;
+    for i in 0..=10 {
+        f.heartbeat(
+            t0 + i * 1000,
+            &[("10.0.0.6", &cid('b')), ("192.168.1.1", "")],
+        )
+        .await;
+    }
+    // A host process of the node connects to the db container; the agent
+    // sees the connect and the accept, a few ms apart.
+    let mut client = rec("192.168.1.1:50000", "10.0.0.6:5432", t0 + 4000);
+    client.initiator = "source".into();
+    client.local_side = "source".into();
+    client.local_unit = "backup.service".into();
+    client.retransmits = 3;
+    client.rtt_us = 420;
+    let mut server = rec("192.168.1.1:50000", "10.0.0.6:5432", t0 + 4003);
+    server.initiator = "source".into();
+    server.local_side = "destination".into();
+    server.local_container_id = cid('b');
+    server.bytes_sent = 350;
+    for (id, r) in [(1, client), (2, server)] {
+        let batch = pb::FlowBatch {
+            context_name: "prod".into(),
+            batch_id: id,
+            flows: vec![r],
+            dropped_flows: 0,
+        };
+        let ack = api::report_flows(&f.started.engine, &f.metrics, &f.agent(), batch)
+            .await
+            .unwrap();
+        assert_eq!(ack.rejected, 0);
+    }
+    let list = wait_for("the merged flow", async || {
+        let l = f.list().await;
+        (l.iter().any(|s| s.flow.bytes_sent == 350)).then_some(l)
+    })
+    .await;
+    assert_eq!(list.len(), 1, "one flow per connection: {list:#?}");
+    let flow = &list[0];
+    assert_eq!(flow.status, FlowStatus::Attributed, "{flow:?}");
+    assert!(
+        matches!(&flow.src, Endpoint::Node { node, unit, .. } if node == "n1" && unit == "backup.service"),
+        "{:?}",
+        flow.src
+    );
+    assert!(
+        matches!(&flow.dst, Endpoint::Workload(w) if w.name == "db"),
+        "{:?}",
+        flow.dst
+    );
+    assert_eq!((flow.flow.retransmits, flow.flow.rtt_us), (3, Some(420)));
+    assert_eq!(flow.flow.start_ms, t0 + 4000);
+    let metrics = f.metrics.render();
+    assert!(
+        metrics.contains("hallmark_server_flows_merged_total 1"),
+        "{metrics}"
+    );
+    f.stop().await;
+}

@@ -203,6 +203,10 @@ pub(super) struct FlowColumns {
     pub bytes_received: i64,
     pub packets_received: i64,
     pub outcome: Option<String>,
+    pub retransmits: i64,
+    pub rtt_us: Option<i64>,
+    /// Set for flows whose reports are merged per connection.
+    pub conn_key: Option<Vec<u8>>,
     pub reporter: String,
     pub local_side: Option<String>,
     pub status: &'static str,
@@ -216,9 +220,25 @@ pub(super) struct FlowColumns {
 /// Columns of `flows` in [`FlowColumns`]' order, after which the four
 /// dictionary ids follow.
 pub(super) const FLOW_INSERT_COLUMNS: &str = "start_ms, end_ms, protocol, src_ip, src_port, dst_ip, dst_port, initiator, \
-     bytes_sent, packets_sent, bytes_received, packets_received, outcome, reporter, local_side, status, \
-     attributed_ms, src_endpoint, dst_endpoint, src_key, dst_key";
-pub(super) const FLOW_INSERT_WIDTH: usize = 21;
+     bytes_sent, packets_sent, bytes_received, packets_received, outcome, retransmits, rtt_us, conn_key, \
+     reporter, local_side, status, attributed_ms, src_endpoint, dst_endpoint, src_key, dst_key";
+pub(super) const FLOW_INSERT_WIDTH: usize = 24;
+
+/// The key of a connection whose reports are merged: the first 16 bytes
+/// of the SHA-256 of its protocol, source and destination; `None` for a
+/// flow that is not merged ([`Flow::is_mergeable`]).
+pub(super) fn conn_key(f: &Flow) -> Option<Vec<u8>> {
+    if !f.is_mergeable() {
+        return None;
+    }
+    let mut h = Sha256::new();
+    h.update([f.protocol.number()]);
+    for a in [f.src, f.dst] {
+        h.update(ip_column(a.ip()));
+        h.update(a.port().to_be_bytes());
+    }
+    Some(h.finalize()[..16].to_vec())
+}
 
 /// One identity-graph bucket to add, keyed as the table is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,15 +273,24 @@ pub(super) struct EncodedWrite {
     pub endpoints: Entries,
     pub owners: Entries,
     pub flows: Vec<FlowColumns>,
+    /// Stored rows a report was merged into, by id, as they are now.
+    pub updates: Vec<(i64, FlowColumns)>,
     pub buckets: BTreeMap<BucketKey, BucketSums>,
     pub evidence: Vec<EvidenceColumns>,
     pub pending: Vec<String>,
 }
 
 impl EncodedWrite {
-    /// Encodes the batch, refusing values no column can hold (counters past
-    /// `i64::MAX`) before anything is written.
-    pub fn new(w: &FlowWrite) -> Result<Self> {
+    /// Encodes the batch: `w`'s evidence and pending flows, the flows to
+    /// `insert`, and the stored rows to `update` (their id, the row as
+    /// stored, the row merged), whose stored graph contributions are taken
+    /// back and merged ones added. Refuses values no column can hold
+    /// (counters past `i64::MAX`) before anything is written.
+    pub fn new(
+        w: &FlowWrite,
+        insert: &[&StoredFlow],
+        update: &[(i64, &StoredFlow, &StoredFlow)],
+    ) -> Result<Self> {
         let mut endpoints = Entries::new();
         let mut owners = Entries::new();
         // One batch names few endpoints many times: each is encoded once.
@@ -283,13 +312,12 @@ impl EncodedWrite {
             note(&mut endpoints, key_text, 1, minute);
             Ok((full, key))
         };
-        let mut flows = Vec::with_capacity(w.flows.len());
         let mut buckets: BTreeMap<BucketKey, BucketSums> = BTreeMap::new();
-        for s in &w.flows {
+        let mut encode = |s: &StoredFlow| -> Result<FlowColumns> {
             let f = &s.flow;
             let (src_endpoint, src_key) = ends(&s.src, f.start_ms)?;
             let (dst_endpoint, dst_key) = ends(&s.dst, f.start_ms)?;
-            let cols = FlowColumns {
+            Ok(FlowColumns {
                 start_ms: f.start_ms,
                 end_ms: f.end_ms,
                 protocol: i64::from(f.protocol.number()),
@@ -303,6 +331,9 @@ impl EncodedWrite {
                 bytes_received: u64_column("bytes_received", f.bytes_received)?,
                 packets_received: u64_column("packets_received", f.packets_received)?,
                 outcome: f.outcome.map(|o| outcome_column(o).to_string()),
+                retransmits: u64_column("retransmits", f.retransmits)?,
+                rtt_us: f.rtt_us.map(i64::from),
+                conn_key: conn_key(f),
                 reporter: reporter_column(&f.reporter),
                 local_side: f
                     .local
@@ -315,9 +346,20 @@ impl EncodedWrite {
                 dst_endpoint,
                 src_key,
                 dst_key,
-            };
-            add_to_bucket(&mut buckets, &cols)?;
+            })
+        };
+        let mut flows = Vec::with_capacity(insert.len());
+        for s in insert {
+            let cols = encode(s)?;
+            add_to_bucket(&mut buckets, &cols, 1)?;
             flows.push(cols);
+        }
+        let mut updates = Vec::with_capacity(update.len());
+        for (id, stored, merged) in update {
+            add_to_bucket(&mut buckets, &encode(stored)?, -1)?;
+            let cols = encode(merged)?;
+            add_to_bucket(&mut buckets, &cols, 1)?;
+            updates.push((*id, cols));
         }
         let mut evidence = Vec::with_capacity(w.evidence.len());
         for ev in &w.evidence {
@@ -339,6 +381,7 @@ impl EncodedWrite {
             endpoints,
             owners,
             flows,
+            updates,
             buckets,
             evidence,
             pending,
@@ -346,8 +389,15 @@ impl EncodedWrite {
     }
 }
 
-/// Adds one flow to its bucket, by the rules of `hallmark_flows::buckets_of`.
-fn add_to_bucket(buckets: &mut BTreeMap<BucketKey, BucketSums>, f: &FlowColumns) -> Result<()> {
+/// Adds one flow to its bucket (`sign` 1), by the rules of
+/// `hallmark_flows::buckets_of`, or takes a stored one back (`sign` -1).
+/// A flow taken back leaves the bucket's first and last times as they
+/// are: they bound the flows in it.
+fn add_to_bucket(
+    buckets: &mut BTreeMap<BucketKey, BucketSums>,
+    f: &FlowColumns,
+    sign: i64,
+) -> Result<()> {
     let key = BucketKey {
         minute_ms: minute_of(f.start_ms),
         src_key: f.src_key,
@@ -366,6 +416,7 @@ fn add_to_bucket(buckets: &mut BTreeMap<BucketKey, BucketSums>, f: &FlowColumns)
     let bytes = f
         .bytes_sent
         .checked_add(f.bytes_received)
+        .and_then(|n| n.checked_mul(sign))
         .and_then(|n| n.checked_add(b.bytes))
         .ok_or_else(|| {
             StoreError::Database(sqlx::Error::Encode(
@@ -376,13 +427,15 @@ fn add_to_bucket(buckets: &mut BTreeMap<BucketKey, BucketSums>, f: &FlowColumns)
                 .into(),
             ))
         })?;
-    b.flows += 1;
+    b.flows += sign;
     b.bytes = bytes;
-    b.first_ms = b.first_ms.min(f.start_ms);
-    b.last_ms = b.last_ms.max(f.end_ms);
+    if sign > 0 {
+        b.first_ms = b.first_ms.min(f.start_ms);
+        b.last_ms = b.last_ms.max(f.end_ms);
+    }
     match f.outcome.as_deref() {
-        Some("refused") => b.refused += 1,
-        Some("reset") => b.reset += 1,
+        Some("refused") => b.refused += sign,
+        Some("reset") => b.reset += sign,
         _ => {}
     }
     Ok(())
@@ -420,7 +473,7 @@ pub(super) fn parse_endpoint(
 /// Columns read from `flows`, aliased to [`FlowRow`]'s fields.
 pub(super) const FLOW_SELECT_COLUMNS: &str = "f.id, f.start_ms, f.end_ms, f.protocol, f.src_ip, f.src_port, f.dst_ip, \
      f.dst_port, f.initiator, f.bytes_sent, f.packets_sent, f.bytes_received, f.packets_received, f.outcome, \
-     f.reporter, f.local_side, f.status, f.attributed_ms, f.src_endpoint, f.dst_endpoint, \
+     f.retransmits, f.rtt_us, f.reporter, f.local_side, f.status, f.attributed_ms, f.src_endpoint, f.dst_endpoint, \
      s.endpoint AS src_text, d.endpoint AS dst_text";
 
 /// The joins [`FLOW_SELECT_COLUMNS`] reads the ends' texts from.
@@ -443,6 +496,8 @@ pub(super) struct FlowRow {
     pub bytes_received: i64,
     pub packets_received: i64,
     pub outcome: Option<String>,
+    pub retransmits: i64,
+    pub rtt_us: Option<i64>,
     pub reporter: String,
     pub local_side: Option<String>,
     pub status: String,
@@ -491,6 +546,14 @@ impl FlowRow {
                 .outcome
                 .as_deref()
                 .map(|o| parse_outcome(o).ok_or_else(|| corrupt(T, id, "outcome", o)))
+                .transpose()?,
+            retransmits: count(T, id, "retransmits", self.retransmits)?,
+            rtt_us: self
+                .rtt_us
+                .map(|n| {
+                    u32::try_from(n)
+                        .map_err(|_| corrupt(T, id, "rtt_us", format!("{n} is not 0-{}", u32::MAX)))
+                })
                 .transpose()?,
             reporter: parse_reporter(&self.reporter)
                 .ok_or_else(|| corrupt(T, id, "reporter", &self.reporter))?,

@@ -17,7 +17,7 @@ use crate::codec::decode_error;
 use crate::{Result, StoreError};
 
 /// Most rows one statement writes: far below either database's limit on
-/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 21 per row.
+/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 24 per row.
 const CHUNK_ROWS: usize = 512;
 
 /// Row ranges of at most [`CHUNK_ROWS`], the last ones of power-of-two
@@ -343,6 +343,7 @@ where
     Option<i64>: SqlValue<DB>,
     Option<String>: SqlValue<DB>,
     Vec<u8>: SqlValue<DB>,
+    Option<Vec<u8>>: SqlValue<DB>,
 {
     let mut ids = Vec::with_capacity(enc.flows.len());
     let id = |h: &Hash| dictionary_id(endpoints, h, ENDPOINTS.table);
@@ -367,6 +368,9 @@ where
                 .bind(f.bytes_received)
                 .bind(f.packets_received)
                 .bind(&f.outcome)
+                .bind(f.retransmits)
+                .bind(f.rtt_us)
+                .bind(&f.conn_key)
                 .bind(f.reporter.as_str())
                 .bind(&f.local_side)
                 .bind(f.status)
@@ -379,6 +383,92 @@ where
         ids.extend(insert_returning_ids::<DB>(conn, q, "flows", range.len()).await?);
     }
     Ok(ids)
+}
+
+/// Rewrites the stored rows reports were merged into. What a merge keeps
+/// (addresses, protocol, initiator, reporter, local side, connection key)
+/// is left as stored.
+pub(super) async fn update_flows<DB>(
+    conn: &mut DB::Connection,
+    enc: &EncodedWrite,
+    endpoints: &HashMap<Hash, i64>,
+) -> Result<()>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    for<'s> &'s str: Encode<'s, DB> + Type<DB>,
+{
+    let id = |h: &Hash| dictionary_id(endpoints, h, ENDPOINTS.table);
+    let mut rows: Vec<&(i64, super::flow_rows::FlowColumns)> = enc.updates.iter().collect();
+    // Row locks in id order.
+    rows.sort_by_key(|(row, _)| *row);
+    for (row, f) in rows {
+        let done = sqlx::query(
+            "UPDATE flows SET start_ms = $1, end_ms = $2, bytes_sent = $3, packets_sent = $4, \
+             bytes_received = $5, packets_received = $6, outcome = $7, retransmits = $8, rtt_us = $9, \
+             status = $10, attributed_ms = $11, src_endpoint = $12, dst_endpoint = $13, \
+             src_key = $14, dst_key = $15 WHERE id = $16",
+        )
+        .bind(f.start_ms)
+        .bind(f.end_ms)
+        .bind(f.bytes_sent)
+        .bind(f.packets_sent)
+        .bind(f.bytes_received)
+        .bind(f.packets_received)
+        .bind(&f.outcome)
+        .bind(f.retransmits)
+        .bind(f.rtt_us)
+        .bind(f.status)
+        .bind(f.attributed_ms)
+        .bind(id(&f.src_endpoint)?)
+        .bind(id(&f.dst_endpoint)?)
+        .bind(id(&f.src_key)?)
+        .bind(id(&f.dst_key)?)
+        .bind(*row)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            // Read under the merge lock in this transaction: only a prune
+            // racing the merge removes it, and the batch is retried whole.
+            return Err(StoreError::NotFound(format!(
+                "flow {row}, which a report of the same connection was merged into, \
+                 was pruned during the write; write the batch again"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the graph buckets of `minutes` that merges emptied: a merged
+/// flow whose ends became known moved to another key.
+pub(super) async fn delete_empty_buckets<DB>(
+    conn: &mut DB::Connection,
+    minutes: &[i64],
+) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut deleted = 0;
+    for range in chunks(minutes.len()) {
+        let sql = format!(
+            "DELETE FROM flow_graph WHERE flows <= 0 AND minute_ms IN {}",
+            in_list::<DB>(range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for m in &minutes[range] {
+            q = q.bind(*m);
+        }
+        deleted += q.execute(&mut *conn).await?.rows_affected();
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! narrowed in SQL and decided by [`FlowQuery::matches`].
 //!
 //! Lock order, so that servers sharing PostgreSQL never wait on each other
-//! in a cycle: the server's liveness row, dictionary rows (by hash), graph
-//! buckets (by key), pending rows, then the tail lock, held while flows and
-//! evidence take their ids and until commit. Ids taken under that lock
+//! in a cycle: the merge lock (batches with mergeable flows), the server's
+//! liveness row, dictionary rows (by hash), graph buckets (by key), pending
+//! rows, then the tail lock, held while flows and evidence take their ids
+//! and until commit, and last the merged flow rows (by id). Ids taken under that lock
 //! follow commit order, so a reader tailing by id (`evidence_after`,
 //! `flows list --follow`) never sees a later id before an earlier one
 //! commits: without it, a transaction that took an id first but committed
@@ -19,12 +20,14 @@ use hallmark_flows::{
 };
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
+use super::flow_merge::{stored_connections, MergePlan};
 use super::flow_rows::{
     cidr_range, ip_column, minute_ceil, minute_of, EncodedWrite, EvidenceRow, FlowRow, GraphRow,
     ENDPOINTS, EVIDENCE_SELECT, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
 };
 use super::flow_write::{
-    add_buckets, add_pending, delete_pending, insert_evidence, insert_flows, intern, note_alive,
+    add_buckets, add_pending, delete_empty_buckets, delete_pending, insert_evidence, insert_flows,
+    intern, note_alive, update_flows,
 };
 use super::{Backend, RowsAffected, SqlStore, SqlValue};
 use crate::codec::decode_error;
@@ -37,6 +40,10 @@ const LIST_PAGE: usize = 1_000;
 const MAX_LISTED_ENDPOINTS: usize = 500;
 /// The lock whose holders take flow and evidence ids in commit order.
 const TAIL_LOCK: &str = "flow tail";
+/// The lock writers of mergeable flows take first, one at a time, so two
+/// reports of one connection written at once by two servers still find
+/// each other.
+const MERGE_LOCK: &str = "flow merge";
 /// The lock adopting servers take, one at a time.
 const PENDING_LOCK: &str = "flow pending";
 
@@ -69,29 +76,51 @@ where
     String: SqlValue<DB>,
     Option<String>: SqlValue<DB>,
     Vec<u8>: SqlValue<DB>,
+    Option<Vec<u8>>: SqlValue<DB>,
 {
     async fn write_flows(&self, w: &FlowWrite) -> Result<FlowWritten> {
-        let enc = EncodedWrite::new(w)?;
+        let merging = w.flows.iter().any(|f| f.flow.is_mergeable());
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let conn: &mut DB::Connection = &mut tx;
+        if merging {
+            DB::lock_named(conn, MERGE_LOCK).await?;
+        }
         note_alive::<DB>(conn, &w.server_id, w.now_ms).await?;
+        let stored = if merging {
+            stored_connections::<DB>(conn, &w.flows, w.merge_window_ms).await?
+        } else {
+            Vec::new()
+        };
+        let plan = MergePlan::new(&w.flows, stored, w.merge_window_ms);
+        let enc = EncodedWrite::new(w, &plan.inserts(), &plan.updates())?;
         let endpoints = intern::<DB>(conn, &ENDPOINTS, &enc.endpoints).await?;
         let owners = intern::<DB>(conn, &OWNERS, &enc.owners).await?;
         let graph_rows = add_buckets::<DB>(conn, &enc, &endpoints).await?;
+        // Only a bucket a merge took a flow out of can have become empty.
+        let mut emptied: Vec<i64> = enc
+            .buckets
+            .iter()
+            .filter(|(_, s)| s.flows < 0)
+            .map(|(k, _)| k.minute_ms)
+            .collect();
+        emptied.dedup();
+        delete_empty_buckets::<DB>(conn, &emptied).await?;
         let pending_done = delete_pending::<DB>(conn, &w.pending_done).await?;
         let pending_ids = add_pending::<DB>(conn, &w.server_id, w.now_ms, &enc.pending).await?;
         if !enc.evidence.is_empty() || !enc.flows.is_empty() {
             DB::lock_named(conn, TAIL_LOCK).await?;
         }
         let evidence_ids = insert_evidence::<DB>(conn, &enc, &owners).await?;
-        let flow_ids = insert_flows::<DB>(conn, &enc, &endpoints).await?;
+        let inserted = insert_flows::<DB>(conn, &enc, &endpoints).await?;
+        update_flows::<DB>(conn, &enc, &endpoints).await?;
         tx.commit().await?;
         Ok(FlowWritten {
             pending_ids,
-            flow_ids,
+            flow_ids: plan.flow_ids(&inserted),
             evidence_ids,
             pending_done,
             graph_rows,
+            merged: plan.merged,
         })
     }
 

@@ -20,6 +20,7 @@ use crate::{Result, StoreError};
 
 mod authority;
 mod federation;
+mod flow_merge;
 mod flow_rows;
 mod flow_write;
 mod flows;

@@ -36,6 +36,7 @@ pub(super) async fn list_filters(store: &dyn Store, run: &Run) {
         context: run.context("lf"),
         node: "n1".into(),
         spiffe_id: run.agent("n1").to_string(),
+        unit: String::new(),
     };
     let corp = Endpoint::External {
         network: "corp".into(),

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use hallmark_flows::{
-    buckets_of, Endpoint, Evidence, EvidenceKind, Flow, FlowQuery, GraphBucket, Initiator,
-    LocalSide, Owner, OwnershipKey, Protocol, Reporter, Side, StoredFlow, TcpOutcome,
+    buckets_of, Endpoint, Evidence, EvidenceKind, Flow, FlowQuery, FlowStatus, GraphBucket,
+    Initiator, LocalSide, Owner, OwnershipKey, Protocol, Reporter, Side, StoredFlow, TcpOutcome,
     UnattributedReason, WorkloadEndpoint,
 };
 
@@ -20,6 +20,7 @@ use crate::flows::{FlowWrite, FlowWritten};
 use crate::prelude::*;
 
 mod listing;
+mod merging;
 mod retention;
 
 const MINUTE: i64 = 60_000;
@@ -33,6 +34,7 @@ pub(super) async fn run_all(store: &dyn Store, run: &Run) {
     pending(store, run).await;
     atomic_writes(store, run).await;
     evidence(store, run).await;
+    merging::merging(store, run).await;
     retention::pruning(store, run).await;
 }
 
@@ -78,6 +80,8 @@ fn tcp(src: &str, dst: &str, start_ms: i64) -> Flow {
         bytes_received: 800,
         packets_received: 3,
         outcome: Some(TcpOutcome::Established),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("conformance.log".into()),
         local: None,
     }
@@ -197,11 +201,13 @@ async fn round_trip(store: &dyn Store, run: &Run) {
         context: run.context("rt"),
         node: "n1".into(),
         spiffe_id: run.agent("n1").to_string(),
+        unit: String::new(),
     };
     let bare_node = Endpoint::Node {
         context: run.context("rt"),
         node: "n3".into(),
         spiffe_id: String::new(),
+        unit: String::new(),
     };
     let corp = Endpoint::External {
         network: "corp".into(),
@@ -227,6 +233,7 @@ async fn round_trip(store: &dyn Store, run: &Run) {
         side: Side::Source,
         owner: run.owner("web"),
         by_port: true,
+        unit: String::new(),
     });
     flows.push(stored(f, node.clone(), corp.clone()));
     let mut f = tcp("10.1.0.4:53000", "10.8.0.1:53", t + 3_000);
@@ -256,6 +263,7 @@ async fn round_trip(store: &dyn Store, run: &Run) {
             node: "n1".into(),
         },
         by_port: false,
+        unit: String::new(),
     });
     flows.push(stored(f, corp.clone(), db.clone()));
     let mut f = tcp("10.1.0.8:40000", "10.1.0.3:5432", t + 5_000);
@@ -295,6 +303,7 @@ async fn pending(store: &dyn Store, run: &Run) {
         side: Side::Source,
         owner: run.owner("p"),
         by_port: false,
+        unit: String::new(),
     });
     let w = FlowWrite {
         server_id: a.clone(),
@@ -420,6 +429,7 @@ async fn atomic_writes(store: &dyn Store, run: &Run) {
         pending_add: vec![good.flow.clone()],
         pending_done: Vec::new(),
         flows: vec![good.clone(), good.clone(), bad],
+        ..FlowWrite::default()
     };
     if let Ok(w) = store.write_flows(&w).await {
         panic!("conformance: a flow ending before it starts must fail the write: {w:?}");

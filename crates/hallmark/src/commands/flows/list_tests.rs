@@ -127,6 +127,8 @@ fn stored(src: Endpoint, dst: Endpoint) -> StoredFlow {
         bytes_received: 50,
         packets_received: 1,
         outcome: Some(TcpOutcome::Refused),
+        retransmits: 0,
+        rtt_us: None,
         reporter: Reporter::File("x".into()),
         local: None,
     };
@@ -167,6 +169,7 @@ fn rows_show_identities_addresses_and_outcome() {
             context: "prod".into(),
             node: "n1".into(),
             spiffe_id: "spiffe://td/hallmark/agent/n1".into(),
+            unit: String::new(),
         },
         Endpoint::External {
             network: "corp".into(),

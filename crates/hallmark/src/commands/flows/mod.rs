@@ -176,11 +176,17 @@ fn describe(e: &Endpoint) -> String {
             context,
             node,
             spiffe_id,
+            unit,
         } => {
-            if spiffe_id.is_empty() {
-                format!("node {context}/{node}")
+            let unit = if unit.is_empty() {
+                String::new()
             } else {
-                format!("{spiffe_id} [node {context}/{node}]")
+                format!(", unit {unit}")
+            };
+            if spiffe_id.is_empty() {
+                format!("node {context}/{node}{unit}")
+            } else {
+                format!("{spiffe_id} [node {context}/{node}{unit}]")
             }
         }
         other => other.to_string(),
@@ -216,8 +222,19 @@ mod tests {
             context: "prod".into(),
             node: "n1".into(),
             spiffe_id: String::new(),
+            unit: String::new(),
         };
         assert_eq!(describe(&n), "node prod/n1");
+        let n = Endpoint::Node {
+            context: "prod".into(),
+            node: "n1".into(),
+            spiffe_id: "spiffe://td/hallmark/agent/n1".into(),
+            unit: "ssh.service".into(),
+        };
+        assert_eq!(
+            describe(&n),
+            "spiffe://td/hallmark/agent/n1 [node prod/n1, unit ssh.service]"
+        );
     }
 
     #[test]

@@ -62,6 +62,12 @@ if ((${#hooks[@]})); then
     done
 fi
 
+# The eBPF objects are committed beside their C sources so that cargo
+# alone builds the agent; rebuilding them (clang from setup.d) must give
+# the same bytes.
+step "eBPF objects match their sources (crates/hallmark-bpf/bpf/build.sh --check)"
+bash crates/hallmark-bpf/bpf/build.sh --check
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 

@@ -27,12 +27,15 @@
 //!   derived as for a caller and reported with the inventory.
 //! - [`flows`]: flow reports (batched, spooled until acknowledged) and
 //!   ownership heartbeats, the agent's evidence for flow attribution.
+//! - [`capture`]: eBPF capture of every connection on the node (programs in
+//!   `hallmark_bpf`), each tagged with its local workload, fed to `flows`.
 
 // Not `forbid(unsafe_code)`: the attestor makes the pidfd and clock
 // syscalls that the PID-reuse guard needs through `libc`.
 
 pub mod attestor;
 pub mod caller;
+pub mod capture;
 mod client;
 pub mod flows;
 pub mod h2_authority;
@@ -77,6 +80,8 @@ pub struct AgentConfig {
     pub inventory: inventory::InventoryConfig,
     /// Flow reporting and ownership heartbeats.
     pub flows: flows::FlowConfig,
+    /// eBPF flow capture (`--flows`).
+    pub capture: capture::CaptureConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,7 @@ pub struct AgentStatus {
     metrics: Arc<metrics::AgentMetrics>,
     inventory: inventory::Inventory,
     flows: flows::Flows,
+    capture: capture::CaptureHandle,
 }
 
 impl AgentStatus {
@@ -123,6 +129,11 @@ impl AgentStatus {
         self.flows.status()
     }
 
+    /// Flow capture: running or why not, drops, map use.
+    pub fn capture(&self) -> capture::CaptureStatus {
+        self.capture.status()
+    }
+
     /// The agent's own SPIFFE ID, once attested.
     pub fn agent_id(&self) -> String {
         self.snapshots.borrow().agent_id.to_string()
@@ -137,6 +148,8 @@ pub struct AgentHandle {
     pub inventory: inventory::Inventory,
     /// Flow reporting; capture sends flows to `flows.sink()`.
     pub flows: flows::Flows,
+    /// eBPF flow capture.
+    pub capture: capture::CaptureHandle,
     metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -155,6 +168,7 @@ impl AgentHandle {
             metrics: self.metrics.clone(),
             inventory: self.inventory.clone(),
             flows: self.flows.clone(),
+            capture: self.capture.clone(),
         }
     }
 
@@ -171,6 +185,7 @@ impl AgentHandle {
 /// Unavailable until the first sync completes.
 pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     config.flows.validate().map_err(AgentError::Config)?;
+    config.capture.validate().map_err(AgentError::Config)?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sync = sync::SyncTask::start(&config, shutdown_rx.clone()).await?;
     let snapshots = sync.snapshots();
@@ -202,6 +217,16 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         shutdown_rx.clone(),
     );
     tasks.extend(flow_tasks);
+    let (capture, capture_task) = capture::start(
+        config.capture.clone(),
+        flows.sink(),
+        inventory.clone(),
+        metrics.clone(),
+        &config.data_dir,
+        shutdown_rx.clone(),
+    )
+    .map_err(AgentError::Config)?;
+    tasks.extend(capture_task);
 
     let listener = socket::bind(&config.socket_path).map_err(|source| AgentError::Socket {
         path: config.socket_path.clone(),
@@ -228,6 +253,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         snapshots,
         inventory,
         flows,
+        capture,
         metrics,
         shutdown,
         tasks,

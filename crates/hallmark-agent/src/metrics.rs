@@ -37,6 +37,18 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// What a capture record was (`tcp`, `tcp-failed`, `udp`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+/// A capture map (`tcp`, `udp`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabels {
+    pub map: String,
+}
+
 /// A histogram family needs a plain constructor to build one per label set.
 pub type LatencyFamily = Family<RuntimeLabels, Histogram, fn() -> Histogram>;
 
@@ -84,6 +96,22 @@ pub struct AgentMetrics {
     pub heartbeats_sent: Counter,
     pub heartbeats_failed: Counter,
     pub heartbeat_addresses: Gauge,
+    /// Capture events lost before they became flows, by reason: in the
+    /// kernel (`ringbuf-full`, `conn-map-full`, `udp-map-full`) or on the
+    /// way to the reporter (`sink-full`, `invalid`, `shutdown`).
+    pub flow_events_dropped: Family<ReasonLabels, Counter>,
+    /// Capture records turned into flows, by kind (`tcp`, `tcp-failed`,
+    /// `tcp-interim`, `udp`, `udp-interim`).
+    pub flow_capture_records: Family<KindLabels, Counter>,
+    /// 1 while eBPF capture is attached.
+    pub flow_capture_up: Gauge,
+    /// 1 for the reason capture is not running (`off`, `no-permission`,
+    /// `no-btf`, ...), while it is not.
+    pub flow_capture_unavailable: Family<ReasonLabels, Gauge>,
+    /// Entries in the capture's kernel maps (`tcp`, `udp`).
+    pub flow_capture_map_entries: Family<MapLabels, Gauge>,
+    /// Capacity of those maps.
+    pub flow_capture_map_capacity: Family<MapLabels, Gauge>,
 }
 
 impl Default for AgentMetrics {
@@ -275,6 +303,42 @@ impl Default for AgentMetrics {
             "Addresses asserted in the last ownership heartbeat",
             heartbeat_addresses.clone(),
         );
+        let flow_events_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "flow_events_dropped",
+            "Capture events lost before they became flows, by reason",
+            flow_events_dropped.clone(),
+        );
+        let flow_capture_records = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "flow_capture_records",
+            "Capture records turned into flows, by kind",
+            flow_capture_records.clone(),
+        );
+        let flow_capture_up = Gauge::default();
+        registry.register(
+            "flow_capture_up",
+            "1 while eBPF flow capture is attached",
+            flow_capture_up.clone(),
+        );
+        let flow_capture_unavailable = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "flow_capture_unavailable",
+            "1 for the reason flow capture is not running",
+            flow_capture_unavailable.clone(),
+        );
+        let flow_capture_map_entries = Family::<MapLabels, Gauge>::default();
+        registry.register(
+            "flow_capture_map_entries",
+            "Entries in the capture's kernel maps",
+            flow_capture_map_entries.clone(),
+        );
+        let flow_capture_map_capacity = Family::<MapLabels, Gauge>::default();
+        registry.register(
+            "flow_capture_map_capacity",
+            "Capacity of the capture's kernel maps",
+            flow_capture_map_capacity.clone(),
+        );
         AgentMetrics {
             registry,
             requests,
@@ -308,6 +372,12 @@ impl Default for AgentMetrics {
             heartbeats_sent,
             heartbeats_failed,
             heartbeat_addresses,
+            flow_events_dropped,
+            flow_capture_records,
+            flow_capture_up,
+            flow_capture_unavailable,
+            flow_capture_map_entries,
+            flow_capture_map_capacity,
         }
     }
 }

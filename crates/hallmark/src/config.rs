@@ -88,6 +88,11 @@ pub struct AgentFile {
     pub resync_interval: Option<String>,
     pub inventory_spool: Option<PathBuf>,
     pub ownership_heartbeat: Option<String>,
+    /// `auto`, `on` or `off`, as `--flows`.
+    pub flows: Option<String>,
+    pub flow_report_interval: Option<String>,
+    pub udp_idle: Option<String>,
+    pub flow_cgroup: Option<String>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {

@@ -21,9 +21,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::containers::*;
+use common::flows::*;
 use common::pcap::{self, Counts, Tuple};
 use common::*;
 use serde_json::Value;
@@ -34,71 +35,6 @@ fn ensure_flow_tools() {
     let script = repo_root().join("scripts/setup.d/30-flow-tools.sh");
     let out = run(Command::new("bash").arg(&script), Duration::from_secs(600));
     assert!(out.success(), "{} failed:\n{out}", script.display());
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
-
-/// A user-defined bridge network, removed when dropped.
-struct Network {
-    name: String,
-    id: String,
-}
-
-impl Network {
-    fn create(subnet: &str) -> Self {
-        let name = unique_name("hm-flows");
-        let out = docker(&["network", "create", "--subnet", subnet, &name]).ok();
-        Network {
-            name,
-            id: out.stdout.trim().to_string(),
-        }
-    }
-
-    /// The Linux bridge behind it.
-    fn bridge(&self) -> String {
-        format!("br-{}", &self.id[..12])
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.name])
-            .output();
-    }
-}
-
-/// A subnet no other test run is likely to hold.
-fn subnet() -> (String, String) {
-    let n = 16 + (std::process::id() % 200);
-    (format!("172.29.{n}.0/24"), format!("172.29.{n}"))
-}
-
-fn flows(server: &TestServer, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["flows", "list", "--since", "1h", "--limit", "10000"];
-    all.extend_from_slice(args);
-    let v = server.json(&all);
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .clone()
-}
-
-fn end_container(end: &Value) -> Option<&str> {
-    (end["kind"] == "workload").then(|| end["container_id"].as_str().unwrap())
-}
-
-fn has_id(end: &Value, id: &str) -> bool {
-    end["spiffe_ids"]
-        .as_array()
-        .is_some_and(|ids| ids.iter().any(|v| v == id))
 }
 
 /// Sums packets and bytes of the stored flows per direction, for flows
@@ -200,23 +136,6 @@ fn stop_tcpdump(child: Child) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn whois(server: &TestServer, ip: &str, at_ms: i64) -> Value {
-    let at = format!("{}", at_ms as f64 / 1000.0);
-    server.json(&["flows", "whois", ip, "--at", &at])
-}
-
-/// The range of `container` on `ip` as `whois` shows it.
-fn range_of(answer: &Value, container: &str) -> Option<(i64, i64)> {
-    answer["ranges"].as_array()?.iter().find_map(|r| {
-        (end_container(&r["owner"]) == Some(container)).then(|| {
-            (
-                r["first_ms"].as_i64().unwrap(),
-                r["last_ms"].as_i64().unwrap(),
-            )
-        })
-    })
-}
-
 #[test]
 fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
     assert!(
@@ -252,7 +171,7 @@ fn containers_are_named_on_both_ends_of_exported_and_logged_flows() {
             &[],
         );
     }
-    let (subnet, prefix) = subnet();
+    let (subnet, prefix) = subnet(0);
     let net = Network::create(&subnet);
     let ip_a = format!("{prefix}.10");
     let ip_b = format!("{prefix}.20");

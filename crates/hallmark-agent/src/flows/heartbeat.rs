@@ -22,7 +22,7 @@ use hallmark_proto::hallmark::node_client::NodeClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-use super::{lock, Shared};
+use super::{lock, PortClaim, Shared};
 use crate::inventory::Inventory;
 
 /// A heartbeat call never waits longer than this (nor than the interval:
@@ -100,7 +100,9 @@ async fn beat(
     } else {
         inventory.workloads()
     };
-    let addresses = heartbeat_addresses(&workloads, &node_ips);
+    let mut addresses = heartbeat_addresses(&workloads, &node_ips);
+    let claims = lock(&shared.port_claims).clone();
+    addresses.extend(port_claim_addresses(&claims, &node_ips));
     let n = addresses.len();
     shared
         .metrics
@@ -188,6 +190,31 @@ pub fn heartbeat_addresses(workloads: &[Workload], node_ips: &[IpAddr]) -> Vec<p
             port: 0,
             container_id: String::new(),
         }))
+        .collect()
+}
+
+/// Host-network workloads' listening ports as `(IP, port)` assertions: a
+/// wildcard bind claims the port on each usable node address of its
+/// family (a `::` bind also takes IPv4 connections).
+pub fn port_claim_addresses(claims: &[PortClaim], node_ips: &[IpAddr]) -> Vec<pb::OwnedAddress> {
+    let mut out = BTreeSet::new();
+    for c in claims {
+        if c.ip.is_unspecified() {
+            for ip in node_ips.iter().filter(|ip| usable_node_ip(**ip)) {
+                if ip.is_ipv4() == c.ip.is_ipv4() || c.ip.is_ipv6() {
+                    out.insert((*ip, c.port, c.container_id.as_str()));
+                }
+            }
+        } else if usable_node_ip(c.ip) {
+            out.insert((c.ip, c.port, c.container_id.as_str()));
+        }
+    }
+    out.into_iter()
+        .map(|(ip, port, id)| pb::OwnedAddress {
+            ip: ip.to_string(),
+            port: u32::from(port),
+            container_id: id.to_string(),
+        })
         .collect()
 }
 

@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use crate::inventory::Inventory;
 use crate::metrics::AgentMetrics;
 
-pub use heartbeat::{heartbeat_addresses, node_addresses, usable_node_ip};
+pub use heartbeat::{heartbeat_addresses, node_addresses, port_claim_addresses, usable_node_ip};
 pub use report::Spool;
 
 /// Flow reporting and ownership heartbeats.
@@ -109,6 +109,18 @@ pub(crate) struct Shared {
     dropped: AtomicU64,
     spool: Mutex<SpoolDepth>,
     heartbeat: Mutex<HeartbeatInfo>,
+    /// Ports host-network workloads listen on, from capture.
+    port_claims: Mutex<Vec<PortClaim>>,
+}
+
+/// A host-network workload's listening port: it owns that port of the
+/// node's address (all of them for a wildcard bind).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortClaim {
+    /// The bound address; unspecified for a wildcard bind.
+    pub ip: IpAddr,
+    pub port: u16,
+    pub container_id: String,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -133,6 +145,7 @@ impl Shared {
             dropped: AtomicU64::new(0),
             spool: Mutex::new(SpoolDepth::default()),
             heartbeat: Mutex::new(HeartbeatInfo::default()),
+            port_claims: Mutex::new(Vec::new()),
         }
     }
 
@@ -175,22 +188,35 @@ impl FlowSink {
     /// counts the flow as dropped, when it is invalid, when the reporter's
     /// buffer is full, or when the agent is shutting down.
     pub fn try_send(&self, flow: Flow) -> bool {
+        self.offer(flow).is_ok()
+    }
+
+    /// [`FlowSink::try_send`], saying why a flow was dropped (one of
+    /// [`reason`]).
+    pub fn offer(&self, flow: Flow) -> Result<(), &'static str> {
         if let Err(e) = flow.validate() {
             tracing::debug!(error = %e, "flow dropped: invalid");
             self.shared.drop_flows(reason::INVALID, 1);
-            return false;
+            return Err(reason::INVALID);
         }
         match self.tx.try_send(flow) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.shared.drop_flows(reason::SINK_FULL, 1);
-                false
+                Err(reason::SINK_FULL)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.shared.drop_flows(reason::SHUTDOWN, 1);
-                false
+                Err(reason::SHUTDOWN)
             }
         }
+    }
+
+    /// The host-network listening ports the heartbeat claims from now on.
+    pub fn set_port_claims(&self, mut claims: Vec<PortClaim>) {
+        claims.sort();
+        claims.dedup();
+        *lock(&self.shared.port_claims) = claims;
     }
 }
 

@@ -28,11 +28,15 @@ pub struct AgentStatusArgs {
 }
 
 pub fn run(a: AgentStatusArgs) -> Result<()> {
-    let path = a.inventory_spool.unwrap_or_else(|| {
-        a.data_dir
-            .unwrap_or_else(|| config::default_home().join("agent"))
-            .join(SPOOL_FILE)
-    });
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(|| config::default_home().join("agent"));
+    let path = a
+        .inventory_spool
+        .unwrap_or_else(|| data_dir.join(SPOOL_FILE));
+    // Written by the agent when capture starts (or cannot), then every few
+    // seconds; missing for an agent that predates capture.
+    let capture = hallmark_agent::capture::read_status(&data_dir).ok();
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "reading the agent's inventory spool {} (is an agent running with this --data-dir?)",
@@ -42,7 +46,11 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
     let doc: SpoolDocument = serde_json::from_str(&text)
         .with_context(|| format!("parsing the inventory spool {}", path.display()))?;
     if a.json {
-        return print_json(&doc);
+        let mut value = serde_json::to_value(&doc)?;
+        if let (Some(obj), Some(c)) = (value.as_object_mut(), &capture) {
+            obj.insert("capture".into(), serde_json::to_value(c)?);
+        }
+        return print_json(&value);
     }
     let r = &doc.runtime;
     let count = |s: WorkloadState| doc.workloads.iter().filter(|w| w.state == s).count();
@@ -76,11 +84,53 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
             .filter(|w| w.confidence != hallmark_core::Confidence::Full)
             .count()
     )?;
+    match &capture {
+        Some(c) => print_capture(c)?,
+        None => outln!(
+            "flow capture   unknown (no {} in the data directory)",
+            hallmark_agent::capture::STATUS_FILE
+        )?,
+    }
     let age_ms = unix_millis(SystemTime::now()) - doc.written_at_ms;
     outln!(
         "as of          {} s ago ({})",
         age_ms / 1000,
         path.display()
     )?;
+    Ok(())
+}
+
+fn print_capture(c: &hallmark_agent::capture::CaptureStatus) -> Result<()> {
+    use hallmark_agent::capture::CaptureState;
+    match c.state {
+        CaptureState::Running => {
+            outln!(
+                "flow capture   running (--flows {}; TCP by {}, UDP {})",
+                c.mode.as_str(),
+                c.tcp_attach,
+                if c.udp { "on" } else { "off" }
+            )?;
+            outln!(
+                "               {} records, {} TCP connections and {} UDP conversations tracked",
+                c.records,
+                c.tcp_entries,
+                c.udp_entries
+            )?;
+            let dropped: u64 = c.dropped.values().sum();
+            if dropped > 0 {
+                let reasons: Vec<String> =
+                    c.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+                outln!(
+                    "               {dropped} events lost ({})",
+                    reasons.join(", ")
+                )?;
+            }
+        }
+        CaptureState::Off => outln!("flow capture   off (--flows off)")?,
+        CaptureState::Unavailable => {
+            outln!("flow capture   UNAVAILABLE (--flows {})", c.mode.as_str())?;
+            outln!("reason         {}", c.reason)?;
+        }
+    }
     Ok(())
 }

@@ -10,8 +10,8 @@ use hallmark_agent::flows::FlowConfig;
 use hallmark_agent::{AgentConfig, ServerTrustSource};
 
 use super::{
-    agent_status_json, inventory_config, pick, shutdown_signal, InventoryArgs, RoleArgs,
-    DRAIN_DEADLINE,
+    agent_status_json, capture_config, inventory_config, pick, shutdown_signal, CaptureArgs,
+    InventoryArgs, RoleArgs, DRAIN_DEADLINE,
 };
 use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
 use crate::health;
@@ -43,12 +43,15 @@ pub struct AgentArgs {
     /// the node hold, as evidence for flow attribution [default: 10s].
     #[arg(long)]
     pub ownership_heartbeat: Option<String>,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     let file = config::load_file(a.common.config.as_deref())?.agent;
     let inventory = inventory_config(a.inventory, &file)?;
     let flows = flow_config(a.ownership_heartbeat, file.ownership_heartbeat.clone())?;
+    let capture = capture_config(a.capture, &file)?;
     let td = pick(a.common.trust_domain, file.trust_domain)
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let data_dir = pick(a.common.data_dir, file.data_dir)
@@ -86,6 +89,7 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
         trust,
         inventory,
         flows,
+        capture,
     })
 }
 

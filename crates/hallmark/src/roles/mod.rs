@@ -62,6 +62,64 @@ pub struct InventoryArgs {
     pub inventory_spool: Option<PathBuf>,
 }
 
+/// eBPF flow capture options (agent and `up`).
+#[derive(Args, Debug, Default)]
+pub struct CaptureArgs {
+    /// eBPF flow capture: auto (capture where the kernel allows, else say
+    /// why and serve identities without it), on (refuse to start without
+    /// it) or off [default: auto].
+    #[arg(long)]
+    pub flows: Option<String>,
+    /// How often open connections are reported with their counters so
+    /// far, so long-lived ones are visible before they close [default: 30s].
+    #[arg(long)]
+    pub flow_report_interval: Option<String>,
+    /// A UDP conversation silent this long is closed and reported [default: 30s].
+    #[arg(long)]
+    pub udp_idle: Option<String>,
+    /// Capture only sockets in this cgroup2 subtree, for an agent that
+    /// speaks for part of a machine [default: /, every socket].
+    #[arg(long)]
+    pub flow_cgroup: Option<String>,
+}
+
+/// The capture configuration from flags over the config file.
+pub fn capture_config(
+    a: CaptureArgs,
+    file: &config::AgentFile,
+) -> Result<hallmark_agent::capture::CaptureConfig> {
+    use hallmark_agent::capture::CaptureConfig;
+    let defaults = CaptureConfig::default();
+    let mode = match pick(a.flows, file.flows.clone()) {
+        Some(v) => v.parse().map_err(|e: String| anyhow!(e))?,
+        None => defaults.mode,
+    };
+    let at_least_1s = |key: &str, v: Option<String>, default: Duration| -> Result<Duration> {
+        let Some(v) = v else {
+            return Ok(default);
+        };
+        let d = config::duration(key, &v)?;
+        if d < Duration::from_secs(1) {
+            return Err(anyhow!("{key} `{v}`: must be at least 1s"));
+        }
+        Ok(d)
+    };
+    Ok(CaptureConfig {
+        mode,
+        report_interval: at_least_1s(
+            "flow_report_interval",
+            pick(a.flow_report_interval, file.flow_report_interval.clone()),
+            defaults.report_interval,
+        )?,
+        udp_idle: at_least_1s(
+            "udp_idle",
+            pick(a.udp_idle, file.udp_idle.clone()),
+            defaults.udp_idle,
+        )?,
+        cgroup: pick(a.flow_cgroup, file.flow_cgroup.clone()).unwrap_or(defaults.cgroup),
+    })
+}
+
 /// The inventory configuration from flags over the config file.
 pub fn inventory_config(
     a: InventoryArgs,
@@ -122,5 +180,6 @@ fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
         "agent_id": a.agent_id(),
         "inventory": a.inventory(),
         "flows": a.flows(),
+        "capture": a.capture(),
     })
 }

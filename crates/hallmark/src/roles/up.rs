@@ -13,7 +13,10 @@ use hallmark_proto::hallmark::admin_server::Admin;
 use hallmark_server::{AdminService, ServerConfig};
 use tracing::info;
 
-use super::{agent_status_json, inventory_config, shutdown_signal, InventoryArgs, DRAIN_DEADLINE};
+use super::{
+    agent_status_json, capture_config, inventory_config, shutdown_signal, CaptureArgs,
+    InventoryArgs, DRAIN_DEADLINE,
+};
 use crate::config::{self, DEFAULT_TRUST_DOMAIN};
 use crate::connect::admin_error;
 use crate::health;
@@ -32,6 +35,8 @@ pub struct UpArgs {
     pub health_listen: Option<String>,
     #[command(flatten)]
     pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
 }
 
 /// What `hallmark up` tells the user once it is ready.
@@ -42,6 +47,8 @@ struct Banner<'a> {
     socket: &'a Path,
     admin_socket: &'a Path,
     containers: String,
+    /// Flow capture: on, or why not.
+    flows: String,
     home: &'a Path,
 }
 
@@ -58,12 +65,28 @@ fn print_banner(b: &Banner<'_>) -> Result<()> {
     outln!("  workload API   unix://{socket}")?;
     outln!("  admin socket   {}", b.admin_socket.display())?;
     outln!("  containers     {}", b.containers)?;
+    outln!("  flows          {}", b.flows)?;
     outln!()?;
     outln!("Try it in another terminal:")?;
     outln!("  export SPIFFE_ENDPOINT_SOCKET=unix://{socket}")?;
     outln!("  hallmark svid fetch")?;
+    outln!("  hallmark flows list")?;
     outln!()?;
     outln!("Ctrl-C stops it; state is kept in {}.", b.home.display())
+}
+
+/// One line about flow capture for the banner.
+fn capture_summary(s: &hallmark_agent::capture::CaptureStatus) -> String {
+    use hallmark_agent::capture::CaptureState;
+    match s.state {
+        CaptureState::Running => format!(
+            "captured with eBPF ({}{}); see them with `hallmark flows list`",
+            s.tcp_attach,
+            if s.udp { " + UDP" } else { "" }
+        ),
+        CaptureState::Off => "not captured (--flows off)".into(),
+        CaptureState::Unavailable => format!("not captured: {}", s.reason),
+    }
 }
 
 /// Registers the invoking user's entry: `selectors` are its uid and the host
@@ -169,6 +192,7 @@ fn invoking_user() -> (u32, String) {
 
 pub async fn up(a: UpArgs) -> Result<()> {
     let inventory = inventory_config(a.inventory, &config::AgentFile::default())?;
+    let capture = capture_config(a.capture, &config::AgentFile::default())?;
     let home = a.home.unwrap_or_else(config::default_home);
     let td_name = a
         .trust_domain
@@ -207,6 +231,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         trust: ServerTrustSource::Fingerprint(token.ca_fingerprint),
         inventory,
         flows: Default::default(),
+        capture,
     })
     .await
     .context("starting the agent")?;
@@ -243,6 +268,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         socket: &socket,
         admin_socket: &server.admin_socket,
         containers: agent.inventory.status().summary(),
+        flows: capture_summary(&agent.capture.status()),
         home: &home,
     });
     // With stdout gone there is no one to tell that it is up: stop.

@@ -623,9 +623,14 @@ impl TestAgent {
             .args(["--server", &self.server_addr.to_string()])
             .arg("--socket")
             .arg(&self.socket)
-            .args(["--trust-domain", &self.td])
-            .args(&self.extra_args)
-            .args(bootstrap);
+            .args(["--trust-domain", &self.td]);
+        // eBPF capture sees every socket of the machine: only the tests
+        // about it turn it on, so parallel agents do not all report the
+        // whole test run's traffic.
+        if !self.extra_args.iter().any(|a| a == "--flows") {
+            cmd.args(["--flows", "off"]);
+        }
+        cmd.args(&self.extra_args).args(bootstrap);
         if let Some(uid) = self.run_as {
             cmd.uid(uid).gid(uid).current_dir("/");
         }
@@ -1112,4 +1117,5 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 pub mod containers;
+pub mod flows;
 pub mod pcap;

@@ -1,0 +1,401 @@
+//! eBPF flow capture end to end: a real server, an agent with capture on,
+//! real Docker containers, and the flows as `hallmark flows list --json`
+//! shows them.
+//!
+//! - A (`app=alpha`) sends 100,000 bytes to B (`app=beta`) on 5432: one
+//!   flow, A the initiator, both SPIFFE IDs, byte counts within 1%, though
+//!   the agent saw the connection from both sockets.
+//! - A connects to a port of B nobody listens on: a `refused` flow.
+//! - A asks a host process (in its own systemd-style unit cgroup) over UDP
+//!   and gets an answer: a UDP flow with bytes both ways, the node's end
+//!   named with the unit.
+//! - A talks to a host-network container H serving on the node's address:
+//!   the flow names H, by (IP, port).
+//! - A stops and C starts on A's IP at once: A's flows stay A's, C's are
+//!   C's.
+//!
+//! A second test runs an agent without BPF permission: identities are
+//! served, and the reason capture is off is reported.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::containers::*;
+use common::flows::*;
+use common::*;
+use serde_json::Value;
+
+const TD: &str = "capture.test";
+const SENT: u64 = 100_000;
+
+fn assert_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads eBPF programs and runs Docker: run it as root (scripts/test.sh does)"
+    );
+}
+
+fn src_ip(f: &Value) -> String {
+    let s: SocketAddr = f["flow"]["src"].as_str().unwrap().parse().unwrap();
+    s.ip().to_string()
+}
+
+fn dst(f: &Value) -> SocketAddr {
+    f["flow"]["dst"].as_str().unwrap().parse().unwrap()
+}
+
+/// The agent-captured flows from `ip` to `to` (an `ip:…` filter).
+fn captured(server: &TestServer, from_ip: &str, to: &str, protocol: &str) -> Vec<Value> {
+    flows(
+        server,
+        &[
+            "--from",
+            &format!("ip:{from_ip}"),
+            "--to",
+            to,
+            "--protocol",
+            protocol,
+        ],
+    )
+    .into_iter()
+    .filter(|f| f["flow"]["reporter"]["kind"] == "agent")
+    .collect()
+}
+
+fn within_1pct(got: u64, want: u64) -> bool {
+    got.abs_diff(want) * 100 <= want
+}
+
+/// The cgroup2 hierarchy's mount point.
+fn cgroup2() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next() == Some("cgroup2"))
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A host process in a cgroup of its own, named like a systemd unit,
+/// removed when dropped.
+struct HostUnit {
+    child: Child,
+    cgroup: PathBuf,
+}
+
+impl HostUnit {
+    /// A UDP echo server on `addr`, in unit `unit`.
+    fn udp_echo(unit: &str, addr: &str) -> Self {
+        let cgroup = cgroup2().join("system.slice").join(unit);
+        std::fs::create_dir_all(&cgroup).unwrap();
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        let script = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{host}',{port}))\nprint('ready',flush=True)\nwhile True:\n    d,a=s.recvfrom(4096)\n    s.sendto(d+b'-answer',a)\n"
+        );
+        let procs = cgroup.join("cgroup.procs");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {} && exec python3 -c \"$0\"",
+                procs.display()
+            ))
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "the UDP echo server did not start");
+        HostUnit { child, cgroup }
+    }
+}
+
+impl Drop for HostUnit {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir(&self.cgroup);
+    }
+}
+
+fn exec(c: &DockerContainer, script: &str) -> Output {
+    docker(&["exec", &c.name, "/busybox", "sh", "-c", script])
+}
+
+#[test]
+fn captured_flows_name_both_ends_at_capture_time() {
+    assert_root();
+    ensure_runtimes();
+    let server = TestServer::start_with(
+        TD,
+        &[
+            "--ownership-heartbeat",
+            "1s",
+            "--attribution-holdback",
+            "10s",
+        ],
+    );
+    let agent = TestAgent::start_with(
+        &server,
+        "n1",
+        &[
+            "--runtime",
+            "docker",
+            "--flows",
+            "on",
+            "--ownership-heartbeat",
+            "1s",
+            "--flow-report-interval",
+            "2s",
+            "--udp-idle",
+            "2s",
+        ],
+    );
+    let status = agent.cli(&[
+        "agent",
+        "status",
+        "--data-dir",
+        agent.data_dir.to_str().unwrap(),
+    ]);
+    let status = status.ok();
+    assert!(
+        status.stdout.contains("flow capture   running"),
+        "{}",
+        status.stdout
+    );
+    let ids: Vec<String> = ["alpha", "beta", "gamma", "delta"]
+        .iter()
+        .map(|app| {
+            let id = server.id(app);
+            server.create_entry(
+                &id,
+                &agent.spiffe_id,
+                &[&format!("docker:label:app:{app}")],
+                &[],
+            );
+            id
+        })
+        .collect();
+    let (alpha, beta, gamma, delta) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let (subnet, prefix) = subnet(100);
+    let net = Network::create(&subnet);
+    let ip_a = format!("{prefix}.10");
+    let ip_b = format!("{prefix}.20");
+    let gateway = format!("{prefix}.1");
+    let run = |name: &str, ip: &str, app: &str, cmd: &str| {
+        DockerContainer::run_detached(
+            &unique_name(name),
+            &[
+                "--network",
+                &net.name,
+                "--ip",
+                ip,
+                "-l",
+                &format!("app={app}"),
+                BUSYBOX_IMAGE,
+                "sh",
+                "-c",
+                cmd,
+            ],
+        )
+    };
+    let a = run("hm-cap-a", &ip_a, "alpha", "sleep 3600");
+    let b = run(
+        "hm-cap-b",
+        &ip_b,
+        "beta",
+        "while true; do nc -l -p 5432 > /dev/null; done",
+    );
+    for (ip, c) in [(&ip_a, &a), (&ip_b, &b)] {
+        wait_until(&format!("{ip} to be owned by {}", c.name), WAIT, || {
+            let w = whois(&server, ip, now_ms() - 2000);
+            (w["verdict"] == "owned" && end_container(&w["owners"][0]) == Some(c.id.as_str()))
+                .then_some(())
+        });
+    }
+
+    // --- A sends 100,000 bytes to B:5432 -----------------------------------
+    let out = exec(&a, &format!("head -c {SENT} /dev/zero | nc {ip_b} 5432"));
+    assert!(out.success(), "nc from A to B failed:\n{out}");
+    let to_b = format!("ip:{ip_b}");
+    let list = wait_until("A → B:5432 to be stored", WAIT, || {
+        let l: Vec<Value> = captured(&server, &ip_a, &to_b, "tcp")
+            .into_iter()
+            .filter(|f| dst(f).port() == 5432)
+            .collect();
+        (!l.is_empty() && l.iter().all(|f| f["status"] == "attributed")).then_some(l)
+    });
+    // Both sockets' reports are in by now; they are one flow.
+    std::thread::sleep(Duration::from_secs(2));
+    let list: Vec<Value> = captured(&server, &ip_a, &to_b, "tcp")
+        .into_iter()
+        .filter(|f| dst(f).port() == 5432)
+        .collect();
+    assert_eq!(list.len(), 1, "one flow per connection: {list:#?}");
+    let f = &list[0];
+    let flow = &f["flow"];
+    assert_eq!(flow["initiator"], "source", "{f}");
+    assert_eq!(src_ip(f), ip_a);
+    assert_eq!(end_container(&f["src"]), Some(a.id.as_str()), "{f}");
+    assert_eq!(end_container(&f["dst"]), Some(b.id.as_str()), "{f}");
+    assert!(has_id(&f["src"], alpha) && has_id(&f["dst"], beta), "{f}");
+    let bytes = flow["bytes_sent"].as_u64().unwrap();
+    assert!(
+        within_1pct(bytes, SENT),
+        "bytes A → B {bytes}, sent {SENT}: {f}"
+    );
+    assert_eq!(flow["outcome"], "established", "{f}");
+    assert!(flow["packets_sent"].as_u64().unwrap() > 0, "{f}");
+
+    // --- a refused connect --------------------------------------------------
+    let out = exec(&a, &format!("nc {ip_b} 6000 < /dev/null"));
+    assert!(!out.success(), "nobody listens on B:6000:\n{out}");
+    let refused = wait_until("the refused connect to be stored", WAIT, || {
+        captured(&server, &ip_a, &to_b, "tcp")
+            .into_iter()
+            .find(|f| dst(f).port() == 6000)
+    });
+    assert_eq!(refused["flow"]["outcome"], "refused", "{refused}");
+    assert_eq!(end_container(&refused["src"]), Some(a.id.as_str()));
+
+    // --- UDP request and answer with a host process in a unit ---------------
+    let unit = format!("hm-capture-{}.service", std::process::id());
+    let echo = HostUnit::udp_echo(&unit, &format!("{gateway}:53"));
+    // Busybox's nc has no UDP; nslookup asks port 53 (the answer is not
+    // DNS, so it fails; the datagrams went both ways all the same).
+    let _ = exec(&a, &format!("nslookup hallmark.test {gateway}; true"));
+    let to_gw = format!("ip:{gateway}");
+    let udp = wait_until(
+        "the UDP flow to the host unit",
+        Duration::from_secs(30),
+        || {
+            captured(&server, &ip_a, &to_gw, "udp")
+                .into_iter()
+                .find(|f| dst(f).port() == 53 && f["dst"]["unit"] == unit.as_str())
+        },
+    );
+    assert!(udp["flow"]["bytes_sent"].as_u64().unwrap() > 0, "{udp}");
+    assert!(
+        udp["flow"]["bytes_received"].as_u64().unwrap() > 0,
+        "the answer is counted: {udp}"
+    );
+    assert_eq!(udp["dst"]["kind"], "node", "{udp}");
+    assert_eq!(end_container(&udp["src"]), Some(a.id.as_str()), "{udp}");
+    drop(echo);
+
+    // --- a host-network container serving on the node's address -------------
+    let h = DockerContainer::run_detached(
+        &unique_name("hm-cap-h"),
+        &[
+            "--network",
+            "host",
+            "-l",
+            "app=gamma",
+            BUSYBOX_IMAGE,
+            "sh",
+            "-c",
+            "while true; do nc -l -p 7070 > /dev/null; done",
+        ],
+    );
+    // Its listening port is claimed once a report interval has passed.
+    std::thread::sleep(Duration::from_secs(3));
+    let out = exec(&a, &format!("head -c 1000 /dev/zero | nc {gateway} 7070"));
+    assert!(out.success(), "nc from A to H failed:\n{out}");
+    let hf = wait_until("A → H:7070 to name H", WAIT, || {
+        captured(&server, &ip_a, &to_gw, "tcp")
+            .into_iter()
+            .find(|f| dst(f).port() == 7070 && end_container(&f["dst"]) == Some(h.id.as_str()))
+    });
+    assert!(has_id(&hf["dst"], gamma), "{hf}");
+    drop(h);
+
+    // --- IP reuse: A stops, C takes its IP at once ---------------------------
+    let a_id = a.id.clone();
+    drop(a);
+    let c = run("hm-cap-c", &ip_a, "delta", "sleep 3600");
+    let out = exec(&c, &format!("head -c {SENT} /dev/zero | nc {ip_b} 5432"));
+    assert!(out.success(), "nc from C to B failed:\n{out}");
+    let by_c = wait_until("C → B:5432 to be stored", WAIT, || {
+        captured(&server, &ip_a, &to_b, "tcp")
+            .into_iter()
+            .find(|f| dst(f).port() == 5432 && end_container(&f["src"]) == Some(c.id.as_str()))
+    });
+    assert!(has_id(&by_c["src"], delta), "{by_c}");
+    assert_eq!(end_container(&by_c["dst"]), Some(b.id.as_str()), "{by_c}");
+    let all: Vec<Value> = captured(&server, &ip_a, &to_b, "tcp")
+        .into_iter()
+        .filter(|f| dst(f).port() == 5432)
+        .collect();
+    assert_eq!(all.len(), 2, "A's flow and C's: {all:#?}");
+    let first = all
+        .iter()
+        .min_by_key(|f| f["flow"]["start_ms"].as_i64().unwrap())
+        .unwrap();
+    assert_eq!(
+        end_container(&first["src"]),
+        Some(a_id.as_str()),
+        "A's flow is still A's after C took the IP: {first}"
+    );
+    drop(c);
+    drop(b);
+    drop(net);
+}
+
+#[test]
+fn without_bpf_permission_identities_are_still_served() {
+    assert_root();
+    let server = TestServer::start(TD);
+    // `nobody` may not load BPF programs.
+    let agent = TestAgent::start_as(
+        &server,
+        "no-bpf",
+        &["--runtime", "none", "--flows", "auto"],
+        NOBODY,
+    );
+    let id = server.id("nobody");
+    server.create_entry(&id, &agent.spiffe_id, &[&format!("unix:uid:{NOBODY}")], &[]);
+    let got = agent.wait_for_ids(&[&id], WAIT);
+    assert_eq!(got, vec![id.clone()]);
+    let status = agent
+        .cli(&[
+            "agent",
+            "status",
+            "--data-dir",
+            agent.data_dir.to_str().unwrap(),
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(status["capture"]["state"], "unavailable", "{status}");
+    assert_eq!(
+        status["capture"]["reason_code"], "no-permission",
+        "{status}"
+    );
+    let text = agent
+        .cli(&[
+            "agent",
+            "status",
+            "--data-dir",
+            agent.data_dir.to_str().unwrap(),
+        ])
+        .ok()
+        .stdout;
+    assert!(
+        text.contains("flow capture   UNAVAILABLE") && text.contains("permit"),
+        "{text}"
+    );
+}

@@ -9,7 +9,7 @@
 //! record by [`StoredFlow::merge`].
 
 use crate::endpoint::{Endpoint, FlowStatus, StoredFlow};
-use crate::flow::{Flow, Protocol, Reporter, TcpOutcome};
+use crate::flow::{Flow, Protocol, Reporter, Side, TcpOutcome};
 
 /// The default window within which two reports' starts make them one
 /// connection: below the second a 4-tuple waits in TIME_WAIT before reuse,
@@ -48,10 +48,18 @@ fn merged_outcome(old: Option<TcpOutcome>, new: Option<TcpOutcome>) -> Option<Tc
     }
 }
 
-/// An end of two reports: the stored one, unless it has no answer and the
-/// new one does, or it is the same node and only the new one knew the
-/// host process's unit (the report of that node's own agent).
-fn merged_end(old: &Endpoint, new: &Endpoint) -> Endpoint {
+/// An end of two reports: the stored one, unless
+/// - the new report saw that end from inside (its own socket, tagged at
+///   capture time) and the stored one did not: what the socket's cgroup
+///   says beats what the ownership index says (a host-network workload
+///   behind the node's address, a unit);
+/// - it has no answer and the new one does;
+/// - it is the same node and only the new one knew the host process's
+///   unit (the report of that node's own agent).
+fn merged_end(old: &Endpoint, new: &Endpoint, old_local: bool, new_local: bool) -> Endpoint {
+    if new_local && !old_local {
+        return new.clone();
+    }
     match (old, new) {
         (Endpoint::Unattributed { .. }, n) if !matches!(n, Endpoint::Unattributed { .. }) => {
             n.clone()
@@ -83,8 +91,9 @@ impl StoredFlow {
     /// `self` (stored first) and `new`, reports of one connection, as one
     /// record: the earliest start and latest end, each counter's largest
     /// value (agents report cumulative counters), an RTT if either knew it,
-    /// a failure outcome over an established one, each end described
-    /// unless only the new report could describe it, and the first
+    /// a failure outcome over an established one, each end as the report
+    /// that saw it from inside describes it (else the first description
+    /// that has an answer), and the first
     /// report's reporter and local side (the described ends carry both
     /// identities). Keeps `self`'s id.
     pub fn merge(&self, new: &StoredFlow) -> StoredFlow {
@@ -106,8 +115,19 @@ impl StoredFlow {
             reporter: a.reporter.clone(),
             local: a.local.clone(),
         };
-        let src = merged_end(&self.src, &new.src);
-        let dst = merged_end(&self.dst, &new.dst);
+        let local_is = |f: &Flow, side: Side| f.local.as_ref().is_some_and(|l| l.side == side);
+        let src = merged_end(
+            &self.src,
+            &new.src,
+            local_is(a, Side::Source),
+            local_is(b, Side::Source),
+        );
+        let dst = merged_end(
+            &self.dst,
+            &new.dst,
+            local_is(a, Side::Destination),
+            local_is(b, Side::Destination),
+        );
         StoredFlow {
             id: self.id,
             flow,

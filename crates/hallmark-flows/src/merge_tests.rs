@@ -189,3 +189,28 @@ fn a_node_end_learns_its_unit_from_its_own_agent() {
         "spiffe://td/agent/n2 (ssh.service)"
     );
 }
+
+#[test]
+fn an_end_seen_from_inside_beats_the_ownership_index() {
+    // The client's report found the node behind the server's address (the
+    // index); the server's own socket was a host-network container's.
+    let node = Endpoint::Node {
+        context: "c".into(),
+        node: "n1".into(),
+        spiffe_id: "spiffe://td/agent/n1".into(),
+        unit: String::new(),
+    };
+    let first = StoredFlow::new(agent_flow("n1", T, 1), workload("a"), node.clone(), T);
+    let mut server_side = agent_flow("n1", T + 1, 1);
+    server_side.local.as_mut().unwrap().side = Side::Destination;
+    let second = StoredFlow::new(server_side.clone(), workload("a"), workload("h"), T);
+    let m = first.merge(&second);
+    assert_eq!(m.dst, workload("h"));
+    assert_eq!(m.src, workload("a"));
+    // The other way round: the inside view, stored first, stays.
+    let first = StoredFlow::new(server_side, unattributed(), workload("h"), T);
+    let second = StoredFlow::new(agent_flow("n1", T, 1), workload("a"), node, T);
+    let m = first.merge(&second);
+    assert_eq!(m.dst, workload("h"));
+    assert_eq!(m.src, workload("a"));
+}

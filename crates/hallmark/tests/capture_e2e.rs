@@ -33,6 +33,18 @@ use serde_json::Value;
 
 const TD: &str = "capture.test";
 const SENT: u64 = 100_000;
+/// A server answering each connection with the number of bytes it brought.
+const COUNTER_5432: &str = "nc -ll -p 5432 -e /busybox wc -c";
+
+/// Sends `SENT` bytes to `to` and checks the server counted them.
+fn send_counted(c: &DockerContainer, to: &str) {
+    let out = exec(c, &format!("head -c {SENT} /dev/zero | nc {to}"));
+    assert!(
+        out.success() && out.stdout.trim() == SENT.to_string(),
+        "sending {SENT} bytes from {} to {to}:\n{out}",
+        c.name
+    );
+}
 
 fn assert_root() {
     assert!(
@@ -214,12 +226,10 @@ fn captured_flows_name_both_ends_at_capture_time() {
         )
     };
     let a = run("hm-cap-a", &ip_a, "alpha", "sleep 3600");
-    let b = run(
-        "hm-cap-b",
-        &ip_b,
-        "beta",
-        "while true; do nc -l -p 5432 > /dev/null; done",
-    );
+    // B counts what each connection brings and answers with the count
+    // (a server must read until the client closes: busybox's `nc -l`
+    // alone quits at its own stdin's end and resets the connection).
+    let b = run("hm-cap-b", &ip_b, "beta", COUNTER_5432);
     for (ip, c) in [(&ip_a, &a), (&ip_b, &b)] {
         wait_until(&format!("{ip} to be owned by {}", c.name), WAIT, || {
             let w = whois(&server, ip, now_ms() - 2000);
@@ -229,8 +239,7 @@ fn captured_flows_name_both_ends_at_capture_time() {
     }
 
     // --- A sends 100,000 bytes to B:5432 -----------------------------------
-    let out = exec(&a, &format!("head -c {SENT} /dev/zero | nc {ip_b} 5432"));
-    assert!(out.success(), "nc from A to B failed:\n{out}");
+    send_counted(&a, &format!("{ip_b} 5432"));
     let to_b = format!("ip:{ip_b}");
     let list = wait_until("A → B:5432 to be stored", WAIT, || {
         let l: Vec<Value> = captured(&server, &ip_a, &to_b, "tcp")
@@ -257,6 +266,11 @@ fn captured_flows_name_both_ends_at_capture_time() {
     assert!(
         within_1pct(bytes, SENT),
         "bytes A → B {bytes}, sent {SENT}: {f}"
+    );
+    assert_eq!(
+        flow["bytes_received"].as_u64().unwrap(),
+        SENT.to_string().len() as u64 + 1,
+        "B's answer: {f}"
     );
     assert_eq!(flow["outcome"], "established", "{f}");
     assert!(flow["packets_sent"].as_u64().unwrap() > 0, "{f}");
@@ -308,13 +322,12 @@ fn captured_flows_name_both_ends_at_capture_time() {
             BUSYBOX_IMAGE,
             "sh",
             "-c",
-            "while true; do nc -l -p 7070 > /dev/null; done",
+            "nc -ll -p 7070 -e /busybox wc -c",
         ],
     );
     // Its listening port is claimed once a report interval has passed.
     std::thread::sleep(Duration::from_secs(3));
-    let out = exec(&a, &format!("head -c 1000 /dev/zero | nc {gateway} 7070"));
-    assert!(out.success(), "nc from A to H failed:\n{out}");
+    send_counted(&a, &format!("{gateway} 7070"));
     let hf = wait_until("A → H:7070 to name H", WAIT, || {
         captured(&server, &ip_a, &to_gw, "tcp")
             .into_iter()
@@ -327,8 +340,7 @@ fn captured_flows_name_both_ends_at_capture_time() {
     let a_id = a.id.clone();
     drop(a);
     let c = run("hm-cap-c", &ip_a, "delta", "sleep 3600");
-    let out = exec(&c, &format!("head -c {SENT} /dev/zero | nc {ip_b} 5432"));
-    assert!(out.success(), "nc from C to B failed:\n{out}");
+    send_counted(&c, &format!("{ip_b} 5432"));
     let by_c = wait_until("C → B:5432 to be stored", WAIT, || {
         captured(&server, &ip_a, &to_b, "tcp")
             .into_iter()
@@ -368,8 +380,10 @@ fn without_bpf_permission_identities_are_still_served() {
     );
     let id = server.id("nobody");
     server.create_entry(&id, &agent.spiffe_id, &[&format!("unix:uid:{NOBODY}")], &[]);
-    let got = agent.wait_for_ids(&[&id], WAIT);
-    assert_eq!(got, vec![id.clone()]);
+    wait_until("nobody's SVID from the agent without BPF", WAIT, || {
+        let out = agent.cli_as(NOBODY, &["svid", "fetch"]);
+        (out.success() && out.stdout.contains("BEGIN CERTIFICATE")).then_some(())
+    });
     let status = agent
         .cli(&[
             "agent",

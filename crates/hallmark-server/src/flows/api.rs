@@ -23,9 +23,15 @@ fn node_of(agent: &SpiffeId) -> String {
 
 /// The evidence a locally tagged flow is: its owner held its local
 /// address when it started.
+///
+/// Not for loopback addresses: every network namespace has its own, so
+/// `127.0.0.1` held by one container says nothing about another's.
 fn local_evidence(f: &Flow) -> Option<Evidence> {
     let local = f.local.as_ref()?;
     let addr = f.addr(local.side);
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        return None;
+    }
     Some(Evidence {
         key: if local.by_port {
             OwnershipKey::port(addr.ip(), addr.port())

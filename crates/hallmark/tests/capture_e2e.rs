@@ -413,3 +413,233 @@ fn without_bpf_permission_identities_are_still_served() {
         "{text}"
     );
 }
+
+fn sh(script: &str) {
+    let out = run(Command::new("sh").args(["-c", script]), WAIT);
+    assert!(out.success(), "{script}:\n{out}");
+}
+
+/// Two nodes on one kernel: a network namespace each, joined by a bridge
+/// on which the server listens, and a cgroup subtree each, the one its
+/// agent speaks for (`--flow-cgroup`). Removed when dropped.
+struct TwoNodes {
+    tag: u32,
+    prefix: String,
+    cgroups: Vec<PathBuf>,
+}
+
+impl TwoNodes {
+    fn create() -> Self {
+        let tag = std::process::id() % 10_000;
+        let prefix = format!("10.{}.{}", 100 + tag % 100, tag / 100 % 250);
+        let bridge = format!("hmbr{tag}");
+        sh(&format!(
+            "ip link add {bridge} type bridge && ip addr add {prefix}.1/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        let mut cgroups = Vec::new();
+        for i in 1..=2 {
+            let ns = format!("hmn{i}-{tag}");
+            sh(&format!(
+                "ip netns add {ns} && ip link add hv{i}-{tag} type veth peer name he{i}-{tag} \
+                 && ip link set he{i}-{tag} netns {ns} && ip link set hv{i}-{tag} master {bridge} up \
+                 && ip -n {ns} addr add {prefix}.1{i}/24 dev he{i}-{tag} \
+                 && ip -n {ns} link set he{i}-{tag} up && ip -n {ns} link set lo up"
+            ));
+            let cg = cgroup2().join(format!("hm-node{i}-{tag}"));
+            std::fs::create_dir_all(&cg).unwrap();
+            cgroups.push(cg);
+        }
+        TwoNodes {
+            tag,
+            prefix,
+            cgroups,
+        }
+    }
+
+    fn netns(&self, i: usize) -> String {
+        format!("hmn{i}-{}", self.tag)
+    }
+
+    fn ip(&self, i: usize) -> String {
+        format!("{}.1{i}", self.prefix)
+    }
+
+    /// `--flow-cgroup` of node `i`.
+    fn subtree(&self, i: usize) -> String {
+        format!("/hm-node{i}-{}", self.tag)
+    }
+
+    /// A Python program on node `i`, in unit `unit` of its subtree; its
+    /// first line of output is returned once it printed it.
+    fn process(&self, i: usize, unit: &str, script: &str) -> (Child, String) {
+        let cg = self.cgroups[i - 1].join(unit);
+        std::fs::create_dir_all(&cg).unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {} && exec nsenter --net=/run/netns/{} python3 -c \"$0\"",
+                cg.join("cgroup.procs").display(),
+                self.netns(i)
+            ))
+            .arg(script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        (child, line.trim().to_string())
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        for i in 1..=2 {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.netns(i)])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &format!("hmbr{}", self.tag)])
+            .status();
+        for cg in &self.cgroups {
+            if let Ok(entries) = std::fs::read_dir(cg) {
+                for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(cg);
+        }
+    }
+}
+
+#[test]
+fn two_nodes_report_one_connection_once() {
+    assert_root();
+    let nodes = TwoNodes::create();
+    let server = TestServer::start_on(
+        TD,
+        &format!("{}.1:0", nodes.prefix),
+        &[
+            "--ownership-heartbeat",
+            "1s",
+            "--attribution-holdback",
+            "10s",
+        ],
+    );
+    let agents: Vec<TestAgent> = (1..=2)
+        .map(|i| {
+            TestAgent::start_in_netns(
+                &server,
+                &format!("n{i}"),
+                &[
+                    "--runtime",
+                    "none",
+                    "--flows",
+                    "on",
+                    "--flow-cgroup",
+                    &nodes.subtree(i),
+                    "--ownership-heartbeat",
+                    "1s",
+                    "--flow-report-interval",
+                    "2s",
+                ],
+                &nodes.netns(i),
+            )
+        })
+        .collect();
+    for i in 1..=2 {
+        let ip = nodes.ip(i);
+        wait_until(&format!("{ip} to be node n{i}'s"), WAIT, || {
+            let w = whois(&server, &ip, now_ms() - 2000);
+            (w["verdict"] == "owned" && w["owners"][0]["node"] == format!("n{i}").as_str())
+                .then_some(())
+        });
+    }
+    let db_ip = nodes.ip(2);
+    let (mut db, ready) = nodes.process(
+        2,
+        "db.service",
+        &format!(
+            "import socket\nl=socket.create_server(('{db_ip}',5432))\nprint('ready',flush=True)\nc,_=l.accept()\nn=0\nwhile True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\nc.sendall(str(n).encode())\nc.close()\n"
+        ),
+    );
+    assert_eq!(ready, "ready");
+    let (mut app, answer) = nodes.process(
+        1,
+        "app.service",
+        &format!(
+            "import socket\nc=socket.create_connection(('{db_ip}',5432))\nc.sendall(b'x'*{SENT})\nc.shutdown(socket.SHUT_WR)\nprint(c.recv(100).decode(),flush=True)\n"
+        ),
+    );
+    assert_eq!(answer, SENT.to_string(), "the db counted what the app sent");
+    let _ = app.wait();
+    let _ = db.wait();
+
+    let from = format!("ip:{}", nodes.ip(1));
+    let to = format!("ip:{db_ip}");
+    let pick = |server: &TestServer| -> Vec<Value> {
+        flows(server, &["--from", &from, "--to", &to, "--port", "5432"])
+    };
+    wait_until("both nodes' reports of the connection", WAIT, || {
+        let l = pick(&server);
+        (l.len() == 1 && l[0]["dst"]["unit"] == "db.service" && l[0]["src"]["unit"] == "app.service")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let list = pick(&server);
+    assert_eq!(list.len(), 1, "one flow per connection: {list:#?}");
+    let f = &list[0];
+    assert_eq!(f["flow"]["initiator"], "source", "{f}");
+    assert_eq!(f["flow"]["bytes_sent"].as_u64().unwrap(), SENT, "{f}");
+    assert_eq!(f["src"]["kind"], "node", "{f}");
+    assert_eq!(f["src"]["node"], "n1", "{f}");
+    assert_eq!(f["src"]["spiffe_id"], agents[0].spiffe_id.as_str(), "{f}");
+    assert_eq!(f["dst"]["node"], "n2", "{f}");
+    assert_eq!(f["dst"]["spiffe_id"], agents[1].spiffe_id.as_str(), "{f}");
+    assert_eq!(f["status"], "attributed", "{f}");
+
+    // A connection left open is visible before it closes (interim reports
+    // every --flow-report-interval), still as one flow.
+    let (mut db, ready) = nodes.process(
+        2,
+        "db.service",
+        &format!(
+            "import socket\nl=socket.create_server(('{db_ip}',5433))\nprint('ready',flush=True)\nc,_=l.accept()\nwhile c.recv(65536): pass\n"
+        ),
+    );
+    assert_eq!(ready, "ready");
+    let (mut app, sent) = nodes.process(
+        1,
+        "app.service",
+        &format!(
+            "import socket,time\nc=socket.create_connection(('{db_ip}',5433))\nc.sendall(b'y'*1000)\nprint('sent',flush=True)\ntime.sleep(30)\n"
+        ),
+    );
+    assert_eq!(sent, "sent");
+    let open = wait_until("the open connection's interim report", Duration::from_secs(6), || {
+        flows(&server, &["--from", &from, "--to", &to, "--port", "5433"])
+            .into_iter()
+            .find(|f| f["flow"]["bytes_sent"] == 1000 && f["dst"]["unit"] == "db.service")
+    });
+    assert_eq!(open["flow"]["outcome"], "established", "{open}");
+    let _ = app.kill();
+    let _ = db.kill();
+    let _ = app.wait();
+    let _ = db.wait();
+
+    // Each agent saw its own end.
+    for a in &agents {
+        wait_until(&format!("agent {} to count its record", a.node), WAIT, || {
+            let s = a
+                .cli(&["agent", "status", "--data-dir", a.data_dir.to_str().unwrap(), "--json"])
+                .ok()
+                .json();
+            (s["capture"]["records"].as_u64().unwrap_or(0) >= 1).then_some(())
+        });
+    }
+}

@@ -83,6 +83,26 @@ pub fn hallmark_cmd(args: &[&str]) -> Command {
     cmd
 }
 
+/// `cmd` run inside the network namespace `netns` (`ip netns` name) with
+/// `nsenter`, which, unlike `ip netns exec`, leaves `/sys` (and the cgroup2
+/// mount) as it is.
+pub fn in_netns(netns: &str, cmd: &Command) -> Command {
+    let mut wrapped = Command::new("nsenter");
+    wrapped
+        .arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
 /// What a finished command printed and how it ended.
 pub struct Output {
     pub cmd: String,
@@ -349,6 +369,13 @@ impl TestServer {
     /// Starts a server with additional `server run` flags.
     #[track_caller]
     pub fn start_with(td: &str, extra_args: &[&str]) -> Self {
+        Self::start_on(td, "127.0.0.1:0", extra_args)
+    }
+
+    /// Starts a server listening for agents on `listen` (an address agents
+    /// in other network namespaces can reach), with additional flags.
+    #[track_caller]
+    pub fn start_on(td: &str, listen: &str, extra_args: &[&str]) -> Self {
         let dir = short_tempdir();
         let data_dir = dir.path().join("server");
         fs::create_dir_all(&data_dir).expect("create server data dir");
@@ -361,7 +388,7 @@ impl TestServer {
             daemon: None,
             dir,
         };
-        server.launch("127.0.0.1:0");
+        server.launch(listen);
         server
     }
 
@@ -536,6 +563,8 @@ pub struct TestAgent {
     extra_args: Vec<String>,
     /// Runs the agent as this uid (gid the same) instead of root.
     run_as: Option<u32>,
+    /// Runs the agent in this network namespace (`ip netns` name).
+    netns: Option<String>,
     daemon: Option<Daemon>,
     pub dir: TempDir,
 }
@@ -568,6 +597,36 @@ impl TestAgent {
             data_dir: dir.path().join("agent"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             run_as: None,
+            netns: None,
+            daemon: None,
+            dir,
+        };
+        fs::create_dir_all(&agent.data_dir).expect("create agent data dir");
+        agent.bootstrap(&token);
+        agent
+    }
+
+    /// [`TestAgent::start_with`] with the agent in the network namespace
+    /// `netns` (a node of its own: its interfaces are the namespace's).
+    #[track_caller]
+    pub fn start_in_netns(
+        server: &TestServer,
+        node: &str,
+        extra_args: &[&str],
+        netns: &str,
+    ) -> Self {
+        let token = server.join_token(node);
+        let dir = short_tempdir();
+        let mut agent = TestAgent {
+            node: node.to_string(),
+            spiffe_id: token.agent_spiffe_id.clone(),
+            td: server.td.clone(),
+            server_addr: server.addr,
+            socket: dir.path().join("w.sock"),
+            data_dir: dir.path().join("agent"),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            run_as: None,
+            netns: Some(netns.to_string()),
             daemon: None,
             dir,
         };
@@ -599,6 +658,7 @@ impl TestAgent {
             data_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             run_as: Some(uid),
+            netns: None,
             daemon: None,
             dir,
         };
@@ -631,6 +691,9 @@ impl TestAgent {
             cmd.args(["--flows", "off"]);
         }
         cmd.args(&self.extra_args).args(bootstrap);
+        if let Some(ns) = &self.netns {
+            cmd = in_netns(ns, &cmd);
+        }
         if let Some(uid) = self.run_as {
             cmd.uid(uid).gid(uid).current_dir("/");
         }

@@ -166,9 +166,11 @@ pub struct CaptureStatus {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tcp_attach: String,
     pub udp: bool,
-    /// Records turned into flows since start.
+    /// Records turned into flows since start (including any the reporter
+    /// then had no room for: those are also in `dropped` as `sink-full`).
     pub records: u64,
-    /// Events lost since start, by reason.
+    /// Events lost since start, by reason: in the kernel (`ringbuf-full`,
+    /// `conn-map-full`, `udp-map-full`) or on the way to the reporter.
     pub dropped: BTreeMap<String, u64>,
     /// Tracked TCP connections and UDP conversations in the kernel maps.
     pub tcp_entries: usize,

@@ -1,6 +1,8 @@
 //! `hallmark up`: server and agent in one process, the invoking user
 //! registered, a workload served with no other setup.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
 mod common;
 
 use common::*;
@@ -134,4 +136,45 @@ fn up_pins_the_user_to_host_processes_and_migrates_an_older_entry() {
     // A second start finds nothing to migrate.
     up.restart();
     assert_eq!(user_entries(&up, expected), migrated);
+}
+
+#[test]
+fn up_captures_the_users_own_flows() {
+    use std::io::{Read, Write};
+    let mut up = TestUp::start();
+    let what = "`hallmark up` to say flows are captured";
+    wait_until(what, WAIT, || {
+        up.daemon().assert_alive(what);
+        up.printed()
+            .contains("flows          captured with eBPF")
+            .then_some(())
+    });
+    // The user's own connection: 12,345 bytes to a local listener.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&[7u8; 12_345]).unwrap();
+    drop(c);
+    assert_eq!(server.join().unwrap(), 12_345);
+    let port_text = port.to_string();
+    let flow = wait_until("the connection in `flows list`", WAIT, || {
+        let list = up
+            .cli(&["flows", "list", "--json", "--port", &port_text])
+            .ok()
+            .json();
+        list.as_array()?
+            .iter()
+            .find(|f| f["flow"]["bytes_sent"] == 12_345)
+            .cloned()
+    });
+    assert_eq!(flow["flow"]["initiator"], "source", "{flow}");
+    assert_eq!(flow["flow"]["reporter"]["kind"], "agent", "{flow}");
+    assert_eq!(flow["src"]["kind"], "node", "{flow}");
+    assert_eq!(flow["dst"]["kind"], "node", "{flow}");
 }

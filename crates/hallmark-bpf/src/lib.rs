@@ -271,6 +271,12 @@ impl Capture {
         self.events.as_raw_fd()
     }
 
+    /// The ring buffer's fd, borrowed for as long as the capture lives
+    /// (for `poll(2)`: readable when records wait).
+    pub fn ring(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.events)
+    }
+
     /// Drains the ring buffer without blocking, appending events; returns
     /// how many were appended.
     pub fn drain_tcp(&mut self, out: &mut Vec<TcpEvent>) -> usize {

@@ -400,10 +400,10 @@ impl Worker {
 
     /// Waits until the ring buffer has records or the poll times out.
     fn wait_for_events(&self) {
-        use std::os::fd::BorrowedFd;
-        // The fd lives as long as the capture, which outlives this call.
-        let fd = unsafe { BorrowedFd::borrow_raw(self.capture.ring_fd()) };
-        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            self.capture.ring(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(POLL_TIMEOUT_MS));
     }
 

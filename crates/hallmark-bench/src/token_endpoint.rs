@@ -119,6 +119,11 @@ pub async fn run(args: &TokenEndpointArgs) -> Result<TokenEndpointResult> {
             ..Default::default()
         },
         flows: Default::default(),
+        // The identity plane alone: capture would add its own load.
+        capture: hallmark_agent::capture::CaptureConfig {
+            mode: hallmark_agent::capture::CaptureMode::Off,
+            ..Default::default()
+        },
     })
     .await
     .context("starting the agent")?;

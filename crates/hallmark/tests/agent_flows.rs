@@ -93,6 +93,11 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
             ..InventoryConfig::default()
         },
         flows,
+        // Flows here are the test's own, sent through the sink.
+        capture: hallmark_agent::capture::CaptureConfig {
+            mode: hallmark_agent::capture::CaptureMode::Off,
+            ..Default::default()
+        },
     })
     .await
     .unwrap();

@@ -241,12 +241,12 @@ fn captured_flows_name_both_ends_at_capture_time() {
     // --- A sends 100,000 bytes to B:5432 -----------------------------------
     send_counted(&a, &format!("{ip_b} 5432"));
     let to_b = format!("ip:{ip_b}");
-    let list = wait_until("A → B:5432 to be stored", WAIT, || {
+    wait_until("A → B:5432 to be stored", WAIT, || {
         let l: Vec<Value> = captured(&server, &ip_a, &to_b, "tcp")
             .into_iter()
             .filter(|f| dst(f).port() == 5432)
             .collect();
-        (!l.is_empty() && l.iter().all(|f| f["status"] == "attributed")).then_some(l)
+        (!l.is_empty() && l.iter().all(|f| f["status"] == "attributed")).then_some(())
     });
     // Both sockets' reports are in by now; they are one flow.
     std::thread::sleep(Duration::from_secs(2));
@@ -664,7 +664,7 @@ fn two_nodes_report_one_connection_once() {
 /// seconds, each closed with a reset (no TIME_WAIT, so ports never run
 /// out); the number made.
 fn connection_storm(threads: usize, secs: u64) -> u64 {
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     let listener = deep_listener();
@@ -768,7 +768,8 @@ fn accounted(c: &Value) -> u64 {
 fn a_connection_storm_loses_nothing_silently_and_identities_keep_flowing() {
     assert_root();
     let server = TestServer::start(TD);
-    let agent = TestAgent::start_with(&server, "storm", &["--runtime", "none", "--flows", "on"]);
+    let mut agent =
+        TestAgent::start_with(&server, "storm", &["--runtime", "none", "--flows", "on"]);
     let id = server.id("root");
     server.create_entry(&id, &agent.spiffe_id, &["unix:uid:0"], &[]);
     agent.wait_for_ids(&[&id], WAIT);
@@ -816,4 +817,36 @@ fn a_connection_storm_loses_nothing_silently_and_identities_keep_flowing() {
         },
     );
     eprintln!("storm: capture status after: {status}");
+
+    // Killed, the agent leaves nothing attached; restarted, it captures
+    // again.
+    agent.kill();
+    wait_until("no capture program outliving its agent", WAIT, || {
+        orphaned_programs().is_empty().then_some(())
+    });
+    agent.restart();
+    wait_until("capture running after the restart", WAIT, || {
+        (capture_status(&agent)["state"] == "running").then_some(())
+    });
+}
+
+/// Capture programs (`hm_…`) that no process holds: left attached by an
+/// agent that is gone.
+fn orphaned_programs() -> Vec<Value> {
+    let out = run(
+        Command::new("bpftool").args(["prog", "show", "--json"]),
+        WAIT,
+    )
+    .ok();
+    let progs: Value = serde_json::from_str(&out.stdout).unwrap();
+    progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["name"].as_str().is_some_and(|n| n.starts_with("hm_"))
+                && p["pids"].as_array().is_none_or(|a| a.is_empty())
+        })
+        .cloned()
+        .collect()
 }

@@ -509,7 +509,7 @@ impl Worker {
 
     fn count_drops(&mut self) {
         let d = self.capture.drops();
-        let last = std::mem::replace(&mut self.last_drops, d.clone());
+        let last = std::mem::replace(&mut self.last_drops, d);
         self.drop_events(
             "ringbuf-full",
             d.ringbuf_full.saturating_sub(last.ringbuf_full),

@@ -1,6 +1,9 @@
 //! What the flow end-to-end tests share: a Docker bridge network, the
 //! `flows list` / `whois` calls, and readers of their JSON.
 
+// A failed unwrap is the calling test's failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 

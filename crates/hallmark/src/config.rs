@@ -92,7 +92,8 @@ pub struct AgentFile {
     pub flows: Option<String>,
     pub flow_report_interval: Option<String>,
     pub udp_idle: Option<String>,
-    pub flow_cgroup: Option<String>,
+    /// Cgroup2 subtrees to capture, as `--flow-cgroup`.
+    pub flow_cgroup: Option<Vec<String>>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {

@@ -46,6 +46,15 @@ fn send_counted(c: &DockerContainer, to: &str) {
     );
 }
 
+/// Every agent's capture sees every socket of the machine, so these tests
+/// run one at a time: the storm would otherwise flood the others' agents.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn assert_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -144,6 +153,11 @@ impl Drop for HostUnit {
     }
 }
 
+/// The host unit the first test's UDP server runs in.
+fn unit_name() -> String {
+    format!("hm-capture-{}.service", std::process::id())
+}
+
 fn exec(c: &DockerContainer, script: &str) -> Output {
     docker(&["exec", &c.name, "/busybox", "sh", "-c", script])
 }
@@ -151,6 +165,7 @@ fn exec(c: &DockerContainer, script: &str) -> Output {
 #[test]
 fn captured_flows_name_both_ends_at_capture_time() {
     assert_root();
+    let _serial = one_at_a_time();
     ensure_runtimes();
     let server = TestServer::start_with(
         TD,
@@ -175,6 +190,12 @@ fn captured_flows_name_both_ends_at_capture_time() {
             "2s",
             "--udp-idle",
             "2s",
+            // The containers and the host unit below: not whatever else
+            // the machine does meanwhile.
+            "--flow-cgroup",
+            "/docker",
+            "--flow-cgroup",
+            &format!("/system.slice/{}", unit_name()),
         ],
     );
     let status = agent.cli(&[
@@ -287,7 +308,7 @@ fn captured_flows_name_both_ends_at_capture_time() {
     assert_eq!(end_container(&refused["src"]), Some(a.id.as_str()));
 
     // --- UDP request and answer with a host process in a unit ---------------
-    let unit = format!("hm-capture-{}.service", std::process::id());
+    let unit = unit_name();
     let echo = HostUnit::udp_echo(&unit, &format!("{gateway}:53"));
     // Busybox's nc has no UDP; nslookup asks port 53 (the answer is not
     // DNS, so it fails; the datagrams went both ways all the same).
@@ -370,6 +391,7 @@ fn captured_flows_name_both_ends_at_capture_time() {
 #[test]
 fn without_bpf_permission_identities_are_still_served() {
     assert_root();
+    let _serial = one_at_a_time();
     let server = TestServer::start(TD);
     // `nobody` may not load BPF programs.
     let agent = TestAgent::start_as(
@@ -520,6 +542,7 @@ impl Drop for TwoNodes {
 #[test]
 fn two_nodes_report_one_connection_once() {
     assert_root();
+    let _serial = one_at_a_time();
     let nodes = TwoNodes::create();
     let server = TestServer::start_on(
         TD,
@@ -662,8 +685,9 @@ fn two_nodes_report_one_connection_once() {
 
 /// Connections from `threads` threads to a local listener for `secs`
 /// seconds, each closed with a reset (no TIME_WAIT, so ports never run
-/// out); the number made.
-fn connection_storm(threads: usize, secs: u64) -> u64 {
+/// out); the number made and the number the listener accepted (a
+/// connection the accept queue had no room for never had a server socket).
+fn connection_storm(threads: usize, secs: u64) -> (u64, u64) {
     use std::net::TcpStream;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
@@ -674,12 +698,14 @@ fn connection_storm(threads: usize, secs: u64) -> u64 {
     let acceptor = {
         let stop = stop.clone();
         std::thread::spawn(move || {
+            let mut accepted = 0u64;
             for s in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                drop(s);
+                accepted += u64::from(s.is_ok());
             }
+            accepted
         })
     };
     let clients: Vec<_> = (0..threads)
@@ -701,8 +727,8 @@ fn connection_storm(threads: usize, secs: u64) -> u64 {
         c.join().unwrap();
     }
     let _ = TcpStream::connect(addr);
-    acceptor.join().unwrap();
-    made.load(Ordering::Relaxed)
+    let accepted = acceptor.join().unwrap();
+    (made.load(Ordering::Relaxed), accepted)
 }
 
 /// A listener on 127.0.0.1 with a backlog deep enough for a storm (the
@@ -767,6 +793,7 @@ fn accounted(c: &Value) -> u64 {
 #[test]
 fn a_connection_storm_loses_nothing_silently_and_identities_keep_flowing() {
     assert_root();
+    let _serial = one_at_a_time();
     let server = TestServer::start(TD);
     let mut agent =
         TestAgent::start_with(&server, "storm", &["--runtime", "none", "--flows", "on"]);
@@ -791,11 +818,11 @@ fn a_connection_storm_loses_nothing_silently_and_identities_keep_flowing() {
         }
         (answers, slowest)
     });
-    let made = connection_storm(4, 10);
+    let (made, accepted) = connection_storm(4, 10);
     done_tx.send(()).unwrap();
     let (answers, slowest) = prober.join().unwrap();
     eprintln!(
-        "storm: {made} connections in 10 s ({} /s); Workload API answered {answers} times, slowest {slowest:?}",
+        "storm: {made} connections in 10 s ({} /s), {accepted} accepted; Workload API answered {answers} times, slowest {slowest:?}",
         made / 10
     );
     assert!(

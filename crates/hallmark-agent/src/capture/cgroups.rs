@@ -92,9 +92,9 @@ pub enum Resolved {
 /// Cgroup ID → path, and path → tag.
 pub struct CgroupResolver {
     root: PathBuf,
-    /// The subtree whose sockets are this node's (`/` for all), without a
-    /// trailing `/`, empty for the root.
-    within: String,
+    /// The subtrees whose sockets are this node's, without a trailing `/`;
+    /// empty (or holding the root, ``) for all.
+    within: Vec<String>,
     paths: HashMap<u64, String>,
     tags: HashMap<u64, (LocalTag, Instant)>,
     last_scan: Option<Instant>,
@@ -103,11 +103,17 @@ pub struct CgroupResolver {
 
 impl CgroupResolver {
     /// A resolver over the cgroup2 hierarchy mounted at `root`, for the
-    /// sockets of the subtree `within` (`/` for all); walks it once now.
-    pub fn new(root: PathBuf, within: &str) -> Self {
+    /// sockets of the subtrees `within` (`/`, or none, for all); walks it
+    /// once now.
+    pub fn new(root: PathBuf, within: &[String]) -> Self {
+        let within: Vec<String> = within
+            .iter()
+            .map(|w| w.trim_end_matches('/').to_string())
+            .collect();
+        let everything = within.is_empty() || within.iter().any(String::is_empty);
         let mut r = CgroupResolver {
             root,
-            within: within.trim_end_matches('/').to_string(),
+            within: if everything { Vec::new() } else { within },
             paths: HashMap::new(),
             tags: HashMap::new(),
             last_scan: None,
@@ -160,12 +166,13 @@ impl CgroupResolver {
                 Resolved::Outside
             };
         };
-        if !self.within.is_empty()
-            && path != self.within
-            && !path
-                .strip_prefix(self.within.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-        {
+        let inside = |w: &String| {
+            path == *w
+                || path
+                    .strip_prefix(w.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if !self.within.is_empty() && !self.within.iter().any(inside) {
             return Resolved::Outside;
         }
         let tag = tag_of_path(&path, inventory);

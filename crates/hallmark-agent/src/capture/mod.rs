@@ -96,10 +96,10 @@ pub struct CaptureConfig {
     pub report_interval: Duration,
     /// A UDP conversation silent this long is closed and reported.
     pub udp_idle: Duration,
-    /// Only sockets in this cgroup2 subtree are the node's (`/` for all):
-    /// for an agent that speaks for part of a machine (nested nodes, or
-    /// several simulated nodes on one kernel).
-    pub cgroup: String,
+    /// Only sockets in these cgroup2 subtrees are the node's (`/` for
+    /// all): for an agent that speaks for part of a machine (nested nodes,
+    /// or several simulated nodes on one kernel).
+    pub cgroups: Vec<String>,
 }
 
 impl Default for CaptureConfig {
@@ -108,7 +108,7 @@ impl Default for CaptureConfig {
             mode: CaptureMode::Auto,
             report_interval: DEFAULT_FLOW_REPORT_INTERVAL,
             udp_idle: DEFAULT_UDP_IDLE,
-            cgroup: "/".into(),
+            cgroups: vec!["/".into()],
         }
     }
 }
@@ -125,14 +125,12 @@ impl CaptureConfig {
         if self.udp_idle < Duration::from_secs(1) {
             return Err(format!("udp_idle {:?}: must be at least 1s", self.udp_idle));
         }
-        if !self.cgroup.starts_with('/')
-            || self.cgroup.contains("/../")
-            || self.cgroup.ends_with("/..")
-        {
-            return Err(format!(
-                "flow_cgroup `{}`: must be an absolute path in the cgroup2 hierarchy (`/` for all)",
-                self.cgroup
-            ));
+        for c in &self.cgroups {
+            if !c.starts_with('/') || c.split('/').any(|part| part == "..") {
+                return Err(format!(
+                    "flow_cgroup `{c}`: must be an absolute path in the cgroup2 hierarchy (`/` for all)"
+                ));
+            }
         }
         Ok(())
     }
@@ -272,7 +270,7 @@ pub fn start(
         "flow capture attached"
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let resolver = CgroupResolver::new(root, &config.cgroup);
+    let resolver = CgroupResolver::new(root, &config.cgroups);
     let worker = Worker {
         config,
         capture,

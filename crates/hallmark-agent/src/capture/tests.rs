@@ -115,7 +115,7 @@ fn the_resolver_learns_cgroup_ids_from_the_directory_inodes() {
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("system.slice/web.service");
     std::fs::create_dir_all(&unit).unwrap();
-    let mut r = CgroupResolver::new(dir.path().to_path_buf(), "/");
+    let mut r = CgroupResolver::new(dir.path().to_path_buf(), &["/".to_string()]);
     let ino = std::fs::metadata(&unit).unwrap().ino();
     assert_eq!(r.path(ino), Some("/system.slice/web.service"));
     let root = std::fs::metadata(dir.path()).unwrap().ino();
@@ -137,7 +137,10 @@ fn the_resolver_learns_cgroup_ids_from_the_directory_inodes() {
     assert!(r.scans() <= scans + 1, "{} walks", r.scans() - scans);
 
     // An agent speaking for one subtree claims only its sockets.
-    let mut sub = CgroupResolver::new(dir.path().to_path_buf(), "/system.slice/");
+    let mut sub = CgroupResolver::new(
+        dir.path().to_path_buf(),
+        &["/system.slice/".to_string(), "/nowhere".to_string()],
+    );
     let web = std::fs::metadata(&unit).unwrap().ino();
     assert_eq!(
         sub.resolve(web, &Fake::default()),
@@ -279,6 +282,11 @@ fn flags_are_checked_with_their_names() {
         ..CaptureConfig::default()
     };
     assert!(c.validate().unwrap_err().contains("udp_idle"));
+    let c = CaptureConfig {
+        cgroups: vec!["/a/../b".into()],
+        ..CaptureConfig::default()
+    };
+    assert!(c.validate().unwrap_err().contains("flow_cgroup `/a/../b`"));
     assert_eq!(
         CaptureConfig::default().report_interval,
         Duration::from_secs(30)

@@ -77,10 +77,10 @@ pub struct CaptureArgs {
     /// A UDP conversation silent this long is closed and reported [default: 30s].
     #[arg(long)]
     pub udp_idle: Option<String>,
-    /// Capture only sockets in this cgroup2 subtree, for an agent that
-    /// speaks for part of a machine [default: /, every socket].
+    /// Capture only sockets in this cgroup2 subtree (repeat for several),
+    /// for an agent that speaks for part of a machine [default: /, every socket].
     #[arg(long)]
-    pub flow_cgroup: Option<String>,
+    pub flow_cgroup: Vec<String>,
 }
 
 /// The capture configuration from flags over the config file.
@@ -116,7 +116,11 @@ pub fn capture_config(
             pick(a.udp_idle, file.udp_idle.clone()),
             defaults.udp_idle,
         )?,
-        cgroup: pick(a.flow_cgroup, file.flow_cgroup.clone()).unwrap_or(defaults.cgroup),
+        cgroups: if !a.flow_cgroup.is_empty() {
+            a.flow_cgroup
+        } else {
+            file.flow_cgroup.clone().unwrap_or(defaults.cgroups)
+        },
     })
 }
 

@@ -434,6 +434,31 @@ fn without_bpf_permission_identities_are_still_served() {
         text.contains("flow capture   UNAVAILABLE") && text.contains("permit"),
         "{text}"
     );
+
+    // `--flows on` is a promise: without BPF the agent refuses to start,
+    // and says what to do.
+    let token = server.join_token("no-bpf-on");
+    let dir = short_tempdir();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let mut cmd = hallmark_cmd(&["agent", "run", "--runtime", "none", "--flows", "on"]);
+    cmd.arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .arg("--socket")
+        .arg(dir.path().join("w.sock"))
+        .args(["--server", &server.addr.to_string()])
+        .args(["--trust-domain", TD])
+        .args(["--join-token", &token.token])
+        .args(["--ca-fingerprint", &token.ca_fingerprint])
+        .current_dir("/");
+    std::os::unix::process::CommandExt::uid(&mut cmd, NOBODY);
+    std::os::unix::process::CommandExt::gid(&mut cmd, NOBODY);
+    run(&mut cmd, WAIT)
+        .fails()
+        .stderr_has(&["--flows on", "not permitted", "--flows auto"]);
 }
 
 fn sh(script: &str) {

@@ -115,6 +115,11 @@ impl Cluster {
             trust: ServerTrustSource::Fingerprint(self.token.ca_fingerprint.clone()),
             inventory,
             flows: Default::default(),
+            // Benchmarks of the identity plane measure it without flow capture.
+            capture: hallmark_agent::capture::CaptureConfig {
+                mode: hallmark_agent::capture::CaptureMode::Off,
+                ..Default::default()
+            },
         })
         .await
         .context("starting the agent")?;

@@ -119,6 +119,11 @@ pub async fn run(args: &TokenEndpointArgs) -> Result<TokenEndpointResult> {
             ..Default::default()
         },
         flows: Default::default(),
+        // Benchmarks of the identity plane measure it without flow capture.
+        capture: hallmark_agent::capture::CaptureConfig {
+            mode: hallmark_agent::capture::CaptureMode::Off,
+            ..Default::default()
+        },
     })
     .await
     .context("starting the agent")?;

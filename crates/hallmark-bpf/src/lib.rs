@@ -27,7 +27,7 @@ mod sys;
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -269,6 +269,12 @@ impl Capture {
     /// The ring buffer's fd, for readiness polling (tokio `AsyncFd`).
     pub fn ring_fd(&self) -> RawFd {
         self.events.as_raw_fd()
+    }
+
+    /// The ring buffer's fd, borrowed for as long as the capture lives, for
+    /// `poll` without unsafe code.
+    pub fn ring_borrowed_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
     }
 
     /// Drains the ring buffer without blocking, appending events; returns

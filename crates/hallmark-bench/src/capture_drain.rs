@@ -1,0 +1,195 @@
+//! The agent's user-space side of capture, run on a thread of its own as
+//! the agent runs it: wait for the ring buffer to be readable, drain it,
+//! resolve each socket's cgroup to the local end, convert the record to a
+//! flow, validate it and offer it to a bounded channel whose consumer
+//! discards it (where the agent's reporter would batch it to the server).
+//! Once a second it reads the drop counters and the map usage, as the
+//! agent's housekeeping does.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use hallmark_agent::capture::cgroups::{CgroupResolver, ContainerLookup, Resolved};
+use hallmark_agent::capture::convert::{self, Clock};
+use hallmark_bpf::{Capture, Drops, TcpEvent};
+use hallmark_core::Workload;
+use hallmark_flows::Flow;
+use serde::Serialize;
+
+/// The agent's default sink capacity (`FlowConfig::sink_capacity`).
+pub const SINK_CAPACITY: usize = 10_000;
+/// The agent's poll timeout on the ring buffer, in milliseconds.
+const POLL_TIMEOUT_MS: u16 = 200;
+/// The agent's housekeeping period (drop counters, map usage).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// A host with no containers: every socket is a host process's, which is
+/// what the resolver makes of every cgroup here, as it would with the
+/// agent's (empty) inventory.
+pub struct NoContainers;
+
+impl ContainerLookup for NoContainers {
+    fn workload(&self, _container_id: &str) -> Option<Workload> {
+        None
+    }
+
+    fn pod_workloads(&self, _pod_uid: &str) -> Vec<Workload> {
+        Vec::new()
+    }
+}
+
+/// What the drain thread did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DrainStats {
+    /// Records taken from the ring buffer.
+    pub records: u64,
+    /// Flows the channel took.
+    pub flows: u64,
+    /// Flows refused by the full channel (the agent's `sink-full`).
+    pub sink_full: u64,
+    /// Flows that failed validation (the agent's `invalid`).
+    pub invalid: u64,
+    /// Records of sockets whose cgroup could not be found.
+    pub unknown_cgroup: u64,
+    /// CPU time of the drain thread (user + system).
+    pub cpu_seconds: f64,
+    /// Events the kernel side lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Connections not tracked because the connection map was full.
+    pub conn_map_full: u64,
+}
+
+/// A running drain thread; [`Drain::stop`] joins it and drops the
+/// capture, detaching the programs.
+pub struct Drain {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<DrainStats>>,
+    consumer: JoinHandle<()>,
+}
+
+impl Drain {
+    /// Starts draining `capture`, resolving cgroups under `cgroup_root`.
+    pub fn start(capture: Capture, cgroup_root: PathBuf) -> Result<Drain> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel::<Flow>(SINK_CAPACITY);
+        let consumer = std::thread::Builder::new()
+            .name("bench-sink".into())
+            .spawn(move || discard(rx))
+            .context("starting the sink consumer thread")?;
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("bench-capture".into())
+            .spawn(move || run(capture, cgroup_root, tx, &flag))
+            .context("starting the drain thread")?;
+        Ok(Drain {
+            stop,
+            thread,
+            consumer,
+        })
+    }
+
+    /// Stops the thread (within one poll timeout) and returns its figures.
+    pub fn stop(self) -> Result<DrainStats> {
+        self.stop.store(true, Ordering::Relaxed);
+        let stats = self
+            .thread
+            .join()
+            .map_err(|_| anyhow!("the drain thread panicked"))??;
+        self.consumer
+            .join()
+            .map_err(|_| anyhow!("the sink consumer thread panicked"))?;
+        Ok(stats)
+    }
+}
+
+fn discard(rx: Receiver<Flow>) {
+    while let Ok(flow) = rx.recv() {
+        drop(flow);
+    }
+}
+
+/// CPU time this thread has used.
+pub fn thread_cpu() -> Result<Duration> {
+    use nix::time::{clock_gettime, ClockId};
+    let ts = clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)")?;
+    let secs = u64::try_from(ts.tv_sec()).unwrap_or(0);
+    let nanos = u32::try_from(ts.tv_nsec()).unwrap_or(0);
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Waits until the ring buffer has records or the poll times out, as the
+/// agent's capture thread does.
+fn wait_for_events(capture: &Capture) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(capture.ring_borrowed_fd(), PollFlags::POLLIN)];
+    let _ = poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS));
+}
+
+fn run(
+    mut capture: Capture,
+    cgroup_root: PathBuf,
+    tx: SyncSender<Flow>,
+    stop: &AtomicBool,
+) -> Result<DrainStats> {
+    let cpu_start = thread_cpu()?;
+    let mut stats = DrainStats::default();
+    let mut resolver = CgroupResolver::new(cgroup_root, "/");
+    // As the agent's status: a mutex-guarded record count.
+    let status = Mutex::new(0u64);
+    let clock = Clock::now();
+    let mut events: Vec<TcpEvent> = Vec::new();
+    let mut last_housekeeping = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        wait_for_events(&capture);
+        events.clear();
+        capture.drain_tcp(&mut events);
+        for ev in &events {
+            stats.records += 1;
+            let tag = match resolver.resolve(ev.cgroup_id, &NoContainers) {
+                Resolved::Tag(t) => Some(t),
+                Resolved::Unknown => {
+                    stats.unknown_cgroup += 1;
+                    None
+                }
+                Resolved::Outside => continue,
+            };
+            let flow = convert::tcp_flow(ev, tag.as_ref(), "bench", &clock);
+            *status
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+            if flow.validate().is_err() {
+                stats.invalid += 1;
+                continue;
+            }
+            match tx.try_send(flow) {
+                Ok(()) => stats.flows += 1,
+                Err(TrySendError::Full(_)) => stats.sink_full += 1,
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(anyhow!("the sink consumer stopped"))
+                }
+            }
+        }
+        if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+            last_housekeeping = Instant::now();
+            let _ = capture.drops();
+            let _ = capture.map_usage();
+        }
+    }
+    let Drops {
+        ringbuf_full,
+        conn_map_full,
+        ..
+    } = capture.drops();
+    stats.ringbuf_full = ringbuf_full;
+    stats.conn_map_full = conn_map_full;
+    stats.cpu_seconds = thread_cpu()?.saturating_sub(cpu_start).as_secs_f64();
+    // Detaches the programs before the thread reports back.
+    drop(capture);
+    Ok(stats)
+}

@@ -1,0 +1,108 @@
+use super::*;
+
+#[test]
+fn rounds_compare_medians() {
+    let r = Rounds::new(vec![100.0, 90.0, 110.0], vec![95.0, 80.0, 99.0]);
+    assert_eq!(r.off_median, Some(100.0));
+    assert_eq!(r.on_median, Some(95.0));
+    assert_eq!(r.ratio, Some(0.95));
+    assert_eq!(Rounds::spread(&r.off), "90.0–110");
+    // No baseline: no ratio, rather than a division by zero.
+    let r = Rounds::new(vec![0.0, 0.0, 0.0], vec![1.0, 1.0, 1.0]);
+    assert_eq!(r.ratio, None);
+    assert_eq!(Rounds::spread(&[]), "-");
+}
+
+#[test]
+fn cpu_per_ten_thousand_flows() {
+    // 0.5 s for 100,000 records: 5 µs each, 5% of a core at 10,000/s.
+    let c = Cpu::of(100_000, 0.5);
+    assert!((c.us_per_record.unwrap() - 5.0).abs() < 1e-9);
+    assert!((c.percent_core_at_10k.unwrap() - 5.0).abs() < 1e-9);
+    let none = Cpu::of(0, 0.2);
+    assert_eq!(none.us_per_record, None);
+    assert_eq!(none.percent_core_at_10k, None);
+}
+
+#[test]
+fn map_fdinfo_is_read_and_other_fds_are_not() {
+    let map = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t1\nkey_size:\t8\nvalue_size:\t96\nmax_entries:\t262144\nmap_flags:\t0x0\nmap_extra:\t0x0\nmemlock:\t29384704\nmap_id:\t42\nfrozen:\t0\n";
+    assert_eq!(
+        parse_map_fdinfo(map),
+        Some(MapMemory {
+            map_type: 1,
+            max_entries: 262_144,
+            memlock_bytes: 29_384_704,
+        })
+    );
+    let file = "pos:\t0\nflags:\t0100002\nmnt_id:\t27\nino:\t3\n";
+    assert_eq!(parse_map_fdinfo(file), None);
+    let prog =
+        "pos:\t0\nflags:\t02000002\nprog_type:\t26\nprog_jited:\t1\nmemlock:\t4096\nprog_id:\t9\n";
+    assert_eq!(parse_map_fdinfo(prog), None);
+    let garbled = "map_type:\tx\nmax_entries:\t1\nmemlock:\t1\n";
+    assert_eq!(parse_map_fdinfo(garbled), None);
+}
+
+#[test]
+fn quick_shortens_and_bad_values_are_named() {
+    let base = CaptureArgs {
+        rounds: 3,
+        round_secs: 3.0,
+        clients: 2,
+        open_pairs: 50_000,
+        connections: 200,
+        pace_ms: 25,
+        quick: true,
+    };
+    let q = base.effective().unwrap();
+    assert_eq!(
+        (q.round_secs, q.open_pairs, q.connections),
+        (1.0, 10_000, 50)
+    );
+    let few = CaptureArgs {
+        rounds: 2,
+        ..base.clone()
+    };
+    assert!(few
+        .effective()
+        .unwrap_err()
+        .to_string()
+        .contains("--rounds 2"));
+    let short = CaptureArgs {
+        round_secs: 0.0,
+        quick: false,
+        ..base
+    };
+    assert!(short
+        .effective()
+        .unwrap_err()
+        .to_string()
+        .contains("--round-secs"));
+}
+
+#[test]
+fn the_connection_loop_counts_closed_connections() {
+    let acceptors = loops::Acceptors::start(2).unwrap();
+    let c = loops::connection_round(&acceptors.addrs, 1, Duration::from_millis(200));
+    assert!(c.completed > 10, "{c:?}");
+    assert_eq!(c.failed, 0, "{c:?}");
+}
+
+#[test]
+fn the_bulk_stream_moves_whole_buffers() {
+    let (bytes, elapsed) = loops::bulk_round(Duration::from_millis(100)).unwrap();
+    assert!(bytes >= loops::BULK_BUFFER as u64, "{bytes}");
+    assert_eq!(bytes % loops::BULK_BUFFER as u64, 0);
+    assert!(elapsed >= Duration::from_millis(50), "{elapsed:?}");
+}
+
+#[test]
+fn open_pairs_hold_both_ends() {
+    let open = loops::open_pairs(50, 3).unwrap();
+    assert_eq!(open.pairs.len(), 50);
+    assert!(open.short_because.is_none());
+    for (c, s) in &open.pairs {
+        assert_eq!(c.local_addr().unwrap(), s.peer_addr().unwrap());
+    }
+}

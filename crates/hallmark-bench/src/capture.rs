@@ -8,8 +8,8 @@
 //! - Bulk throughput: one loopback stream of 64 KiB writes, off vs on.
 //! - Agent CPU: the drain thread's CPU time per record in the on rounds of
 //!   the connection loop, as a share of one core at 10,000 flows/s.
-//! - Memory at 100,000 open connections: 50,000 loopback pairs, a snapshot
-//!   of them converted to flows as the interim report does; the growth of
+//! - Memory at 100,000 open connections: 50,000 loopback pairs (held by
+//!   child processes), a snapshot of them converted to flows as the interim report does; the growth of
 //!   this process's resident set, and the kernel maps' memory.
 //! - Close → listed by `ListFlows` (what `hallmark flows list` asks), with
 //!   a server and an agent with capture on in this process.
@@ -49,9 +49,6 @@ pub const TARGET_SHARE: f64 = 0.95;
 pub const TARGET_VISIBLE_P99_MS: f64 = 2000.0;
 /// Listeners the connection loop spreads its connections over.
 const LISTENERS: usize = 4;
-/// Destination ports the open connections are spread over: each has the
-/// ephemeral port range (about 28,000 ports) to itself.
-const OPEN_PORTS: usize = 4;
 
 #[derive(Args, Debug, Clone)]
 pub struct CaptureArgs {
@@ -189,6 +186,10 @@ pub struct OpenMemory {
     /// before).
     pub hwm_during_kib: u64,
     pub peak_hwm_reset: bool,
+    /// In-memory size of one converted flow and one snapshot record
+    /// (without the strings a flow's local end holds).
+    pub flow_bytes: usize,
+    pub event_bytes: usize,
     pub maps: Vec<MapMemory>,
     pub kernel_maps_bytes: u64,
 }
@@ -229,6 +230,11 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     let tcp_attach = load()?.tcp_attach().as_str().to_string();
     let round = Duration::from_secs_f64(a.round_secs);
 
+    // First, while the heap is fresh: memory freed by the later steps
+    // would hide the growth.
+    eprintln!("capture: {} open connection pairs", a.open_pairs);
+    let memory = open_memory(a.open_pairs, &root)?;
+
     eprintln!(
         "capture: connection rate, {} rounds of {:.1} s each off/on, {} clients",
         a.rounds, a.round_secs, a.clients
@@ -264,9 +270,6 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     }
     let bulk_mb_per_sec = Rounds::new(off, on);
 
-    eprintln!("capture: {} open connection pairs", a.open_pairs);
-    let memory = open_memory(a.open_pairs, &root)?;
-
     eprintln!(
         "capture: close -> ListFlows, {} connections, one every {} ms",
         a.connections, a.pace_ms
@@ -301,16 +304,28 @@ fn add(total: &mut DrainStats, s: &DrainStats) {
     total.conn_map_full += s.conn_map_full;
 }
 
-/// Lifts the open-file limit (soft and hard) to at least `need`.
-fn raise_nofile(need: u64) -> Result<()> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
-    if soft >= need {
-        return Ok(());
+/// The hidden `capture-hold` command: holds loopback connection pairs for
+/// the memory figure, in a process of its own.
+#[derive(Args, Debug, Clone)]
+pub struct HoldArgs {
+    #[arg(long)]
+    pub pairs: usize,
+}
+
+pub fn hold(args: &HoldArgs) -> Result<()> {
+    loops::hold(args.pairs)
+}
+
+/// Pairs one holder process opens: two fds each, under its open-file
+/// limit (which `main` lifts to the hard limit) with room to spare.
+fn pairs_per_holder() -> Result<usize> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).context("reading RLIMIT_NOFILE")?;
+    let per = usize::try_from(soft.saturating_sub(256) / 2).unwrap_or(0);
+    if per == 0 {
+        bail!("RLIMIT_NOFILE {soft}: too low to hold connections open");
     }
-    let hard = hard.max(need);
-    setrlimit(Resource::RLIMIT_NOFILE, need, hard)
-        .with_context(|| format!("raising RLIMIT_NOFILE to {need}"))
+    Ok(per)
 }
 
 fn open_memory(pairs: usize, root: &std::path::Path) -> Result<OpenMemory> {
@@ -319,19 +334,9 @@ fn open_memory(pairs: usize, root: &std::path::Path) -> Result<OpenMemory> {
     let maps = bpf_maps()?;
     let kernel_maps_bytes = maps.iter().map(|m| m.memlock_bytes).sum();
     let me = std::process::id();
-    let need = 2 * pairs as u64 + 1024;
-    let (pairs, limited) = match raise_nofile(need) {
-        Ok(()) => (pairs, None),
-        Err(e) => {
-            let (soft, _) =
-                nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
-            let fit = usize::try_from(soft.saturating_sub(1024) / 2).unwrap_or(0);
-            (pairs.min(fit), Some(format!("{e:#}")))
-        }
-    };
     let rss_before_open = Memory::of_pid(me)?;
-    let open = loops::open_pairs(pairs, OPEN_PORTS)?;
-    let short_because = open.short_because.clone().or(limited);
+    // Held by child processes: one process may not hold 100,000 fds here.
+    let holders = loops::spawn_holders(pairs, pairs_per_holder()?)?;
     let rss_before_snapshot = Memory::of_pid(me)?;
     // Resets VmHWM to the current RSS, so the peak below is this step's.
     let peak_hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
@@ -356,8 +361,8 @@ fn open_memory(pairs: usize, root: &std::path::Path) -> Result<OpenMemory> {
     let map_usage_ms = t.elapsed().as_secs_f64() * 1000.0;
     let result = OpenMemory {
         pairs_asked: pairs,
-        pairs_open: open.pairs.len(),
-        short_because,
+        pairs_open: holders.open,
+        short_because: holders.short_because.clone(),
         snapshot_open: snap.open.len(),
         snapshot_listening: snap.listening.len(),
         snapshot_ms,
@@ -369,6 +374,8 @@ fn open_memory(pairs: usize, root: &std::path::Path) -> Result<OpenMemory> {
         rss_after_convert_kib: after.vm_rss_kib,
         hwm_during_kib: after.vm_hwm_kib,
         peak_hwm_reset,
+        flow_bytes: std::mem::size_of::<hallmark_flows::Flow>(),
+        event_bytes: std::mem::size_of::<hallmark_bpf::TcpEvent>(),
         maps,
         kernel_maps_bytes,
     };
@@ -377,7 +384,7 @@ fn open_memory(pairs: usize, root: &std::path::Path) -> Result<OpenMemory> {
     // Detached before the connections close: their close events are not
     // what is measured here.
     drop(capture);
-    drop(open);
+    drop(holders);
     Ok(result)
 }
 
@@ -481,12 +488,14 @@ pub fn print(r: &CaptureReport) {
     );
     let per = (m.snapshot_open > 0).then(|| growth as f64 * 1024.0 / m.snapshot_open as f64);
     println!(
-        "  VmRSS before opening {}, before the snapshot {}, after converting {} (+{}, {} bytes per open connection); VmHWM during {}{}",
+        "  VmRSS before opening {}, before the snapshot {}, after converting {} (+{}, {} bytes per open connection; a flow is {} bytes, a snapshot record {}, before strings); VmHWM during {}{}",
         kib(m.rss_before_open_kib),
         kib(m.rss_before_snapshot_kib),
         kib(m.rss_after_convert_kib),
         kib(growth),
         per.map_or("-".into(), |b| format!("{b:.0}")),
+        m.flow_bytes,
+        m.event_bytes,
         kib(m.hwm_during_kib),
         if m.peak_hwm_reset { "" } else { " (peak not reset: process peak)" }
     );

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 
+/// Destination ports a holder spreads its open connections over: each has
+/// the ephemeral port range (about 28,000 ports) to itself.
+const OPEN_PORTS: usize = 4;
 /// Bytes per write of the bulk stream.
 pub const BULK_BUFFER: usize = 64 * 1024;
 
@@ -195,4 +198,94 @@ pub fn open_pairs(n: usize, ports: usize) -> Result<OpenPairs> {
         _listeners: listeners,
         short_because,
     })
+}
+
+/// Connection pairs held open by child processes (`capture-hold`), so that
+/// more connections are open than one process's open-file limit allows.
+/// Dropping it closes the children's stdin: they close everything and exit.
+pub struct Holders {
+    children: Vec<std::process::Child>,
+    /// Pairs the children report open.
+    pub open: usize,
+    /// Why a child opened fewer than it was asked to, if one did.
+    pub short_because: Option<String>,
+}
+
+/// Starts children holding `pairs` pairs in all, at most `per_child` each.
+pub fn spawn_holders(pairs: usize, per_child: usize) -> Result<Holders> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let mut holders = Holders {
+        children: Vec::new(),
+        open: 0,
+        short_because: None,
+    };
+    let mut left = pairs;
+    while left > 0 {
+        let n = left.min(per_child.max(1));
+        left -= n;
+        let mut child = Command::new(&exe)
+            .args(["capture-hold", "--pairs", &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} capture-hold", exe.display()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow!("capture-hold has no stdout"))?;
+        holders.children.push(child);
+        let line = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("open "))
+            .ok_or_else(|| anyhow!("capture-hold exited before reporting its connections"))?;
+        let (open, short) = parse_hold_line(&line)
+            .ok_or_else(|| anyhow!("capture-hold reported `{line}`, not `open N`"))?;
+        holders.open += open;
+        if let Some(why) = short {
+            holders.short_because.get_or_insert(why);
+            break;
+        }
+    }
+    Ok(holders)
+}
+
+/// `open N` or `open N short: WHY`.
+pub fn parse_hold_line(line: &str) -> Option<(usize, Option<String>)> {
+    let rest = line.strip_prefix("open ")?;
+    let (n, why) = match rest.split_once(" short: ") {
+        Some((n, why)) => (n, Some(why.to_string())),
+        None => (rest, None),
+    };
+    Some((n.trim().parse().ok()?, why))
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            drop(c.stdin.take());
+        }
+        for c in &mut self.children {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The child side: opens `pairs` pairs, reports `open N`, holds them until
+/// stdin closes.
+pub fn hold(pairs: usize) -> Result<()> {
+    let open = open_pairs(pairs, OPEN_PORTS)?;
+    let short = open
+        .short_because
+        .as_deref()
+        .map(|w| format!(" short: {w}"))
+        .unwrap_or_default();
+    println!("open {}{short}", open.pairs.len());
+    std::io::stdout().flush().context("writing to stdout")?;
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
 }

@@ -106,3 +106,14 @@ fn open_pairs_hold_both_ends() {
         assert_eq!(c.local_addr().unwrap(), s.peer_addr().unwrap());
     }
 }
+
+#[test]
+fn holder_lines() {
+    assert_eq!(loops::parse_hold_line("open 9000"), Some((9000, None)));
+    assert_eq!(
+        loops::parse_hold_line("open 12 short: connection 13 of 9000: connect: refused"),
+        Some((12, Some("connection 13 of 9000: connect: refused".into())))
+    );
+    assert_eq!(loops::parse_hold_line("machine: 2 CPUs"), None);
+    assert_eq!(loops::parse_hold_line("open many"), None);
+}

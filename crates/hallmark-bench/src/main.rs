@@ -99,6 +99,9 @@ enum Bench {
     /// eBPF flow capture attached vs not: connection rate, bulk throughput,
     /// agent CPU and memory, close -> `flows list` (needs root).
     Capture(capture::CaptureArgs),
+    /// Holds loopback connections open for `capture` until stdin closes.
+    #[command(hide = true)]
+    CaptureHold(capture::HoldArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -234,6 +237,7 @@ async fn run(cli: Cli) -> Result<()> {
                 report::write_json(p, "capture", &r)?;
             }
         }
+        Bench::CaptureHold(args) => capture::hold(&args)?,
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,
     }
     Ok(())

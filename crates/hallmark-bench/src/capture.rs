@@ -202,8 +202,16 @@ pub struct CaptureReport {
     pub clients: usize,
     pub connection_rate: Rounds,
     pub connections_failed: u64,
+    /// Connections completed in the on rounds.
+    pub connections_on: u64,
     pub drain: DrainStats,
+    /// The capture programs' in-kernel time per connection of the on rounds
+    /// (both sockets), from the kernel's run-time statistics.
+    pub kernel_us_per_connection: Option<f64>,
     pub bulk_mb_per_sec: Rounds,
+    pub bulk_drain: DrainStats,
+    /// The programs' in-kernel time as a share of the bulk on rounds' time.
+    pub kernel_share_of_bulk: Option<f64>,
     pub cpu: Cpu,
     pub memory: OpenMemory,
     pub visibility: visible::Visibility,
@@ -229,6 +237,12 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     let root = cgroup_root()?;
     let tcp_attach = load()?.tcp_attach().as_str().to_string();
     let round = Duration::from_secs_f64(a.round_secs);
+    // The kernel counts the programs' runs and run time while this fd is
+    // open, and stops when it closes.
+    let kernel_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime);
+    if let Err(e) = &kernel_stats {
+        eprintln!("capture: kernel run-time statistics unavailable ({e}): no in-kernel figures");
+    }
 
     // First, while the heap is fresh: memory freed by the later steps
     // would hide the growth.
@@ -242,6 +256,7 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     let acceptors = loops::Acceptors::start(LISTENERS)?;
     let (mut off, mut on, mut failed) = (Vec::new(), Vec::new(), 0);
     let mut drained = DrainStats::default();
+    let mut connections_on = 0u64;
     for _ in 0..a.rounds {
         let c = loops::connection_round(&acceptors.addrs, a.clients, round);
         failed += c.failed;
@@ -250,6 +265,7 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         let c = loops::connection_round(&acceptors.addrs, a.clients, round);
         let s = d.stop()?;
         failed += c.failed;
+        connections_on += c.completed;
         on.push(crate::stats::rate(c.completed as usize, c.elapsed));
         add(&mut drained, &s);
     }
@@ -259,15 +275,19 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
 
     eprintln!("capture: bulk throughput, {} rounds each off/on", a.rounds);
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut bulk_drain = DrainStats::default();
+    let mut bulk_on_seconds = 0.0;
     for _ in 0..a.rounds {
         let (bytes, t) = loops::bulk_round(round)?;
         off.push(bytes as f64 / 1e6 / t.as_secs_f64());
         let d = Drain::start(load()?, root.clone())?;
         let r = loops::bulk_round(round);
-        d.stop()?;
+        add(&mut bulk_drain, &d.stop()?);
         let (bytes, t) = r?;
+        bulk_on_seconds += t.as_secs_f64();
         on.push(bytes as f64 / 1e6 / t.as_secs_f64());
     }
+    drop(kernel_stats);
     let bulk_mb_per_sec = Rounds::new(off, on);
 
     eprintln!(
@@ -283,7 +303,13 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         clients: a.clients,
         connection_rate,
         connections_failed: failed,
+        kernel_us_per_connection: (drained.kernel_runs > 0 && connections_on > 0)
+            .then(|| drained.kernel_seconds * 1e6 / connections_on as f64),
+        connections_on,
         drain: drained,
+        kernel_share_of_bulk: (bulk_drain.kernel_runs > 0 && bulk_on_seconds > 0.0)
+            .then(|| bulk_drain.kernel_seconds / bulk_on_seconds),
+        bulk_drain,
         bulk_mb_per_sec,
         cpu,
         memory,
@@ -302,6 +328,8 @@ fn add(total: &mut DrainStats, s: &DrainStats) {
     total.cpu_seconds += s.cpu_seconds;
     total.ringbuf_full += s.ringbuf_full;
     total.conn_map_full += s.conn_map_full;
+    total.kernel_runs += s.kernel_runs;
+    total.kernel_seconds += s.kernel_seconds;
 }
 
 /// The hidden `capture-hold` command: holds loopback connection pairs for
@@ -459,6 +487,18 @@ pub fn print(r: &CaptureReport) {
         "connection loop: {} failed connects; drain thread: {} records, {} flows, sink full {}, invalid {}, unknown cgroup {}; kernel drops: ring buffer full {}, connection map full {}",
         r.connections_failed, d.records, d.flows, d.sink_full, d.invalid, d.unknown_cgroup, d.ringbuf_full, d.conn_map_full
     );
+    match r.kernel_us_per_connection {
+        Some(us) => println!(
+            "in-kernel: {} program runs, {:.3} s, in the connection on rounds = {us:.2} µs per connection ({:.1} runs per connection); bulk on rounds: {} runs, {:.4} s = {:.2}% of the time",
+            d.kernel_runs,
+            d.kernel_seconds,
+            d.kernel_runs as f64 / r.connections_on.max(1) as f64,
+            r.bulk_drain.kernel_runs,
+            r.bulk_drain.kernel_seconds,
+            r.kernel_share_of_bulk.unwrap_or(0.0) * 100.0
+        ),
+        None => println!("in-kernel: no run-time statistics"),
+    }
     match (r.cpu.us_per_record, r.cpu.percent_core_at_10k) {
         (Some(us), Some(pct)) => println!(
             "agent CPU: {:.3} s for {} records = {us:.2} µs per record = {pct:.1}% of one core at 10,000 flows/s",

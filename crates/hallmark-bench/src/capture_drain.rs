@@ -62,6 +62,10 @@ pub struct DrainStats {
     pub ringbuf_full: u64,
     /// Connections not tracked because the connection map was full.
     pub conn_map_full: u64,
+    /// Runs of the capture's programs in the kernel, and their time, while
+    /// the kernel's run-time statistics are on (zero when they are not).
+    pub kernel_runs: u64,
+    pub kernel_seconds: f64,
 }
 
 /// A running drain thread; [`Drain::stop`] joins it and drops the
@@ -188,6 +192,13 @@ fn run(
     } = capture.drops();
     stats.ringbuf_full = ringbuf_full;
     stats.conn_map_full = conn_map_full;
+    let ids = capture.program_ids();
+    for p in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if ids.contains(&p.id()) {
+            stats.kernel_runs += p.run_count();
+            stats.kernel_seconds += p.run_time().as_secs_f64();
+        }
+    }
     stats.cpu_seconds = thread_cpu()?.saturating_sub(cpu_start).as_secs_f64();
     // Detaches the programs before the thread reports back.
     drop(capture);

@@ -205,13 +205,10 @@ pub struct CaptureReport {
     /// Connections completed in the on rounds.
     pub connections_on: u64,
     pub drain: DrainStats,
-    /// The capture programs' in-kernel time per connection of the on rounds
-    /// (both sockets), from the kernel's run-time statistics.
-    pub kernel_us_per_connection: Option<f64>,
     pub bulk_mb_per_sec: Rounds,
-    pub bulk_drain: DrainStats,
-    /// The programs' in-kernel time as a share of the bulk on rounds' time.
-    pub kernel_share_of_bulk: Option<f64>,
+    /// The programs' time in the kernel in one extra on round of each kind.
+    pub kernel_connection: Option<KernelRound>,
+    pub kernel_bulk: Option<KernelRound>,
     pub cpu: Cpu,
     pub memory: OpenMemory,
     pub visibility: visible::Visibility,
@@ -237,12 +234,6 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     let root = cgroup_root()?;
     let tcp_attach = load()?.tcp_attach().as_str().to_string();
     let round = Duration::from_secs_f64(a.round_secs);
-    // The kernel counts the programs' runs and run time while this fd is
-    // open, and stops when it closes.
-    let kernel_stats = aya::sys::enable_stats(aya::sys::Stats::RunTime);
-    if let Err(e) = &kernel_stats {
-        eprintln!("capture: kernel run-time statistics unavailable ({e}): no in-kernel figures");
-    }
 
     // First, while the heap is fresh: memory freed by the later steps
     // would hide the growth.
@@ -269,25 +260,29 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         on.push(crate::stats::rate(c.completed as usize, c.elapsed));
         add(&mut drained, &s);
     }
+    let kernel_connection = kernel_round(&root, || {
+        let c = loops::connection_round(&acceptors.addrs, a.clients, round);
+        Ok((c.completed, c.elapsed))
+    })?;
     drop(acceptors);
     let connection_rate = Rounds::new(off, on);
     let cpu = Cpu::of(drained.records, drained.cpu_seconds);
 
     eprintln!("capture: bulk throughput, {} rounds each off/on", a.rounds);
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    let mut bulk_drain = DrainStats::default();
-    let mut bulk_on_seconds = 0.0;
     for _ in 0..a.rounds {
         let (bytes, t) = loops::bulk_round(round)?;
         off.push(bytes as f64 / 1e6 / t.as_secs_f64());
         let d = Drain::start(load()?, root.clone())?;
         let r = loops::bulk_round(round);
-        add(&mut bulk_drain, &d.stop()?);
+        d.stop()?;
         let (bytes, t) = r?;
-        bulk_on_seconds += t.as_secs_f64();
         on.push(bytes as f64 / 1e6 / t.as_secs_f64());
     }
-    drop(kernel_stats);
+    let kernel_bulk = kernel_round(&root, || {
+        let (bytes, t) = loops::bulk_round(round)?;
+        Ok((bytes, t))
+    })?;
     let bulk_mb_per_sec = Rounds::new(off, on);
 
     eprintln!(
@@ -303,13 +298,10 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         clients: a.clients,
         connection_rate,
         connections_failed: failed,
-        kernel_us_per_connection: (drained.kernel_runs > 0 && connections_on > 0)
-            .then(|| drained.kernel_seconds * 1e6 / connections_on as f64),
         connections_on,
         drain: drained,
-        kernel_share_of_bulk: (bulk_drain.kernel_runs > 0 && bulk_on_seconds > 0.0)
-            .then(|| bulk_drain.kernel_seconds / bulk_on_seconds),
-        bulk_drain,
+        kernel_connection,
+        kernel_bulk,
         bulk_mb_per_sec,
         cpu,
         memory,
@@ -317,6 +309,57 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         target_share: TARGET_SHARE,
         target_visible_p99_ms: TARGET_VISIBLE_P99_MS,
     })
+}
+
+/// One on round with the kernel's run-time statistics on: the capture
+/// programs' runs and their time in the kernel.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KernelRound {
+    pub runs: u64,
+    pub seconds: f64,
+    /// Connections completed, or bytes moved.
+    pub units: u64,
+    pub elapsed_seconds: f64,
+}
+
+impl KernelRound {
+    /// In-kernel microseconds per unit.
+    pub fn us_per_unit(&self) -> Option<f64> {
+        (self.units > 0).then(|| self.seconds * 1e6 / self.units as f64)
+    }
+
+    /// In-kernel time as a share of the round.
+    pub fn share_of_time(&self) -> Option<f64> {
+        ratio(self.seconds, self.elapsed_seconds)
+    }
+}
+
+/// Runs `work` with capture on and the kernel's run-time statistics
+/// enabled. They cost two clock reads per program run, so the timed
+/// rounds run without them. `None` when the kernel refuses them.
+fn kernel_round(
+    root: &std::path::Path,
+    work: impl FnOnce() -> Result<(u64, Duration)>,
+) -> Result<Option<KernelRound>> {
+    // Counted while this fd is open.
+    let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("capture: kernel run-time statistics unavailable: {e}");
+            return Ok(None);
+        }
+    };
+    let d = Drain::start(load()?, root.to_path_buf())?;
+    let r = work();
+    let s = d.stop()?;
+    drop(stats);
+    let (units, elapsed) = r?;
+    Ok(Some(KernelRound {
+        runs: s.kernel_runs,
+        seconds: s.kernel_seconds,
+        units,
+        elapsed_seconds: elapsed.as_secs_f64(),
+    }))
 }
 
 fn add(total: &mut DrainStats, s: &DrainStats) {
@@ -487,17 +530,18 @@ pub fn print(r: &CaptureReport) {
         "connection loop: {} failed connects; drain thread: {} records, {} flows, sink full {}, invalid {}, unknown cgroup {}; kernel drops: ring buffer full {}, connection map full {}",
         r.connections_failed, d.records, d.flows, d.sink_full, d.invalid, d.unknown_cgroup, d.ringbuf_full, d.conn_map_full
     );
-    match r.kernel_us_per_connection {
-        Some(us) => println!(
-            "in-kernel: {} program runs, {:.3} s, in the connection on rounds = {us:.2} µs per connection ({:.1} runs per connection); bulk on rounds: {} runs, {:.4} s = {:.2}% of the time",
-            d.kernel_runs,
-            d.kernel_seconds,
-            d.kernel_runs as f64 / r.connections_on.max(1) as f64,
-            r.bulk_drain.kernel_runs,
-            r.bulk_drain.kernel_seconds,
-            r.kernel_share_of_bulk.unwrap_or(0.0) * 100.0
+    match (&r.kernel_connection, &r.kernel_bulk) {
+        (Some(c), Some(b)) => println!(
+            "in-kernel (one more on round each, statistics on): connection loop {} runs for {} connections = {:.1} runs, {:.2} µs per connection ({:.1}% of the round); bulk {} runs, {:.2}% of the round",
+            c.runs,
+            c.units,
+            c.runs as f64 / c.units.max(1) as f64,
+            c.us_per_unit().unwrap_or(0.0),
+            c.share_of_time().unwrap_or(0.0) * 100.0,
+            b.runs,
+            b.share_of_time().unwrap_or(0.0) * 100.0
         ),
-        None => println!("in-kernel: no run-time statistics"),
+        _ => println!("in-kernel: no run-time statistics"),
     }
     match (r.cpu.us_per_record, r.cpu.percent_core_at_10k) {
         (Some(us), Some(pct)) => println!(

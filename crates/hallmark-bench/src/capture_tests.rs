@@ -117,3 +117,22 @@ fn holder_lines() {
     assert_eq!(loops::parse_hold_line("machine: 2 CPUs"), None);
     assert_eq!(loops::parse_hold_line("open many"), None);
 }
+
+#[test]
+fn kernel_round_figures() {
+    let k = KernelRound {
+        runs: 2_200,
+        seconds: 0.0003,
+        units: 100,
+        elapsed_seconds: 0.03,
+    };
+    assert!((k.us_per_unit().unwrap() - 3.0).abs() < 1e-9);
+    assert!((k.share_of_time().unwrap() - 0.01).abs() < 1e-12);
+    let empty = KernelRound {
+        units: 0,
+        elapsed_seconds: 0.0,
+        ..k
+    };
+    assert_eq!(empty.us_per_unit(), None);
+    assert_eq!(empty.share_of_time(), None);
+}

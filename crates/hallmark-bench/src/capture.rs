@@ -40,13 +40,17 @@ use serde::Serialize;
 use crate::procfs::Memory;
 use crate::report::{num, verdict, Table};
 use crate::stats::{median, ratio};
-use drain::{Drain, DrainStats, NoContainers};
+use drain::{Drain, DrainStats, NoContainers, Wake};
 
 /// The target for connection rate and throughput: this share of the
 /// baseline.
 pub const TARGET_SHARE: f64 = 0.95;
 /// The target for close → listed, p99.
 pub const TARGET_VISIBLE_P99_MS: f64 = 2000.0;
+/// The flow rate the agent's CPU is stated at.
+const FLOWS_PER_SEC: f64 = 10_000.0;
+/// The alternative drain cadence measured beside the agent's.
+const BATCH_EVERY: Duration = Duration::from_millis(50);
 /// Listeners the connection loop spreads its connections over.
 const LISTENERS: usize = 4;
 
@@ -205,6 +209,17 @@ pub struct CaptureReport {
     /// Connections completed in the on rounds.
     pub connections_on: u64,
     pub drain: DrainStats,
+    /// The same rounds with the ring buffer drained every `batch_every_ms`
+    /// instead of on every wakeup (the same off rounds as the baseline).
+    pub connection_rate_batched: Rounds,
+    pub drain_batched: DrainStats,
+    pub batch_every_ms: f64,
+    pub cpu_batched: Cpu,
+    /// The drain thread at about 10,000 records/s (5,000 connections/s).
+    pub cpu_paced: Cpu,
+    pub paced_records_per_sec: f64,
+    pub cpu_paced_batched: Cpu,
+    pub paced_batched_records_per_sec: f64,
     pub bulk_mb_per_sec: Rounds,
     /// The programs' time in the kernel in one extra on round of each kind.
     pub kernel_connection: Option<KernelRound>,
@@ -245,9 +260,10 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         a.rounds, a.round_secs, a.clients
     );
     let acceptors = loops::Acceptors::start(LISTENERS)?;
-    let (mut off, mut on, mut failed) = (Vec::new(), Vec::new(), 0);
+    let (mut off, mut on, mut batched, mut failed) = (Vec::new(), Vec::new(), Vec::new(), 0);
     let mut drained = DrainStats::default();
     let mut connections_on = 0u64;
+    let mut drained_batched = DrainStats::default();
     for _ in 0..a.rounds {
         let c = loops::connection_round(&acceptors.addrs, a.clients, round);
         failed += c.failed;
@@ -259,14 +275,32 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         connections_on += c.completed;
         on.push(crate::stats::rate(c.completed as usize, c.elapsed));
         add(&mut drained, &s);
+        let d = Drain::start_with(load()?, root.clone(), Wake::Every(BATCH_EVERY))?;
+        let c = loops::connection_round(&acceptors.addrs, a.clients, round);
+        add(&mut drained_batched, &d.stop()?);
+        failed += c.failed;
+        batched.push(crate::stats::rate(c.completed as usize, c.elapsed));
     }
+    // The agent's CPU at the stated flow rate, measured there: each
+    // connection is two records (both sockets are this host's).
+    let paced = |wake| -> Result<(Cpu, f64)> {
+        let d = Drain::start_with(load()?, root.clone(), wake)?;
+        let c = loops::paced_round(&acceptors.addrs, FLOWS_PER_SEC / 2.0, round);
+        let s = d.stop()?;
+        let rate = crate::stats::rate(s.records as usize, c.elapsed);
+        Ok((Cpu::of(s.records, s.cpu_seconds), rate))
+    };
+    let (cpu_paced, paced_rate) = paced(Wake::Ready)?;
+    let (cpu_paced_batched, paced_batched_rate) = paced(Wake::Every(BATCH_EVERY))?;
     let kernel_connection = kernel_round(&root, || {
         let c = loops::connection_round(&acceptors.addrs, a.clients, round);
         Ok((c.completed, c.elapsed))
     })?;
     drop(acceptors);
+    let connection_rate_batched = Rounds::new(off.clone(), batched);
     let connection_rate = Rounds::new(off, on);
     let cpu = Cpu::of(drained.records, drained.cpu_seconds);
+    let cpu_batched = Cpu::of(drained_batched.records, drained_batched.cpu_seconds);
 
     eprintln!("capture: bulk throughput, {} rounds each off/on", a.rounds);
     let (mut off, mut on) = (Vec::new(), Vec::new());
@@ -300,6 +334,14 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
         connections_failed: failed,
         connections_on,
         drain: drained,
+        connection_rate_batched,
+        drain_batched: drained_batched,
+        batch_every_ms: BATCH_EVERY.as_secs_f64() * 1000.0,
+        cpu_batched,
+        cpu_paced,
+        paced_records_per_sec: paced_rate,
+        cpu_paced_batched,
+        paced_batched_records_per_sec: paced_batched_rate,
         kernel_connection,
         kernel_bulk,
         bulk_mb_per_sec,
@@ -320,6 +362,8 @@ pub struct KernelRound {
     /// Connections completed, or bytes moved.
     pub units: u64,
     pub elapsed_seconds: f64,
+    /// (program, runs, seconds) of each program that ran.
+    pub programs: Vec<(String, u64, f64)>,
 }
 
 impl KernelRound {
@@ -359,6 +403,7 @@ fn kernel_round(
         seconds: s.kernel_seconds,
         units,
         elapsed_seconds: elapsed.as_secs_f64(),
+        programs: s.kernel_programs,
     }))
 }
 
@@ -511,6 +556,13 @@ pub fn print(r: &CaptureReport) {
             format!("connections/s, {} clients", r.clients),
             &r.connection_rate,
         ),
+        (
+            format!(
+                "  same, drained every {:.0} ms (not the agent's way)",
+                r.batch_every_ms
+            ),
+            &r.connection_rate_batched,
+        ),
         ("bulk MB/s, 1 stream".to_string(), &r.bulk_mb_per_sec),
     ] {
         t.row(vec![
@@ -531,25 +583,62 @@ pub fn print(r: &CaptureReport) {
         r.connections_failed, d.records, d.flows, d.sink_full, d.invalid, d.unknown_cgroup, d.ringbuf_full, d.conn_map_full
     );
     match (&r.kernel_connection, &r.kernel_bulk) {
-        (Some(c), Some(b)) => println!(
-            "in-kernel (one more on round each, statistics on): connection loop {} runs for {} connections = {:.1} runs, {:.2} µs per connection ({:.1}% of the round); bulk {} runs, {:.2}% of the round",
-            c.runs,
-            c.units,
-            c.runs as f64 / c.units.max(1) as f64,
-            c.us_per_unit().unwrap_or(0.0),
-            c.share_of_time().unwrap_or(0.0) * 100.0,
-            b.runs,
-            b.share_of_time().unwrap_or(0.0) * 100.0
-        ),
+        (Some(c), Some(b)) => {
+            println!(
+                "in-kernel (one more on round each, statistics on): connection loop {} runs for {} connections = {:.1} runs, {:.2} µs per connection ({:.1}% of one core); bulk {} runs, {:.2}% of one core",
+                c.runs,
+                c.units,
+                c.runs as f64 / c.units.max(1) as f64,
+                c.us_per_unit().unwrap_or(0.0),
+                c.share_of_time().unwrap_or(0.0) * 100.0,
+                b.runs,
+                b.share_of_time().unwrap_or(0.0) * 100.0
+            );
+            for (name, runs, secs) in &c.programs {
+                println!(
+                    "  {name}: {runs} runs, {:.0} ns per run, {:.2} µs per connection",
+                    secs * 1e9 / (*runs).max(1) as f64,
+                    secs * 1e6 / c.units.max(1) as f64
+                );
+            }
+        }
         _ => println!("in-kernel: no run-time statistics"),
     }
-    match (r.cpu.us_per_record, r.cpu.percent_core_at_10k) {
+    let cpu_line = |what: &str, c: &Cpu, rate: Option<f64>| {
+        match (
+        c.us_per_record,
+        c.percent_core_at_10k,
+    ) {
         (Some(us), Some(pct)) => println!(
-            "agent CPU: {:.3} s for {} records = {us:.2} µs per record = {pct:.1}% of one core at 10,000 flows/s",
-            r.cpu.cpu_seconds, r.cpu.records
+            "agent CPU, {what}: {:.3} s for {} records{} = {us:.2} µs per record = {pct:.1}% of one core at 10,000 flows/s",
+            c.cpu_seconds,
+            c.records,
+            rate.map(|r| format!(" ({} records/s)", num(r)))
+                .unwrap_or_default()
         ),
-        _ => println!("agent CPU: no records were drained"),
+        _ => println!("agent CPU, {what}: no records were drained"),
     }
+    };
+    cpu_line("connection loop, on wakeup (the agent)", &r.cpu, None);
+    println!(
+        "  user {:.3} s, system {:.3} s",
+        d.cpu_user_seconds, d.cpu_system_seconds
+    );
+    cpu_line(
+        &format!("connection loop, every {:.0} ms", r.batch_every_ms),
+        &r.cpu_batched,
+        None,
+    );
+    cpu_line(
+        "paced, on wakeup (the agent)",
+        &r.cpu_paced,
+        Some(r.paced_records_per_sec),
+    );
+    cpu_line(
+        &format!("paced, every {:.0} ms", r.batch_every_ms),
+        &r.cpu_paced_batched,
+        Some(r.paced_batched_records_per_sec),
+    );
     let m = &r.memory;
     let kib = |v: u64| format!("{:.1} MB", v as f64 / 1024.0);
     let growth = m

@@ -56,8 +56,10 @@ pub struct DrainStats {
     pub invalid: u64,
     /// Records of sockets whose cgroup could not be found.
     pub unknown_cgroup: u64,
-    /// CPU time of the drain thread (user + system).
+    /// CPU time of the drain thread (user + system), and its parts.
     pub cpu_seconds: f64,
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
     /// Events the kernel side lost because the ring buffer was full.
     pub ringbuf_full: u64,
     /// Connections not tracked because the connection map was full.
@@ -66,6 +68,8 @@ pub struct DrainStats {
     /// the kernel's run-time statistics are on (zero when they are not).
     pub kernel_runs: u64,
     pub kernel_seconds: f64,
+    /// The same per program: (name, runs, seconds).
+    pub kernel_programs: Vec<(String, u64, f64)>,
 }
 
 /// A running drain thread; [`Drain::stop`] joins it and drops the
@@ -77,8 +81,14 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Starts draining `capture`, resolving cgroups under `cgroup_root`.
+    /// Starts draining `capture`, resolving cgroups under `cgroup_root`,
+    /// woken by the ring buffer as the agent is.
     pub fn start(capture: Capture, cgroup_root: PathBuf) -> Result<Drain> {
+        Drain::start_with(capture, cgroup_root, Wake::Ready)
+    }
+
+    /// As [`Drain::start`], woken as `wake` says.
+    pub fn start_with(capture: Capture, cgroup_root: PathBuf, wake: Wake) -> Result<Drain> {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel::<Flow>(SINK_CAPACITY);
         let consumer = std::thread::Builder::new()
@@ -88,7 +98,7 @@ impl Drain {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("bench-capture".into())
-            .spawn(move || run(capture, cgroup_root, tx, &flag))
+            .spawn(move || run(capture, cgroup_root, tx, &flag, wake))
             .context("starting the drain thread")?;
         Ok(Drain {
             stop,
@@ -117,6 +127,17 @@ fn discard(rx: Receiver<Flow>) {
     }
 }
 
+/// User and system CPU time this thread has used.
+fn thread_rusage() -> Result<(Duration, Duration)> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let u = getrusage(UsageWho::RUSAGE_THREAD).context("getrusage(RUSAGE_THREAD)")?;
+    let d = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok((d(u.user_time()), d(u.system_time())))
+}
+
 /// CPU time this thread has used.
 pub fn thread_cpu() -> Result<Duration> {
     use nix::time::{clock_gettime, ClockId};
@@ -135,13 +156,25 @@ fn wait_for_events(capture: &Capture) {
     let _ = poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS));
 }
 
+/// When the drain thread looks at the ring buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// When it is readable (the agent's way): one wakeup per notification.
+    Ready,
+    /// Every this long, whatever it holds: records wait up to that long,
+    /// and each wakeup takes many of them.
+    Every(Duration),
+}
+
 fn run(
     mut capture: Capture,
     cgroup_root: PathBuf,
     tx: SyncSender<Flow>,
     stop: &AtomicBool,
+    wake: Wake,
 ) -> Result<DrainStats> {
     let cpu_start = thread_cpu()?;
+    let (user_start, system_start) = thread_rusage()?;
     let mut stats = DrainStats::default();
     let mut resolver = CgroupResolver::new(cgroup_root, "/");
     // As the agent's status: a mutex-guarded record count.
@@ -150,7 +183,10 @@ fn run(
     let mut events: Vec<TcpEvent> = Vec::new();
     let mut last_housekeeping = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        wait_for_events(&capture);
+        match wake {
+            Wake::Ready => wait_for_events(&capture),
+            Wake::Every(d) => std::thread::sleep(d),
+        }
         events.clear();
         capture.drain_tcp(&mut events);
         for ev in &events {
@@ -197,9 +233,19 @@ fn run(
         if ids.contains(&p.id()) {
             stats.kernel_runs += p.run_count();
             stats.kernel_seconds += p.run_time().as_secs_f64();
+            if p.run_count() > 0 {
+                stats.kernel_programs.push((
+                    p.name_as_str().unwrap_or("?").to_string(),
+                    p.run_count(),
+                    p.run_time().as_secs_f64(),
+                ));
+            }
         }
     }
     stats.cpu_seconds = thread_cpu()?.saturating_sub(cpu_start).as_secs_f64();
+    let (user, system) = thread_rusage()?;
+    stats.cpu_user_seconds = user.saturating_sub(user_start).as_secs_f64();
+    stats.cpu_system_seconds = system.saturating_sub(system_start).as_secs_f64();
     // Detaches the programs before the thread reports back.
     drop(capture);
     Ok(stats)

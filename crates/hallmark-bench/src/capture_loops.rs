@@ -117,6 +117,39 @@ pub fn connection_round(addrs: &[SocketAddr], clients: usize, duration: Duration
     }
 }
 
+/// One client connecting at `per_sec` connections a second for `duration`
+/// (catching up when it falls behind), each as in [`connection_round`].
+pub fn paced_round(addrs: &[SocketAddr], per_sec: f64, duration: Duration) -> ConnCount {
+    let interval = Duration::from_secs_f64(1.0 / per_sec.max(1.0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut next = start;
+    let mut byte = [0u8; 1];
+    let (mut ok, mut bad, mut i) = (0u64, 0u64, 0usize);
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        next += interval;
+        let addr = addrs[i % addrs.len()];
+        i += 1;
+        match TcpStream::connect(addr).and_then(|mut s| s.read(&mut byte)) {
+            Ok(0) => ok += 1,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => ok += 1,
+            Ok(_) | Err(_) => bad += 1,
+        }
+    }
+    ConnCount {
+        completed: ok,
+        failed: bad,
+        elapsed: start.elapsed(),
+    }
+}
+
 /// One loopback stream: a writer of 64 KiB buffers for `duration`, a
 /// reader to the end; bytes read and the reader's elapsed time.
 pub fn bulk_round(duration: Duration) -> Result<(u64, Duration)> {

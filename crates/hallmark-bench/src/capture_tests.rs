@@ -125,14 +125,24 @@ fn kernel_round_figures() {
         seconds: 0.0003,
         units: 100,
         elapsed_seconds: 0.03,
+        programs: Vec::new(),
     };
     assert!((k.us_per_unit().unwrap() - 3.0).abs() < 1e-9);
     assert!((k.share_of_time().unwrap() - 0.01).abs() < 1e-12);
     let empty = KernelRound {
         units: 0,
         elapsed_seconds: 0.0,
-        ..k
+        ..k.clone()
     };
     assert_eq!(empty.us_per_unit(), None);
     assert_eq!(empty.share_of_time(), None);
+}
+
+#[test]
+fn the_paced_loop_keeps_its_rate() {
+    let acceptors = loops::Acceptors::start(1).unwrap();
+    let c = loops::paced_round(&acceptors.addrs, 200.0, Duration::from_millis(500));
+    // 100 connections at 200/s over 0.5 s, give or take the last one.
+    assert!((95..=101).contains(&c.completed), "{c:?}");
+    assert_eq!(c.failed, 0);
 }

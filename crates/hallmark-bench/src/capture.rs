@@ -57,7 +57,7 @@ const LISTENERS: usize = 4;
 #[derive(Args, Debug, Clone)]
 pub struct CaptureArgs {
     /// Rounds of each kind (off and on, interleaved), at least 3.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub rounds: usize,
     /// Seconds per connection-rate and per throughput round.
     #[arg(long, default_value_t = 3.0)]
@@ -75,7 +75,8 @@ pub struct CaptureArgs {
     /// Pause between the starts of those connections, in milliseconds.
     #[arg(long, default_value_t = 25)]
     pub pace_ms: u64,
-    /// Shorter: 1 s rounds, 10,000 open pairs, 50 timed connections.
+    /// Shorter: 1 s rounds, 10,000 open pairs, 50 timed connections (and
+    /// the rounds asked for, 5 by default).
     #[arg(long)]
     pub quick: bool,
 }
@@ -414,6 +415,8 @@ fn add(total: &mut DrainStats, s: &DrainStats) {
     total.invalid += s.invalid;
     total.unknown_cgroup += s.unknown_cgroup;
     total.cpu_seconds += s.cpu_seconds;
+    total.cpu_user_seconds += s.cpu_user_seconds;
+    total.cpu_system_seconds += s.cpu_system_seconds;
     total.ringbuf_full += s.ringbuf_full;
     total.conn_map_full += s.conn_map_full;
     total.kernel_runs += s.kernel_runs;

@@ -142,8 +142,13 @@ async fn measure(
     let mut listed: HashMap<u16, Instant> = HashMap::new();
     let mut all_closed_at: Option<Instant> = None;
     loop {
+        let client_done = client.is_finished();
         while let Ok((p, at)) = closed_rx.try_recv() {
             closes.insert(p, at);
+        }
+        if client_done && closes.len() < connections {
+            // The client stopped early: its error is reported below.
+            break;
         }
         if all_closed_at.is_none() && closes.len() == connections {
             all_closed_at = Some(Instant::now());

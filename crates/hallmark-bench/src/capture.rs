@@ -251,6 +251,8 @@ pub async fn run(args: &CaptureArgs) -> Result<CaptureReport> {
     let tcp_attach = load()?.tcp_attach().as_str().to_string();
     let round = Duration::from_secs_f64(a.round_secs);
 
+    // The steps up to the server's start block this thread, which is fine:
+    // nothing else runs on the runtime until then.
     // First, while the heap is fresh: memory freed by the later steps
     // would hide the growth.
     eprintln!("capture: {} open connection pairs", a.open_pairs);

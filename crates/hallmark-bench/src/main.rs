@@ -19,10 +19,14 @@
 //!   collector) vs raw batched inserts of the same rows.
 //! - `flow-graph`: `flows graph --since 24h` over a day of stored flows vs
 //!   the plain SQL aggregate over the flows table.
+//! - `capture`: eBPF flow capture attached vs not (connection rate, bulk
+//!   throughput), the agent's CPU per flow and memory with 100,000 open
+//!   connections, and close -> `flows list`.
 
 #![forbid(unsafe_code)]
 
 mod attribution;
+mod capture;
 mod cluster;
 mod containers;
 mod cri_pods;
@@ -92,6 +96,12 @@ enum Bench {
     /// `flows graph --since 24h` over N stored flows (p50/p99) vs the plain
     /// SQL aggregate over the flows table.
     FlowGraph(flow_graph::FlowGraphArgs),
+    /// eBPF flow capture attached vs not: connection rate, bulk throughput,
+    /// agent CPU and memory, close -> `flows list` (needs root).
+    Capture(capture::CaptureArgs),
+    /// Holds loopback connections open for `capture` until stdin closes.
+    #[command(hide = true)]
+    CaptureHold(capture::HoldArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -220,6 +230,14 @@ async fn run(cli: Cli) -> Result<()> {
                 report::write_json(p, "flow-graph", &r)?;
             }
         }
+        Bench::Capture(args) => {
+            let r = capture::run(&args).await?;
+            capture::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "capture", &r)?;
+            }
+        }
+        Bench::CaptureHold(args) => capture::hold(&args)?,
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,
     }
     Ok(())

@@ -282,6 +282,7 @@ pub fn start(
         status_path,
         stop: stop.clone(),
         last_drops: Drops::default(),
+        interim_cursor: 0,
     };
     let thread = std::thread::Builder::new()
         .name("hallmark-capture".into())
@@ -326,6 +327,15 @@ pub fn read_status(data_dir: &Path) -> std::io::Result<CaptureStatus> {
 /// How long the capture thread waits on the ring buffer before it looks
 /// at the clock (UDP sweeps, interim reports, stop).
 const POLL_TIMEOUT_MS: u16 = 200;
+/// After a drain that found records, the thread lets more gather this
+/// long before it waits on the ring buffer again: one wakeup then takes
+/// many records, where waking for each costs more CPU than the record
+/// (a connection storm would otherwise pay a wakeup per connection). The
+/// 4 MiB ring holds tens of thousands of records, far more than arrive
+/// in this time.
+pub const BATCH_WAIT: Duration = Duration::from_millis(20);
+/// Kernel map sizes are counted this often (counting walks every key).
+const MAP_COUNT_EVERY: Duration = Duration::from_secs(15);
 /// UDP sweeps and drop counts, this often.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 /// The status file is rewritten this often.
@@ -342,6 +352,8 @@ struct Worker {
     status_path: PathBuf,
     stop: Arc<AtomicBool>,
     last_drops: Drops,
+    /// Where the next interim pass starts among the open connections.
+    interim_cursor: usize,
 }
 
 impl Worker {
@@ -351,11 +363,15 @@ impl Worker {
         let mut last_housekeeping = Instant::now();
         let mut last_report = Instant::now();
         let mut last_status = Instant::now();
+        let mut last_map_count: Option<Instant> = None;
         let context = self.inventory.context_name().to_string();
         while !self.stop.load(Ordering::Relaxed) {
             self.wait_for_events();
             events.clear();
-            self.capture.drain_tcp(&mut events);
+            if self.capture.drain_tcp(&mut events) > 0 {
+                std::thread::sleep(BATCH_WAIT);
+                self.capture.drain_tcp(&mut events);
+            }
             for ev in &events {
                 let Some(tag) = self.local(ev.cgroup_id) else {
                     continue;
@@ -384,6 +400,10 @@ impl Worker {
                     self.report_open(&context, &clock);
                 }
                 self.count_drops();
+                if last_map_count.is_none_or(|at| now.duration_since(at) >= MAP_COUNT_EVERY) {
+                    last_map_count = Some(now);
+                    self.count_map_usage();
+                }
             }
             if now.duration_since(last_status) >= STATUS_EVERY {
                 last_status = now;
@@ -483,12 +503,32 @@ impl Worker {
                 return;
             }
         };
-        for ev in &snapshot.open {
+        // Interim reports never crowd out closed connections: they take at
+        // most half of the reporter's free room, and the connections left
+        // over are reported first next time (their counters are cumulative,
+        // so nothing is lost by waiting).
+        let open = snapshot.open.len();
+        let budget = (self.sink.room() / 2).min(open);
+        let start = if open == 0 {
+            0
+        } else {
+            self.interim_cursor % open
+        };
+        for ev in snapshot.open.iter().cycle().skip(start).take(budget) {
             let Some(tag) = self.local(ev.cgroup_id) else {
                 continue;
             };
             let flow = convert::tcp_flow(ev, tag.as_ref(), context, clock);
             self.send(flow, "tcp-interim");
+        }
+        self.interim_cursor = start + budget;
+        if budget < open {
+            self.metrics
+                .flow_capture_records
+                .get_or_create(&KindLabels {
+                    kind: "tcp-interim-deferred".into(),
+                })
+                .inc_by((open - budget) as u64);
         }
         let mut claims = Vec::new();
         for l in &snapshot.listening {
@@ -520,6 +560,9 @@ impl Worker {
             "udp-map-full",
             d.udp_map_full.saturating_sub(last.udp_map_full),
         );
+    }
+
+    fn count_map_usage(&mut self) {
         let usage = self.capture.map_usage();
         for (map, n, max) in [
             ("tcp", usage.conn, usage.conn_max),

@@ -212,6 +212,11 @@ impl FlowSink {
         }
     }
 
+    /// Flows the reporter's buffer can take right now.
+    pub fn room(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// The host-network listening ports the heartbeat claims from now on.
     pub fn set_port_claims(&self, mut claims: Vec<PortClaim>) {
         claims.sort();

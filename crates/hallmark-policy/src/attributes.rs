@@ -113,3 +113,7 @@ impl MatchExpression {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "attributes_tests.rs"]
+mod tests;

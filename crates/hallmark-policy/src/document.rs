@@ -599,3 +599,7 @@ fn check_label_text(s: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "document_tests.rs"]
+mod tests;

@@ -383,3 +383,7 @@ impl Hasher for PairHasher {
         self.0 = x ^ (x >> 32);
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

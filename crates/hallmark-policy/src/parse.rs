@@ -386,6 +386,10 @@ impl Reader<'_> {
 
     fn expression(&mut self, node: &Node, s: &Subject) -> Option<MatchExpression> {
         let entries = self.map(node, s, "a match expression", EXPRESSION_KEYS)?;
+        let entries_have = (
+            entries.iter().any(|(k, _)| *k == "key"),
+            entries.iter().any(|(k, _)| *k == "operator"),
+        );
         let (mut key, mut operator, mut values) = (None, None, None);
         for (k, v) in entries {
             match k {
@@ -408,6 +412,9 @@ impl Reader<'_> {
             }
         }
         let (Some(key), Some(operator)) = (key, operator) else {
+            if entries_have.0 && entries_have.1 {
+                return None; // already reported
+            }
             self.error(
                 node.line,
                 s,
@@ -470,18 +477,25 @@ impl Reader<'_> {
         names: &mut HashMap<String, usize>,
     ) -> Option<Rule> {
         let mut s = Subject::Rule(format!("#{}", index + 1));
-        let entries = self.map(node, &s, "a rule", RULE_KEYS)?;
-        let errors_before = self.errors.len();
         // The name first, so every other message names the rule.
-        let name = match entries.iter().find(|(k, _)| *k == "name") {
-            Some((_, v)) => self.checked(v, &s, "name", |t| check_name(t).map(|()| t.to_string())),
-            None => {
-                self.error(node.line, &s, "a rule needs a `name`");
-                None
-            }
+        let name_node = match &node.value {
+            Value::Mapping(entries) => entries
+                .iter()
+                .find(|(k, _)| matches!(&k.value, Value::Scalar { text, .. } if text == "name"))
+                .map(|(_, v)| v),
+            _ => None,
         };
+        let name = name_node
+            .and_then(|v| self.checked(v, &s, "name", |t| check_name(t).map(|()| t.to_string())));
         if let Some(name) = &name {
             s = Subject::Rule(name.clone());
+        }
+        let errors_before = self.errors.len();
+        let entries = self.map(node, &s, "a rule", RULE_KEYS)?;
+        if name_node.is_none() {
+            self.error(node.line, &s, "a rule needs a `name`");
+        }
+        if let Some(name) = &name {
             if let Some(first) = names.get(name) {
                 self.error(
                     node.line,
@@ -493,7 +507,7 @@ impl Reader<'_> {
             }
         }
         let mut rule = Rule {
-            name: name.unwrap_or_default(),
+            name: name.clone().unwrap_or_default(),
             from: Vec::new(),
             to: Vec::new(),
             protocol: ProtocolMatch::Any,
@@ -506,7 +520,7 @@ impl Reader<'_> {
         let (mut from, mut to) = (None, None);
         let has_from = entries.iter().any(|(k, _)| *k == "from");
         let has_to = entries.iter().any(|(k, _)| *k == "to");
-        for (key, v) in entries {
+        for &(key, v) in &entries {
             match key {
                 "name" => {}
                 "from" => from = self.group_refs(v, &s, "from", groups),
@@ -546,9 +560,12 @@ impl Reader<'_> {
         }
         match action {
             Some(a) => rule.action = a,
-            None => self.error(node.line, &s, "a rule needs an `action` (allow or deny)"),
+            None if !entries.iter().any(|(k, _)| *k == "action") => {
+                self.error(node.line, &s, "a rule needs an `action` (allow or deny)")
+            }
+            None => {}
         }
-        if self.errors.len() > errors_before {
+        if self.errors.len() > errors_before || name.is_none() {
             return None;
         }
         rule.from = from?;
@@ -690,3 +707,7 @@ pub(crate) fn contradiction(b: &Block) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+#[path = "parse_tests.rs"]
+mod tests;

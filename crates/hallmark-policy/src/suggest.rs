@@ -57,7 +57,8 @@ pub const CATCH_ALL_RULE: &str = "unobserved-traffic";
 /// host); an end with neither is skipped. A (group pair, protocol, port)
 /// seen in fewer than `min_flows` flows in total gets no rule, so it would
 /// be would-deny. Group and rule names are derived from what they group,
-/// made valid names, and made unique with a `-2`, `-3`... suffix.
+/// made valid names, and made unique with a `-2`, `-3`... suffix; groups
+/// and rules are listed by name, the catch-all last.
 pub fn suggest(observed: &[Observed], min_flows: u64, by: SuggestBy) -> PolicyDocument {
     // Group key (kind and value, sortable) -> (name base, block).
     let mut keys: BTreeMap<String, (String, Block)> = BTreeMap::new();
@@ -124,6 +125,8 @@ pub fn suggest(observed: &[Observed], min_flows: u64, by: SuggestBy) -> PolicyDo
             priority: DEFAULT_PRIORITY,
         });
     }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    rules.sort_by(|a, b| a.name.cmp(&b.name));
     rules.push(Rule {
         name: CATCH_ALL_RULE.to_string(),
         from: vec![ANY_GROUP.to_string()],
@@ -345,3 +348,7 @@ fn quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+#[path = "suggest_tests.rs"]
+mod tests;

@@ -84,7 +84,12 @@ impl Block {
             && text(&self.namespace, &e.namespace)
             && text(&self.context, &e.context)
             && text(&self.node, &e.node)
-            && self.image.as_ref().is_none_or(|i| i.matches(&e.image))
+            // An endpoint without an image (a host process, a bare ID, an
+            // address) has none for even `*` to match.
+            && self
+                .image
+                .as_ref()
+                .is_none_or(|i| !e.image.is_empty() && i.matches(&e.image))
             && self
                 .cidr
                 .as_ref()

@@ -229,3 +229,25 @@ fn members_lists_matching_endpoints() {
     assert_eq!(names("any").len(), 3);
     assert!(names("no-such-group").is_empty());
 }
+
+#[test]
+fn an_image_glob_needs_an_image() {
+    let p = Policy::compile(
+        &parse("g.yaml", "groups:\n  imaged: [{image: \"*\"}]\n")
+            .unwrap()
+            .document,
+    );
+    assert_eq!(groups(&p, &workload()), ["any", "imaged"]);
+    let host = Attributes {
+        selectors: vec!["unix:uid:0".into()],
+        node: "n1".into(),
+        ..Attributes::default()
+    };
+    for e in [
+        host,
+        Attributes::spiffe_id("spiffe://example.org/a"),
+        Attributes::address("10.0.0.1".parse().unwrap()),
+    ] {
+        assert_eq!(groups(&p, &e), ["any"], "{e:?}");
+    }
+}

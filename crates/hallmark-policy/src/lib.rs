@@ -58,7 +58,8 @@
 //! - `selector`: the endpoint holds exactly that selector.
 //! - `namespace`, `context`, `node`: exact equality.
 //! - `image`: the image reference equals it; `*` matches any run of
-//!   characters (`registry.example/pay/*`, `nginx:*`).
+//!   characters (`registry.example/pay/*`, `nginx:*`). An endpoint without
+//!   an image matches no `image` condition, not even `*`.
 //! - `labels`: every key is present with that value.
 //! - `match_expressions`: Kubernetes semantics (`NotIn` and `DoesNotExist`
 //!   hold when the key is absent), but only on an attested endpoint (one
@@ -122,3 +123,7 @@ pub use document::{
 pub use engine::{DecidedBy, GroupSet, Outcome, Policy, Verdict};
 pub use parse::{parse, Parsed};
 pub use suggest::{suggest, to_yaml, Observed, SuggestBy, CATCH_ALL_RULE};
+
+#[cfg(test)]
+#[path = "mutation_tests.rs"]
+mod mutation_tests;

@@ -210,7 +210,9 @@ impl Reader<'_> {
                 }
                 "rules" => rules_node = Some(value),
                 _ => {
-                    document.default = self.keyword(value, &doc, "default", ACTIONS)?;
+                    if let Some(action) = self.keyword(value, &doc, "default", ACTIONS) {
+                        document.default = action;
+                    }
                 }
             }
         }

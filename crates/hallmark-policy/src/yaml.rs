@@ -66,9 +66,12 @@ pub(crate) struct YamlError {
 /// Parses one YAML document. An empty stream is `Ok(None)`.
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, YamlError> {
     let mut builder = Builder::default();
+    // The scanner may report an error at end of input one line past the
+    // last; a message names a line of the file.
+    let last_line = 1 + text.replace("\r\n", "\n").matches(['\n', '\r']).count();
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| YamlError {
-            line: e.marker().line(),
+            line: e.marker().line().clamp(1, last_line),
             message: format!("invalid YAML: {}", e.info()),
         })?;
         builder.event(event, span)?;

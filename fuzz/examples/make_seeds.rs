@@ -51,6 +51,7 @@ fn main() -> Result<(), String> {
         ("x509_cert", certificates(&fixtures)),
         ("bundle", bundles(&fixtures)),
         ("jwt", tokens(&fixtures)?),
+        ("policy_document", text(POLICY_DOCUMENTS)),
     ];
     for (target, seeds) in targets {
         let dir = root.join("seeds").join(target);
@@ -525,3 +526,97 @@ fn tokens(fixtures: &Fixtures) -> Result<Seeds, String> {
     );
     Ok(seeds)
 }
+
+/// Policy documents: valid ones (the issue's example, every condition, a
+/// suggestion as written) and refused ones, so mutation starts from both.
+const POLICY_DOCUMENTS: &[(&str, &str)] = &[
+    (
+        "issue-example",
+        r#"groups:
+  web:
+    - selector: docker:label:app:web
+  payments-db:
+    - spiffe_id: spiffe://example.org/payments/db/*
+    - namespace: payments
+      labels: {tier: db}
+  corp:
+    - cidr: 10.8.0.0/16
+rules:
+  - name: web-to-db
+    from: [web]
+    to: [payments-db]
+    protocol: tcp
+    ports: ["5432", "8000-8100"]
+    action: allow
+    mode: enforce
+    priority: 100
+default: allow
+"#,
+    ),
+    (
+        "every-condition",
+        r#"groups:
+  g:
+    - spiffe_id: spiffe://example.org/ns/*/sa/db
+      selector: k8s:ns:payments
+      namespace: payments
+      labels: {app.kubernetes.io/name: db}
+      match_expressions:
+        - {key: env, operator: NotIn, values: [dev]}
+        - {key: team, operator: Exists}
+        - {key: x, operator: DoesNotExist}
+        - {key: tier, operator: In, values: [db, cache]}
+      image: "nginx:*"
+      context: prod
+      node: n1
+      cidr: "fd00::/8"
+rules:
+  - {name: w, from: [any], to: [g], protocol: udp, ports: [53], action: deny, mode: watch, priority: 0}
+  - {name: e, from: [g], to: [any], action: allow}
+default: deny
+"#,
+    ),
+    (
+        "contradiction",
+        r#"groups:
+  never:
+    - match_expressions: [{key: a, operator: Exists}, {key: a, operator: DoesNotExist}]
+rules: [{name: r, from: [never], to: [any], action: allow}]
+"#,
+    ),
+    (
+        "errors",
+        r#"groups:
+  any: [{}]
+  web: [{cidr: 10.0.0.1/8, selectors: x}]
+rules:
+  - {name: r, from: [nope], to: [], ports: ['0', '9-1'], action: permit}
+  - {name: r}
+default: maybe
+"#,
+    ),
+    (
+        "suggested",
+        r#"groups:
+  "shop":
+    - namespace: "shop"
+rules:
+  - name: "shop-to-shop-tcp"
+    from: ["shop"]
+    to: ["shop"]
+    protocol: tcp
+    ports: ["8080", "9090"]
+    action: allow
+    mode: watch
+    priority: 1000
+  - name: "unobserved-traffic"
+    from: ["any"]
+    to: ["any"]
+    protocol: any
+    action: deny
+    mode: watch
+    priority: 4294967295
+default: allow
+"#,
+    ),
+];

@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent_status, agents, authority, bundle, entry, federation, flows, inventory, status, svid,
-    token,
+    agent_status, agents, authority, bundle, entry, federation, flows, inventory, policy, status,
+    svid, token,
 };
 use crate::connect::AdminArgs;
 use crate::helper;
@@ -79,6 +79,12 @@ pub enum Command {
     Flows {
         #[command(subcommand)]
         command: flows::FlowsCommand,
+    },
+    /// Identity policy: groups of workloads by what they are, rules
+    /// between them.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
     /// Fetch this process's X509-SVID from the Workload API.
     Svid {
@@ -218,6 +224,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
             WorkloadsCommand::Show(a) => inventory::show(a).await,
         },
         Command::Flows { command } => flows::run(command).await,
+        Command::Policy { command } => policy::run(command).await,
         Command::Svid {
             command: SvidCommand::Fetch(a),
         } => svid::svid_fetch(a).await,

@@ -10,6 +10,7 @@ pub mod entry;
 pub mod federation;
 pub mod flows;
 pub mod inventory;
+pub mod policy;
 pub mod status;
 pub mod svid;
 pub mod token;

@@ -1,0 +1,111 @@
+//! `hallmark policy`: identity policy documents.
+//!
+//! `validate -f FILE` checks a document where it is written, before it goes
+//! anywhere: every error and warning with its file, line and group or rule,
+//! as `hallmark_policy::parse` finds them. It needs no server.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Subcommand};
+use hallmark_policy::{Diagnostic, PolicyDocument};
+use serde::Serialize;
+
+use crate::output::{outln, print_json};
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Check a policy document: every error and warning with its file,
+    /// line and group or rule. Exits 1 when the document would be refused.
+    Validate(ValidateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The policy document (YAML); `-` reads standard input.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(command: PolicyCommand) -> Result<()> {
+    match command {
+        PolicyCommand::Validate(a) => validate(a),
+    }
+}
+
+/// What `validate --json` prints.
+#[derive(Debug, Serialize)]
+struct Validation<'a> {
+    file: &'a str,
+    valid: bool,
+    groups: usize,
+    rules: usize,
+    default: &'a str,
+    errors: &'a [Diagnostic],
+    warnings: &'a [Diagnostic],
+}
+
+fn read(file: &PathBuf) -> Result<(String, String)> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading the policy document from standard input")?;
+        return Ok(("<stdin>".into(), text));
+    }
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the policy document {}", file.display()))?;
+    Ok((file.display().to_string(), text))
+}
+
+fn validate(a: ValidateArgs) -> Result<()> {
+    let (name, text) = read(&a.file)?;
+    let (document, errors, warnings) = match hallmark_policy::parse(&name, &text) {
+        Ok(p) => (Some(p.document), Vec::new(), p.warnings),
+        Err(e) => (None, e.errors, e.warnings),
+    };
+    let empty = PolicyDocument::default();
+    let doc = document.as_ref().unwrap_or(&empty);
+    if a.json {
+        print_json(&Validation {
+            file: &name,
+            valid: document.is_some(),
+            groups: doc.groups.len(),
+            rules: doc.rules.len(),
+            default: doc.default.as_str(),
+            errors: &errors,
+            warnings: &warnings,
+        })?;
+    } else {
+        for d in errors.iter().chain(&warnings) {
+            eprintln!("{d}");
+        }
+        if document.is_some() {
+            let count =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            outln!(
+                "{name}: valid: {}, {}, default {}{}",
+                count(doc.groups.len(), "group"),
+                count(doc.rules.len(), "rule"),
+                doc.default.as_str(),
+                match warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".into(),
+                    n => format!(", {n} warnings"),
+                }
+            )?;
+        }
+    }
+    if document.is_none() {
+        let n = errors.len();
+        return Err(anyhow!(
+            "{name}: policy refused: {n} error{}; fix them and validate again",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(())
+}

@@ -77,46 +77,65 @@ fn local_side(initiated: bool, tag: &LocalTag, context: &str) -> LocalSide {
     }
 }
 
-/// `(src, dst)` with the initiator first.
-fn oriented(initiated: bool, local: SocketAddr, remote: SocketAddr) -> (SocketAddr, SocketAddr) {
-    if initiated {
-        (local, remote)
+/// What one socket saw of a conversation, from its own side.
+struct Seen {
+    initiated: bool,
+    local: SocketAddr,
+    remote: SocketAddr,
+    start_ns: u64,
+    end_ns: u64,
+    /// Bytes and packets this socket sent and received.
+    sent: (u64, u64),
+    received: (u64, u64),
+}
+
+/// The flow of `seen`, oriented initiator first: `src` the initiator and
+/// counters per direction from there. Protocol-specific fields are left
+/// empty for the caller.
+fn oriented(
+    seen: Seen,
+    protocol: Protocol,
+    tag: Option<&LocalTag>,
+    context: &str,
+    clock: &Clock,
+) -> Flow {
+    let (src, dst, forward, back) = if seen.initiated {
+        (seen.local, seen.remote, seen.sent, seen.received)
     } else {
-        (remote, local)
+        (seen.remote, seen.local, seen.received, seen.sent)
+    };
+    let start_ms = clock.unix_ms(seen.start_ns);
+    Flow {
+        start_ms,
+        end_ms: clock.unix_ms(seen.end_ns).max(start_ms),
+        protocol,
+        src,
+        dst,
+        initiator: Initiator::Source,
+        bytes_sent: forward.0,
+        packets_sent: forward.1,
+        bytes_received: back.0,
+        packets_received: back.1,
+        outcome: None,
+        retransmits: 0,
+        rtt_us: None,
+        reporter: Reporter::Agent(String::new()),
+        local: tag.map(|t| local_side(seen.initiated, t, context)),
     }
 }
 
 /// A TCP record (closed, failed, or an open connection's interim state).
 pub fn tcp_flow(ev: &TcpEvent, tag: Option<&LocalTag>, context: &str, clock: &Clock) -> Flow {
-    let (src, dst) = oriented(ev.initiated, ev.local, ev.remote);
-    // From the initiator's point of view.
-    let (bytes_sent, packets_sent, bytes_received, packets_received) = if ev.initiated {
-        (
-            ev.bytes_sent,
-            ev.packets_sent,
-            ev.bytes_received,
-            ev.packets_received,
-        )
-    } else {
-        (
-            ev.bytes_received,
-            ev.packets_received,
-            ev.bytes_sent,
-            ev.packets_sent,
-        )
+    let seen = Seen {
+        initiated: ev.initiated,
+        local: ev.local,
+        remote: ev.remote,
+        start_ns: ev.start_ns,
+        end_ns: ev.end_ns,
+        sent: (ev.bytes_sent, ev.packets_sent),
+        received: (ev.bytes_received, ev.packets_received),
     };
-    let start_ms = clock.unix_ms(ev.start_ns);
     Flow {
-        start_ms,
-        end_ms: clock.unix_ms(ev.end_ns).max(start_ms),
-        protocol: Protocol::Tcp,
-        src,
-        dst,
-        initiator: Initiator::Source,
-        bytes_sent,
-        packets_sent,
-        bytes_received,
-        packets_received,
         outcome: Some(match ev.outcome {
             Outcome::Established => TcpOutcome::Established,
             Outcome::Refused => TcpOutcome::Refused,
@@ -125,45 +144,20 @@ pub fn tcp_flow(ev: &TcpEvent, tag: Option<&LocalTag>, context: &str, clock: &Cl
         }),
         retransmits: u64::from(ev.retransmits),
         rtt_us: (ev.srtt_us > 0).then_some(ev.srtt_us),
-        reporter: Reporter::Agent(String::new()),
-        local: tag.map(|t| local_side(ev.initiated, t, context)),
+        ..oriented(seen, Protocol::Tcp, tag, context, clock)
     }
 }
 
 /// A UDP record: one (socket cgroup, local, remote) conversation.
 pub fn udp_flow(u: &UdpFlow, tag: Option<&LocalTag>, context: &str, clock: &Clock) -> Flow {
-    let (src, dst) = oriented(u.initiated, u.local, u.remote);
-    let (bytes_sent, packets_sent, bytes_received, packets_received) = if u.initiated {
-        (
-            u.bytes_sent,
-            u.packets_sent,
-            u.bytes_received,
-            u.packets_received,
-        )
-    } else {
-        (
-            u.bytes_received,
-            u.packets_received,
-            u.bytes_sent,
-            u.packets_sent,
-        )
+    let seen = Seen {
+        initiated: u.initiated,
+        local: u.local,
+        remote: u.remote,
+        start_ns: u.first_ns,
+        end_ns: u.last_ns,
+        sent: (u.bytes_sent, u.packets_sent),
+        received: (u.bytes_received, u.packets_received),
     };
-    let start_ms = clock.unix_ms(u.first_ns);
-    Flow {
-        start_ms,
-        end_ms: clock.unix_ms(u.last_ns).max(start_ms),
-        protocol: Protocol::Udp,
-        src,
-        dst,
-        initiator: Initiator::Source,
-        bytes_sent,
-        packets_sent,
-        bytes_received,
-        packets_received,
-        outcome: None,
-        retransmits: 0,
-        rtt_us: None,
-        reporter: Reporter::Agent(String::new()),
-        local: tag.map(|t| local_side(u.initiated, t, context)),
-    }
+    oriented(seen, Protocol::Udp, tag, context, clock)
 }

@@ -282,7 +282,9 @@ pub fn start(
         status_path,
         stop: stop.clone(),
         last_drops: Drops::default(),
+        last_malformed: 0,
         interim_cursor: 0,
+        record_counters: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("hallmark-capture".into())
@@ -352,8 +354,11 @@ struct Worker {
     status_path: PathBuf,
     stop: Arc<AtomicBool>,
     last_drops: Drops,
+    last_malformed: u64,
     /// Where the next interim pass starts among the open connections.
     interim_cursor: usize,
+    /// `hallmark_agent_flow_capture_records_total` by kind, as looked up.
+    record_counters: Vec<(&'static str, prometheus_client::metrics::counter::Counter)>,
 }
 
 impl Worker {
@@ -434,24 +439,32 @@ impl Worker {
             cgroups::Resolved::Tag(tag) => Some(Some(tag)),
             cgroups::Resolved::Unknown => Some(None),
             cgroups::Resolved::Outside => {
-                self.metrics
-                    .flow_capture_records
-                    .get_or_create(&KindLabels {
-                        kind: "outside".into(),
-                    })
-                    .inc();
+                self.count_records("outside", 1);
                 None
             }
         }
     }
 
-    fn send(&self, flow: hallmark_flows::Flow, kind: &str) {
-        self.metrics
-            .flow_capture_records
-            .get_or_create(&KindLabels {
-                kind: kind.to_string(),
-            })
-            .inc();
+    /// Counts records of `kind`. Once per record: the counter of each kind
+    /// is looked up once and kept, not found by its labels every time.
+    fn count_records(&mut self, kind: &'static str, n: u64) {
+        let counter = match self.record_counters.iter().find(|(k, _)| *k == kind) {
+            Some((_, c)) => c,
+            None => {
+                let c = self
+                    .metrics
+                    .flow_capture_records
+                    .get_or_create(&KindLabels { kind: kind.into() })
+                    .clone();
+                self.record_counters.push((kind, c));
+                &self.record_counters[self.record_counters.len() - 1].1
+            }
+        };
+        counter.inc_by(n);
+    }
+
+    fn send(&mut self, flow: hallmark_flows::Flow, kind: &'static str) {
+        self.count_records(kind, 1);
         lock(&self.status).records += 1;
         if let Err(reason) = self.sink.offer(flow) {
             self.drop_events(reason, 1);
@@ -523,12 +536,7 @@ impl Worker {
         }
         self.interim_cursor = start + budget;
         if budget < open {
-            self.metrics
-                .flow_capture_records
-                .get_or_create(&KindLabels {
-                    kind: "tcp-interim-deferred".into(),
-                })
-                .inc_by((open - budget) as u64);
+            self.count_records("tcp-interim-deferred", (open - budget) as u64);
         }
         let mut claims = Vec::new();
         for l in &snapshot.listening {
@@ -560,6 +568,11 @@ impl Worker {
             "udp-map-full",
             d.udp_map_full.saturating_sub(last.udp_map_full),
         );
+        // Records the loader could not read: none while the object and the
+        // crate agree, but a record lost is counted, whatever the cause.
+        let malformed = self.capture.malformed_records();
+        let before = std::mem::replace(&mut self.last_malformed, malformed);
+        self.drop_events("malformed", malformed.saturating_sub(before));
     }
 
     fn count_map_usage(&mut self) {

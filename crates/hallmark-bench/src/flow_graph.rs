@@ -94,6 +94,7 @@ fn endpoint(i: u64) -> Endpoint {
         compose_service: String::new(),
         labels: BTreeMap::from([("app".to_string(), service.clone())]),
         spiffe_ids: vec![format!("spiffe://{TRUST_DOMAIN}/ns/bench/sa/{service}")],
+        selectors: vec![format!("k8s:pod-label:app:{service}")],
     })
 }
 

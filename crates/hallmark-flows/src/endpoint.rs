@@ -42,6 +42,10 @@ pub struct WorkloadEndpoint {
     /// The entries on its node whose selectors the workload holds, sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spiffe_ids: Vec<String>,
+    /// The selectors its agent derived for it (what policy groups match),
+    /// sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<String>,
 }
 
 /// One end of a stored flow.
@@ -161,6 +165,7 @@ impl Endpoint {
                 compose_service: w.compose_service.clone(),
                 labels: service_label(w),
                 spiffe_ids: w.spiffe_ids.clone(),
+                selectors: Vec::new(),
             }),
             Endpoint::Node {
                 context,

@@ -45,6 +45,7 @@ pub mod merge;
 pub mod network;
 pub mod owner;
 pub mod ownership;
+pub mod policy;
 pub mod query;
 pub mod sim;
 pub mod vpc;

@@ -115,6 +115,22 @@ impl GroupSet {
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
     }
+
+    /// Adds every group of `other` (the groups of an identity held by
+    /// several workloads are the union of theirs).
+    pub fn union_with(&mut self, other: &GroupSet) {
+        if other.words.len() > self.words.len() {
+            let mut words = other.words.to_vec();
+            for (w, mine) in words.iter_mut().zip(self.words.iter()) {
+                *w |= mine;
+            }
+            self.words = words.into_boxed_slice();
+        } else {
+            for (mine, w) in self.words.iter_mut().zip(other.words.iter()) {
+                *mine |= w;
+            }
+        }
+    }
 }
 
 /// What policy says about a flow.
@@ -300,6 +316,17 @@ impl Policy {
     /// The id of a group by name.
     pub fn group_id(&self, name: &str) -> Option<usize> {
         self.ids.get(name).copied()
+    }
+
+    /// The set of the named groups, with `any`; names this policy does not
+    /// define are skipped (a membership computed under another revision).
+    pub fn set_of<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> GroupSet {
+        let mut set = GroupSet::with_capacity(self.names.len());
+        set.insert(0);
+        for id in names.into_iter().filter_map(|n| self.group_id(n)) {
+            set.insert(id);
+        }
+        set
     }
 
     /// The names of the groups in `set`.

@@ -757,3 +757,18 @@ fn index_agrees_with_a_scan_of_the_rules() {
     // The table exercised every outcome.
     assert!(decided.iter().all(|n| *n > 0), "{decided:?}");
 }
+
+#[test]
+fn sets_by_name_and_their_union() {
+    let p = compile(&format!("{GROUPS}\nrules: []\n"));
+    let web = p.set_of(["web", "no-such-group"]);
+    assert_eq!(p.names_in(&web).collect::<Vec<_>>(), ["any", "web"]);
+    let mut both = p.set_of(["db"]);
+    both.union_with(&web);
+    assert_eq!(p.names_in(&both).collect::<Vec<_>>(), ["any", "web", "db"]);
+    // A shorter (default) set takes a longer one's words.
+    let mut empty = crate::GroupSet::default();
+    empty.union_with(&both);
+    assert_eq!(empty, both);
+    assert_eq!(p.groups_of(&wl("web")), web);
+}

@@ -30,6 +30,7 @@ pub mod inventory;
 pub mod metrics;
 mod node;
 pub mod oidc;
+pub mod policy;
 mod rotation;
 mod startup;
 mod tls;
@@ -183,6 +184,8 @@ pub(crate) struct Shared {
     /// The flow pipeline and its queries.
     pub flows: flows::FlowEngine,
     pub flow_queries: flows::FlowQueries,
+    /// The identity policy in force.
+    pub policy: Arc<policy::PolicyCell>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].

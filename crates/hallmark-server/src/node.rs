@@ -370,6 +370,7 @@ impl Node for NodeService {
                         federated_bundles: state.federated_bundles.clone(),
                         tainted_x509_authorities: state.tainted.x509.clone(),
                         tainted_jwt_keys: state.tainted.jwt.clone(),
+                        ..Default::default()
                     };
                     if tx.send(Ok(update)).await.is_err() {
                         return;

@@ -74,6 +74,7 @@ impl Shared {
             federation: federation::Federations::default(),
             flows: started.engine.clone(),
             flow_queries: started.queries.clone(),
+            policy: Arc::default(),
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");

@@ -542,4 +542,94 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::FlowQueryResponse>, Status> {
         flow_answer(self.shared.flow_queries.stats().await)
     }
+
+    async fn apply_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::apply_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn get_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::get_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn policy_history(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::policy_history(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn rollback_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::rollback_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn check_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::check_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::list_groups(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn group_members(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::group_members(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn audit_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::audit_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn dry_run_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::dry_run_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
+
+    async fn suggest_policy(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::suggest_policy(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
 }

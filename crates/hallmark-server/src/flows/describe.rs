@@ -173,6 +173,9 @@ pub(crate) fn workload_endpoint(
     let mut spiffe_ids = w.spiffe_ids.clone();
     spiffe_ids.sort();
     spiffe_ids.dedup();
+    let mut selectors = w.selectors.clone();
+    selectors.sort();
+    selectors.dedup();
     WorkloadEndpoint {
         context: context.to_string(),
         node: node.to_string(),
@@ -185,5 +188,6 @@ pub(crate) fn workload_endpoint(
         compose_service,
         labels,
         spiffe_ids,
+        selectors,
     }
 }

@@ -192,6 +192,7 @@ async fn round_trip(store: &dyn Store, run: &Run) {
         compose_service: "db".into(),
         labels: BTreeMap::new(),
         spiffe_ids: vec![run.id("ns/data/sa/db").to_string()],
+        selectors: vec!["docker:label:app:db".into(), "unix:uid:999".into()],
     };
     full.labels.insert("app".into(), "db".into());
     full.labels

@@ -186,6 +186,8 @@ pub(crate) struct Shared {
     pub flow_queries: flows::FlowQueries,
     /// The identity policy in force.
     pub policy: Arc<policy::PolicyCell>,
+    /// Group membership of the known identities, pushed to agents.
+    pub identity_groups: watch::Sender<Arc<policy::IdentityGroups>>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].

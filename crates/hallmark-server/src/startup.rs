@@ -75,6 +75,7 @@ impl Shared {
             flows: started.engine.clone(),
             flow_queries: started.queries.clone(),
             policy: Arc::default(),
+            identity_groups: watch::channel(Arc::default()).0,
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");

@@ -10,6 +10,7 @@
 pub(crate) mod admin;
 pub mod api;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hallmark_policy::{Policy, PolicyDocument};
@@ -73,4 +74,15 @@ impl PolicyCell {
             true
         });
     }
+}
+
+/// What each identity the server knows is, in policy terms: SPIFFE ID ->
+/// the names of its groups (the union over the running workloads holding
+/// it, with the groups the bare ID matches), under `revision`. Agents
+/// decide for a peer presenting that ID with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityGroups {
+    /// The policy revision the groups were computed under.
+    pub revision: i64,
+    pub groups: BTreeMap<String, Vec<String>>,
 }

@@ -1,6 +1,6 @@
 //! Following the other servers on a shared datastore (PostgreSQL): their
-//! entry changes, authority rotations and agent evictions take effect here
-//! too.
+//! entry changes, policy revisions, authority rotations and agent evictions
+//! take effect here too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +61,8 @@ pub(crate) async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::R
                 if last != Some(rev) {
                     last = Some(rev);
                     shared.entries_changed.send_modify(|v| *v += 1);
+                    // Policy applies move the datastore revision too.
+                    crate::policy::versions::follow_latest(&shared).await;
                 }
             }
             Err(e) => {

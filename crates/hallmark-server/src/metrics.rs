@@ -87,6 +87,13 @@ pub struct ServerMetrics {
     pub ownership_addresses: Gauge,
     /// Heartbeats accepted from agents.
     pub ownership_heartbeats: Counter,
+    /// The identity policy revision in force on this server (0: none).
+    pub policy_revision: Gauge,
+    /// Policy documents applied here as new revisions (rollbacks included).
+    pub policy_applies: Counter,
+    /// Stored policy revisions that failed to parse when loaded, so the
+    /// previous one stayed in force.
+    pub policy_load_failures: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -123,7 +130,25 @@ impl Default for ServerMetrics {
             ownership_ranges: Gauge::default(),
             ownership_addresses: Gauge::default(),
             ownership_heartbeats: Counter::default(),
+            policy_revision: Gauge::default(),
+            policy_applies: Counter::default(),
+            policy_load_failures: Counter::default(),
         };
+        registry.register(
+            "policy_revision",
+            "identity policy revision in force (0: none applied)",
+            m.policy_revision.clone(),
+        );
+        registry.register(
+            "policy_applies",
+            "policy documents applied through this server as new revisions, rollbacks included",
+            m.policy_applies.clone(),
+        );
+        registry.register(
+            "policy_load_failures",
+            "stored policy revisions that no longer parse; the previous revision stayed in force",
+            m.policy_load_failures.clone(),
+        );
         registry.register(
             "flows_ingested",
             "flows received, by source (agent, collector, file)",

@@ -5,6 +5,8 @@ use tonic::Status;
 
 use crate::Shared;
 
+pub(crate) use super::versions::{apply_policy, get_policy, policy_history, rollback_policy};
+
 macro_rules! not_yet {
     ($($name:ident),*) => {$(
         pub(crate) async fn $name(_shared: &Shared, _json: &str) -> Result<String, Status> {
@@ -14,10 +16,6 @@ macro_rules! not_yet {
 }
 
 not_yet!(
-    apply_policy,
-    get_policy,
-    policy_history,
-    rollback_policy,
     check_policy,
     list_groups,
     group_members,

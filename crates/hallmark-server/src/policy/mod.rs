@@ -9,6 +9,7 @@
 
 pub(crate) mod admin;
 pub mod api;
+pub(crate) mod versions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

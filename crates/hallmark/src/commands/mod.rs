@@ -11,6 +11,7 @@ pub mod federation;
 pub mod flows;
 pub mod inventory;
 pub mod policy;
+pub mod policy_versions;
 pub mod status;
 pub mod svid;
 pub mod token;

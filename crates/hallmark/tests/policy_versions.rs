@@ -92,6 +92,12 @@ fn apply_show_history_rollback_and_a_refused_document() {
         "{out}"
     );
     assert!(out.stderr.contains("nothing was applied"), "{out}");
+    let out = server
+        .cli(&["policy", "apply", "-f", &bad, "--json"])
+        .fails();
+    let refusal = out.json();
+    assert_eq!(refusal["valid"], false, "{out}");
+    assert_eq!(refusal["errors"][0]["line"], 9, "{out}");
     assert_eq!(server.json(&["policy", "show"])["revision"], 2);
 
     // Rollback: a new revision holding the old text.

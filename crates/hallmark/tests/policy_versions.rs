@@ -92,6 +92,12 @@ fn apply_show_history_rollback_and_a_refused_document() {
         "{out}"
     );
     assert!(out.stderr.contains("nothing was applied"), "{out}");
+    let out = server
+        .cli(&["policy", "apply", "-f", &bad, "--json"])
+        .fails();
+    let refusal = out.json();
+    assert_eq!(refusal["valid"], false, "{out}");
+    assert_eq!(refusal["errors"][0]["line"], 9, "{out}");
     assert_eq!(server.json(&["policy", "show"])["revision"], 2);
 
     // Rollback: a new revision holding the old text.
@@ -142,6 +148,17 @@ fn apply_show_history_rollback_and_a_refused_document() {
         .collect();
     assert_eq!(revisions, vec![3, 2, 1]);
     assert_eq!(history[2]["source"], format!("cli:{web_db}"), "{history}");
+
+    // Standard input works as a file: the text in force again is unchanged.
+    let mut cmd = hallmark_cmd(&["policy", "apply", "-f", "-"]);
+    cmd.env("HALLMARK_ADMIN_SOCKET", &server.admin_socket)
+        .stdin(std::fs::File::open(&web_db).unwrap());
+    let out = run(&mut cmd, CLI_TIMEOUT).ok();
+    assert_eq!(
+        out.stdout.trim(),
+        "unchanged: revision 3 is already in force",
+        "{out}"
+    );
 
     // The agent's stream carries the policy alongside entries, and entries
     // still reach it.

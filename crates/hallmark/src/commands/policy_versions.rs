@@ -116,8 +116,21 @@ pub async fn apply(a: ApplyArgs) -> Result<()> {
     let parsed = match hallmark_policy::parse(&name, &text) {
         Ok(p) => p,
         Err(e) => {
-            for d in e.errors.iter().chain(&e.warnings) {
-                eprintln!("{d}");
+            if a.conn.json {
+                // The shape `validate --json` prints for a refused document.
+                print_json(&serde_json::json!({
+                    "file": name,
+                    "valid": false,
+                    "groups": 0,
+                    "rules": 0,
+                    "default": "allow",
+                    "errors": e.errors,
+                    "warnings": e.warnings,
+                }))?;
+            } else {
+                for d in e.errors.iter().chain(&e.warnings) {
+                    eprintln!("{d}");
+                }
             }
             let n = e.errors.len();
             return Err(anyhow!(

@@ -313,8 +313,8 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
         counters,
         s.metrics.clone(),
         tailing,
-        s.policy.clone(),
     );
+    p.policy = s.policy.clone();
     // Two ends stamp a connection up to the clock skew apart, plus the
     // time between the connect and the accept.
     p.merge_window_ms = i64::try_from(s.config.clock_skew.as_millis())

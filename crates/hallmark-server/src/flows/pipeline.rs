@@ -126,7 +126,8 @@ pub(crate) struct Pipeline {
     /// How far apart two reports of one connection may start
     /// ([`FlowWrite::merge_window_ms`]).
     pub merge_window_ms: i64,
-    /// The policy in force: every flow stored gets its verdict.
+    /// The policy in force: every flow stored gets its verdict (revision 0,
+    /// allowing everything, until the server's cell is set here).
     pub policy: Arc<PolicyCell>,
     /// Pending row IDs of held flows, by flow.
     pending: HashMap<FlowKey, VecDeque<i64>>,
@@ -141,10 +142,9 @@ impl Pipeline {
         counters: Arc<Counters>,
         metrics: Arc<ServerMetrics>,
         tailing: bool,
-        policy: Arc<PolicyCell>,
     ) -> Self {
         Pipeline {
-            policy,
+            policy: Arc::default(),
             attributor,
             store,
             describer,

@@ -36,6 +36,7 @@ fn initiated(src: &str, dst: &str, at_ms: i64) -> pb::FlowRecord {
     }
 }
 
+type Reason = (Option<String>, Option<Mode>);
 type Said = (Option<Outcome>, Option<String>, Option<Mode>, Option<i64>);
 
 fn said(f: &StoredFlow) -> Said {
@@ -98,7 +99,7 @@ async fn stored_flows_carry_the_verdict_of_the_policy_in_force() {
             .unwrap()
     };
     let rule = |n: &str, m: Mode| (Some(n.to_string()), Some(m));
-    let want: [(&str, u16, Outcome, (Option<String>, Option<Mode>)); 6] = [
+    let want: [(&str, u16, Outcome, Reason); 6] = [
         (
             "10.0.0.5",
             40000,

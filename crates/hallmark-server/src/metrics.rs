@@ -29,6 +29,12 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `allowed`, `denied`, `would-deny` or `no-decision`.
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrustDomainLabels {
     pub trust_domain: String,
 }
@@ -81,6 +87,8 @@ pub struct ServerMetrics {
     /// Reports merged into the stored flow of the same connection.
     pub flows_merged: Counter,
     pub flow_store_errors: Counter,
+    /// Flows stored, by the verdict of the policy in force.
+    pub flow_verdicts: Family<VerdictLabels, Counter>,
     /// Flows waiting for ownership evidence.
     pub flows_held: Gauge,
     pub ownership_ranges: Gauge,
@@ -126,6 +134,7 @@ impl Default for ServerMetrics {
             flows_stored: Counter::default(),
             flows_merged: Counter::default(),
             flow_store_errors: Counter::default(),
+            flow_verdicts: Family::default(),
             flows_held: Gauge::default(),
             ownership_ranges: Gauge::default(),
             ownership_addresses: Gauge::default(),
@@ -178,6 +187,11 @@ impl Default for ServerMetrics {
             "flow_store_errors",
             "flow batches the datastore refused (submitters were told to retry)",
             m.flow_store_errors.clone(),
+        );
+        registry.register(
+            "flow_verdicts",
+            "flows stored, by the verdict of the policy in force (allowed, denied, would-deny, no-decision)",
+            m.flow_verdicts.clone(),
         );
         registry.register(
             "flows_held",
@@ -303,6 +317,14 @@ impl ServerMetrics {
         self.flows_ingested
             .get_or_create(&SourceLabels {
                 source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn flow_verdict(&self, verdict: &str, n: u64) {
+        self.flow_verdicts
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
             })
             .inc_by(n);
     }

@@ -47,6 +47,9 @@ impl Shared {
         let (federation_changed, _) = watch::channel(0);
         let (revoked, _) = tokio::sync::broadcast::channel(64);
         let metrics: Arc<crate::metrics::ServerMetrics> = Arc::default();
+        // Created before the flow engine, which decides every flow it
+        // stores by the policy in force.
+        let policy: Arc<crate::policy::PolicyCell> = Arc::default();
         let started = flows::start(flows::FlowStart {
             config: &config.flows,
             store: store.clone(),
@@ -54,6 +57,7 @@ impl Shared {
             data_dir: &config.data_dir,
             evidence_retention: config.workload_retention,
             metrics: metrics.clone(),
+            policy: policy.clone(),
             shutdown,
         })
         .await?;
@@ -74,7 +78,7 @@ impl Shared {
             federation: federation::Federations::default(),
             flows: started.engine.clone(),
             flow_queries: started.queries.clone(),
-            policy: Arc::default(),
+            policy,
             identity_groups: watch::channel(Arc::default()).0,
         });
         if let Err(e) = federation::reload(&shared).await {

@@ -44,7 +44,9 @@ mod sqlite;
 
 pub use authority::{AuthorityKind, AuthorityRecord, AuthorityStore};
 pub use federation::{FederationProfile, FederationRecord, FederationRefresh, FederationStore};
-pub use flows::{FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, PendingFlow};
+pub use flows::{
+    FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, MergePolicy, PendingFlow,
+};
 pub use inventory::{
     AgentInventory, FilterError, ImageMatch, InventoryApplied, InventoryReport, InventoryStore,
     LabelMatch, PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter,

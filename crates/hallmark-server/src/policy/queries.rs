@@ -384,3 +384,7 @@ async fn by_address(
     };
     Ok((Some((member, a)), format!("owned at that instant by {end}")))
 }
+
+#[cfg(test)]
+#[path = "queries_tests.rs"]
+mod tests;

@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use hallmark_policy::{Diagnostic, PolicyDocument};
 use serde::Serialize;
 
+use super::policy_query;
 use crate::output::{outln, print_json};
 
 #[derive(Subcommand, Debug)]
@@ -19,6 +20,18 @@ pub enum PolicyCommand {
     /// Check a policy document: every error and warning with its file,
     /// line and group or rule. Exits 1 when the document would be refused.
     Validate(ValidateArgs),
+    /// Decide whether one endpoint may reach another on a port, by the
+    /// policy in force: the verdict, the deciding rule and each end's
+    /// groups. Exits 0 whatever the verdict.
+    Check(policy_query::CheckArgs),
+    /// Recorded flows the policy in force denies or would deny.
+    Audit(policy_query::AuditArgs),
+    /// What a candidate document would change: recorded flows whose
+    /// verdict changes, per candidate rule, and those no rule matches.
+    DryRun(policy_query::DryRunArgs),
+    /// Least-privilege allow rules from observed flows, as a watch-mode
+    /// document (on stdout) that `apply` accepts.
+    Suggest(policy_query::SuggestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -34,6 +47,10 @@ pub struct ValidateArgs {
 pub async fn run(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Validate(a) => validate(a),
+        PolicyCommand::Check(a) => policy_query::check(a).await,
+        PolicyCommand::Audit(a) => policy_query::audit(a).await,
+        PolicyCommand::DryRun(a) => policy_query::dry_run(a).await,
+        PolicyCommand::Suggest(a) => policy_query::suggest(a).await,
     }
 }
 
@@ -49,7 +66,7 @@ struct Validation<'a> {
     warnings: &'a [Diagnostic],
 }
 
-fn read(file: &PathBuf) -> Result<(String, String)> {
+pub(crate) fn read(file: &PathBuf) -> Result<(String, String)> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()

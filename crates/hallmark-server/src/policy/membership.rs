@@ -3,7 +3,7 @@
 //! [`Membership`] under the policy in force.
 //!
 //! Endpoints are described exactly as flow ends are (one
-//! [`workload_endpoint`] and one [`hallmark_flows::policy::attributes`]), so
+//! `workload_endpoint` and one [`hallmark_flows::policy::attributes`]), so
 //! a workload is in the same groups whether policy asks about it by name or
 //! about one of its flows.
 //!

@@ -244,13 +244,16 @@ pub async fn audit(a: AuditArgs) -> Result<()> {
     )
 }
 
-const FLOW_HEADERS: [&str; 8] = [
+const FLOW_HEADERS: [&str; 11] = [
     "TIME",
     "PROTO",
     "SOURCE",
     "",
     "DESTINATION",
     "PORT",
+    "BYTES",
+    "PACKETS",
+    "STATUS",
     "VERDICT",
     "RULE",
 ];
@@ -273,6 +276,15 @@ fn flow_row(v: &Value) -> Option<Vec<String>> {
         "→".to_string(),
         format!("{} {}", f.dst, f.flow.dst),
         f.flow.dst.port().to_string(),
+        f.flow
+            .bytes_sent
+            .saturating_add(f.flow.bytes_received)
+            .to_string(),
+        f.flow
+            .packets_sent
+            .saturating_add(f.flow.packets_received)
+            .to_string(),
+        f.status.as_str().to_string(),
         text("verdict"),
         rule,
     ])

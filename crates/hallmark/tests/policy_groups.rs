@@ -371,3 +371,116 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
 
     drop(agent);
 }
+
+const PG: &str = "postgres://hallmark:hallmark@127.0.0.1:5432";
+
+/// A fresh PostgreSQL database, dropped when the test ends.
+struct Database(String);
+
+impl Database {
+    fn create() -> Self {
+        let script = repo_root().join("scripts/setup.d/20-postgres.sh");
+        let out = run(
+            std::process::Command::new("bash").arg(&script),
+            Duration::from_secs(600),
+        );
+        assert!(
+            out.success(),
+            "setting up PostgreSQL with {} failed:\n{out}",
+            script.display()
+        );
+        let name = format!("hm_policy_{}_{}", std::process::id(), now_ms());
+        psql(&format!("CREATE DATABASE {name}")).ok();
+        Database(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{PG}/{}", self.0)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
+}
+
+fn psql(sql: &str) -> Output {
+    let mut cmd = std::process::Command::new("psql");
+    cmd.env("PGPASSWORD", "hallmark").args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "hallmark",
+        "-d",
+        "postgres",
+        "-c",
+        sql,
+    ]);
+    run(&mut cmd, CLI_TIMEOUT)
+}
+
+/// Two servers on one PostgreSQL: the agent reports to A, and B answers
+/// `group members` and `policy check` with what A stored, at once.
+#[test]
+fn every_server_on_a_shared_datastore_answers_with_the_same_members() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs Docker containers: run it as root (scripts/test.sh does)"
+    );
+    ensure_runtimes();
+    let db = Database::create();
+    let url = db.url();
+    let a = TestServer::start_with(TD, &["--datastore", &url]);
+    let b = TestServer::start_with(TD, &["--datastore", &url]);
+    let agent = TestAgent::start_with(&a, "n1", &["--runtime", "docker"]);
+    let web_id = a.id("web");
+    a.create_entry(&web_id, &agent.spiffe_id, &["docker:label:app:web"], &[]);
+    apply(&a, "policy.yaml", POLICY);
+    // B follows the revision A applied.
+    wait_until("server B to have the policy", WAIT, || {
+        b.cli(&["group", "members", "web", "--json"])
+            .success()
+            .then_some(())
+    });
+
+    let web = DockerContainer::run_detached(
+        &unique_name("hm-pol-ha"),
+        &[
+            "--network",
+            "none",
+            "-l",
+            "app=web",
+            BUSYBOX_IMAGE,
+            "sleep",
+            "3600",
+        ],
+    );
+    let joined = time_until(
+        "web to be a member on server B",
+        Duration::from_secs(5),
+        || members(&b, "web").contains(&web.id),
+    );
+    println!("on the other server, a started container was a member after {joined:?}");
+    assert!(joined < Duration::from_secs(1), "joined after {joined:?}");
+    wait_until("web to carry its SPIFFE ID on B", WAIT, || {
+        let v = b.json(&["group", "members", "web"]);
+        (v[0]["spiffe_ids"][0] == web_id.as_str()).then_some(())
+    });
+    let on_a = check(&a, &web_id, &web.id, "80", &[]);
+    let on_b = check(&b, &web_id, &web.id, "80", &[]);
+    assert_eq!(
+        on_a["from"]["groups"], on_b["from"]["groups"],
+        "{on_a}\n{on_b}"
+    );
+    assert_eq!(on_b["from"]["groups"], serde_json::json!(["any", "web"]));
+    assert_eq!(on_a["verdict"], on_b["verdict"]);
+
+    docker(&["stop", "-t", "0", &web.name]).ok();
+    let left = time_until("web to leave on server B", Duration::from_secs(5), || {
+        !members(&b, "web").contains(&web.id)
+    });
+    println!("on the other server, a stopped container left after {left:?}");
+    assert!(left < Duration::from_secs(1), "left after {left:?}");
+    drop(agent);
+}

@@ -95,6 +95,27 @@ impl Member {
     }
 }
 
+/// A member in a few words: `web (3f2a1b0c9d8e on prod/n1)`.
+pub fn describe(m: &Member) -> String {
+    match m {
+        Member::Workload {
+            context,
+            node,
+            container_id,
+            name,
+            ..
+        } => {
+            let short = container_id.get(..12).unwrap_or(container_id);
+            if name.is_empty() {
+                format!("{short} on {context}/{node}")
+            } else {
+                format!("{name} ({short} on {context}/{node})")
+            }
+        }
+        Member::Node { context, node, .. } => format!("node {context}/{node}"),
+    }
+}
+
 /// Every endpoint policy knows now, as read from the datastore.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {

@@ -175,23 +175,7 @@ fn check_end(e: &CheckEnd) -> String {
 
 /// A member in a few words: `web (3f2a1b0c9d8e on prod/n1)`.
 pub(crate) fn member_name(m: &Member) -> String {
-    match m {
-        Member::Workload {
-            context,
-            node,
-            container_id,
-            name,
-            ..
-        } => {
-            let short = container_id.get(..12).unwrap_or(container_id);
-            if name.is_empty() {
-                format!("{short} on {context}/{node}")
-            } else {
-                format!("{name} ({short} on {context}/{node})")
-            }
-        }
-        Member::Node { context, node, .. } => format!("node {context}/{node}"),
-    }
+    hallmark_server::policy::membership::describe(m)
 }
 
 #[derive(Args, Debug)]

@@ -265,6 +265,18 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     assert_eq!(a["from"]["kind"], "workload");
     assert_eq!(a["from"]["workloads"][0]["container_id"], cache.id.as_str());
     assert_eq!(a["to"]["groups"], serde_json::json!(["any", "db"]));
+    // Now (no --at): the same answer for the web container's address.
+    let a = check(&server, &ip_web, &ip_db, "5432", &[]);
+    assert_eq!(
+        (&a["verdict"], &a["rule"]),
+        (&"allowed".into(), &"web-to-db".into()),
+        "{a}"
+    );
+    let table = server.cli(&["group", "list"]).ok();
+    assert!(
+        table.stdout.contains("GROUP") && table.stdout.contains(r#"{"labels":{"app":"web"}}"#),
+        "{table}"
+    );
 
     // Stopped, it leaves within 1 s.
     docker(&["stop", "-t", "0", &web.name]).ok();
@@ -343,6 +355,20 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
         && l["from_verdict"] == "denied"
         && l["to_verdict"] == "allowed"));
     assert_eq!(d["unmatched"]["flows"], 1);
+    let plain = server
+        .cli(&[
+            "policy",
+            "dry-run",
+            "-f",
+            cand.to_str().unwrap(),
+            "--since",
+            "1h",
+        ])
+        .ok();
+    assert!(
+        plain.stdout.contains("2 of 4 recorded flows") && plain.stdout.contains("all-to-db"),
+        "{plain}"
+    );
 
     // Suggest from what was seen, apply it: the seen traffic is allowed; a
     // new kind of flow would be denied.

@@ -22,6 +22,8 @@
 //! - `capture`: eBPF flow capture attached vs not (connection rate, bulk
 //!   throughput), the agent's CPU per flow and memory with 100,000 open
 //!   connections, and close -> `flows list`.
+//! - `policy-push`: an applied policy revision in force on every agent, vs
+//!   the apply call.
 
 #![forbid(unsafe_code)]
 
@@ -36,6 +38,7 @@ mod ha;
 mod issuance;
 mod memory;
 mod noop;
+mod policy_push;
 mod procfs;
 mod propagation;
 mod report;
@@ -102,6 +105,9 @@ enum Bench {
     /// Holds loopback connections open for `capture` until stdin closes.
     #[command(hide = true)]
     CaptureHold(capture::HoldArgs),
+    /// Policy apply -> the revision in force on every connected agent, vs
+    /// the ApplyPolicy call alone.
+    PolicyPush(policy_push::PolicyPushArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -158,6 +164,13 @@ async fn run(cli: Cli) -> Result<()> {
             propagation::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "propagation", &r)?;
+            }
+        }
+        Bench::PolicyPush(args) => {
+            let r = policy_push::run(&args).await?;
+            policy_push::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "policy-push", &r)?;
             }
         }
         Bench::PropagationHa(args) => {

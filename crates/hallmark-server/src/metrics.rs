@@ -94,6 +94,13 @@ pub struct ServerMetrics {
     pub ownership_heartbeats: Counter,
     /// Current members of each policy group (workloads and nodes).
     pub policy_group_members: Family<GroupLabels, Gauge>,
+    /// The identity policy revision in force on this server (0: none).
+    pub policy_revision: Gauge,
+    /// Policy documents applied here as new revisions (rollbacks included).
+    pub policy_applies: Counter,
+    /// Stored policy revisions that failed to parse when loaded, so the
+    /// previous one stayed in force.
+    pub policy_load_failures: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -131,11 +138,29 @@ impl Default for ServerMetrics {
             ownership_addresses: Gauge::default(),
             ownership_heartbeats: Counter::default(),
             policy_group_members: Family::default(),
+            policy_revision: Gauge::default(),
+            policy_applies: Counter::default(),
+            policy_load_failures: Counter::default(),
         };
         registry.register(
             "policy_group_members",
             "current members of each policy group (workloads and nodes)",
             m.policy_group_members.clone(),
+        );
+        registry.register(
+            "policy_revision",
+            "identity policy revision in force (0: none applied)",
+            m.policy_revision.clone(),
+        );
+        registry.register(
+            "policy_applies",
+            "policy documents applied through this server as new revisions, rollbacks included",
+            m.policy_applies.clone(),
+        );
+        registry.register(
+            "policy_load_failures",
+            "stored policy revisions that no longer parse; the previous revision stayed in force",
+            m.policy_load_failures.clone(),
         );
         registry.register(
             "flows_ingested",

@@ -81,6 +81,8 @@ impl Shared {
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");
         }
+        // Before any listener: agents' first Sync update carries the policy.
+        crate::policy::versions::load_latest(&shared).await;
         Ok((shared, started))
     }
 }

@@ -13,6 +13,7 @@ pub mod group;
 pub mod inventory;
 pub mod policy;
 pub mod policy_query;
+pub mod policy_versions;
 pub mod status;
 pub mod svid;
 pub mod token;

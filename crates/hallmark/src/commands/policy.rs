@@ -2,7 +2,9 @@
 //!
 //! `validate -f FILE` checks a document where it is written, before it goes
 //! anywhere: every error and warning with its file, line and group or rule,
-//! as `hallmark_policy::parse` finds them. It needs no server.
+//! as `hallmark_policy::parse` finds them. It needs no server. The
+//! versioned policy on the server (`apply`, `show`, `history`, `rollback`)
+//! is in `policy_versions`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -20,6 +22,17 @@ pub enum PolicyCommand {
     /// Check a policy document: every error and warning with its file,
     /// line and group or rule. Exits 1 when the document would be refused.
     Validate(ValidateArgs),
+    /// Validate a document and apply it on the server as the next
+    /// revision; every agent holds it within a second. Applying the text
+    /// in force again changes nothing.
+    Apply(super::policy_versions::ApplyArgs),
+    /// Print the policy document in force (or of --revision N) exactly as
+    /// applied.
+    Show(super::policy_versions::ShowArgs),
+    /// The applied revisions, newest first.
+    History(super::policy_versions::HistoryArgs),
+    /// Apply revision N's document again, as a new revision.
+    Rollback(super::policy_versions::RollbackArgs),
     /// Decide whether one endpoint may reach another on a port, by the
     /// policy in force: the verdict, the deciding rule and each end's
     /// groups. Exits 0 whatever the verdict.
@@ -47,6 +60,10 @@ pub struct ValidateArgs {
 pub async fn run(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Validate(a) => validate(a),
+        PolicyCommand::Apply(a) => super::policy_versions::apply(a).await,
+        PolicyCommand::Show(a) => super::policy_versions::show(a).await,
+        PolicyCommand::History(a) => super::policy_versions::history(a).await,
+        PolicyCommand::Rollback(a) => super::policy_versions::rollback(a).await,
         PolicyCommand::Check(a) => policy_query::check(a).await,
         PolicyCommand::Audit(a) => policy_query::audit(a).await,
         PolicyCommand::DryRun(a) => policy_query::dry_run(a).await,
@@ -66,7 +83,7 @@ struct Validation<'a> {
     warnings: &'a [Diagnostic],
 }
 
-pub(crate) fn read(file: &PathBuf) -> Result<(String, String)> {
+pub(super) fn read(file: &PathBuf) -> Result<(String, String)> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()

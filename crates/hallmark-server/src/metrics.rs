@@ -40,6 +40,11 @@ pub struct TrustDomainLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthorityLabels {
     /// `x509`, `jwt` or `oidc`.
     pub kind: String,
@@ -95,6 +100,8 @@ pub struct ServerMetrics {
     pub ownership_addresses: Gauge,
     /// Heartbeats accepted from agents.
     pub ownership_heartbeats: Counter,
+    /// Current members of each policy group (workloads and nodes).
+    pub policy_group_members: Family<GroupLabels, Gauge>,
     /// The identity policy revision in force on this server (0: none).
     pub policy_revision: Gauge,
     /// Policy documents applied here as new revisions (rollbacks included).
@@ -139,10 +146,16 @@ impl Default for ServerMetrics {
             ownership_ranges: Gauge::default(),
             ownership_addresses: Gauge::default(),
             ownership_heartbeats: Counter::default(),
+            policy_group_members: Family::default(),
             policy_revision: Gauge::default(),
             policy_applies: Counter::default(),
             policy_load_failures: Counter::default(),
         };
+        registry.register(
+            "policy_group_members",
+            "current members of each policy group (workloads and nodes)",
+            m.policy_group_members.clone(),
+        );
         registry.register(
             "policy_revision",
             "identity policy revision in force (0: none applied)",
@@ -373,6 +386,14 @@ impl ServerMetrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    pub fn set_policy_group_members(&self, group: &str, n: usize) {
+        self.policy_group_members
+            .get_or_create(&GroupLabels {
+                group: group.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_workloads(&self, state: &str, n: u64) {

@@ -9,6 +9,10 @@
 
 pub(crate) mod admin;
 pub mod api;
+pub mod api_queries;
+pub mod membership;
+mod queries;
+mod review;
 pub(crate) mod versions;
 
 use std::collections::BTreeMap;

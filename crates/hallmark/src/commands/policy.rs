@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 use hallmark_policy::{Diagnostic, PolicyDocument};
 use serde::Serialize;
 
+use super::policy_query;
 use crate::output::{outln, print_json};
 
 #[derive(Subcommand, Debug)]
@@ -32,6 +33,18 @@ pub enum PolicyCommand {
     History(super::policy_versions::HistoryArgs),
     /// Apply revision N's document again, as a new revision.
     Rollback(super::policy_versions::RollbackArgs),
+    /// Decide whether one endpoint may reach another on a port, by the
+    /// policy in force: the verdict, the deciding rule and each end's
+    /// groups. Exits 0 whatever the verdict.
+    Check(policy_query::CheckArgs),
+    /// Recorded flows the policy in force denies or would deny.
+    Audit(policy_query::AuditArgs),
+    /// What a candidate document would change: recorded flows whose
+    /// verdict changes, per candidate rule, and those no rule matches.
+    DryRun(policy_query::DryRunArgs),
+    /// Least-privilege allow rules from observed flows, as a watch-mode
+    /// document (on stdout) that `apply` accepts.
+    Suggest(policy_query::SuggestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -51,6 +64,10 @@ pub async fn run(command: PolicyCommand) -> Result<()> {
         PolicyCommand::Show(a) => super::policy_versions::show(a).await,
         PolicyCommand::History(a) => super::policy_versions::history(a).await,
         PolicyCommand::Rollback(a) => super::policy_versions::rollback(a).await,
+        PolicyCommand::Check(a) => policy_query::check(a).await,
+        PolicyCommand::Audit(a) => policy_query::audit(a).await,
+        PolicyCommand::DryRun(a) => policy_query::dry_run(a).await,
+        PolicyCommand::Suggest(a) => policy_query::suggest(a).await,
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::containers::*;
 use common::flows::*;
+use common::postgres::*;
 use common::*;
 use serde_json::Value;
 
@@ -398,53 +399,6 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     drop(agent);
 }
 
-const PG: &str = "postgres://hallmark:hallmark@127.0.0.1:5432";
-
-/// A fresh PostgreSQL database, dropped when the test ends.
-struct Database(String);
-
-impl Database {
-    fn create() -> Self {
-        let script = repo_root().join("scripts/setup.d/20-postgres.sh");
-        let out = run(
-            std::process::Command::new("bash").arg(&script),
-            Duration::from_secs(600),
-        );
-        assert!(
-            out.success(),
-            "setting up PostgreSQL with {} failed:\n{out}",
-            script.display()
-        );
-        let name = format!("hm_policy_{}_{}", std::process::id(), now_ms());
-        psql(&format!("CREATE DATABASE {name}")).ok();
-        Database(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{PG}/{}", self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
-
-fn psql(sql: &str) -> Output {
-    let mut cmd = std::process::Command::new("psql");
-    cmd.env("PGPASSWORD", "hallmark").args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "hallmark",
-        "-d",
-        "postgres",
-        "-c",
-        sql,
-    ]);
-    run(&mut cmd, CLI_TIMEOUT)
-}
 
 /// Two servers on one PostgreSQL: the agent reports to A, and B answers
 /// `group members` and `policy check` with what A stored, at once.
@@ -455,7 +409,7 @@ fn every_server_on_a_shared_datastore_answers_with_the_same_members() {
         "this test runs Docker containers: run it as root (scripts/test.sh does)"
     );
     ensure_runtimes();
-    let db = Database::create();
+    let db = Database::create("hm_groups");
     let url = db.url();
     let a = TestServer::start_with(TD, &["--datastore", &url]);
     let b = TestServer::start_with(TD, &["--datastore", &url]);

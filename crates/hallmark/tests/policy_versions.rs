@@ -9,10 +9,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::postgres::*;
 use common::*;
 
 const WEB_DB: &str = "\
@@ -169,7 +168,7 @@ fn apply_show_history_rollback_and_a_refused_document() {
 
 #[test]
 fn two_servers_on_one_postgresql_follow_each_others_revisions() {
-    let db = Database::create();
+    let db = Database::create("hm_policy");
     let url = db.url();
     let (a_port, b_port) = (free_port(), free_port());
     let a_health = format!("127.0.0.1:{a_port}");
@@ -234,60 +233,3 @@ fn free_port() -> u16 {
         .port()
 }
 
-const PG: &str = "postgres://hallmark:hallmark@127.0.0.1:5432";
-
-fn ensure_postgres() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = repo_root().join("scripts/setup.d/20-postgres.sh");
-        let out = run(Command::new("bash").arg(&script), Duration::from_secs(600));
-        assert!(
-            out.success(),
-            "setting up PostgreSQL with {} failed:\n{out}",
-            script.display()
-        );
-    });
-}
-
-fn psql(sql: &str) -> Output {
-    let mut cmd = Command::new("psql");
-    cmd.env("PGPASSWORD", "hallmark").args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "hallmark",
-        "-d",
-        "postgres",
-        "-c",
-        sql,
-    ]);
-    run(&mut cmd, CLI_TIMEOUT)
-}
-
-/// A fresh database, dropped when the test ends.
-struct Database(String);
-
-impl Database {
-    fn create() -> Self {
-        ensure_postgres();
-        let name = format!(
-            "hm_policy_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        psql(&format!("CREATE DATABASE {name}")).ok();
-        Database(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{PG}/{}", self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}

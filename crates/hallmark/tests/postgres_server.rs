@@ -6,72 +6,15 @@
 mod common;
 
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::postgres::*;
 use common::*;
 
-const PG: &str = "postgres://hallmark:hallmark@127.0.0.1:5432";
-
-fn ensure_postgres() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let script = repo_root().join("scripts/setup.d/20-postgres.sh");
-        let out = run(Command::new("bash").arg(&script), Duration::from_secs(600));
-        assert!(
-            out.success(),
-            "setting up PostgreSQL with {} failed:\n{out}",
-            script.display()
-        );
-    });
-}
-
-fn psql(sql: &str) -> Output {
-    let mut cmd = Command::new("psql");
-    cmd.env("PGPASSWORD", "hallmark").args([
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "hallmark",
-        "-d",
-        "postgres",
-        "-c",
-        sql,
-    ]);
-    run(&mut cmd, CLI_TIMEOUT)
-}
-
-/// A fresh database, dropped when the test ends.
-struct Database(String);
-
-impl Database {
-    fn create() -> Self {
-        ensure_postgres();
-        let name = format!(
-            "hm_server_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-        );
-        psql(&format!("CREATE DATABASE {name}")).ok();
-        Database(name)
-    }
-
-    fn url(&self) -> String {
-        format!("{PG}/{}", self.0)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
 
 #[test]
 fn the_server_runs_on_postgresql_and_keeps_its_state_there() {
-    let db = Database::create();
+    let db = Database::create("hm_server");
     let url = db.url();
     let mut server = TestServer::start_with("pg.test", &["--datastore", &url]);
     assert!(
@@ -139,7 +82,7 @@ fn second_server(td: &str, url: &str) -> TestServer {
 
 #[test]
 fn two_servers_on_one_postgresql_survive_the_loss_of_either() {
-    let db = Database::create();
+    let db = Database::create("hm_server");
     let url = db.url();
     let mut a = TestServer::start_with("ha.test", &["--datastore", &url]);
     let mut b = second_server("ha.test", &url);
@@ -245,7 +188,7 @@ fn node_ip() -> String {
 
 #[test]
 fn two_servers_on_one_database_attribute_flows_alike() {
-    let db = Database::create();
+    let db = Database::create("hm_server");
     let url = db.url();
     let flags = [
         "--datastore",

@@ -1182,3 +1182,4 @@ pub fn now_unix() -> i64 {
 pub mod containers;
 pub mod flows;
 pub mod pcap;
+pub mod postgres;

@@ -99,7 +99,8 @@
 //! # Cost
 //!
 //! [`Policy::groups_of`] evaluates every group once per endpoint; callers
-//! cache the [`GroupSet`]. [`Policy::decide`] visits each (initiator group,
+//! cache the [`GroupSet`] ([`Membership`] keeps them for many endpoints,
+//! one `groups_of` per change). [`Policy::decide`] visits each (initiator group,
 //! acceptor group) pair, one hash lookup and one binary search each, and
 //! allocates nothing.
 
@@ -109,6 +110,7 @@ mod attributes;
 mod diagnostic;
 mod document;
 mod engine;
+mod membership;
 mod parse;
 mod suggest;
 mod yaml;
@@ -121,6 +123,7 @@ pub use document::{
     SpiffePattern, ANY_GROUP, DEFAULT_PRIORITY, MAX_NAME_LEN,
 };
 pub use engine::{DecidedBy, GroupSet, Outcome, Policy, Verdict};
+pub use membership::Membership;
 pub use parse::{parse, Parsed};
 pub use suggest::{suggest, to_yaml, Observed, SuggestBy, CATCH_ALL_RULE};
 

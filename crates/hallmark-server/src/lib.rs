@@ -188,6 +188,8 @@ pub(crate) struct Shared {
     pub policy: Arc<policy::PolicyCell>,
     /// Group membership of the known identities, pushed to agents.
     pub identity_groups: watch::Sender<Arc<policy::IdentityGroups>>,
+    /// Wakes the group membership task after an inventory change.
+    pub membership: Arc<policy::membership::MembershipTracker>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].

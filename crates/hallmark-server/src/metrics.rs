@@ -34,6 +34,11 @@ pub struct TrustDomainLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthorityLabels {
     /// `x509`, `jwt` or `oidc`.
     pub kind: String,
@@ -87,6 +92,8 @@ pub struct ServerMetrics {
     pub ownership_addresses: Gauge,
     /// Heartbeats accepted from agents.
     pub ownership_heartbeats: Counter,
+    /// Current members of each policy group (workloads and nodes).
+    pub policy_group_members: Family<GroupLabels, Gauge>,
 }
 
 impl Default for ServerMetrics {
@@ -123,7 +130,13 @@ impl Default for ServerMetrics {
             ownership_ranges: Gauge::default(),
             ownership_addresses: Gauge::default(),
             ownership_heartbeats: Counter::default(),
+            policy_group_members: Family::default(),
         };
+        registry.register(
+            "policy_group_members",
+            "current members of each policy group (workloads and nodes)",
+            m.policy_group_members.clone(),
+        );
         registry.register(
             "flows_ingested",
             "flows received, by source (agent, collector, file)",
@@ -326,6 +339,14 @@ impl ServerMetrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    pub fn set_policy_group_members(&self, group: &str, n: usize) {
+        self.policy_group_members
+            .get_or_create(&GroupLabels {
+                group: group.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_workloads(&self, state: &str, n: u64) {

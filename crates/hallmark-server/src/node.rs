@@ -515,6 +515,7 @@ impl Node for NodeService {
             .apply_inventory(&report, unix_millis(SystemTime::now()))
             .await
             .map_err(internal)?;
+        self.shared.membership.changed();
         metrics.inventory_reports.inc();
         metrics.inventory_events.inc_by(applied.events);
         match applied.snapshot {

@@ -76,6 +76,7 @@ impl Shared {
             flow_queries: started.queries.clone(),
             policy: Arc::default(),
             identity_groups: watch::channel(Arc::default()).0,
+            membership: Arc::default(),
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");
@@ -129,6 +130,11 @@ impl Starting<'_> {
             shared.clone(),
             self.shutdown.clone(),
         )));
+        self.tasks
+            .push(tokio::spawn(crate::policy::membership::membership_loop(
+                shared.clone(),
+                self.shutdown.clone(),
+            )));
     }
 
     /// Binds the node API.

@@ -22,7 +22,7 @@
 mod admin;
 pub(crate) mod api;
 mod collector;
-mod describe;
+pub(crate) mod describe;
 mod evidence;
 mod wire;
 

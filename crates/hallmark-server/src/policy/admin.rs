@@ -13,15 +13,7 @@ macro_rules! not_yet {
     )*};
 }
 
-not_yet!(
-    apply_policy,
-    get_policy,
-    policy_history,
-    rollback_policy,
-    check_policy,
-    list_groups,
-    group_members,
-    audit_policy,
-    dry_run_policy,
-    suggest_policy
-);
+not_yet!(apply_policy, get_policy, policy_history, rollback_policy);
+
+pub(crate) use super::queries::{check_policy, group_members, list_groups};
+pub(crate) use super::review::{audit_policy, dry_run_policy, suggest_policy};

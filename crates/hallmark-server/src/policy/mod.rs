@@ -9,6 +9,10 @@
 
 pub(crate) mod admin;
 pub mod api;
+pub mod api_queries;
+pub mod membership;
+mod queries;
+mod review;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ fn small(seed: u64) -> PolicyArgs {
         rules: 120,
         questions: 3_000,
         rounds: 1,
+        starts: 100,
         seed,
     }
 }
@@ -21,8 +22,16 @@ fn both_engines_agree_on_a_small_world_with_both_actions_deciding() {
         assert_eq!(r.mix.allowed + r.mix.denied, 3_000);
         // The questions aimed at rules make rules of both actions decide,
         // and the random ones reach the default.
-        assert!(r.mix.allowed > 0 && r.mix.denied > r.mix.decided_by_default, "{:?}", r.mix);
-        assert!(r.mix.decided_by_rule > 0 && r.mix.decided_by_default > 0, "{:?}", r.mix);
+        assert!(
+            r.mix.allowed > 0 && r.mix.denied > r.mix.decided_by_default,
+            "{:?}",
+            r.mix
+        );
+        assert!(
+            r.mix.decided_by_rule > 0 && r.mix.decided_by_default > 0,
+            "{:?}",
+            r.mix
+        );
         assert!(r.membership.groups_per_workload > 1.0);
         assert_eq!(r.setup.parse_warnings, 0);
     }
@@ -57,12 +66,20 @@ fn a_membership_disagreement_fails_the_run() {
     let world = World::generate(50, 12, 10, 5);
     let parsed = hallmark_policy::parse("bench.yaml", &world.hallmark_yaml()).unwrap();
     let policy = Policy::compile(&parsed.document);
-    let sets: Vec<GroupSet> = world.workloads.iter().map(|w| policy.groups_of(&w.attrs)).collect();
+    let sets: Vec<GroupSet> = world
+        .workloads
+        .iter()
+        .map(|w| policy.groups_of(&w.attrs))
+        .collect();
     let (_, _, mut cedar) = cedar_membership(&world).unwrap();
     check_membership(&world, &policy, &sets, &cedar).unwrap();
     cedar[7].insert("not-a-group".into());
     let err = check_membership(&world, &policy, &sets, &cedar).unwrap_err();
-    assert!(err.to_string().contains("disagree on the groups of 1 of 50"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("disagree on the groups of 1 of 50"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -70,9 +87,16 @@ fn a_decision_disagreement_fails_the_run() {
     let world = World::generate(200, 20, 80, 9);
     let parsed = hallmark_policy::parse("bench.yaml", &world.hallmark_yaml()).unwrap();
     let policy = Policy::compile(&parsed.document);
-    let sets: Vec<GroupSet> = world.workloads.iter().map(|w| policy.groups_of(&w.attrs)).collect();
+    let sets: Vec<GroupSet> = world
+        .workloads
+        .iter()
+        .map(|w| policy.groups_of(&w.attrs))
+        .collect();
     let (_, _, cedar_groups) = cedar_membership(&world).unwrap();
-    let refs: Vec<Vec<&str>> = cedar_groups.iter().map(|g| g.iter().map(String::as_str).collect()).collect();
+    let refs: Vec<Vec<&str>> = cedar_groups
+        .iter()
+        .map(|g| g.iter().map(String::as_str).collect())
+        .collect();
     let entities = world::cedar_entities(&world, &refs).unwrap();
     let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, set) in sets.iter().enumerate() {
@@ -87,9 +111,15 @@ fn a_decision_disagreement_fails_the_run() {
         .map(|q| world::cedar_request(&world, q, &connect).unwrap())
         .collect();
     let authorizer = Authorizer::new();
+    let ask = |set: &PolicySet| -> Vec<Response> {
+        requests
+            .iter()
+            .map(|r| authorizer.is_authorized(r, set, &entities))
+            .collect()
+    };
     let cedar = PolicySet::from_str(&world.cedar_rules()).unwrap();
-    let mix = agree(&policy, &sets, &questions, &authorizer, &requests, &cedar, &entities).unwrap();
-    assert!(mix.allowed > 0, "{mix:?}");
+    let mix = agree(&policy, &sets, &questions, &requests, &ask(&cedar), &cedar).unwrap();
+    assert!(mix.allowed > 0 && mix.denied > 0, "{mix:?}");
     // Cedar with every forbid dropped allows what Hallmark denies by rule.
     let permits_only: String = world
         .cedar_rules()
@@ -98,7 +128,25 @@ fn a_decision_disagreement_fails_the_run() {
         .map(|p| format!("@id({p}"))
         .collect();
     let permits_only = PolicySet::from_str(&permits_only).unwrap();
-    let err = agree(&policy, &sets, &questions, &authorizer, &requests, &permits_only, &entities)
-        .unwrap_err();
+    let err = agree(
+        &policy,
+        &sets,
+        &questions,
+        &requests,
+        &ask(&permits_only),
+        &permits_only,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("the engines disagree on"), "{err}");
+}
+
+#[test]
+fn the_membership_index_is_measured_at_full_size() {
+    let world = World::generate(300, 20, 10, 3);
+    let parsed = hallmark_policy::parse("bench.yaml", &world.hallmark_yaml()).unwrap();
+    let policy = Policy::compile(&parsed.document);
+    let row = membership_index(&world, &policy, 50).unwrap();
+    assert_eq!(row.upsert.unwrap().count, 50);
+    assert_eq!(row.remove.unwrap().count, 50);
+    assert!(row.set_policy_ms > 0.0);
 }

@@ -115,7 +115,7 @@ fn team_name(t: usize) -> String {
 }
 
 /// Addresses are handed out in order from 10.0.0.1.
-fn workload_addr(i: usize) -> Ipv4Addr {
+pub fn workload_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(0x0a00_0000u32 + 1 + i as u32)
 }
 
@@ -161,8 +161,11 @@ impl World {
                     key(&mut y, &format!("namespace: \"{s}\""));
                 }
                 if !b.labels.is_empty() {
-                    let pairs: Vec<String> =
-                        b.labels.iter().map(|(k, v)| format!("{k}: \"{v}\"")).collect();
+                    let pairs: Vec<String> = b
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}: \"{v}\""))
+                        .collect();
                     key(&mut y, &format!("labels: {{{}}}", pairs.join(", ")));
                 }
                 if !b.expressions.is_empty() {
@@ -292,7 +295,10 @@ fn scope(var: &str, groups: &[String]) -> (String, Option<String>) {
         return (format!("{var} in Group::\"{one}\""), None);
     }
     let list: Vec<String> = named.iter().map(|g| format!("Group::\"{g}\"")).collect();
-    (var.to_string(), Some(format!("{var} in [{}]", list.join(", "))))
+    (
+        var.to_string(),
+        Some(format!("{var} in [{}]", list.join(", "))),
+    )
 }
 
 fn cedar_block(b: &BlockSpec) -> String {
@@ -352,7 +358,7 @@ fn workload(i: usize, services: usize, namespaces: usize) -> Workload {
         ("team".to_string(), team.clone()),
     ]);
     // Every tenth replica is a canary, so `Exists`/`DoesNotExist` split.
-    if (i / services) % 10 == 0 {
+    if (i / services).is_multiple_of(10) {
         labels.insert("track".into(), "canary".into());
     }
     let attrs = Attributes {
@@ -378,7 +384,13 @@ fn workload(i: usize, services: usize, namespaces: usize) -> Workload {
 
 /// Group `g`: its kind cycles through selector, SPIFFE ID glob, namespace
 /// + labels, match expressions, image glob and CIDR; some have two blocks.
-fn group(g: usize, rng: &mut Rng, services: usize, namespaces: usize, workloads: usize) -> GroupSpec {
+fn group(
+    g: usize,
+    rng: &mut Rng,
+    services: usize,
+    namespaces: usize,
+    workloads: usize,
+) -> GroupSpec {
     let kind = g % 6;
     let blocks = if rng.chance(20) { 2 } else { 1 };
     let blocks = (0..blocks)
@@ -391,20 +403,35 @@ fn group(g: usize, rng: &mut Rng, services: usize, namespaces: usize, workloads:
     }
 }
 
-fn block(kind: usize, rng: &mut Rng, services: usize, namespaces: usize, workloads: usize) -> BlockSpec {
+fn block(
+    kind: usize,
+    rng: &mut Rng,
+    services: usize,
+    namespaces: usize,
+    workloads: usize,
+) -> BlockSpec {
     let tier = |rng: &mut Rng| TIERS[rng.below(TIERS.len())].to_string();
     match kind {
         0 => BlockSpec {
-            selector: Some(format!("docker:label:app:{}", service_name(rng.below(services)))),
+            selector: Some(format!(
+                "docker:label:app:{}",
+                service_name(rng.below(services))
+            )),
             ..BlockSpec::default()
         },
         1 => {
             let id = if rng.chance(50) {
-                format!("spiffe://{TRUST_DOMAIN}/ns/{}/*", namespace_name(rng.below(namespaces)))
+                format!(
+                    "spiffe://{TRUST_DOMAIN}/ns/{}/*",
+                    namespace_name(rng.below(namespaces))
+                )
             } else {
                 // svc-12* is svc-120 .. svc-129.
                 let stem = service_name(rng.below(services));
-                format!("spiffe://{TRUST_DOMAIN}/ns/*/sa/{}*", &stem[..stem.len() - 1])
+                format!(
+                    "spiffe://{TRUST_DOMAIN}/ns/*/sa/{}*",
+                    &stem[..stem.len() - 1]
+                )
             };
             BlockSpec {
                 spiffe_id: Some(id),
@@ -438,7 +465,11 @@ fn block(kind: usize, rng: &mut Rng, services: usize, namespaces: usize, workloa
             let image = if rng.chance(50) {
                 format!("{REGISTRY}/{}/*", team_name(rng.below(TEAMS)))
             } else {
-                format!("{REGISTRY}/*/{}:1.{}", service_name(rng.below(services)), rng.below(3))
+                format!(
+                    "{REGISTRY}/*/{}:1.{}",
+                    service_name(rng.below(services)),
+                    rng.below(3)
+                )
             };
             BlockSpec {
                 image: Some(image),
@@ -591,9 +622,11 @@ pub fn questions(
         .map(|_| {
             if rng.chance(50) && !world.rules.is_empty() {
                 let r = &world.rules[rng.below(world.rules.len())];
-                let protocol = r
-                    .protocol
-                    .unwrap_or(if rng.chance(80) { Protocol::Tcp } else { Protocol::Udp });
+                let protocol = r.protocol.unwrap_or(if rng.chance(80) {
+                    Protocol::Tcp
+                } else {
+                    Protocol::Udp
+                });
                 let port = match r.ports.as_slice() {
                     [] => 1 + rng.below(65535) as u16,
                     ports => {
@@ -611,7 +644,11 @@ pub fn questions(
                 Question {
                     from: rng.below(n),
                     to: rng.below(n),
-                    protocol: if rng.chance(80) { Protocol::Tcp } else { Protocol::Udp },
+                    protocol: if rng.chance(80) {
+                        Protocol::Tcp
+                    } else {
+                        Protocol::Udp
+                    },
                     port: if rng.chance(70) {
                         COMMON_PORTS[rng.below(COMMON_PORTS.len())]
                     } else {

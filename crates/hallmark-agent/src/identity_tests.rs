@@ -169,6 +169,7 @@ impl Agent {
             client: watch::channel(None).0,
             metrics: metrics.clone(),
             tainted_jwt_keys: RwLock::new(Vec::new()),
+            policy: Default::default(),
         });
         let dir = tempfile::tempdir().unwrap();
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -15,7 +15,10 @@
 //! - [`socket`]: the Workload API socket; each connection goes by its first
 //!   bytes to one of two sibling APIs:
 //!   - [`workload`]: the `SpiffeWorkloadAPI` gRPC service over the snapshot;
-//!   - [`token_endpoint`]: OIDC tokens over plain HTTP/1.1.
+//!   - [`token_endpoint`]: OIDC tokens over plain HTTP/1.1, and
+//!     [`authorize`]: policy decisions about the caller on the same path.
+//! - [`policy`]: the identity policy and identity groups from the sync
+//!   stream, what `authorize` decides with.
 //! - [`caller`]: who is calling, for both APIs: [`attestor`] (kernel peer
 //!   credentials, PID-reuse safe) plus what the container runtime says
 //!   ([`inventory`]).
@@ -34,6 +37,7 @@
 // syscalls that the PID-reuse guard needs through `libc`.
 
 pub mod attestor;
+pub mod authorize;
 pub mod caller;
 pub mod capture;
 mod client;
@@ -43,6 +47,7 @@ pub mod identity;
 pub mod inventory;
 pub mod metrics;
 mod persist;
+pub mod policy;
 pub mod socket;
 pub mod state;
 mod svid;
@@ -105,6 +110,7 @@ pub struct AgentStatus {
     inventory: inventory::Inventory,
     flows: flows::Flows,
     capture: capture::CaptureHandle,
+    policy: watch::Receiver<Arc<policy::AgentPolicy>>,
 }
 
 impl AgentStatus {
@@ -134,6 +140,12 @@ impl AgentStatus {
         self.capture.status()
     }
 
+    /// The policy in force: revision, size, and why the server's latest
+    /// revision is not in force when it is not.
+    pub fn policy(&self) -> policy::PolicyStatus {
+        self.policy.borrow().status()
+    }
+
     /// The agent's own SPIFFE ID, once attested.
     pub fn agent_id(&self) -> String {
         self.snapshots.borrow().agent_id.to_string()
@@ -150,6 +162,8 @@ pub struct AgentHandle {
     pub flows: flows::Flows,
     /// eBPF flow capture.
     pub capture: capture::CaptureHandle,
+    /// The identity policy in force on this node.
+    pub policy: watch::Receiver<Arc<policy::AgentPolicy>>,
     metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -169,6 +183,7 @@ impl AgentHandle {
             inventory: self.inventory.clone(),
             flows: self.flows.clone(),
             capture: self.capture.clone(),
+            policy: self.policy.clone(),
         }
     }
 
@@ -189,6 +204,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sync = sync::SyncTask::start(&config, shutdown_rx.clone()).await?;
     let snapshots = sync.snapshots();
+    let policy = sync.shared.policy.subscribe();
     let metrics = sync.shared.metrics.clone();
     let mut tasks = vec![sync.task];
 
@@ -254,6 +270,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         inventory,
         flows,
         capture,
+        policy,
         metrics,
         shutdown,
         tasks,

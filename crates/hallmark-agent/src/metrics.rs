@@ -49,6 +49,12 @@ pub struct MapLabels {
     pub map: String,
 }
 
+/// A policy verdict (`allowed`, `denied`, `would-deny`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    pub verdict: String,
+}
+
 /// A histogram family needs a plain constructor to build one per label set.
 pub type LatencyFamily = Family<RuntimeLabels, Histogram, fn() -> Histogram>;
 
@@ -112,6 +118,12 @@ pub struct AgentMetrics {
     pub flow_capture_map_entries: Family<MapLabels, Gauge>,
     /// Capacity of those maps.
     pub flow_capture_map_capacity: Family<MapLabels, Gauge>,
+    /// The policy revision this agent decides with (0: none applied).
+    pub policy_revision: Gauge,
+    /// Policy revisions from the server that this agent could not read.
+    pub policy_errors: Counter,
+    /// `POST /v1/authorize` answers, by verdict.
+    pub authorize_decisions: Family<VerdictLabels, Counter>,
 }
 
 impl Default for AgentMetrics {
@@ -339,6 +351,24 @@ impl Default for AgentMetrics {
             "Capacity of the capture's kernel maps",
             flow_capture_map_capacity.clone(),
         );
+        let policy_revision = Gauge::default();
+        registry.register(
+            "policy_revision",
+            "The policy revision this agent decides with (0: none applied)",
+            policy_revision.clone(),
+        );
+        let policy_errors = Counter::default();
+        registry.register(
+            "policy_errors",
+            "Policy revisions from the server that this agent could not read",
+            policy_errors.clone(),
+        );
+        let authorize_decisions = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "authorize_decisions",
+            "Answers of POST /v1/authorize, by verdict",
+            authorize_decisions.clone(),
+        );
         AgentMetrics {
             registry,
             requests,
@@ -378,6 +408,9 @@ impl Default for AgentMetrics {
             flow_capture_unavailable,
             flow_capture_map_entries,
             flow_capture_map_capacity,
+            policy_revision,
+            policy_errors,
+            authorize_decisions,
         }
     }
 }
@@ -512,5 +545,25 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn policy_metrics_are_exposed() {
+        let m = AgentMetrics::default();
+        m.policy_revision.set(7);
+        m.policy_errors.inc();
+        m.authorize_decisions
+            .get_or_create(&VerdictLabels {
+                verdict: "would-deny".into(),
+            })
+            .inc();
+        let text = m.render();
+        for line in [
+            "hallmark_agent_policy_revision 7",
+            "hallmark_agent_policy_errors_total 1",
+            "hallmark_agent_authorize_decisions_total{verdict=\"would-deny\"} 1",
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
     }
 }

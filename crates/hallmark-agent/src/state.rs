@@ -1,6 +1,7 @@
 //! The agent's state as the APIs on its socket see it: the current
 //! [`Snapshot`] of entries, SVIDs and bundles (published by the sync task,
-//! see [`crate::sync`]), the server connection and the tainted JWT keys.
+//! see [`crate::sync`]), the server connection, the tainted JWT keys and
+//! the identity policy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -72,6 +73,8 @@ pub struct AgentState {
     /// Key IDs an operator tainted: cached JWT-SVIDs they signed are not
     /// served any more (a fresh one is minted instead).
     pub tainted_jwt_keys: RwLock<Vec<String>>,
+    /// The identity policy in force on this node (see [`crate::policy`]).
+    pub policy: crate::policy::PolicyCell,
 }
 
 impl AgentState {

@@ -103,6 +103,7 @@ impl SyncTask {
             client: watch::channel(None).0,
             metrics: Arc::default(),
             tainted_jwt_keys: RwLock::new(Vec::new()),
+            policy: Default::default(),
         });
         let worker = Worker {
             shared: shared.clone(),
@@ -112,6 +113,7 @@ impl SyncTask {
             roots: Arc::new(RwLock::new(Vec::new())),
             backoff: MIN_BACKOFF,
             renew_agent_now: false,
+            policy_status: None,
         };
         let task = tokio::spawn(worker.run(shutdown));
         Ok(SyncTask { shared, task })
@@ -254,6 +256,8 @@ struct Worker {
     /// The agent SVID was signed by a tainted authority: renew it now
     /// instead of at half its lifetime.
     renew_agent_now: bool,
+    /// The policy status last written to the data directory.
+    policy_status: Option<crate::policy::PolicyStatus>,
 }
 
 /// Why a sync session ended.
@@ -368,6 +372,10 @@ impl Worker {
                 msg = stream.message() => match msg {
                     Ok(Some(update)) => {
                         self.backoff = MIN_BACKOFF;
+                        // Before the entries: the document comes only when
+                        // the revision changes, so an update refused for a
+                        // bad entry must not lose it.
+                        self.apply_policy(&update);
                         if let Err(e) = self.apply(update) {
                             tracing::error!(error = %e, "ignoring an invalid update from the server");
                             continue;
@@ -426,6 +434,20 @@ impl Worker {
         self.renew_agent_now = false;
         tracing::info!(agent = %id, "agent SVID renewed");
         Ok(())
+    }
+
+    /// Takes the policy part of an update and refreshes the status file
+    /// `hallmark agent status` reads.
+    fn apply_policy(&mut self, update: &pb::SyncUpdate) {
+        let status = self
+            .shared
+            .policy
+            .apply(update, &self.shared.metrics)
+            .status();
+        if self.policy_status.as_ref() != Some(&status) {
+            crate::policy::write_status(&self.data_dir, &status);
+            self.policy_status = Some(status);
+        }
     }
 
     /// Takes the server's view of entries and bundle; drops SVIDs of

@@ -194,6 +194,7 @@ mod tests {
             client: watch::channel(None).0,
             metrics: Arc::default(),
             tainted_jwt_keys: RwLock::new(Vec::new()),
+            policy: Default::default(),
         }))
     }
 

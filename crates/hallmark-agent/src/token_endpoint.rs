@@ -14,6 +14,9 @@
 //! the caller's attested attributes (context, node, pod, image...) from which
 //! the entry's or the server's configured extra claims are drawn.
 //!
+//! The same endpoint answers `POST /v1/authorize`, policy decisions about
+//! the caller (see [`crate::authorize`]).
+//!
 //! Tokens come from the agent's token cache (see [`crate::token_cache`]),
 //! per (entry, audience set, attributes), with the same reuse rules as
 //! JWT-SVIDs.
@@ -33,11 +36,12 @@ use serde_json::json;
 use tonic::Code;
 
 use crate::attestor::{PeerInfo, PeerStream};
+use crate::authorize::{self, AUTHORIZE_PATH};
 use crate::caller::{CallerAttestor, NO_IDENTITY};
 use crate::state::AgentState;
 use crate::token_cache::TokenCache;
 
-/// The one path served.
+/// The token path (the other one served is [`AUTHORIZE_PATH`]).
 pub const OIDC_TOKEN_PATH: &str = "/v1/tokens/oidc";
 /// Largest request body read; anything bigger is refused unread.
 const MAX_BODY: usize = 64 * 1024;
@@ -45,7 +49,8 @@ const MAX_BODY: usize = 64 * 1024;
 /// requests, before the connection is closed.
 const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves `POST /v1/tokens/oidc` on connections that are not gRPC.
+/// Serves `POST /v1/tokens/oidc` and `POST /v1/authorize` on connections
+/// that are not gRPC.
 pub struct TokenEndpoint {
     shared: Arc<AgentState>,
     callers: CallerAttestor,
@@ -68,15 +73,16 @@ enum Audience {
     Many(Vec<String>),
 }
 
-/// An answer that is not a token: status and a message saying what to do.
+/// An answer that is not a token or a decision: status and a message
+/// saying what to do.
 #[derive(Debug, PartialEq, Eq)]
-struct Refusal {
-    status: StatusCode,
-    message: String,
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self {
             status,
             message: message.into(),
@@ -114,20 +120,17 @@ impl TokenEndpoint {
     }
 
     async fn handle(&self, req: Request<Incoming>, peer: PeerInfo) -> Response<Full<Bytes>> {
+        if req.uri().path() == AUTHORIZE_PATH {
+            let result = authorize::answer(&self.shared, &self.callers, req, peer).await;
+            self.count("TokenEndpoint/authorize", &result);
+            return match result {
+                Ok(answer) => respond(StatusCode::OK, "application/json", answer.to_string()),
+                Err(r) => refusal_response(r),
+            };
+        }
         let raw = wants_raw(&req);
         let result = self.answer(req, peer).await;
-        let metrics = &self.shared.metrics;
-        let code = match &result {
-            Ok(_) => "OK".to_string(),
-            Err(r) => r.status.as_u16().to_string(),
-        };
-        metrics
-            .requests
-            .get_or_create(&crate::metrics::RequestLabels {
-                method: "TokenEndpoint/oidc".into(),
-                code,
-            })
-            .inc();
+        self.count("TokenEndpoint/oidc", &result);
         match result {
             Ok(answer) if raw => respond(StatusCode::OK, "text/plain", answer.token.clone()),
             Ok(answer) => respond(
@@ -141,19 +144,23 @@ impl TokenEndpoint {
                 })
                 .to_string(),
             ),
-            Err(r) => {
-                let mut resp = respond(
-                    r.status,
-                    "application/json",
-                    json!({ "error": r.message }).to_string(),
-                );
-                if r.status == StatusCode::METHOD_NOT_ALLOWED {
-                    resp.headers_mut()
-                        .insert(ALLOW, HeaderValue::from_static("POST"));
-                }
-                resp
-            }
+            Err(r) => refusal_response(r),
         }
+    }
+
+    fn count<T>(&self, method: &str, result: &Result<T, Refusal>) {
+        let code = match result {
+            Ok(_) => "OK".to_string(),
+            Err(r) => r.status.as_u16().to_string(),
+        };
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                method: method.into(),
+                code,
+            })
+            .inc();
     }
 
     async fn answer(&self, req: Request<Incoming>, peer: PeerInfo) -> Result<Answer, Refusal> {
@@ -161,7 +168,8 @@ impl TokenEndpoint {
             return Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no endpoint at {}; POST {OIDC_TOKEN_PATH} with {{\"aud\": \"...\"}}",
+                    "no endpoint at {}; POST {OIDC_TOKEN_PATH} with {{\"aud\": \"...\"}} \
+                     or POST {AUTHORIZE_PATH} with {{\"peer\": \"spiffe://...\", \"port\": 443}}",
                     req.uri().path()
                 ),
             ));
@@ -175,25 +183,7 @@ impl TokenEndpoint {
                 ),
             ));
         }
-        let too_big = || {
-            Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body is larger than {MAX_BODY} bytes; send only {{\"aud\": ...}}"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(too_big());
-        }
-        let body = Limited::new(req.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|_| too_big())?
-            .to_bytes();
+        let body = read_body(req, "{\"aud\": ...}").await?;
         let (audience, spiffe_id) = parse_request(&body)?;
         let caller = self
             .callers
@@ -232,6 +222,44 @@ impl TokenEndpoint {
             expires_at: token.expires_at,
         })
     }
+}
+
+/// The request body, refused unread when it is larger than [`MAX_BODY`].
+/// `form` says what a body should hold.
+pub(crate) async fn read_body(req: Request<Incoming>, form: &str) -> Result<Bytes, Refusal> {
+    let too_big = || {
+        Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes; send only {form}"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    Ok(Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| too_big())?
+        .to_bytes())
+}
+
+/// A refusal as JSON `{"error": ...}`, with `Allow` on a 405.
+fn refusal_response(r: Refusal) -> Response<Full<Bytes>> {
+    let mut resp = respond(
+        r.status,
+        "application/json",
+        json!({ "error": r.message }).to_string(),
+    );
+    if r.status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+    }
+    resp
 }
 
 struct Answer {
@@ -330,7 +358,7 @@ fn wants_raw<B>(req: &Request<B>) -> bool {
     query_raw || accept_text
 }
 
-fn status_refusal(s: &tonic::Status) -> Refusal {
+pub(crate) fn status_refusal(s: &tonic::Status) -> Refusal {
     let status = match s.code() {
         Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,

@@ -24,6 +24,8 @@
 //!   connections, and close -> `flows list`.
 //! - `policy`: identity policy decisions and group membership vs the
 //!   `cedar-policy` crate deciding the same questions from the same policy.
+//! - `policy-push`: an applied policy revision in force on every agent, vs
+//!   the apply call.
 
 #![forbid(unsafe_code)]
 
@@ -39,6 +41,7 @@ mod issuance;
 mod memory;
 mod noop;
 mod policy_bench;
+mod policy_push;
 mod procfs;
 mod propagation;
 mod report;
@@ -108,6 +111,9 @@ enum Bench {
     /// Holds loopback connections open for `capture` until stdin closes.
     #[command(hide = true)]
     CaptureHold(capture::HoldArgs),
+    /// Policy apply -> the revision in force on every connected agent, vs
+    /// the ApplyPolicy call alone.
+    PolicyPush(policy_push::PolicyPushArgs),
     /// Runs inside a benchmark container: fetches its SVID, prints when.
     #[command(hide = true)]
     ProbeSvid(containers::ProbeArgs),
@@ -164,6 +170,13 @@ async fn run(cli: Cli) -> Result<()> {
             propagation::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "propagation", &r)?;
+            }
+        }
+        Bench::PolicyPush(args) => {
+            let r = policy_push::run(&args).await?;
+            policy_push::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "policy-push", &r)?;
             }
         }
         Bench::PropagationHa(args) => {

@@ -11,11 +11,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use hallmark_policy::{Mode, Outcome};
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::UnattributedReason;
 use crate::flow::{Flow, Protocol};
 use crate::owner::Owner;
+use crate::verdict::VerdictCounts;
 
 /// A workload as it was when the flow was stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,9 +325,23 @@ pub struct StoredFlow {
     pub status: FlowStatus,
     /// Server time at which the flow was attributed.
     pub attributed_ms: i64,
+    /// What the policy in force when the flow was stored said about it;
+    /// absent on flows stored before verdicts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Outcome>,
+    /// The rule that decided, when a rule did (not the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_rule: Option<String>,
+    /// That rule's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict_mode: Option<Mode>,
+    /// The policy revision the verdict was decided under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_revision: Option<i64>,
 }
 
 impl StoredFlow {
+    /// A flow without a verdict yet ([`StoredFlow::with_verdict`] adds it).
     pub fn new(flow: Flow, src: Endpoint, dst: Endpoint, attributed_ms: i64) -> Self {
         let status = FlowStatus::of(&src, &dst);
         StoredFlow {
@@ -335,6 +351,10 @@ impl StoredFlow {
             dst,
             status,
             attributed_ms,
+            verdict: None,
+            verdict_rule: None,
+            verdict_mode: None,
+            policy_revision: None,
         }
     }
 }
@@ -391,6 +411,9 @@ pub struct GraphBucket {
     pub last_ms: i64,
     pub refused: u64,
     pub reset: u64,
+    /// Flows per verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
 }
 
 /// One edge of `flows graph`: a sum of buckets between two groups.
@@ -406,6 +429,13 @@ pub struct GraphEdge {
     pub last_ms: i64,
     pub refused: u64,
     pub reset: u64,
+    /// Flows per verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
+    /// The worst verdict of its flows (denied > would-deny > allowed >
+    /// no-decision); absent when none of them has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Outcome>,
 }
 
 /// Folds stored flows into graph buckets (their minute is the flow's
@@ -438,8 +468,12 @@ pub fn buckets_of<'a>(flows: impl IntoIterator<Item = &'a StoredFlow>) -> Vec<Gr
             last_ms: f.flow.end_ms,
             refused: 0,
             reset: 0,
+            verdicts: VerdictCounts::default(),
         });
         b.flows += 1;
+        if let Some(v) = f.verdict {
+            *b.verdicts.slot(v) += 1;
+        }
         b.bytes = b
             .bytes
             .saturating_add(f.flow.bytes_sent)
@@ -477,8 +511,11 @@ pub fn edges_of<'a>(
             last_ms: b.last_ms,
             refused: 0,
             reset: 0,
+            verdicts: VerdictCounts::default(),
+            verdict: None,
         });
         e.flows = e.flows.saturating_add(b.flows);
+        e.verdicts.add(&b.verdicts);
         e.bytes = e.bytes.saturating_add(b.bytes);
         e.first_ms = e.first_ms.min(b.first_ms);
         e.last_ms = e.last_ms.max(b.last_ms);
@@ -486,6 +523,9 @@ pub fn edges_of<'a>(
         e.reset = e.reset.saturating_add(b.reset);
     }
     let mut edges: Vec<GraphEdge> = map.into_values().collect();
+    for e in &mut edges {
+        e.verdict = e.verdicts.worst();
+    }
     edges.sort_by(|a, b| {
         b.flows
             .cmp(&a.flows)

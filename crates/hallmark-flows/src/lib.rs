@@ -26,6 +26,8 @@
 //! - [`api`]: the JSON documents of the admin API's flow queries.
 //! - [`merge`]: reports of one connection (interim and final records, or
 //!   both ends' agents) folded into one stored flow.
+//! - [`verdict`]: what policy said about each stored flow, and the graph's
+//!   counts of it.
 //! - [`attribution`]: the engine: each end of a flow is attributed to an
 //!   owner, an external network, or left unattributed with a reason; flows
 //!   whose evidence is not complete yet are held back and retried.
@@ -48,6 +50,7 @@ pub mod ownership;
 pub mod policy;
 pub mod query;
 pub mod sim;
+pub mod verdict;
 pub mod vpc;
 
 pub use attribution::{
@@ -70,4 +73,5 @@ pub use network::{NetworkError, Networks};
 pub use owner::{Owner, OwnerId, Owners};
 pub use ownership::{Evidence, EvidenceKind, Lookup, OwnershipIndex, OwnershipKey, RangeProof};
 pub use query::{EndpointFilter, FilterError, FlowQuery};
+pub use verdict::{Judge, PolicyInForce, RevisedPolicy, VerdictCounts};
 pub use vpc::{VpcError, VpcFormat, VpcRecord};

@@ -128,13 +128,45 @@ impl StoredFlow {
             local_is(a, Side::Destination),
             local_is(b, Side::Destination),
         );
-        StoredFlow {
+        let mut merged = StoredFlow {
             id: self.id,
-            flow,
             status: FlowStatus::of(&src, &dst),
             src,
             dst,
             attributed_ms: self.attributed_ms.max(new.attributed_ms),
+            flow,
+            verdict: None,
+            verdict_rule: None,
+            verdict_mode: None,
+            policy_revision: None,
+        };
+        merged.keep_verdict_of(self, new);
+        merged
+    }
+
+    /// Keeps the verdict of a report that asked policy the same question
+    /// as the merged flow (same ends, same initiator), the newer revision's
+    /// if both did. When neither did (each report knew only one end), the
+    /// merged flow has no verdict until it is decided again: a verdict
+    /// decided from a half-known flow would be wrong for the whole one.
+    fn keep_verdict_of(&mut self, a: &StoredFlow, b: &StoredFlow) {
+        let same_question = |r: &StoredFlow| {
+            r.verdict.is_some()
+                && r.flow.initiator == self.flow.initiator
+                && r.src == self.src
+                && r.dst == self.dst
+        };
+        let pick = match (same_question(a), same_question(b)) {
+            (true, true) if b.policy_revision > a.policy_revision => Some(b),
+            (true, _) => Some(a),
+            (false, true) => Some(b),
+            (false, false) => None,
+        };
+        if let Some(r) = pick {
+            self.verdict = r.verdict;
+            self.verdict_rule = r.verdict_rule.clone();
+            self.verdict_mode = r.verdict_mode;
+            self.policy_revision = r.policy_revision;
         }
     }
 }

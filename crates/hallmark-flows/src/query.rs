@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use hallmark_policy::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Endpoint, FlowStatus, StoredFlow};
@@ -242,6 +243,10 @@ pub struct FlowQuery {
     pub port: Option<u16>,
     pub protocol: Option<Protocol>,
     pub status: Option<FlowStatus>,
+    /// Only flows stored with this verdict (flows stored before verdicts
+    /// existed have none and never match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Outcome>,
     /// Only flows stored after this store ID (`--follow`).
     pub after_id: Option<i64>,
     /// At most this many, newest first (oldest first with `after_id`).
@@ -266,6 +271,9 @@ impl FlowQuery {
             return false;
         }
         if self.status.is_some_and(|s| f.status != s) {
+            return false;
+        }
+        if self.verdict.is_some_and(|v| f.verdict != Some(v)) {
             return false;
         }
         self.from.iter().all(|m| m.matches(&f.src, f.flow.src.ip()))

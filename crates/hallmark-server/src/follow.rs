@@ -1,6 +1,6 @@
 //! Following the other servers on a shared datastore (PostgreSQL): their
-//! entry changes, authority rotations and agent evictions take effect here
-//! too.
+//! entry changes, policy revisions, authority rotations and agent evictions
+//! take effect here too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,9 @@ const AGENT_POLL: Duration = Duration::from_secs(5);
 pub(crate) async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut notes = shared.store.change_notifications();
     let mut last = shared.store.revision().await.ok();
+    // A revision applied elsewhere between loading the policy at start and
+    // reading `last` would otherwise wait for the next change.
+    crate::policy::versions::follow_latest(&shared).await;
     let mut failing = false;
     let mut next_authorities = tokio::time::Instant::now() + AUTHORITY_POLL;
     let mut next_agents = tokio::time::Instant::now() + AGENT_POLL;
@@ -61,6 +64,8 @@ pub(crate) async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::R
                 if last != Some(rev) {
                     last = Some(rev);
                     shared.entries_changed.send_modify(|v| *v += 1);
+                    // Policy applies move the datastore revision too.
+                    crate::policy::versions::follow_latest(&shared).await;
                 }
             }
             Err(e) => {

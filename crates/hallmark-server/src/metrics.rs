@@ -29,6 +29,12 @@ pub struct SourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `allowed`, `denied`, `would-deny` or `no-decision`.
+    pub verdict: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrustDomainLabels {
     pub trust_domain: String,
 }
@@ -86,6 +92,8 @@ pub struct ServerMetrics {
     /// Reports merged into the stored flow of the same connection.
     pub flows_merged: Counter,
     pub flow_store_errors: Counter,
+    /// Flows stored, by the verdict of the policy in force.
+    pub flow_verdicts: Family<VerdictLabels, Counter>,
     /// Flows waiting for ownership evidence.
     pub flows_held: Gauge,
     pub ownership_ranges: Gauge,
@@ -94,6 +102,13 @@ pub struct ServerMetrics {
     pub ownership_heartbeats: Counter,
     /// Current members of each policy group (workloads and nodes).
     pub policy_group_members: Family<GroupLabels, Gauge>,
+    /// The identity policy revision in force on this server (0: none).
+    pub policy_revision: Gauge,
+    /// Policy documents applied here as new revisions (rollbacks included).
+    pub policy_applies: Counter,
+    /// Stored policy revisions that failed to parse when loaded, so the
+    /// previous one stayed in force.
+    pub policy_load_failures: Counter,
 }
 
 impl Default for ServerMetrics {
@@ -126,16 +141,35 @@ impl Default for ServerMetrics {
             flows_stored: Counter::default(),
             flows_merged: Counter::default(),
             flow_store_errors: Counter::default(),
+            flow_verdicts: Family::default(),
             flows_held: Gauge::default(),
             ownership_ranges: Gauge::default(),
             ownership_addresses: Gauge::default(),
             ownership_heartbeats: Counter::default(),
             policy_group_members: Family::default(),
+            policy_revision: Gauge::default(),
+            policy_applies: Counter::default(),
+            policy_load_failures: Counter::default(),
         };
         registry.register(
             "policy_group_members",
             "current members of each policy group (workloads and nodes)",
             m.policy_group_members.clone(),
+        );
+        registry.register(
+            "policy_revision",
+            "identity policy revision in force (0: none applied)",
+            m.policy_revision.clone(),
+        );
+        registry.register(
+            "policy_applies",
+            "policy documents applied through this server as new revisions, rollbacks included",
+            m.policy_applies.clone(),
+        );
+        registry.register(
+            "policy_load_failures",
+            "stored policy revisions that no longer parse; the previous revision stayed in force",
+            m.policy_load_failures.clone(),
         );
         registry.register(
             "flows_ingested",
@@ -166,6 +200,11 @@ impl Default for ServerMetrics {
             "flow_store_errors",
             "flow batches the datastore refused (submitters were told to retry)",
             m.flow_store_errors.clone(),
+        );
+        registry.register(
+            "flow_verdicts",
+            "flows stored, by the verdict of the policy in force (allowed, denied, would-deny, no-decision)",
+            m.flow_verdicts.clone(),
         );
         registry.register(
             "flows_held",
@@ -291,6 +330,14 @@ impl ServerMetrics {
         self.flows_ingested
             .get_or_create(&SourceLabels {
                 source: source.into(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn flow_verdict(&self, verdict: &str, n: u64) {
+        self.flow_verdicts
+            .get_or_create(&VerdictLabels {
+                verdict: verdict.into(),
             })
             .inc_by(n);
     }

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::inventory::parse_report;
+use crate::policy::{CurrentPolicy, IdentityGroups};
 use crate::Shared;
 
 /// SVIDs are back-dated by this much (see hallmark-ca).
@@ -234,6 +235,59 @@ struct SyncState {
     tainted: crate::authority::Tainted,
 }
 
+/// The policy an agent was last sent: the revision, and the identity
+/// groups (compared by value, since they are republished whole).
+#[derive(Default)]
+struct PolicySent {
+    revision: Option<i64>,
+    groups: Option<Arc<IdentityGroups>>,
+}
+
+/// What of the policy a Sync update must carry.
+struct PolicyNews {
+    document: bool,
+    groups: bool,
+}
+
+impl PolicySent {
+    fn news(&self, in_force: &CurrentPolicy, groups: &Arc<IdentityGroups>) -> PolicyNews {
+        PolicyNews {
+            document: self.revision != Some(in_force.revision),
+            groups: self
+                .groups
+                .as_ref()
+                .is_none_or(|g| !Arc::ptr_eq(g, groups) && **g != **groups),
+        }
+    }
+}
+
+impl PolicyNews {
+    fn any(&self) -> bool {
+        self.document || self.groups
+    }
+
+    /// Every update names the revision in force; the document goes out on
+    /// a stream's first update and when the revision changed, the groups
+    /// likewise when they changed.
+    fn fill(&self, update: &mut pb::SyncUpdate, in_force: &CurrentPolicy, groups: &IdentityGroups) {
+        update.policy_revision = in_force.revision;
+        if self.document {
+            update.policy_document = in_force.document.clone();
+        }
+        if self.groups {
+            update.identity_groups_sent = true;
+            update.identity_groups = groups
+                .groups
+                .iter()
+                .map(|(id, names)| pb::IdentityGroups {
+                    spiffe_id: id.clone(),
+                    groups: names.clone(),
+                })
+                .collect();
+        }
+    }
+}
+
 type SyncStream = Pin<Box<dyn Stream<Item = Result<pb::SyncUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -334,6 +388,8 @@ impl Node for NodeService {
         let mut bundles = shared.ca.subscribe_bundle();
         let mut federation = shared.federation_changed.subscribe();
         let mut revoked = shared.revoked.subscribe();
+        let mut policy = shared.policy.subscribe();
+        let mut groups = shared.identity_groups.subscribe();
         let svc = NodeService {
             shared: shared.clone(),
             connected: self.connected.clone(),
@@ -341,10 +397,13 @@ impl Node for NodeService {
         tokio::spawn(async move {
             let _guard = guard;
             let mut last: Option<SyncState> = None;
+            let mut sent = PolicySent::default();
             loop {
                 changed.borrow_and_update();
                 federation.borrow_and_update();
                 let bundle = bundles.borrow_and_update().clone();
+                let in_force = policy.borrow_and_update().clone();
+                let identity_groups = groups.borrow_and_update().clone();
                 let entries = match svc.entries_for(&id).await {
                     Ok(e) => e,
                     Err(status) => {
@@ -362,8 +421,9 @@ impl Node for NodeService {
                     federated_bundles,
                     tainted,
                 };
-                if last.as_ref() != Some(&state) {
-                    let update = pb::SyncUpdate {
+                let policy_news = sent.news(&in_force, &identity_groups);
+                if last.as_ref() != Some(&state) || policy_news.any() {
+                    let mut update = pb::SyncUpdate {
                         entries: entries.iter().map(pb::Entry::from).collect(),
                         bundle: Some(pb::Bundle::from(&*bundle)),
                         revision: *changed.borrow() as i64,
@@ -372,15 +432,22 @@ impl Node for NodeService {
                         tainted_jwt_keys: state.tainted.jwt.clone(),
                         ..Default::default()
                     };
+                    policy_news.fill(&mut update, &in_force, &identity_groups);
                     if tx.send(Ok(update)).await.is_err() {
                         return;
                     }
                     last = Some(state);
+                    sent = PolicySent {
+                        revision: Some(in_force.revision),
+                        groups: Some(identity_groups),
+                    };
                 }
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
                     r = bundles.changed() => if r.is_err() { return },
                     r = federation.changed() => if r.is_err() { return },
+                    r = policy.changed() => if r.is_err() { return },
+                    r = groups.changed() => if r.is_err() { return },
                     r = revoked.recv() => match r {
                         Ok(who) if who == id => {
                             let _ = tx.send(Err(Status::permission_denied(format!("agent {id} was evicted or banned")))).await;

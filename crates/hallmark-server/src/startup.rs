@@ -47,6 +47,9 @@ impl Shared {
         let (federation_changed, _) = watch::channel(0);
         let (revoked, _) = tokio::sync::broadcast::channel(64);
         let metrics: Arc<crate::metrics::ServerMetrics> = Arc::default();
+        // Created before the flow engine, which decides every flow it
+        // stores by the policy in force.
+        let policy: Arc<crate::policy::PolicyCell> = Arc::default();
         let started = flows::start(flows::FlowStart {
             config: &config.flows,
             store: store.clone(),
@@ -54,6 +57,7 @@ impl Shared {
             data_dir: &config.data_dir,
             evidence_retention: config.workload_retention,
             metrics: metrics.clone(),
+            policy: policy.clone(),
             shutdown,
         })
         .await?;
@@ -74,13 +78,15 @@ impl Shared {
             federation: federation::Federations::default(),
             flows: started.engine.clone(),
             flow_queries: started.queries.clone(),
-            policy: Arc::default(),
+            policy,
             identity_groups: watch::channel(Arc::default()).0,
             membership: Arc::default(),
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");
         }
+        // Before any listener: agents' first Sync update carries the policy.
+        crate::policy::versions::load_latest(&shared).await;
         Ok((shared, started))
     }
 }

@@ -16,7 +16,9 @@
 //! applies both. Times are unix milliseconds passed in by the caller.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use hallmark_flows::verdict::PolicyInForce;
 use hallmark_flows::{Evidence, Flow, FlowQuery, GraphBucket, StoredFlow, DEFAULT_MERGE_WINDOW_MS};
 
 use crate::Result;
@@ -138,7 +140,26 @@ pub struct FlowWrite {
     /// the ends stamp a connection at slightly different instants, on
     /// clocks that differ by up to the clock skew.
     pub merge_window_ms: i64,
+    /// The policy the batch's flows were decided by: a report merged into
+    /// a row of its connection makes a flow neither report described
+    /// whole, so the merged row is decided again by it. Without one, a
+    /// merged row keeps a verdict only if a report asked the same question
+    /// ([`StoredFlow::merge`]).
+    pub policy: Option<MergePolicy>,
 }
+
+/// The policy a write decides merged rows by; writes are equal when their
+/// policies have the same revision.
+#[derive(Debug, Clone)]
+pub struct MergePolicy(pub Arc<dyn PolicyInForce>);
+
+impl PartialEq for MergePolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.revision() == other.0.revision()
+    }
+}
+
+impl Eq for MergePolicy {}
 
 impl Default for FlowWrite {
     fn default() -> Self {
@@ -150,6 +171,7 @@ impl Default for FlowWrite {
             pending_done: Vec::new(),
             flows: Vec::new(),
             merge_window_ms: DEFAULT_MERGE_WINDOW_MS,
+            policy: None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! everything it must remember across restarts, or share with other servers,
 //! goes through one trait per concern: [`RegistryStore`] (entries, join
 //! tokens, agents), [`AuthorityStore`], [`InventoryStore`],
-//! [`FederationStore`] and [`FlowStore`]. [`Store`] is all of them together, the handle the
+//! [`FederationStore`], [`FlowStore`] and [`PolicyStore`] (the identity
+//! policy's revisions). [`Store`] is all of them together, the handle the
 //! server holds; [`prelude`] brings the traits into scope to call them.
 //!
 //! [`SqliteStore`] is the embedded default; [`PostgresStore`] lets several
@@ -35,6 +36,7 @@ pub mod conformance;
 mod federation;
 pub mod flows;
 pub mod inventory;
+pub mod policy;
 mod postgres;
 mod registry;
 pub mod sql;
@@ -42,12 +44,18 @@ mod sqlite;
 
 pub use authority::{AuthorityKind, AuthorityRecord, AuthorityStore};
 pub use federation::{FederationProfile, FederationRecord, FederationRefresh, FederationStore};
-pub use flows::{FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, PendingFlow};
+pub use flows::{
+    FlowCounts, FlowStore, FlowWrite, FlowWritten, FlowsPruned, MergePolicy, PendingFlow,
+};
 pub use inventory::{
     AgentInventory, FilterError, ImageMatch, InventoryApplied, InventoryReport, InventoryStore,
     LabelMatch, PrunedWorkloads, RuntimeStatus, SnapshotOutcome, SnapshotPage, StateFilter,
     StoredWorkload, StoredWorkloadEvent, WorkloadCounts, WorkloadEvent, WorkloadEventKind,
     WorkloadFilter,
+};
+pub use policy::{
+    policy_digest, NewPolicyRevision, PolicyApplied, PolicyRevision, PolicyRevisionInfo,
+    PolicyStore,
 };
 pub use postgres::PostgresStore;
 pub use registry::{AgentRecord, EntryFilter, JoinToken, RegistryStore};
@@ -108,19 +116,20 @@ pub enum StoreError {
 /// Implemented for every type that implements the concern traits; callers
 /// bring those into scope with `use hallmark_store::prelude::*`.
 pub trait Store:
-    RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore
+    RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore + PolicyStore
 {
 }
 
 impl<T> Store for T where
-    T: RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore
+    T: RegistryStore + AuthorityStore + InventoryStore + FederationStore + FlowStore + PolicyStore
 {
 }
 
 /// The store traits, for callers of their methods.
 pub mod prelude {
     pub use crate::{
-        AuthorityStore, FederationStore, FlowStore, InventoryStore, RegistryStore, Store,
+        AuthorityStore, FederationStore, FlowStore, InventoryStore, PolicyStore, RegistryStore,
+        Store,
     };
 }
 

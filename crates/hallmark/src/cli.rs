@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent_status, agents, authority, bundle, entry, federation, flows, inventory, policy, status,
-    svid, token,
+    agent_status, agents, authority, bundle, entry, federation, flows, group, inventory, policy,
+    status, svid, token,
 };
 use crate::connect::AdminArgs;
 use crate::helper;
@@ -85,6 +85,11 @@ pub enum Command {
     Policy {
         #[command(subcommand)]
         command: policy::PolicyCommand,
+    },
+    /// Policy groups: which workloads and nodes each holds now.
+    Group {
+        #[command(subcommand)]
+        command: group::GroupCommand,
     },
     /// Fetch this process's X509-SVID from the Workload API.
     Svid {
@@ -225,6 +230,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         },
         Command::Flows { command } => flows::run(command).await,
         Command::Policy { command } => policy::run(command).await,
+        Command::Group { command } => group::run(command).await,
         Command::Svid {
             command: SvidCommand::Fetch(a),
         } => svid::svid_fetch(a).await,

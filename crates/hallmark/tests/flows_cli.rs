@@ -44,6 +44,13 @@ fn bad_filters_flags_and_formats_are_refused_naming_the_rule() {
             &["--status", "`good` is not attributed"],
         ),
         (
+            &["list", "--verdict", "blocked"],
+            &[
+                "--verdict",
+                "verdict `blocked` is not one of allowed, denied (or deny)",
+            ],
+        ),
+        (
             &["list", "--protocol", "tcpx"],
             &["--protocol", "protocol `tcpx`"],
         ),

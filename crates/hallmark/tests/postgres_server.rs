@@ -317,5 +317,24 @@ fn two_servers_on_one_database_attribute_flows_alike() {
         assert_eq!(list.len(), 1, "{list:?}");
         assert_eq!(list[0]["src"]["kind"], "node", "{}", list[0]);
         assert_eq!(list[0]["src"]["node"], "n1", "{}", list[0]);
+        // Stored with what policy said: nothing, since an end (an address
+        // no workload or network holds) is unattributed.
+        assert_eq!(list[0]["verdict"], "no-decision", "{}", list[0]);
+        assert_eq!(list[0]["policy_revision"], 0, "{}", list[0]);
+        let by_verdict = |v: &str| {
+            s.json(&[
+                "flows",
+                "list",
+                "--since",
+                "10m",
+                "--from",
+                &format!("ip:{ip}"),
+                "--verdict",
+                v,
+            ])
+            .as_array()
+            .map_or(0, Vec::len)
+        };
+        assert_eq!((by_verdict("no-decision"), by_verdict("allowed")), (1, 0));
     }
 }

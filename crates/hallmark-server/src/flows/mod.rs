@@ -224,6 +224,8 @@ pub(crate) struct FlowStart<'a> {
     /// How long evidence is kept: as long as stopped workloads are.
     pub evidence_retention: Duration,
     pub metrics: Arc<ServerMetrics>,
+    /// The policy in force, whose verdict every stored flow gets.
+    pub policy: Arc<crate::policy::PolicyCell>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -312,6 +314,7 @@ pub(crate) async fn start(s: FlowStart<'_>) -> Result<FlowsStarted, ServerError>
         s.metrics.clone(),
         tailing,
     );
+    p.policy = s.policy.clone();
     // Two ends stamp a connection up to the clock skew apart, plus the
     // time between the connect and the accept.
     p.merge_window_ms = i64::try_from(s.config.clock_skew.as_millis())

@@ -10,16 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hallmark_core::time::unix_millis;
+use hallmark_flows::verdict::{outcome_word, PolicyInForce, VerdictCounts, OUTCOMES};
 use hallmark_flows::{
-    AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Owner, Side, StoredFlow,
+    AttributedFlow, Attributor, EndAttribution, Evidence, Flow, Judge, Owner, Side, StoredFlow,
 };
-use hallmark_store::flows::FlowWrite;
+use hallmark_policy::Policy;
+use hallmark_store::flows::{FlowWrite, MergePolicy};
 use hallmark_store::Store;
 use tokio::sync::{mpsc, watch};
 
 use super::describe::{with_local_unit, Describer};
 use super::Submission;
 use crate::metrics::ServerMetrics;
+use crate::policy::{CurrentPolicy, PolicyCell};
 
 /// Where flows came from, for counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +126,9 @@ pub(crate) struct Pipeline {
     /// How far apart two reports of one connection may start
     /// ([`FlowWrite::merge_window_ms`]).
     pub merge_window_ms: i64,
+    /// The policy in force: every flow stored gets its verdict (revision 0,
+    /// allowing everything, until the server's cell is set here).
+    pub policy: Arc<PolicyCell>,
     /// Pending row IDs of held flows, by flow.
     pending: HashMap<FlowKey, VecDeque<i64>>,
 }
@@ -138,6 +144,7 @@ impl Pipeline {
         tailing: bool,
     ) -> Self {
         Pipeline {
+            policy: Arc::default(),
             attributor,
             store,
             describer,
@@ -318,7 +325,20 @@ impl Pipeline {
         if evidence.is_empty() && held.is_empty() && pending_done.is_empty() && emitted.is_empty() {
             return Ok(());
         }
-        let flows = self.describe(emitted, now).await;
+        let mut flows = self.describe(emitted, now).await;
+        // Decided by the policy in force now, once both ends are described;
+        // the store decides merged rows again by the same revision.
+        let current = self.policy.current();
+        let mut verdicts = VerdictCounts::default();
+        if !flows.is_empty() {
+            let mut judge = Judge::new(current.as_ref());
+            for f in &mut flows {
+                judge.judge(f);
+                if let Some(v) = f.verdict {
+                    *verdicts.slot(v) += 1;
+                }
+            }
+        }
         let held_keys: Vec<FlowKey> = held.iter().map(FlowKey::of).collect();
         let stored = flows.len() as u64;
         let write = FlowWrite {
@@ -329,6 +349,7 @@ impl Pipeline {
             pending_done,
             flows,
             merge_window_ms: self.merge_window_ms,
+            policy: Some(MergePolicy(current)),
         };
         match self.store.write_flows(&write).await {
             Ok(written) => {
@@ -338,6 +359,12 @@ impl Pipeline {
                 }
                 self.counters.stored.fetch_add(stored, Ordering::Relaxed);
                 self.metrics.flows_stored.inc_by(stored);
+                for o in OUTCOMES {
+                    let n = verdicts.get(o);
+                    if n > 0 {
+                        self.metrics.flow_verdict(outcome_word(o), n);
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
@@ -382,6 +409,17 @@ impl Pipeline {
             out.push(StoredFlow::new(af.flow, src, dst, now));
         }
         out
+    }
+}
+
+/// The policy in force decides flows under its revision.
+impl PolicyInForce for CurrentPolicy {
+    fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
     }
 }
 

@@ -23,6 +23,7 @@ const TD: &str = "flows.test";
 
 struct Fixture {
     store: Arc<SqliteStore>,
+    policy: Arc<crate::policy::PolicyCell>,
     started: FlowsStarted,
     metrics: Arc<ServerMetrics>,
     shutdown: watch::Sender<bool>,
@@ -41,6 +42,7 @@ fn config() -> FlowConfig {
 async fn start_on(dir: tempfile::TempDir, store: Arc<SqliteStore>) -> Fixture {
     let metrics: Arc<ServerMetrics> = Arc::default();
     let (shutdown, rx) = watch::channel(false);
+    let policy: Arc<crate::policy::PolicyCell> = Arc::default();
     let started = start(FlowStart {
         config: &config(),
         store: store.clone(),
@@ -48,12 +50,14 @@ async fn start_on(dir: tempfile::TempDir, store: Arc<SqliteStore>) -> Fixture {
         data_dir: dir.path(),
         evidence_retention: Duration::from_secs(3600),
         metrics: metrics.clone(),
+        policy: policy.clone(),
         shutdown: rx,
     })
     .await
     .unwrap();
     Fixture {
         store,
+        policy,
         started,
         metrics,
         shutdown,
@@ -347,6 +351,11 @@ fn heartbeats_from_a_wrong_clock_are_refused() {
 #[tokio::test]
 async fn both_reports_of_one_connection_are_one_flow_with_the_host_unit() {
     let f = fixture().await;
+    f.policy.set(verdicts::in_force(
+        2,
+        "groups:\n  n1: [{node: n1}]\n  db: [{spiffe_id: \"spiffe://flows.test/db\"}]\n\
+         rules:\n  - {name: no-host-db, from: [n1], to: [db], action: deny}\ndefault: allow\n",
+    ));
     let t0 = now_ms() - 10_000;
     report_workload(&f, 'b', "db", "10.0.0.6", &["spiffe://flows.test/db"], t0).await;
     for i in 0..=10 {
@@ -401,6 +410,19 @@ async fn both_reports_of_one_connection_are_one_flow_with_the_host_unit() {
     );
     assert_eq!((flow.flow.retransmits, flow.flow.rtt_us), (3, Some(420)));
     assert_eq!(flow.flow.start_ms, t0 + 4000);
+    assert_eq!(
+        (
+            flow.verdict,
+            flow.verdict_rule.as_deref(),
+            flow.policy_revision
+        ),
+        (
+            Some(hallmark_policy::Outcome::Denied),
+            Some("no-host-db"),
+            Some(2)
+        ),
+        "the merged flow is decided as a whole"
+    );
     let metrics = f.metrics.render();
     assert!(
         metrics.contains("hallmark_server_flows_merged_total 1"),
@@ -408,3 +430,6 @@ async fn both_reports_of_one_connection_are_one_flow_with_the_host_unit() {
     );
     f.stop().await;
 }
+
+#[path = "verdict_tests.rs"]
+mod verdicts;

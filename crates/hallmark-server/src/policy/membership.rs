@@ -3,7 +3,7 @@
 //! [`Membership`] under the policy in force.
 //!
 //! Endpoints are described exactly as flow ends are (one
-//! [`workload_endpoint`] and one [`hallmark_flows::policy::attributes`]), so
+//! `workload_endpoint` and one [`hallmark_flows::policy::attributes`]), so
 //! a workload is in the same groups whether policy asks about it by name or
 //! about one of its flows.
 //!
@@ -13,7 +13,8 @@
 //! says so), when the policy or the entries change, and every
 //! [`REBUILD_PERIOD`] (so reports stored by other servers sharing the
 //! datastore are seen too). After each pass it publishes the identity ->
-//! groups map for agents, when it changed, and the member counts.
+//! groups map of workload identities for agents, when it changed, and the
+//! member counts.
 //!
 //! The admin queries (`group list`, `group members`, `policy check`) do not
 //! read that index: they build a [`Listing`] from the datastore as it is
@@ -92,6 +93,27 @@ impl Member {
             selectors: w.selectors.clone(),
             ips,
         }
+    }
+}
+
+/// A member in a few words: `web (3f2a1b0c9d8e on prod/n1)`.
+pub fn describe(m: &Member) -> String {
+    match m {
+        Member::Workload {
+            context,
+            node,
+            container_id,
+            name,
+            ..
+        } => {
+            let short = container_id.get(..12).unwrap_or(container_id);
+            if name.is_empty() {
+                format!("{short} on {context}/{node}")
+            } else {
+                format!("{name} ({short} on {context}/{node})")
+            }
+        }
+        Member::Node { context, node, .. } => format!("node {context}/{node}"),
     }
 }
 
@@ -216,6 +238,9 @@ pub(crate) async fn membership_loop(shared: Arc<Shared>, mut shutdown: watch::Re
     let mut revision = current.revision;
     let mut index: Membership<MemberKey> = Membership::new(Arc::new(current.policy.clone()));
     let mut gauged: Vec<String> = Vec::new();
+    // The channel starts with no identities: nothing to publish until some
+    // identity is in a group.
+    let mut published: Option<BTreeMap<String, Vec<String>>> = Some(BTreeMap::new());
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -240,7 +265,7 @@ pub(crate) async fn membership_loop(shared: Arc<Shared>, mut shutdown: watch::Re
             }
         };
         apply(&mut index, &listing);
-        publish(&shared, &index, revision);
+        publish(&shared, &index, revision, &mut published);
         gauged = gauge(&shared, &index, gauged);
     }
 }
@@ -261,18 +286,29 @@ pub(crate) fn apply(index: &mut Membership<MemberKey>, listing: &Listing) {
     }
 }
 
-fn publish(shared: &Shared, index: &Membership<MemberKey>, revision: i64) {
-    let next = IdentityGroups {
-        revision,
-        groups: index.identities(),
-    };
-    shared.identity_groups.send_if_modified(|cur| {
-        if **cur == next {
-            return false;
-        }
-        *cur = Arc::new(next);
-        true
+/// Publishes what each workload identity is, when that changed since the
+/// last publication. Agents' own IDs are left out: they authenticate an
+/// agent to the server and are never a workload's peer identity, and
+/// listing every agent to every agent would make each attestation an
+/// update for the whole fleet. A revision that leaves every identity in
+/// the same groups is not news to agents either.
+fn publish(
+    shared: &Shared,
+    index: &Membership<MemberKey>,
+    revision: i64,
+    published: &mut Option<BTreeMap<String, Vec<String>>>,
+) {
+    let mut groups = index.identities();
+    groups.retain(|id, _| {
+        hallmark_core::SpiffeId::new(id).map_or(true, |id| id.agent_node().is_none())
     });
+    if published.as_ref() == Some(&groups) {
+        return;
+    }
+    *published = Some(groups.clone());
+    shared
+        .identity_groups
+        .send_replace(Arc::new(IdentityGroups { revision, groups }));
 }
 
 /// Sets the member gauge of every group; groups that were gauged before

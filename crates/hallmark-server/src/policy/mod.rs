@@ -13,6 +13,7 @@ pub mod api_queries;
 pub mod membership;
 mod queries;
 mod review;
+pub(crate) mod versions;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

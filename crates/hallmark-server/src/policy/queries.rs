@@ -145,8 +145,11 @@ pub(crate) async fn check_policy(shared: &Shared, json: &str) -> Result<String, 
     let current = shared.policy.current();
     let policy = &current.policy;
     let listing = Listing::load(shared).await.map_err(store_status)?;
-    let from = resolve(shared, &listing, policy, "from", &r.from, at_ms).await?;
-    let to = resolve(shared, &listing, policy, "to", &r.to, at_ms).await?;
+    // "Now" may be past what the agents' evidence has reached yet; the
+    // inventory then says who holds an address.
+    let now = r.at_ms.is_none();
+    let from = resolve(shared, &listing, policy, ("from", &r.from), at_ms, now).await?;
+    let to = resolve(shared, &listing, policy, ("to", &r.to), at_ms, now).await?;
 
     // The most restrictive verdict over every pair of group sets.
     let mut verdict = None;
@@ -199,9 +202,9 @@ async fn resolve(
     shared: &Shared,
     listing: &Listing,
     policy: &Policy,
-    field: &str,
-    input: &str,
+    (field, input): (&str, &str),
     at_ms: i64,
+    now: bool,
 ) -> Result<Resolved, Status> {
     let input = input.trim();
     let mut endpoints: Vec<(Member, Attributes)> = Vec::new();
@@ -224,7 +227,13 @@ async fn resolve(
         // it, so only what a bare ID can satisfy matches.
         bare = endpoints.is_empty().then(|| Attributes::spiffe_id(&id));
     } else if let Ok(ip) = input.parse::<IpAddr>() {
-        let (found, how) = by_address(shared, ip, at_ms).await?;
+        let (mut found, mut how) = by_address(shared, ip, at_ms).await?;
+        if found.is_none() && now {
+            if let Some((m, a)) = held_now(listing, ip) {
+                how = format!("held now by {} (the inventory; the ownership evidence does not reach this instant yet)", super::membership::describe(&m));
+                found = Some((m, a));
+            }
+        }
         match found {
             Some((m, a)) => {
                 kind = match m {
@@ -320,6 +329,23 @@ async fn resolve(
         },
         sets,
     })
+}
+
+/// The one running workload the inventory lists with `ip`, if exactly one
+/// does (host-network workloads share their node's address: none then).
+fn held_now(listing: &Listing, ip: IpAddr) -> Option<(Member, Attributes)> {
+    let text = ip.to_string();
+    let mut holders = listing
+        .members
+        .values()
+        .filter(|(m, _)| matches!(m, Member::Workload { ips, .. } if ips.contains(&text)));
+    let first = holders.next()?;
+    if holders.next().is_some() {
+        return None;
+    }
+    let (m, mut a) = first.clone();
+    a.addr = Some(ip);
+    Some((m, a))
 }
 
 /// Who held `ip` at `at_ms` by the ownership index, as flows are

@@ -424,6 +424,12 @@ async fn check_decides_by_spiffe_id_workload_id_and_address() {
     assert_eq!(a["from"]["workloads"][0]["container_id"], cid('c'));
     assert_eq!(a["to"]["groups"], json(r#"["any","db"]"#));
     assert_eq!(a["at_ms"], at);
+    // Without --at, "now": the inventory says who holds the address when
+    // the evidence does not reach the instant yet.
+    let a = check(r#"{"from":"10.0.0.5","to":"10.0.0.6","port":5432}"#.to_string()).await;
+    assert_eq!(a["verdict"], "allowed", "{a}");
+    assert_eq!(a["from"]["kind"], "workload");
+    assert_eq!(a["from"]["workloads"][0]["container_id"], cid('a'));
     // An address nobody holds is an address alone: only `any` (and cidr
     // groups) match it.
     let a = check(format!(r#"{{"from":"192.0.2.1","to":"{DB}","port":5432}}"#)).await;

@@ -22,6 +22,7 @@ mod authority;
 mod federation;
 mod flows;
 mod inventory;
+mod policy;
 mod registry;
 
 /// Runs every check against `store`; panics with a message naming the check
@@ -41,6 +42,7 @@ pub async fn run_all(store: &dyn Store) {
     federation::federations(store, &run).await;
     inventory::run_all(store, &run).await;
     flows::run_all(store, &run).await;
+    policy::run_all(store, &run).await;
 }
 
 /// Names unique to one run of the suite.

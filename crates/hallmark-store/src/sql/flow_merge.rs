@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use hallmark_flows::StoredFlow;
+use hallmark_flows::{Judge, StoredFlow};
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::flow_rows::{conn_key, FlowRow, FLOW_JOINS, FLOW_SELECT_COLUMNS};
@@ -90,6 +90,16 @@ impl<'a> MergePlan<'a> {
             row_of,
             merged,
             flows,
+        }
+    }
+
+    /// Decides every merged row again with `judge`: its ends may be known
+    /// now where no single report knew both.
+    pub fn rejudge(&mut self, judge: &mut Judge<'_>) {
+        for r in &mut self.rows {
+            if let Some(now) = &mut r.now {
+                judge.judge(now);
+            }
         }
     }
 

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hallmark_flows::network::Cidr;
+use hallmark_flows::verdict::{
+    outcome_word, parse_mode_word, parse_outcome_word, VerdictCounts, OUTCOMES,
+};
 use hallmark_flows::{
     Endpoint, Evidence, EvidenceKind, Flow, FlowStatus, GraphBucket, Initiator, LocalSide, Owner,
     OwnershipKey, Protocol, Reporter, StoredFlow, TcpOutcome, GRAPH_BUCKET_MS,
@@ -211,6 +214,10 @@ pub(super) struct FlowColumns {
     pub local_side: Option<String>,
     pub status: &'static str,
     pub attributed_ms: i64,
+    pub verdict: Option<String>,
+    pub verdict_rule: Option<String>,
+    pub verdict_mode: Option<String>,
+    pub policy_revision: Option<i64>,
     pub src_endpoint: Hash,
     pub dst_endpoint: Hash,
     pub src_key: Hash,
@@ -221,8 +228,9 @@ pub(super) struct FlowColumns {
 /// dictionary ids follow.
 pub(super) const FLOW_INSERT_COLUMNS: &str = "start_ms, end_ms, protocol, src_ip, src_port, dst_ip, dst_port, initiator, \
      bytes_sent, packets_sent, bytes_received, packets_received, outcome, retransmits, rtt_us, conn_key, \
-     reporter, local_side, status, attributed_ms, src_endpoint, dst_endpoint, src_key, dst_key";
-pub(super) const FLOW_INSERT_WIDTH: usize = 24;
+     reporter, local_side, status, attributed_ms, verdict, verdict_rule, verdict_mode, policy_revision, \
+     src_endpoint, dst_endpoint, src_key, dst_key";
+pub(super) const FLOW_INSERT_WIDTH: usize = 28;
 
 /// The key of a connection whose reports are merged: the first 16 bytes
 /// of the SHA-256 of its protocol, source and destination; `None` for a
@@ -258,6 +266,8 @@ pub(super) struct BucketSums {
     pub last_ms: i64,
     pub refused: i64,
     pub reset: i64,
+    /// Flows per verdict, in [`OUTCOMES`]' order.
+    pub verdicts: [i64; 4],
 }
 
 pub(super) struct EvidenceColumns {
@@ -342,6 +352,10 @@ impl EncodedWrite {
                     .transpose()?,
                 status: s.status.as_str(),
                 attributed_ms: s.attributed_ms,
+                verdict: s.verdict.map(|v| outcome_word(v).to_string()),
+                verdict_rule: s.verdict_rule.clone(),
+                verdict_mode: s.verdict_mode.map(|m| m.as_str().to_string()),
+                policy_revision: s.policy_revision,
                 src_endpoint,
                 dst_endpoint,
                 src_key,
@@ -412,6 +426,7 @@ fn add_to_bucket(
         last_ms: f.end_ms,
         refused: 0,
         reset: 0,
+        verdicts: [0; 4],
     });
     let bytes = f
         .bytes_sent
@@ -437,6 +452,13 @@ fn add_to_bucket(
         Some("refused") => b.refused += sign,
         Some("reset") => b.reset += sign,
         _ => {}
+    }
+    if let Some(slot) = f
+        .verdict
+        .as_deref()
+        .and_then(|v| OUTCOMES.iter().position(|o| outcome_word(*o) == v))
+    {
+        b.verdicts[slot] += sign;
     }
     Ok(())
 }
@@ -473,7 +495,8 @@ pub(super) fn parse_endpoint(
 /// Columns read from `flows`, aliased to [`FlowRow`]'s fields.
 pub(super) const FLOW_SELECT_COLUMNS: &str = "f.id, f.start_ms, f.end_ms, f.protocol, f.src_ip, f.src_port, f.dst_ip, \
      f.dst_port, f.initiator, f.bytes_sent, f.packets_sent, f.bytes_received, f.packets_received, f.outcome, \
-     f.retransmits, f.rtt_us, f.reporter, f.local_side, f.status, f.attributed_ms, f.src_endpoint, f.dst_endpoint, \
+     f.retransmits, f.rtt_us, f.reporter, f.local_side, f.status, f.attributed_ms, f.verdict, f.verdict_rule, \
+     f.verdict_mode, f.policy_revision, f.src_endpoint, f.dst_endpoint, \
      s.endpoint AS src_text, d.endpoint AS dst_text";
 
 /// The joins [`FLOW_SELECT_COLUMNS`] reads the ends' texts from.
@@ -502,6 +525,10 @@ pub(super) struct FlowRow {
     pub local_side: Option<String>,
     pub status: String,
     pub attributed_ms: i64,
+    pub verdict: Option<String>,
+    pub verdict_rule: Option<String>,
+    pub verdict_mode: Option<String>,
+    pub policy_revision: Option<i64>,
     pub src_endpoint: i64,
     pub dst_endpoint: i64,
     pub src_text: Option<String>,
@@ -577,6 +604,18 @@ impl FlowRow {
             status: FlowStatus::parse(&self.status)
                 .ok_or_else(|| corrupt(T, id, "status", &self.status))?,
             attributed_ms: self.attributed_ms,
+            verdict: self
+                .verdict
+                .as_deref()
+                .map(|v| parse_outcome_word(v).ok_or_else(|| corrupt(T, id, "verdict", v)))
+                .transpose()?,
+            verdict_rule: self.verdict_rule,
+            verdict_mode: self
+                .verdict_mode
+                .as_deref()
+                .map(|m| parse_mode_word(m).ok_or_else(|| corrupt(T, id, "verdict_mode", m)))
+                .transpose()?,
+            policy_revision: self.policy_revision,
         })
     }
 }
@@ -595,6 +634,10 @@ pub(super) struct GraphRow {
     pub last_ms: i64,
     pub refused: i64,
     pub reset: i64,
+    pub allowed: i64,
+    pub denied: i64,
+    pub would_deny: i64,
+    pub no_decision: i64,
     pub src_text: Option<String>,
     pub dst_text: Option<String>,
 }
@@ -628,6 +671,12 @@ impl GraphRow {
             last_ms: self.last_ms,
             refused: count(table, id, "refused", self.refused)?,
             reset: count(table, id, "reset", self.reset)?,
+            verdicts: VerdictCounts {
+                allowed: count(table, id, "allowed", self.allowed)?,
+                denied: count(table, id, "denied", self.denied)?,
+                would_deny: count(table, id, "would_deny", self.would_deny)?,
+                no_decision: count(table, id, "no_decision", self.no_decision)?,
+            },
         };
         Ok((src_text, dst_text, bucket))
     }
@@ -674,90 +723,5 @@ impl EvidenceRow {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ip_columns_round_trip_and_cidrs_are_ranges() {
-        for text in ["10.0.4.15", "0.0.0.0", "255.255.255.255", "fd00::1", "::"] {
-            let ip: IpAddr = text.parse().unwrap();
-            assert_eq!(parse_ip_column(&ip_column(ip)), Some(ip), "{text}");
-        }
-        assert_eq!(parse_ip_column(&[4, 1, 2, 3]), None);
-        assert_eq!(parse_ip_column(&[5, 1, 2, 3, 4]), None);
-        let (lo, hi) = cidr_range(&"10.0.0.0/16".parse().unwrap());
-        assert_eq!(lo, ip_column("10.0.0.0".parse().unwrap()));
-        assert_eq!(hi, ip_column("10.0.255.255".parse().unwrap()));
-        let inside = ip_column("10.0.4.15".parse().unwrap());
-        let outside = ip_column("10.1.0.0".parse().unwrap());
-        // Stored bytes compare as the database compares them.
-        assert!(lo <= inside && inside <= hi);
-        assert!(outside > hi);
-        let v6 = ip_column("a00::1".parse().unwrap());
-        assert!(v6 > hi, "families never interleave");
-        let (lo, hi) = cidr_range(&"0.0.0.0/0".parse().unwrap());
-        assert_eq!(hi, ip_column("255.255.255.255".parse().unwrap()));
-        assert_eq!(lo, ip_column("0.0.0.0".parse().unwrap()));
-        let (lo, hi) = cidr_range(&"fd00::/8".parse().unwrap());
-        assert_eq!(lo, ip_column("fd00::".parse().unwrap()));
-        assert_eq!(
-            hi,
-            ip_column("fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn enumerations_round_trip() {
-        for i in [
-            Initiator::Source,
-            Initiator::Destination,
-            Initiator::Unknown,
-        ] {
-            assert_eq!(parse_initiator(initiator_column(i)), Some(i));
-        }
-        for o in [
-            TcpOutcome::Established,
-            TcpOutcome::Refused,
-            TcpOutcome::Reset,
-            TcpOutcome::TimedOut,
-        ] {
-            assert_eq!(parse_outcome(outcome_column(o)), Some(o));
-            // The stored name is the serde name.
-            assert_eq!(
-                serde_json::to_string(&o).unwrap(),
-                format!("\"{}\"", outcome_column(o))
-            );
-        }
-        for k in [
-            EvidenceKind::Started,
-            EvidenceKind::Heartbeat,
-            EvidenceKind::Stopped,
-            EvidenceKind::LocalFlow,
-        ] {
-            assert_eq!(EvidenceKind::parse(k.as_str()), Some(k));
-        }
-        for r in [
-            Reporter::Agent("n1".into()),
-            Reporter::Exporter("[fd00::1]:2055".parse().unwrap()),
-            Reporter::File("logs/a:b.log".into()),
-            Reporter::File(String::new()),
-        ] {
-            assert_eq!(parse_reporter(&reporter_column(&r)), Some(r));
-        }
-        assert_eq!(parse_reporter("bogus"), None);
-        assert_eq!(parse_reporter("exporter:nope"), None);
-    }
-
-    #[test]
-    fn minutes_round_both_ways() {
-        assert_eq!(minute_of(120_001), 120_000);
-        assert_eq!(minute_of(-1), -60_000);
-        assert_eq!(minute_ceil(120_000), 120_000);
-        assert_eq!(minute_ceil(120_001), 180_000);
-        assert_eq!(
-            minute_ceil(i64::MAX),
-            minute_of(i64::MAX).saturating_add(60_000)
-        );
-    }
-}
+#[path = "flow_rows_tests.rs"]
+mod tests;

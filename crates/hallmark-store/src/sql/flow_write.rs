@@ -17,7 +17,7 @@ use crate::codec::decode_error;
 use crate::{Result, StoreError};
 
 /// Most rows one statement writes: far below either database's limit on
-/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 24 per row.
+/// arguments (32 766 for SQLite, 65 535 for PostgreSQL) at 28 per row.
 const CHUNK_ROWS: usize = 512;
 
 /// Row ranges of at most [`CHUNK_ROWS`], the last ones of power-of-two
@@ -178,13 +178,16 @@ where
     for range in chunks(rows.len()) {
         let sql = format!(
             "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
-             first_ms, last_ms, refused, reset) {} \
+             first_ms, last_ms, refused, reset, allowed, denied, would_deny, no_decision) {} \
              ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
              flows = flow_graph.flows + excluded.flows, bytes = flow_graph.bytes + excluded.bytes, \
              first_ms = CASE WHEN excluded.first_ms < flow_graph.first_ms THEN excluded.first_ms ELSE flow_graph.first_ms END, \
              last_ms = CASE WHEN excluded.last_ms > flow_graph.last_ms THEN excluded.last_ms ELSE flow_graph.last_ms END, \
-             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset",
-            rows_list::<DB>(range.len(), 11)
+             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset, \
+             allowed = flow_graph.allowed + excluded.allowed, denied = flow_graph.denied + excluded.denied, \
+             would_deny = flow_graph.would_deny + excluded.would_deny, \
+             no_decision = flow_graph.no_decision + excluded.no_decision",
+            rows_list::<DB>(range.len(), 15)
         );
         let mut q = sqlx::query(&sql);
         for (k, s) in &rows[range] {
@@ -198,6 +201,9 @@ where
                 .bind(s.last_ms)
                 .bind(s.refused)
                 .bind(s.reset);
+            for n in s.verdicts {
+                q = q.bind(n);
+            }
         }
         written += q.execute(&mut *conn).await?.rows_affected();
     }
@@ -375,6 +381,10 @@ where
                 .bind(&f.local_side)
                 .bind(f.status)
                 .bind(f.attributed_ms)
+                .bind(&f.verdict)
+                .bind(&f.verdict_rule)
+                .bind(&f.verdict_mode)
+                .bind(f.policy_revision)
                 .bind(id(&f.src_endpoint)?)
                 .bind(id(&f.dst_endpoint)?)
                 .bind(id(&f.src_key)?)
@@ -411,7 +421,8 @@ where
             "UPDATE flows SET start_ms = $1, end_ms = $2, bytes_sent = $3, packets_sent = $4, \
              bytes_received = $5, packets_received = $6, outcome = $7, retransmits = $8, rtt_us = $9, \
              status = $10, attributed_ms = $11, src_endpoint = $12, dst_endpoint = $13, \
-             src_key = $14, dst_key = $15 WHERE id = $16",
+             src_key = $14, dst_key = $15, verdict = $16, verdict_rule = $17, verdict_mode = $18, \
+             policy_revision = $19 WHERE id = $20",
         )
         .bind(f.start_ms)
         .bind(f.end_ms)
@@ -428,6 +439,10 @@ where
         .bind(id(&f.dst_endpoint)?)
         .bind(id(&f.src_key)?)
         .bind(id(&f.dst_key)?)
+        .bind(&f.verdict)
+        .bind(&f.verdict_rule)
+        .bind(&f.verdict_mode)
+        .bind(f.policy_revision)
         .bind(*row)
         .execute(&mut *conn)
         .await?

@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use hallmark_flows::verdict::outcome_word;
 use hallmark_flows::{
-    Endpoint, EndpointFilter, Evidence, Flow, FlowQuery, GraphBucket, StoredFlow,
+    Endpoint, EndpointFilter, Evidence, Flow, FlowQuery, GraphBucket, Judge, StoredFlow,
 };
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
@@ -91,7 +92,10 @@ where
         } else {
             Vec::new()
         };
-        let plan = MergePlan::new(&w.flows, stored, w.merge_window_ms);
+        let mut plan = MergePlan::new(&w.flows, stored, w.merge_window_ms);
+        if let Some(p) = &w.policy {
+            plan.rejudge(&mut Judge::new(p.0.as_ref()));
+        }
         let enc = EncodedWrite::new(w, &plan.inserts(), &plan.updates())?;
         let endpoints = intern::<DB>(conn, &ENDPOINTS, &enc.endpoints).await?;
         let owners = intern::<DB>(conn, &OWNERS, &enc.owners).await?;
@@ -274,6 +278,9 @@ where
         if let Some(s) = q.status {
             push("f.status = {}", vec![Arg::Text(s.as_str())]);
         }
+        if let Some(v) = q.verdict {
+            push("f.verdict = {}", vec![Arg::Text(outcome_word(v))]);
+        }
         // Address filters are ranges of the IP columns.
         for (column, filters) in [("f.src_ip", &q.from), ("f.dst_ip", &q.to)] {
             for f in filters {
@@ -373,11 +380,15 @@ where
 
     async fn graph(&self, since_ms: i64, until_ms: Option<i64>) -> Result<Vec<GraphBucket>> {
         let sql = "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
-             g.first_ms, g.last_ms, g.refused, g.reset, s.endpoint AS src_text, d.endpoint AS dst_text \
+             g.first_ms, g.last_ms, g.refused, g.reset, g.allowed, g.denied, g.would_deny, g.no_decision, \
+             s.endpoint AS src_text, d.endpoint AS dst_text \
              FROM (SELECT MIN(minute_ms) AS minute_ms, src_key, dst_key, dst_port, protocol, \
                    CAST(SUM(flows) AS BIGINT) AS flows, CAST(SUM(bytes) AS BIGINT) AS bytes, \
                    MIN(first_ms) AS first_ms, MAX(last_ms) AS last_ms, \
-                   CAST(SUM(refused) AS BIGINT) AS refused, CAST(SUM(reset) AS BIGINT) AS reset \
+                   CAST(SUM(refused) AS BIGINT) AS refused, CAST(SUM(reset) AS BIGINT) AS reset, \
+                   CAST(SUM(allowed) AS BIGINT) AS allowed, CAST(SUM(denied) AS BIGINT) AS denied, \
+                   CAST(SUM(would_deny) AS BIGINT) AS would_deny, \
+                   CAST(SUM(no_decision) AS BIGINT) AS no_decision \
                    FROM flow_graph WHERE minute_ms >= $1 AND minute_ms < $2 \
                    GROUP BY src_key, dst_key, dst_port, protocol) g \
              LEFT JOIN flow_endpoints s ON s.id = g.src_key \
@@ -392,12 +403,17 @@ where
         until_ms: Option<i64>,
     ) -> Result<Vec<GraphBucket>> {
         let sql = "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
-             g.first_ms, g.last_ms, g.refused, g.reset, s.endpoint AS src_text, d.endpoint AS dst_text \
+             g.first_ms, g.last_ms, g.refused, g.reset, g.allowed, g.denied, g.would_deny, g.no_decision, \
+             s.endpoint AS src_text, d.endpoint AS dst_text \
              FROM (SELECT MIN(start_ms) AS minute_ms, src_key, dst_key, dst_port, protocol, \
                    COUNT(*) AS flows, CAST(SUM(bytes_sent + bytes_received) AS BIGINT) AS bytes, \
                    MIN(start_ms) AS first_ms, MAX(end_ms) AS last_ms, \
                    CAST(SUM(CASE WHEN outcome = 'refused' THEN 1 ELSE 0 END) AS BIGINT) AS refused, \
-                   CAST(SUM(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) AS BIGINT) AS reset \
+                   CAST(SUM(CASE WHEN outcome = 'reset' THEN 1 ELSE 0 END) AS BIGINT) AS reset, \
+                   CAST(SUM(CASE WHEN verdict = 'allowed' THEN 1 ELSE 0 END) AS BIGINT) AS allowed, \
+                   CAST(SUM(CASE WHEN verdict = 'denied' THEN 1 ELSE 0 END) AS BIGINT) AS denied, \
+                   CAST(SUM(CASE WHEN verdict = 'would-deny' THEN 1 ELSE 0 END) AS BIGINT) AS would_deny, \
+                   CAST(SUM(CASE WHEN verdict = 'no-decision' THEN 1 ELSE 0 END) AS BIGINT) AS no_decision \
                    FROM flows WHERE start_ms >= $1 AND start_ms < $2 \
                    GROUP BY src_key, dst_key, dst_port, protocol) g \
              LEFT JOIN flow_endpoints s ON s.id = g.src_key \

@@ -25,6 +25,7 @@ mod flow_rows;
 mod flow_write;
 mod flows;
 mod inventory;
+mod policy;
 mod registry;
 
 /// The store on one SQL database: [`crate::SqliteStore`] or

@@ -22,7 +22,7 @@ pub struct AgentStatusArgs {
     /// The spool file, when the agent was given `--inventory-spool`.
     #[arg(long)]
     pub inventory_spool: Option<PathBuf>,
-    /// Print the spool document as JSON.
+    /// Print the spool document as JSON, with the capture and policy status.
     #[arg(long)]
     pub json: bool,
 }
@@ -37,6 +37,9 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
     // Written by the agent when capture starts (or cannot), then every few
     // seconds; missing for an agent that predates capture.
     let capture = hallmark_agent::capture::read_status(&data_dir).ok();
+    // Written by the agent when a sync update changes its policy state;
+    // missing until its first sync (or for an agent that predates policy).
+    let policy = hallmark_agent::policy::read_status(&data_dir).ok();
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "reading the agent's inventory spool {} (is an agent running with this --data-dir?)",
@@ -47,8 +50,11 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
         .with_context(|| format!("parsing the inventory spool {}", path.display()))?;
     if a.json {
         let mut value = serde_json::to_value(&doc)?;
-        if let (Some(obj), Some(c)) = (value.as_object_mut(), &capture) {
-            obj.insert("capture".into(), serde_json::to_value(c)?);
+        if let Some(obj) = value.as_object_mut() {
+            if let Some(c) = &capture {
+                obj.insert("capture".into(), serde_json::to_value(c)?);
+            }
+            obj.insert("policy".into(), serde_json::to_value(&policy)?);
         }
         return print_json(&value);
     }
@@ -89,6 +95,18 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
         None => outln!(
             "flow capture   unknown (no {} in the data directory)",
             hallmark_agent::capture::STATUS_FILE
+        )?,
+    }
+    match &policy {
+        Some(p) => {
+            outln!("policy         {}", p.summary())?;
+            if let Some(e) = &p.error {
+                outln!("policy error   {e}")?;
+            }
+        }
+        None => outln!(
+            "policy         unknown (no {} in the data directory)",
+            hallmark_agent::policy::STATUS_FILE
         )?,
     }
     let age_ms = unix_millis(SystemTime::now()) - doc.written_at_ms;

@@ -2,7 +2,9 @@
 //!
 //! `validate -f FILE` checks a document where it is written, before it goes
 //! anywhere: every error and warning with its file, line and group or rule,
-//! as `hallmark_policy::parse` finds them. It needs no server.
+//! as `hallmark_policy::parse` finds them. It needs no server. The
+//! versioned policy on the server (`apply`, `show`, `history`, `rollback`)
+//! is in `policy_versions`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use clap::{Args, Subcommand};
 use hallmark_policy::{Diagnostic, PolicyDocument};
 use serde::Serialize;
 
+use super::policy_query;
 use crate::output::{outln, print_json};
 
 #[derive(Subcommand, Debug)]
@@ -19,6 +22,29 @@ pub enum PolicyCommand {
     /// Check a policy document: every error and warning with its file,
     /// line and group or rule. Exits 1 when the document would be refused.
     Validate(ValidateArgs),
+    /// Validate a document and apply it on the server as the next
+    /// revision; every agent holds it within a second. Applying the text
+    /// in force again changes nothing.
+    Apply(super::policy_versions::ApplyArgs),
+    /// Print the policy document in force (or of --revision N) exactly as
+    /// applied.
+    Show(super::policy_versions::ShowArgs),
+    /// The applied revisions, newest first.
+    History(super::policy_versions::HistoryArgs),
+    /// Apply revision N's document again, as a new revision.
+    Rollback(super::policy_versions::RollbackArgs),
+    /// Decide whether one endpoint may reach another on a port, by the
+    /// policy in force: the verdict, the deciding rule and each end's
+    /// groups. Exits 0 whatever the verdict.
+    Check(policy_query::CheckArgs),
+    /// Recorded flows the policy in force denies or would deny.
+    Audit(policy_query::AuditArgs),
+    /// What a candidate document would change: recorded flows whose
+    /// verdict changes, per candidate rule, and those no rule matches.
+    DryRun(policy_query::DryRunArgs),
+    /// Least-privilege allow rules from observed flows, as a watch-mode
+    /// document (on stdout) that `apply` accepts.
+    Suggest(policy_query::SuggestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -34,6 +60,14 @@ pub struct ValidateArgs {
 pub async fn run(command: PolicyCommand) -> Result<()> {
     match command {
         PolicyCommand::Validate(a) => validate(a),
+        PolicyCommand::Apply(a) => super::policy_versions::apply(a).await,
+        PolicyCommand::Show(a) => super::policy_versions::show(a).await,
+        PolicyCommand::History(a) => super::policy_versions::history(a).await,
+        PolicyCommand::Rollback(a) => super::policy_versions::rollback(a).await,
+        PolicyCommand::Check(a) => policy_query::check(a).await,
+        PolicyCommand::Audit(a) => policy_query::audit(a).await,
+        PolicyCommand::DryRun(a) => policy_query::dry_run(a).await,
+        PolicyCommand::Suggest(a) => policy_query::suggest(a).await,
     }
 }
 
@@ -49,7 +83,7 @@ struct Validation<'a> {
     warnings: &'a [Diagnostic],
 }
 
-fn read(file: &PathBuf) -> Result<(String, String)> {
+pub(super) fn read(file: &PathBuf) -> Result<(String, String)> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()

@@ -185,5 +185,6 @@ fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
         "inventory": a.inventory(),
         "flows": a.flows(),
         "capture": a.capture(),
+        "policy": a.policy(),
     })
 }

@@ -22,6 +22,7 @@ use crate::prelude::*;
 mod listing;
 mod merging;
 mod retention;
+mod verdicts;
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 3_600_000;
@@ -35,6 +36,7 @@ pub(super) async fn run_all(store: &dyn Store, run: &Run) {
     atomic_writes(store, run).await;
     evidence(store, run).await;
     merging::merging(store, run).await;
+    verdicts::verdicts(store, run).await;
     retention::pruning(store, run).await;
 }
 
@@ -171,6 +173,7 @@ fn summed(buckets: &[GraphBucket]) -> Vec<GraphBucket> {
                 s.last_ms = s.last_ms.max(b.last_ms);
                 s.refused += b.refused;
                 s.reset += b.reset;
+                s.verdicts.add(&b.verdicts);
             }
         }
     }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use hallmark_flows::api::{GraphAnswer, GraphRequest};
+use hallmark_flows::verdict::outcome_word;
 use hallmark_flows::{GraphBy, GraphEdge};
+use hallmark_policy::Outcome;
 
 use super::{client, instant, now_ms, query, window, Query};
 use crate::connect::AdminArgs;
@@ -91,7 +93,9 @@ pub async fn run(a: GraphArgs) -> Result<()> {
                         "FLOWS",
                         "BYTES",
                         "FIRST SEEN",
-                        "LAST SEEN"
+                        "LAST SEEN",
+                        "VERDICT",
+                        "VERDICTS"
                     ],
                     rows
                 )
@@ -117,11 +121,20 @@ fn row(e: &GraphEdge) -> Vec<String> {
         e.bytes.to_string(),
         timestamp(e.first_ms),
         timestamp(e.last_ms),
+        verdict(e).to_string(),
+        e.verdicts.to_string(),
     ]
 }
 
+/// The worst verdict of an edge's flows; `-` when none has one (stored
+/// before verdicts existed).
+fn verdict(e: &GraphEdge) -> &'static str {
+    e.verdict.map_or("-", outcome_word)
+}
+
 /// A Graphviz digraph: one node per group, one edge per (source,
-/// destination, port, protocol) labelled with the port and the counts.
+/// destination, port, protocol) labelled with the port and the counts,
+/// coloured by its worst verdict.
 /// Nodes get generated IDs (`n0`, `n1`, …) and carry their names as
 /// labels, so no name can break the syntax.
 fn dot(a: &GraphAnswer) -> String {
@@ -146,8 +159,17 @@ fn dot(a: &GraphAnswer) -> String {
         if e.reset > 0 {
             label.push_str(&format!("\\n{} reset", e.reset));
         }
+        if !e.verdicts.is_empty() {
+            label.push_str(&format!("\\n{}", e.verdicts));
+        }
+        // Denied traffic red, traffic a watch rule would deny orange.
+        let color = match e.verdict {
+            Some(Outcome::Denied) => ", color=red, fontcolor=red",
+            Some(Outcome::WouldDeny) => ", color=orange, fontcolor=orange",
+            _ => "",
+        };
         out.push_str(&format!(
-            "  n{} -> n{} [label=\"{label}\"];\n",
+            "  n{} -> n{} [label=\"{label}\"{color}];\n",
             ids.get(e.src.as_str()).copied().unwrap_or_default(),
             ids.get(e.dst.as_str()).copied().unwrap_or_default(),
         ));

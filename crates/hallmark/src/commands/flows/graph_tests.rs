@@ -18,6 +18,8 @@ fn edge(src: &str, dst: &str, port: u16, flows: u64) -> GraphEdge {
         last_ms: 1_700_000_060_000,
         refused: 2,
         reset: 0,
+        verdicts: hallmark_flows::VerdictCounts::default(),
+        verdict: None,
     }
 }
 
@@ -54,6 +56,15 @@ fn dot_is_well_formed_whatever_the_names() {
         "{text}"
     );
     assert!(text.contains("  n1 -> n2 ["), "{text}");
+    let mut denied = edge("spiffe://td/web", "external:corp", 22, 3);
+    denied.verdicts.allowed = 2;
+    denied.verdicts.denied = 1;
+    denied.verdict = Some(Outcome::Denied);
+    let text = dot(&answer(vec![denied]));
+    assert!(
+        text.contains("\\n2 allowed, 1 denied\", color=red, fontcolor=red];\n"),
+        "{text}"
+    );
     // Every quote in the output is either a delimiter or escaped: an
     // even number of unescaped quotes per line.
     for line in text.lines() {
@@ -79,8 +90,18 @@ fn table_rows_and_units() {
             "3",
             "1572864",
             "2023-11-14T22:13:20.000Z",
-            "2023-11-14T22:14:20.000Z"
+            "2023-11-14T22:14:20.000Z",
+            "-",
+            "-"
         ]
+    );
+    let mut watched = edge("a", "b", 443, 3);
+    watched.verdicts.would_deny = 1;
+    watched.verdicts.allowed = 2;
+    watched.verdict = Some(Outcome::WouldDeny);
+    assert_eq!(
+        row(&watched)[7..],
+        ["would-deny", "2 allowed, 1 would-deny"]
     );
     let mut icmp = edge("a", "b", 0, 1);
     icmp.protocol = Protocol::Icmp;

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use hallmark_flows::verdict::{outcome_word, parse_verdict_filter};
 use hallmark_flows::{Endpoint, EndpointFilter, FlowQuery, FlowStatus, Protocol, StoredFlow};
+use hallmark_policy::Outcome;
 
 use super::{call, client, decode, encode, instant, now_ms, query, window, Query};
 use crate::connect::{admin_error, AdminArgs};
@@ -48,6 +50,12 @@ pub struct ListArgs {
     /// operator-named network).
     #[arg(long, value_parser = parse_status)]
     pub status: Option<FlowStatus>,
+    /// Only flows the policy in force when they were stored said this
+    /// about: `allowed`, `denied` (or `deny`), `would-deny` (a watch-mode
+    /// rule would deny it) or `no-decision` (an end unattributed, the
+    /// initiator unknown, or neither TCP nor UDP).
+    #[arg(long, value_name = "VERDICT", value_parser = parse_verdict_filter)]
+    pub verdict: Option<Outcome>,
     /// At most this many flows (the newest).
     #[arg(long, default_value = "100", value_parser = parse_limit)]
     pub limit: usize,
@@ -98,6 +106,7 @@ fn list_query(a: &ListArgs, now: i64) -> Result<FlowQuery> {
         port: a.port,
         protocol: a.protocol,
         status: a.status,
+        verdict: a.verdict,
         after_id: None,
         limit: a.limit,
     })
@@ -118,13 +127,16 @@ pub async fn run(a: ListArgs) -> Result<()> {
         // The answer is newest first; a terminal reads oldest first, the
         // newest just above the prompt.
         flows.reverse();
-        let rows = flows.iter().map(row).collect();
-        return out!("{}", table(&HEADERS, rows));
+        // The RULE column only when a rule decided one of them.
+        let rules = flows.iter().any(|f| f.verdict_rule.is_some());
+        let rows = flows.iter().map(|f| row(f, rules)).collect();
+        return out!("{}", table(&headers(rules), rows));
     }
 
     flows.reverse();
     if !a.conn.json {
-        outln!("{}", HEADERS.join("  "))?;
+        // Flows not seen yet may have a rule: the column is always there.
+        outln!("{}", headers(true).join("  "))?;
     }
     let mut last_id = 0;
     for f in &flows {
@@ -172,7 +184,7 @@ pub async fn run(a: ListArgs) -> Result<()> {
     }
 }
 
-const HEADERS: [&str; 9] = [
+const HEADERS: [&str; 10] = [
     "TIME",
     "PROTO",
     "SOURCE",
@@ -182,7 +194,17 @@ const HEADERS: [&str; 9] = [
     "BYTES",
     "PACKETS",
     "STATUS",
+    "VERDICT",
 ];
+
+/// The columns, with RULE (the rule that decided) when `rules`.
+fn headers(rules: bool) -> Vec<&'static str> {
+    let mut h = HEADERS.to_vec();
+    if rules {
+        h.push("RULE");
+    }
+    h
+}
 
 /// One flow as a `--follow` line: a row without column alignment (the
 /// widths of flows not yet seen are unknown), or compact JSON.
@@ -190,7 +212,7 @@ fn print_followed(f: &StoredFlow, json: bool) -> Result<()> {
     if json {
         outln!("{}", serde_json::to_string(f)?)
     } else {
-        outln!("{}", row(f).join("  "))
+        outln!("{}", row(f, true).join("  "))
     }
 }
 
@@ -211,7 +233,9 @@ fn stdout_closed() -> bool {
     }
 }
 
-fn row(f: &StoredFlow) -> Vec<String> {
+/// A flow's cells; with `rules`, the deciding rule's name last (`-` when
+/// the default or nothing decided).
+fn row(f: &StoredFlow, rules: bool) -> Vec<String> {
     let proto = f.flow.protocol;
     let status = match f.flow.outcome {
         Some(o) => format!(
@@ -224,7 +248,7 @@ fn row(f: &StoredFlow) -> Vec<String> {
         ),
         None => f.status.as_str().to_string(),
     };
-    vec![
+    let mut cells = vec![
         timestamp(f.flow.start_ms),
         proto.to_string(),
         end(&f.src, f.flow.src, proto),
@@ -244,7 +268,13 @@ fn row(f: &StoredFlow) -> Vec<String> {
             .saturating_add(f.flow.packets_received)
             .to_string(),
         status,
-    ]
+        // `-`: stored before verdicts existed.
+        f.verdict.map_or("-", outcome_word).to_string(),
+    ];
+    if rules {
+        cells.push(f.verdict_rule.clone().unwrap_or_else(|| "-".into()));
+    }
+    cells
 }
 
 /// An end: its identity (SPIFFE ID, else workload or node name, external

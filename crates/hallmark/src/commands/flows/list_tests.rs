@@ -45,6 +45,8 @@ fn defaults_and_every_filter() {
         "tcp",
         "--status",
         "unattributed",
+        "--verdict",
+        "deny",
         "--limit",
         "5",
     ])
@@ -63,10 +65,20 @@ fn defaults_and_every_filter() {
     assert_eq!(q.port, Some(5432));
     assert_eq!(q.protocol, Some(Protocol::Tcp));
     assert_eq!(q.status, Some(FlowStatus::Unattributed));
+    assert_eq!(q.verdict, Some(Outcome::Denied));
     assert_eq!(q.limit, 5);
     // The document the server reads.
     let json = serde_json::to_value(&q).unwrap();
     assert_eq!(json["from"][0]["kind"], "spiffe-prefix");
+    assert_eq!(json["verdict"], "denied");
+    for (word, want) in [
+        ("allowed", Outcome::Allowed),
+        ("would-deny", Outcome::WouldDeny),
+        ("no-decision", Outcome::NoDecision),
+    ] {
+        let q = list_query(&list_args(&["--verdict", word]).unwrap(), NOW).unwrap();
+        assert_eq!(q.verdict, Some(want));
+    }
 }
 
 #[test]
@@ -87,6 +99,10 @@ fn bad_flags_name_the_rule() {
             "`ok` is not attributed, unattributed or external",
         ),
         (vec!["--limit", "0"], "must be at least 1"),
+        (
+            vec!["--verdict", "blocked"],
+            "verdict `blocked` is not one of allowed, denied (or deny), would-deny, no-decision",
+        ),
         (vec!["--port", "70000"], "70000"),
         (vec!["--follow", "--until", "1h"], "cannot be used with"),
     ] {
@@ -151,7 +167,7 @@ fn rows_show_identities_addresses_and_outcome() {
         },
     );
     assert_eq!(
-        row(&f),
+        row(&f, false),
         [
             "2023-11-14T22:13:20.000Z",
             "tcp",
@@ -161,7 +177,8 @@ fn rows_show_identities_addresses_and_outcome() {
             "5432",
             "150",
             "3",
-            "unattributed (refused)"
+            "unattributed (refused)",
+            "-"
         ]
     );
     let mut f = stored(
@@ -177,7 +194,12 @@ fn rows_show_identities_addresses_and_outcome() {
     );
     f.flow.protocol = Protocol::Icmp;
     f.flow.outcome = None;
-    let r = row(&f);
+    f.verdict = Some(Outcome::WouldDeny);
+    f.verdict_rule = Some("corp-watch".into());
+    let r = row(&f, true);
+    assert_eq!(r[9..], ["would-deny", "corp-watch"]);
+    assert_eq!(headers(true)[9..], ["VERDICT", "RULE"]);
+    assert_eq!(headers(false).len(), 10);
     assert_eq!(r[2], "spiffe://td/hallmark/agent/n1 10.0.0.1");
     assert_eq!(r[4], "external:corp 10.0.0.2");
     assert_eq!(r[5], "-");

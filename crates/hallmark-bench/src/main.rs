@@ -22,6 +22,8 @@
 //! - `capture`: eBPF flow capture attached vs not (connection rate, bulk
 //!   throughput), the agent's CPU per flow and memory with 100,000 open
 //!   connections, and close -> `flows list`.
+//! - `policy`: identity policy decisions and group membership vs the
+//!   `cedar-policy` crate deciding the same questions from the same policy.
 //! - `policy-push`: an applied policy revision in force on every agent, vs
 //!   the apply call.
 
@@ -38,6 +40,7 @@ mod ha;
 mod issuance;
 mod memory;
 mod noop;
+mod policy_bench;
 mod policy_push;
 mod procfs;
 mod propagation;
@@ -102,6 +105,9 @@ enum Bench {
     /// eBPF flow capture attached vs not: connection rate, bulk throughput,
     /// agent CPU and memory, close -> `flows list` (needs root).
     Capture(capture::CaptureArgs),
+    /// Policy decisions (1,000 rules, 200 groups, 10,000 workloads) and
+    /// group membership vs cedar-policy on the same questions.
+    Policy(policy_bench::PolicyArgs),
     /// Holds loopback connections open for `capture` until stdin closes.
     #[command(hide = true)]
     CaptureHold(capture::HoldArgs),
@@ -250,6 +256,13 @@ async fn run(cli: Cli) -> Result<()> {
                 report::write_json(p, "capture", &r)?;
             }
         }
+        Bench::Policy(args) => {
+            let r = policy_bench::run(&args)?;
+            policy_bench::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "policy", &r)?;
+            }
+        }
         Bench::CaptureHold(args) => capture::hold(&args)?,
         Bench::ProbeSvid(args) => containers::probe_svid(&args).await?,
     }
@@ -295,6 +308,37 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert_eq!(cli.json, Some(PathBuf::from("/tmp/x.json")));
+    }
+
+    #[test]
+    fn policy_sizes_default_to_the_issue_and_can_be_set() {
+        let cli = Cli::parse_from(["hallmark-bench", "policy"]);
+        match cli.bench {
+            Bench::Policy(a) => {
+                assert_eq!((a.workloads, a.groups, a.rules), (10_000, 200, 1_000));
+                assert_eq!(a.questions, 100_000);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let cli = Cli::parse_from([
+            "hallmark-bench",
+            "policy",
+            "--workloads",
+            "500",
+            "--groups",
+            "30",
+            "--rules",
+            "100",
+            "--questions",
+            "2000",
+        ]);
+        match cli.bench {
+            Bench::Policy(a) => {
+                assert_eq!((a.workloads, a.groups, a.rules), (500, 30, 100));
+                assert_eq!(a.questions, 2_000);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

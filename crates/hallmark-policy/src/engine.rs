@@ -7,9 +7,11 @@
 //! lowest rank. Rules are indexed by (initiator group, acceptor group,
 //! protocol); each index entry splits the port space into segments and
 //! stores, per segment, the lowest-ranked rule of any mode and the
-//! lowest-ranked enforce-mode rule. A decision visits each pair of the two
-//! endpoints' groups (a handful each), binary-searches the port, and keeps
-//! two minima. It allocates nothing.
+//! lowest-ranked enforce-mode rule. Each initiator group also keeps the set
+//! of acceptor groups some rule pairs it with, so a decision intersects
+//! that set with the acceptor's groups (a few words of bits) and looks up
+//! only the pairs a rule names, binary-searches the port, and keeps two
+//! minima. It allocates nothing.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,6 +34,10 @@ pub struct Policy {
     ranked: Vec<RankedRule>,
     /// (from id, to id, protocol) -> port table.
     index: HashMap<u64, PortTable, BuildHasherDefault<PairHasher>>,
+    /// Per initiator group, the acceptor groups some rule pairs it with:
+    /// a decision looks up only those pairs, not every pair of the two
+    /// endpoints' groups (most of which no rule names).
+    targets: Vec<GroupSet>,
     default: Action,
 }
 
@@ -94,17 +100,7 @@ impl GroupSet {
 
     /// Ids of the groups in the set, ascending.
     pub fn ids(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut rest = w;
-            std::iter::from_fn(move || {
-                if rest == 0 {
-                    return None;
-                }
-                let bit = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                Some(i * 64 + bit)
-            })
-        })
+        self.words.iter().enumerate().flat_map(|(i, &w)| bits(i, w))
     }
 
     /// How many groups are in the set.
@@ -114,6 +110,15 @@ impl GroupSet {
 
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
+    }
+
+    /// Ids of the groups in both sets, ascending, without allocating.
+    pub fn intersection<'a>(&'a self, other: &'a GroupSet) -> impl Iterator<Item = usize> + 'a {
+        self.words
+            .iter()
+            .zip(other.words.iter())
+            .enumerate()
+            .flat_map(|(i, (a, b))| bits(i, a & b))
     }
 
     /// Adds every group of `other` (the groups of an identity held by
@@ -237,6 +242,13 @@ impl Policy {
                 }
             }
         }
+        let mut targets = vec![GroupSet::with_capacity(names.len()); names.len()];
+        for key in cells.keys() {
+            let (from, to) = ((key >> 32) as usize, ((key & 0xffff_ffff) >> 1) as usize);
+            if let Some(set) = targets.get_mut(from) {
+                set.insert(to);
+            }
+        }
         let index = cells
             .into_iter()
             .map(|(key, rules)| (key, port_table(&rules)))
@@ -247,6 +259,7 @@ impl Policy {
             ids,
             ranked,
             index,
+            targets,
             default: doc.default,
         }
     }
@@ -268,7 +281,10 @@ impl Policy {
     pub fn decide(&self, from: &GroupSet, to: &GroupSet, protocol: Protocol, port: u16) -> Verdict {
         let (mut all, mut enforced) = (NONE, NONE);
         for f in from.ids() {
-            for t in to.ids() {
+            let Some(targets) = self.targets.get(f) else {
+                continue;
+            };
+            for t in targets.intersection(to) {
                 if let Some(table) = self.index.get(&cell(f, t, protocol)) {
                     let (a, e) = table.lookup(port);
                     all = all.min(a);
@@ -349,6 +365,19 @@ impl Policy {
             None => false,
         })
     }
+}
+
+/// The ids of the set bits of word `i`.
+fn bits(i: usize, word: u64) -> impl Iterator<Item = usize> {
+    let mut rest = word;
+    std::iter::from_fn(move || {
+        if rest == 0 {
+            return None;
+        }
+        let bit = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        Some(i * 64 + bit)
+    })
 }
 
 fn cell(from: usize, to: usize, protocol: Protocol) -> u64 {

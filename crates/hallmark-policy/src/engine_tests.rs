@@ -771,4 +771,6 @@ fn sets_by_name_and_their_union() {
     empty.union_with(&both);
     assert_eq!(empty, both);
     assert_eq!(p.groups_of(&wl("web")), web);
+    assert_eq!(both.intersection(&web).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(p.set_of(["db"]).intersection(&p.set_of(["web"])).count(), 1);
 }

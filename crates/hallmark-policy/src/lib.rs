@@ -101,8 +101,9 @@
 //! [`Policy::groups_of`] evaluates every group once per endpoint; callers
 //! cache the [`GroupSet`] ([`Membership`] keeps them for many endpoints,
 //! one `groups_of` per change). [`Policy::decide`] visits each (initiator group,
-//! acceptor group) pair, one hash lookup and one binary search each, and
-//! allocates nothing.
+//! acceptor group) pair that some rule names (a bitset intersection finds
+//! them), one hash lookup and one binary search each, and allocates
+//! nothing.
 
 #![forbid(unsafe_code)]
 

@@ -399,7 +399,6 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     drop(agent);
 }
 
-
 /// Two servers on one PostgreSQL: the agent reports to A, and B answers
 /// `group members` and `policy check` with what A stored, at once.
 #[test]

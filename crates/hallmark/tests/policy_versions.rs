@@ -232,4 +232,3 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-

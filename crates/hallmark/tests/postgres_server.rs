@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::postgres::*;
 use common::*;
 
-
 #[test]
 fn the_server_runs_on_postgresql_and_keeps_its_state_there() {
     let db = Database::create("hm_server");

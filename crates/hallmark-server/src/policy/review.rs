@@ -1,15 +1,16 @@
 //! `AuditPolicy`, `DryRunPolicy` and `SuggestPolicy`: policy held against
-//! the flows the datastore recorded. Every flow is decided through
-//! `hallmark_flows::policy`, as its stored verdict is, so the audit of a
-//! flow and the verdict it was stored with never disagree under one
-//! revision. Flows policy cannot decide (an unattributed end, an unknown
+//! the flows the datastore recorded. Every flow is decided by a
+//! `hallmark_flows::verdict::Judge` (each end's groups computed once), as
+//! its stored verdict is, so the audit of a flow and the verdict it was
+//! stored with never disagree under one revision. Flows policy cannot decide (an unattributed end, an unknown
 //! initiator, a protocol other than TCP or UDP) take part in none.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use hallmark_core::time::unix_millis;
-use hallmark_flows::policy::{decide, question};
+use hallmark_flows::policy::question;
+use hallmark_flows::verdict::{Judge, RevisedPolicy};
 use hallmark_flows::{FlowQuery, StoredFlow};
 use hallmark_policy::{
     suggest, to_yaml, DecidedBy, Mode, Observed, Outcome, Policy, SuggestBy, Verdict,
@@ -64,24 +65,13 @@ async fn for_each_flow(
     }
 }
 
-/// A stored flow as a row with a verdict at the top level.
+/// A stored flow as a row with a verdict at the top level: `revision` is
+/// the revision that decided it, `None` for a candidate's verdict.
 pub(crate) fn flow_row(f: &StoredFlow, v: &Verdict, revision: Option<i64>) -> serde_json::Value {
-    let mut row = serde_json::to_value(f).unwrap_or(serde_json::Value::Null);
-    if let Some(obj) = row.as_object_mut() {
-        let word = |o: Outcome| serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-        obj.insert("verdict".into(), word(v.outcome));
-        obj.remove("verdict_rule");
-        obj.remove("verdict_mode");
-        if let DecidedBy::Rule { name, mode, .. } = &v.decided_by {
-            obj.insert("verdict_rule".into(), name.to_string().into());
-            obj.insert("verdict_mode".into(), mode.as_str().into());
-        }
-        obj.insert(
-            "policy_revision".into(),
-            revision.map_or(serde_json::Value::Null, Into::into),
-        );
-    }
-    row
+    let mut f = f.clone();
+    f.set_verdict(v, revision.unwrap_or_default());
+    f.policy_revision = revision;
+    serde_json::to_value(&f).unwrap_or(serde_json::Value::Null)
 }
 
 fn window(since: Option<i64>, until: Option<i64>, default_ms: i64) -> Result<i64, Status> {
@@ -115,16 +105,25 @@ pub(crate) async fn audit_policy(shared: &Shared, json: &str) -> Result<String, 
         Some(n) => n.min(AUDIT_MAX_LIMIT),
     };
     let current = shared.policy.current();
+    let mut judge = Judge::new(&*current);
+    // The newest `limit` hits are kept; the list is cut back whenever it
+    // doubles, so an audit of millions of flows holds at most 2 x limit.
     let mut hits: Vec<(StoredFlow, Verdict)> = Vec::new();
+    let newest_first = |hits: &mut Vec<(StoredFlow, Verdict)>| {
+        hits.sort_by_key(|(f, _)| std::cmp::Reverse((f.flow.start_ms, f.id)));
+        hits.truncate(limit);
+    };
     for_each_flow(shared, since, r.until_ms, |f| {
-        let v = decide(&current.policy, &f);
+        let v = judge.decide(&f);
         if wanted.contains(&v.outcome) {
             hits.push((f, v));
+            if hits.len() >= 2 * limit {
+                newest_first(&mut hits);
+            }
         }
     })
     .await?;
-    hits.sort_by_key(|(f, _)| std::cmp::Reverse((f.flow.start_ms, f.id)));
-    hits.truncate(limit);
+    newest_first(&mut hits);
     let rows: Vec<serde_json::Value> = hits
         .iter()
         .map(|(f, v)| flow_row(f, v, Some(current.revision)))
@@ -141,7 +140,10 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
         r.file.as_str()
     };
     let candidate = match hallmark_policy::parse(file, &r.document) {
-        Ok(p) => Policy::compile(&p.document),
+        Ok(p) => RevisedPolicy {
+            revision: 0,
+            policy: Policy::compile(&p.document),
+        },
         Err(e) => {
             let lines: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
             return Err(Status::invalid_argument(format!(
@@ -154,6 +156,7 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
     };
     let since = window(r.since_ms, None, REVIEW_WINDOW_MS)?;
     let current = shared.policy.current();
+    let (mut before_judge, mut after_judge) = (Judge::new(&*current), Judge::new(&candidate));
     let mut considered = 0u64;
     let mut changed = 0u64;
     type Key = (Option<String>, Option<Mode>, Outcome, Outcome);
@@ -164,8 +167,8 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
             return;
         }
         considered += 1;
-        let before = decide(&current.policy, &f);
-        let after = decide(&candidate, &f);
+        let before = before_judge.decide(&f);
+        let after = after_judge.decide(&f);
         if matches!(after.decided_by, DecidedBy::Default { .. }) {
             unmatched.flows += 1;
             if unmatched.examples.len() < EXAMPLES {

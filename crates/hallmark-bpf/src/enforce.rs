@@ -740,6 +740,8 @@ where
 /// Makes sure `dir` can hold pins: it must be on bpffs. When nothing is
 /// mounted at `/sys/fs/bpf` and `dir` is below it, bpffs is mounted there.
 fn ensure_bpffs(dir: &Path) -> Result<(), EnforceError> {
+    // f_type's integer type differs between targets, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
     let on_bpffs = |p: &Path| {
         nix::sys::statfs::statfs(p)
             .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)

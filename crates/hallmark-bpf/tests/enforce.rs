@@ -365,6 +365,29 @@ fn udp_sendto_replies_and_inbound_datagrams() {
     assert_eq!(ev[2].local.port(), client_addr.port());
     assert_eq!(ev[2].remote, stranger.local_addr().unwrap());
     assert!(enf.map_usage().unwrap().udp_ok.used >= 1);
+
+    // A dual-stack v6 socket talking to the v4 server through a mapped
+    // address: sendto is decided as v4, and the (IPv4) reply passes.
+    let dual = {
+        let _in = cg.enter();
+        UdpSocket::bind("[::]:0").unwrap()
+    };
+    dual.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    dual.send_to(b"ping6", ("::ffff:127.0.0.1", server_port))
+        .unwrap();
+    let (n, from) = server.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping6");
+    server.send_to(b"pong6", from).unwrap();
+    let (n, _) = dual.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pong6");
+    assert_eperm(dual.send_to(b"x", ("::ffff:127.0.0.1", closed_port)));
+    let ev = events(&mut enf);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!(
+        ev[0].remote,
+        SocketAddr::from(([127, 0, 0, 1], closed_port))
+    );
 }
 
 #[test]
@@ -575,6 +598,61 @@ fn exemptions_v6_and_v4_mapped() {
     }
     assert!(events(&mut enf).is_empty());
     assert_eq!(enf.map_usage().unwrap().exempt.used, 2);
+}
+
+#[test]
+fn the_sockets_cgroup_decides_not_the_callers() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let denied = listener("127.0.0.1:0");
+    let mut enf = Enforcer::load(&EnforceOptions::default()).unwrap();
+    let cg = Cgroup::new("owner");
+    enf.install(&image(
+        &cg,
+        Verdict::Allow,
+        vec![(
+            pair(LOOPBACK, Protocol::Tcp, Direction::Egress),
+            only_port(denied, Verdict::Deny, 91),
+        )],
+    ))
+    .unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 1], denied));
+    let new_socket = || {
+        nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .unwrap()
+    };
+    let connect_fd = |fd: &std::os::fd::OwnedFd| {
+        use std::os::fd::AsRawFd;
+        nix::sys::socket::connect(
+            fd.as_raw_fd(),
+            &nix::sys::socket::SockaddrIn::from(match to {
+                SocketAddr::V4(a) => a,
+                SocketAddr::V6(_) => unreachable!(),
+            }),
+        )
+    };
+    // Created inside the enforced cgroup, connected from outside: denied.
+    let inside = {
+        let _in = cg.enter();
+        new_socket()
+    };
+    assert_eq!(connect_fd(&inside), Err(nix::errno::Errno::EPERM));
+    // Created outside, connected from inside: not enforced.
+    let outside = new_socket();
+    {
+        let _in = cg.enter();
+        connect_fd(&outside).unwrap();
+    }
+    let ev = events(&mut enf);
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    assert_eq!((ev[0].cgroup_id, ev[0].rule), (cg.id, 91));
 }
 
 /// Programs named `hm_enf_*` loaded in the kernel.

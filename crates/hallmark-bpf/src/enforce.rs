@@ -18,7 +18,6 @@
 //! a gap and without loading a second set of programs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -29,9 +28,10 @@ use aya::programs::{
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
+use crate::enforce_plan::Plan;
 use crate::enforce_records::{
     self as rec, Exempt, Mode, PairKey, Peer, Segment, Verdict, CONFIG_SIZE, EXEMPT_KEY_SIZE,
-    LOCAL_KEY_SIZE, MAX_SEGS, PAIR_KEY_SIZE, PAIR_VAL_SIZE, PEER4_DATA, PEER6_DATA,
+    LOCAL_KEY_SIZE, PAIR_KEY_SIZE, PAIR_VAL_SIZE, PEER4_DATA, PEER6_DATA,
 };
 use crate::error::{CaptureError, EnforceError};
 use crate::sys;
@@ -57,10 +57,10 @@ pub const UDP_OK_CAPACITY: usize = 65_536;
 pub const EVENT_RING_BYTES: usize = 1 << 20;
 
 const MAP_CONFIG: &str = "hm_enf_config";
-const MAP_LOCAL: &str = "hm_enf_local";
-const MAP_PEER4: &str = "hm_enf_peer4";
-const MAP_PEER6: &str = "hm_enf_peer6";
-const MAP_PAIRS: &str = "hm_enf_pairs";
+pub(crate) const MAP_LOCAL: &str = "hm_enf_local";
+pub(crate) const MAP_PEER4: &str = "hm_enf_peer4";
+pub(crate) const MAP_PEER6: &str = "hm_enf_peer6";
+pub(crate) const MAP_PAIRS: &str = "hm_enf_pairs";
 const MAP_EXEMPT: &str = "hm_enf_exempt";
 const MAP_UDP_OK: &str = "hm_enf_udp_ok";
 const MAP_EVENTS: &str = "hm_enf_events";
@@ -109,13 +109,14 @@ pub struct PolicyImage {
     /// Mode after the install.
     pub mode: Mode,
     /// Verdict for a pair with no entry (rule 0).
-    pub default_verdict: Option<Verdict>,
+    pub default_verdict: Verdict,
     /// Enforced cgroups: (cgroup id, local identity). Sockets of other
     /// cgroups are never affected.
     pub locals: Vec<(u64, u32)>,
     /// Peer identities by address prefix; no match is identity 0.
     pub peers: Vec<Peer>,
-    /// Port segments per pair, sorted by `start`, at most [`MAX_SEGS`].
+    /// Port segments per pair, sorted by `start`, at most
+    /// [`MAX_SEGS`](crate::MAX_SEGS).
     pub pairs: Vec<(PairKey, Vec<Segment>)>,
     /// Traffic never blocked.
     pub exempt: Vec<Exempt>,
@@ -453,7 +454,7 @@ impl Enforcer {
                 .map_err(|e| EnforceError::map(MAP_EXEMPT, "inserting", e))?;
         }
         let mut new_defaults = defaults.map(rec::verdict_from_raw);
-        new_defaults[next as usize] = image.default_verdict.unwrap_or(Verdict::Allow);
+        new_defaults[next as usize] = image.default_verdict;
         self.config
             .set(0, rec::config(image.mode, next, new_defaults), 0)
             .map_err(|e| EnforceError::map(MAP_CONFIG, "flipping", e))?;
@@ -622,95 +623,6 @@ impl Enforcer {
                 self.udp_ok.keys().filter(Result::is_ok).count(),
                 UDP_OK_CAPACITY,
             ),
-        })
-    }
-}
-
-/// An image checked and deduplicated, ready to write.
-struct Plan {
-    locals: BTreeMap<u64, u32>,
-    peer4: BTreeMap<(std::net::Ipv4Addr, u8), u32>,
-    peer6: BTreeMap<(std::net::Ipv6Addr, u8), u32>,
-    pairs: BTreeMap<PairKey, Vec<Segment>>,
-    exempt: Vec<[u8; EXEMPT_KEY_SIZE]>,
-}
-
-impl Plan {
-    /// Checks everything that could make the install fail half way;
-    /// later entries for the same key win.
-    fn new(image: &PolicyImage) -> Result<Plan, EnforceError> {
-        let locals: BTreeMap<u64, u32> = image.locals.iter().copied().collect();
-        let mut peer4 = BTreeMap::new();
-        let mut peer6 = BTreeMap::new();
-        for p in &image.peers {
-            // A v4-mapped v6 prefix (::ffff:a.b.c.d/96+n) is the v4 /n.
-            let (addr, len) = match (p.addr, rec::canonical(p.addr)) {
-                (IpAddr::V6(_), IpAddr::V4(v4)) if p.prefix_len >= 96 => {
-                    (IpAddr::V4(v4), p.prefix_len - 96)
-                }
-                (a, _) => (a, p.prefix_len),
-            };
-            match addr {
-                IpAddr::V4(a) if len <= 32 => {
-                    let masked =
-                        u32::from(a) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-                    peer4.insert((masked.into(), len), p.ident);
-                }
-                IpAddr::V6(a) if len <= 128 => {
-                    let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-                    peer6.insert(((u128::from(a) & mask).into(), len), p.ident);
-                }
-                _ => {
-                    return Err(EnforceError::BadPrefix {
-                        addr: p.addr,
-                        prefix_len: p.prefix_len,
-                    })
-                }
-            }
-        }
-        let mut pairs = BTreeMap::new();
-        for (pair, segs) in &image.pairs {
-            if segs.len() > MAX_SEGS {
-                return Err(EnforceError::TooManySegments {
-                    pair: *pair,
-                    segments: segs.len(),
-                });
-            }
-            if segs.is_empty() {
-                return Err(EnforceError::BadSegments {
-                    pair: *pair,
-                    reason: "no port segments",
-                });
-            }
-            if segs.windows(2).any(|w| w[0].start >= w[1].start) {
-                return Err(EnforceError::BadSegments {
-                    pair: *pair,
-                    reason: "segment starts must strictly increase",
-                });
-            }
-            pairs.insert(*pair, segs.clone());
-        }
-        let exempt: BTreeSet<_> = image.exempt.iter().map(rec::exempt_key).collect();
-        for (map, needed, capacity) in [
-            (MAP_LOCAL, locals.len(), LOCAL_CAPACITY),
-            (MAP_PEER4, peer4.len(), PEER4_CAPACITY),
-            (MAP_PEER6, peer6.len(), PEER6_CAPACITY),
-            (MAP_PAIRS, pairs.len(), PAIR_CAPACITY),
-        ] {
-            if needed > capacity {
-                return Err(EnforceError::Capacity {
-                    map,
-                    needed,
-                    capacity,
-                });
-            }
-        }
-        Ok(Plan {
-            locals,
-            peer4,
-            peer6,
-            pairs,
-            exempt: exempt.into_iter().collect(),
         })
     }
 }

@@ -67,9 +67,10 @@ impl Mode {
 }
 
 /// The outcome of one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Verdict {
     /// Let through, no event.
+    #[default]
     Allow,
     /// Blocked (EPERM for connect/sendmsg, dropped on ingress), with an event.
     Deny,

@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod enforce;
+mod enforce_plan;
 mod enforce_records;
 mod error;
 mod records;

@@ -148,7 +148,7 @@ fn peer(addr: &str, prefix_len: u8, ident: u32) -> Peer {
 fn image(cg: &Cgroup, default: Verdict, pairs: Vec<(PairKey, Vec<Segment>)>) -> PolicyImage {
     PolicyImage {
         mode: Mode::On,
-        default_verdict: Some(default),
+        default_verdict: default,
         locals: vec![(cg.id, LOCAL)],
         peers: vec![peer("127.0.0.1", 32, LOOPBACK), peer("::1", 128, LOOPBACK)],
         pairs,

@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Builds flows.bpf.o from flows.bpf.c (the one way the committed object is made).
-#   build.sh          rebuild flows.bpf.o in place
-#   build.sh --check  rebuild into a temporary directory and fail if the
-#                     committed flows.bpf.o differs; skip (exit 0) without clang
+# Builds flows.bpf.o and enforce.bpf.o from their sources (the one way the
+# committed objects are made).
+#   build.sh          rebuild both objects in place
+#   build.sh --check  rebuild into a temporary directory and fail if a
+#                     committed object differs; skip (exit 0) without clang
 set -euo pipefail
 cd "$(dirname "$0")"
 
-build() { # $1: output path relative to this directory
+OBJECTS=(flows enforce)
+
+build() { # $1: name (flows, enforce); $2: output path relative to this directory
     # -fdebug-compilation-dir=. keeps the checkout's absolute path out of the
     # object's BTF, so every clone builds the same bytes.
-    clang -O2 -g -fdebug-compilation-dir=. -target bpf -D__TARGET_ARCH_x86 -c flows.bpf.c -o "$1"
-    llvm-strip -g "$1"
+    clang -O2 -g -fdebug-compilation-dir=. -target bpf -D__TARGET_ARCH_x86 -c "$1.bpf.c" -o "$2"
+    llvm-strip -g "$2"
 }
 
 case "${1:-}" in
 "")
-    build flows.bpf.o
+    for o in "${OBJECTS[@]}"; do
+        build "$o" "$o.bpf.o"
+    done
     ;;
 --check)
     if ! command -v clang >/dev/null || ! command -v llvm-strip >/dev/null; then
@@ -26,13 +31,18 @@ case "${1:-}" in
     trap 'rm -rf "$tmp"' EXIT
     # Build from a copy with the same relative names so the object (which
     # records the source file name) matches a build made in place.
-    cp flows.bpf.c hallmark_vmlinux.h "$tmp/"
-    (cd "$tmp" && build flows.bpf.o)
-    if ! cmp -s "$tmp/flows.bpf.o" flows.bpf.o; then
-        echo "flows.bpf.o is stale: run crates/hallmark-bpf/bpf/build.sh" >&2
-        exit 1
-    fi
-    echo "build.sh --check: flows.bpf.o is up to date"
+    cp hallmark_vmlinux.h "$tmp/"
+    stale=0
+    for o in "${OBJECTS[@]}"; do
+        cp "$o.bpf.c" "$tmp/"
+        (cd "$tmp" && build "$o" "$o.bpf.o")
+        if ! cmp -s "$tmp/$o.bpf.o" "$o.bpf.o"; then
+            echo "$o.bpf.o is stale: run crates/hallmark-bpf/bpf/build.sh" >&2
+            stale=1
+        fi
+    done
+    [ "$stale" = 0 ] || exit 1
+    echo "build.sh --check: flows.bpf.o and enforce.bpf.o are up to date"
     ;;
 *)
     echo "usage: build.sh [--check]" >&2

@@ -1,7 +1,12 @@
-//! Why capture could not start or run, in words an operator can act on.
+//! Why capture or enforcement could not start or run, in words an operator
+//! can act on.
 
 use std::error::Error as StdError;
 use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::enforce_records::{PairKey, MAX_SEGS};
 
 /// A boxed cause from the BPF loader.
 pub type Source = Box<dyn StdError + Send + Sync + 'static>;
@@ -73,6 +78,99 @@ impl CaptureError {
         match permission_denied(source.as_ref()) {
             Some(msg) => CaptureError::NoPermission(format!("attaching {program}: {msg}")),
             None => CaptureError::Attach { program, source },
+        }
+    }
+}
+
+/// Why enforcement could not start, or why a policy image was refused. A
+/// refused image changes nothing: the one in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    /// Loading or attaching failed (permission, BTF, cgroup, verifier).
+    #[error(transparent)]
+    Setup(#[from] CaptureError),
+    /// Pinning to, or taking over from, a bpffs directory failed.
+    #[error("pinned enforcement at {path}: {message}")]
+    Pin {
+        /// The pin directory or file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A pair has more port segments than the kernel table holds.
+    #[error("pair {pair:?} has {segments} port segments, at most {max} fit", max = MAX_SEGS)]
+    TooManySegments {
+        /// The pair.
+        pair: PairKey,
+        /// How many it has.
+        segments: usize,
+    },
+    /// A pair's segments are empty or their starts do not strictly increase.
+    #[error("pair {pair:?}: {reason}")]
+    BadSegments {
+        /// The pair.
+        pair: PairKey,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The image needs more entries than a map may hold for one generation.
+    #[error("map {map} would need {needed} entries, capacity {capacity}")]
+    Capacity {
+        /// The map.
+        map: &'static str,
+        /// Entries the image needs.
+        needed: usize,
+        /// Entries one image may use.
+        capacity: usize,
+    },
+    /// A peer prefix is longer than its address family allows.
+    #[error("peer prefix {addr}/{prefix_len} is invalid")]
+    BadPrefix {
+        /// The address.
+        addr: IpAddr,
+        /// The prefix length.
+        prefix_len: u8,
+    },
+    /// A map operation failed; an install in progress was rolled back.
+    #[error("{op} on map {map} failed: {message}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// The kernel's error.
+        message: String,
+    },
+}
+
+impl EnforceError {
+    /// A short stable label for status pages and metrics: the setup
+    /// error's label, or `pin-failed`, `too-many-segments`, `bad-segments`,
+    /// `capacity`, `bad-prefix`, `map-failed`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            EnforceError::Setup(e) => e.reason(),
+            EnforceError::Pin { .. } => "pin-failed",
+            EnforceError::TooManySegments { .. } => "too-many-segments",
+            EnforceError::BadSegments { .. } => "bad-segments",
+            EnforceError::Capacity { .. } => "capacity",
+            EnforceError::BadPrefix { .. } => "bad-prefix",
+            EnforceError::Map { .. } => "map-failed",
+        }
+    }
+
+    pub(crate) fn map(map: &'static str, op: &'static str, e: impl std::fmt::Display) -> Self {
+        EnforceError::Map {
+            map,
+            op,
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn pin(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        EnforceError::Pin {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! eBPF flow capture for the Hallmark agent: the compiled programs
-//! (`bpf/flows.bpf.c`, committed as `bpf/flows.bpf.o`) and their loader.
+//! eBPF flow capture and policy enforcement for the Hallmark agent. Capture:
+//! the compiled programs (`bpf/flows.bpf.c`, committed as `bpf/flows.bpf.o`)
+//! and their loader.
 //!
 //! [`Capture::load`] attaches:
 //! - TCP lifecycle tracking on `inet_sock_set_state` (`tp_btf`, or `raw_tp`
@@ -17,10 +18,18 @@
 //! Dropping the [`Capture`] detaches and unloads everything. Timestamps are
 //! CLOCK_MONOTONIC nanoseconds ([`monotonic_now_ns`]).
 //!
-//! The object is embedded with `include_bytes!`, so building this crate
-//! needs only cargo; `bpf/build.sh` rebuilds the object with clang.
+//! [`Enforcer`] (module `enforce`) is the other half: identity policy
+//! enforcement with `cgroup/connect*`, `cgroup/sendmsg*` and
+//! `cgroup_skb/ingress` programs from `bpf/enforce.bpf.c`, driven by
+//! generation-switched policy maps ([`PolicyImage`]).
+//!
+//! The objects are embedded with `include_bytes!`, so building this crate
+//! needs only cargo; `bpf/build.sh` rebuilds them with clang.
 #![forbid(unsafe_code)]
 
+mod enforce;
+mod enforce_plan;
+mod enforce_records;
 mod error;
 mod records;
 mod sys;
@@ -37,7 +46,15 @@ use aya::programs::{
 };
 use aya::{Btf, Ebpf, EbpfLoader};
 
-pub use error::{CaptureError, Source};
+pub use enforce::{
+    Decisions, EnforceDrops, EnforceOptions, EnforceUsage, Enforcer, InstallReport, PolicyImage,
+    Usage, EVENT_RING_BYTES, EXEMPT_CAPACITY, LOCAL_CAPACITY, PAIR_CAPACITY, PEER4_CAPACITY,
+    PEER6_CAPACITY, UDP_OK_CAPACITY,
+};
+pub use enforce_records::{
+    Direction, EnforceEvent, Exempt, Mode, PairKey, Peer, Protocol, Segment, Verdict, MAX_SEGS,
+};
+pub use error::{CaptureError, EnforceError, Source};
 pub use records::{Listener, Outcome, RecordError, TcpEvent, UdpFlow};
 pub use sys::{cgroup2_mount, monotonic_now_ns, probe};
 

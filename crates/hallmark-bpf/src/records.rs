@@ -154,6 +154,12 @@ pub enum RecordError {
     /// The outcome byte names no known outcome.
     #[error("flow record outcome {0} is unknown (0..=3)")]
     Outcome(u8),
+    /// An enforcement event's verdict is neither deny (1) nor would-deny (2).
+    #[error("enforcement event verdict {0} is unknown (1 deny, 2 would-deny)")]
+    Verdict(u8),
+    /// An enforcement event's protocol is neither TCP (6) nor UDP (17).
+    #[error("enforcement event protocol {0} is unknown (6 tcp, 17 udp)")]
+    Protocol(u8),
 }
 
 fn u64_at(b: &[u8], off: usize) -> u64 {

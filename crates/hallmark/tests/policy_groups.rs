@@ -275,7 +275,7 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     );
     let table = server.cli(&["group", "list"]).ok();
     assert!(
-        table.stdout.contains("GROUP") && table.stdout.contains(r#"{"labels":{"app":"web"}}"#),
+        table.stdout.contains("GROUP") && table.stdout.contains("labels: {app: web}"),
         "{table}"
     );
 

@@ -42,11 +42,7 @@ async fn list(conn: AdminArgs) -> Result<()> {
     let rows = groups
         .iter()
         .map(|g| {
-            let blocks: Vec<String> = g
-                .blocks
-                .iter()
-                .map(|b| serde_json::to_string(b).unwrap_or_default())
-                .collect();
+            let blocks: Vec<String> = g.blocks.iter().map(block_text).collect();
             vec![
                 g.name.clone(),
                 g.members.to_string(),
@@ -64,6 +60,35 @@ async fn list(conn: AdminArgs) -> Result<()> {
         })
         .collect();
     out!("{}", table(&["GROUP", "MEMBERS", "MATCHES", "RULES"], rows))
+}
+
+/// A match block as the document writes it, in YAML flow style on one
+/// line: `namespace: payments, labels: {tier: db}`.
+fn block_text(block: &serde_json::Value) -> String {
+    fn flow(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(items) => {
+                format!(
+                    "[{}]",
+                    items.iter().map(flow).collect::<Vec<_>>().join(", ")
+                )
+            }
+            serde_json::Value::Object(fields) => format!("{{{}}}", pairs(fields)),
+            other => other.to_string(),
+        }
+    }
+    fn pairs(fields: &serde_json::Map<String, serde_json::Value>) -> String {
+        fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", flow(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    match block {
+        serde_json::Value::Object(fields) => pairs(fields),
+        other => flow(other),
+    }
 }
 
 async fn members(a: MembersArgs) -> Result<()> {
@@ -118,4 +143,26 @@ async fn members(a: MembersArgs) -> Result<()> {
         "{}",
         table(&["KIND", "MEMBER", "IMAGE", "SPIFFE ID", "ADDRESSES"], rows)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_text;
+
+    #[test]
+    fn blocks_read_as_the_document_writes_them() {
+        let b = serde_json::json!({
+            "namespace": "payments",
+            "labels": {"tier": "db"},
+            "match_expressions": [{"key": "track", "operator": "NotIn", "values": ["canary"]}],
+        });
+        assert_eq!(
+            block_text(&b),
+            "labels: {tier: db}, match_expressions: [{key: track, operator: NotIn, values: [canary]}], namespace: payments"
+        );
+        assert_eq!(
+            block_text(&serde_json::json!({"selector": "docker:label:app:web"})),
+            "selector: docker:label:app:web"
+        );
+    }
 }

@@ -111,6 +111,7 @@ mod attributes;
 mod diagnostic;
 mod document;
 mod engine;
+mod kernel;
 mod membership;
 mod parse;
 mod suggest;
@@ -124,6 +125,10 @@ pub use document::{
     SpiffePattern, ANY_GROUP, DEFAULT_PRIORITY, MAX_NAME_LEN,
 };
 pub use engine::{DecidedBy, GroupSet, Outcome, Policy, Verdict};
+pub use kernel::{
+    compile_kernel, Direction, KernelError, KernelImage, KernelLimits, KernelVerdict, PairKey,
+    Segment,
+};
 pub use membership::Membership;
 pub use parse::{parse, Parsed};
 pub use suggest::{suggest, to_yaml, Observed, SuggestBy, CATCH_ALL_RULE};

@@ -32,7 +32,7 @@ const APPS: [&str; 4] = ["web", "db", "api", "batch"];
 
 /// Nested, overlapping, both families, a host, a /0 each, and an
 /// IPv4-mapped prefix (which holds no address).
-const CIDRS: [&str; 12] = [
+const CIDRS: [&str; 16] = [
     "10.0.0.0/8",
     "10.1.0.0/16",
     "10.1.2.0/24",
@@ -45,10 +45,14 @@ const CIDRS: [&str; 12] = [
     "::/0",
     "::ffff:10.0.0.0/104",
     "10.128.0.0/9",
+    "10.1.2.0/25",
+    "fd00::/16",
+    "::fffe:0:0/95",
+    "::fffe:0:0/96",
 ];
 
 /// Addresses in and around the prefixes above, IPv4-mapped ones included.
-pub(crate) const ADDRS: [&str; 16] = [
+pub(crate) const ADDRS: [&str; 21] = [
     "10.1.2.3",
     "10.1.2.4",
     "10.1.2.5",
@@ -65,6 +69,11 @@ pub(crate) const ADDRS: [&str; 16] = [
     "::ffff:1.2.3.4",
     "::ffff:10.0.0.9",
     "fe80::1",
+    "10.1.2.1",
+    "10.1.2.200",
+    "10.0.0.1",
+    "fd00::9",
+    "::fffe:1:2",
 ];
 
 const PORTS: [u16; 10] = [1, 2, 22, 80, 443, 1000, 5432, 8000, 65534, 65535];
@@ -199,6 +208,11 @@ fn kernel_decide<K>(
         .peers
         .iter()
         .filter(|(net, len, _)| {
+            // The programs' loader stores an IPv4-mapped prefix as IPv4.
+            let (net, len) = match net.to_canonical() {
+                IpAddr::V4(v4) if net.is_ipv6() && *len >= 96 => (IpAddr::V4(v4), len - 96),
+                _ => (*net, *len),
+            };
             Cidr::parse(&format!("{net}/{len}"))
                 .unwrap()
                 .contains(remote)

@@ -392,7 +392,7 @@ impl Net {
         }
     }
 
-    fn max_len(&self) -> u8 {
+    fn max_len(self) -> u8 {
         if self.v4 {
             32
         } else {
@@ -400,7 +400,7 @@ impl Net {
         }
     }
 
-    fn to_addr(&self, bits: u128) -> IpAddr {
+    fn to_addr(self, bits: u128) -> IpAddr {
         if self.v4 {
             // The low 96 bits of an IPv4 prefix are zero.
             IpAddr::V4(Ipv4Addr::from((bits >> 96) as u32))

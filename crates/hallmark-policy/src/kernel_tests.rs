@@ -96,6 +96,10 @@ pub(crate) fn workload(app: &str, addr: Option<&str>) -> Attributes {
     }
 }
 
+fn any_app(rng: &mut Rng) -> &'static str {
+    APPS[rng.below(APPS.len() as u64) as usize]
+}
+
 fn ports(rng: &mut Rng) -> String {
     let range = |rng: &mut Rng| {
         let lo = *rng.pick(&PORTS);
@@ -173,7 +177,7 @@ pub(crate) fn random_case(seed: u64) -> Case {
             0 => None,
             _ => Some(*rng.pick(&ADDRS)),
         };
-        endpoints.push(workload(*rng.pick(&APPS), addr));
+        endpoints.push(workload(any_app(&mut rng), addr));
     }
     for a in ADDRS {
         endpoints.push(Attributes::address(a.parse().unwrap()));
@@ -270,7 +274,7 @@ fn node(case: &Case, rng: &mut Rng) -> Node {
         if !seen.insert(addr.to_canonical()) {
             continue;
         }
-        let owner = workload(*rng.pick(&APPS), Some(&addr.to_string()));
+        let owner = workload(any_app(rng), Some(&addr.to_string()));
         peers.push((addr, p.groups_of(&owner)));
     }
     Node { locals, peers }
@@ -284,7 +288,9 @@ fn check_shape<K>(img: &KernelImage<K>) {
     for (k, segs) in &img.pairs {
         assert!(!segs.is_empty(), "{k:?}");
         assert!(segs.windows(2).all(|w| w[0].start < w[1].start), "{k:?}");
-        assert!(segs.windows(2).all(|w| (w[0].verdict, w[0].rule) != (w[1].verdict, w[1].rule)));
+        assert!(segs
+            .windows(2)
+            .all(|w| (w[0].verdict, w[0].rule) != (w[1].verdict, w[1].rule)));
         assert!(segs.iter().all(|s| s.rule as usize <= img.rules.len()));
     }
     let sets: HashSet<&GroupSet> = img.identities.iter().collect();
@@ -314,7 +320,10 @@ fn the_kernel_lookup_decides_as_the_engine() {
                 .peers
                 .iter()
                 .find(|(a, _)| a.to_canonical() == addr.to_canonical())
-                .map_or_else(|| p.groups_of(&Attributes::address(addr)), |(_, g)| g.clone());
+                .map_or_else(
+                    || p.groups_of(&Attributes::address(addr)),
+                    |(_, g)| g.clone(),
+                );
             let protocol = *rng.pick(&[Protocol::Tcp, Protocol::Udp]);
             let port = match rng.below(3) {
                 0 => *rng.pick(&PORTS),
@@ -339,4 +348,261 @@ fn the_kernel_lookup_decides_as_the_engine() {
     }
     // Every verdict was exercised.
     assert!(seen.iter().all(|n| *n > 100), "{seen:?}");
+}
+
+fn compile(yaml: &str) -> Policy {
+    Policy::compile(&parse("test.yaml", yaml).unwrap().document)
+}
+
+const WEB_DB: &str = "groups:
+  web: [{selector: \"docker:label:app:web\"}]
+  payments-db: [{selector: \"docker:label:app:db\"}]
+rules:
+  - {name: web-to-db, from: [web], to: [payments-db], protocol: tcp, ports: ['5432'], action: allow}
+  - {name: watch-db, from: [any], to: [payments-db], protocol: tcp, ports: ['5432'], action: deny, mode: watch, priority: 2000}
+default: allow
+";
+
+fn addr(a: &str) -> IpAddr {
+    a.parse().unwrap()
+}
+
+#[test]
+fn a_small_policy_is_a_small_image() {
+    let p = compile(WEB_DB);
+    let (web, db) = (
+        p.groups_of(&workload("web", Some("10.0.0.1"))),
+        p.groups_of(&workload("db", Some("10.0.0.2"))),
+    );
+    let img = compile_kernel(
+        &p,
+        &[("cg-web", web.clone()), ("cg-db", db.clone())],
+        &[
+            (addr("10.0.0.1"), web.clone()),
+            (addr("::ffff:10.0.0.2"), db.clone()),
+        ],
+        &ROOMY,
+    )
+    .unwrap();
+    assert_eq!(img.default, Action::Allow);
+    assert_eq!(img.rules, ["web-to-db", "watch-db"]);
+    // 0: an address alone; then web and db in the order first seen.
+    assert_eq!(
+        img.identities,
+        [p.set_of([]), web, db].map(|s| s.normalized())
+    );
+    assert_eq!(img.locals, [("cg-web", 1), ("cg-db", 2)]);
+    // The IPv4-mapped peer address is its IPv4 address.
+    assert_eq!(
+        img.peers,
+        [(addr("10.0.0.1"), 32, 1), (addr("10.0.0.2"), 32, 2)]
+    );
+    let seg = |start, verdict, rule| Segment {
+        start,
+        verdict,
+        rule,
+    };
+    let key = |local, remote, direction| PairKey {
+        local,
+        remote,
+        protocol: Protocol::Tcp,
+        direction,
+    };
+    use Direction::{Egress, Ingress};
+    use KernelVerdict::{Allow, WouldDeny};
+    // The leading run (the default) is left to the kernel's default; UDP
+    // and every pair no rule touches take the default and are left out.
+    let allow = vec![seg(5432, Allow, 1), seg(5433, Allow, 0)];
+    let watch = vec![seg(5432, WouldDeny, 2), seg(5433, Allow, 0)];
+    assert_eq!(
+        img.pairs,
+        [
+            (key(1, 2, Egress), allow.clone()),
+            (key(2, 0, Ingress), watch.clone()),
+            (key(2, 1, Ingress), allow),
+            (key(2, 2, Egress), watch.clone()),
+            (key(2, 2, Ingress), watch),
+        ]
+    );
+}
+
+#[test]
+fn no_rules_no_pairs() {
+    for default in ["allow", "deny"] {
+        let p = compile(&format!("groups: {{}}\nrules: []\ndefault: {default}\n"));
+        let any = p.set_of([]);
+        let img = compile_kernel(
+            &p,
+            &[(7u64, any.clone())],
+            &[(addr("10.0.0.1"), any.clone())],
+            &ROOMY,
+        )
+        .unwrap();
+        assert!(img.pairs.is_empty());
+        assert_eq!(img.identities.len(), 1);
+        assert_eq!(img.locals, [(7, 0)]);
+    }
+}
+
+#[test]
+fn nested_prefixes_each_have_their_identity() {
+    let p = compile(
+        "groups:
+  corp: [{cidr: 10.0.0.0/8}]
+  lab: [{cidr: 10.1.0.0/16}]
+  bench: [{cidr: 10.1.0.0/24}, {cidr: 10.1.0.7}]
+  halves: [{cidr: 10.0.0.0/9}, {cidr: 10.128.0.0/9}]
+  v6: [{cidr: 'fd00::/8'}]
+  mapped: [{cidr: '::ffff:10.0.0.0/104'}]
+rules:
+  - {name: r, from: [any], to: [corp, lab, bench, v6], action: deny}
+default: allow
+",
+    );
+    let img = compile_kernel::<u8>(&p, &[(0, p.set_of([]))], &[], &ROOMY).unwrap();
+    let groups: Vec<(String, Vec<&str>)> = img
+        .peers
+        .iter()
+        .map(|(a, l, id)| {
+            let set = &img.identities[*id as usize];
+            (format!("{a}/{l}"), p.names_in(set).collect())
+        })
+        .collect();
+    let g = |net: &str, names: &[&'static str]| (net.to_string(), names.to_vec());
+    assert_eq!(
+        groups,
+        [
+            // Covered whole by the two halves: never the longest match,
+            // still listed (its groups are those of its network address).
+            g("10.0.0.0/8", &["any", "corp", "halves"]),
+            g("10.0.0.0/9", &["any", "corp", "halves"]),
+            g("10.1.0.0/16", &["any", "corp", "lab", "halves"]),
+            // Shares its network address with the /24 and the /32 host
+            // inside it, yet is an address in neither.
+            g("10.1.0.0/24", &["any", "corp", "lab", "bench", "halves"]),
+            g("10.1.0.7/32", &["any", "corp", "lab", "bench", "halves"]),
+            g("10.128.0.0/9", &["any", "corp", "halves"]),
+            // The IPv4-mapped prefix holds no address: no entry.
+            g("fd00::/8", &["any", "v6"]),
+        ]
+    );
+    assert_eq!(p.names_in(&img.identities[0]).collect::<Vec<_>>(), ["any"]);
+}
+
+#[test]
+fn a_peer_address_overrides_its_host_prefix() {
+    let p = compile(
+        "groups:
+  db: [{selector: \"docker:label:app:db\"}]
+  host: [{cidr: 10.1.2.3/32}]
+rules: []
+",
+    );
+    let db = p.groups_of(&workload("db", Some("10.1.2.3")));
+    let img = compile_kernel::<u8>(&p, &[], &[(addr("10.1.2.3"), db.clone())], &ROOMY).unwrap();
+    assert_eq!(img.peers, [(addr("10.1.2.3"), 32, 2)]);
+    assert_eq!(img.identities[2], db.normalized());
+}
+
+#[test]
+fn a_peer_given_twice_must_agree() {
+    let p = compile(WEB_DB);
+    let (web, db) = (
+        p.groups_of(&workload("web", None)),
+        p.groups_of(&workload("db", None)),
+    );
+    let same = [
+        (addr("10.0.0.1"), web.clone()),
+        (addr("::ffff:10.0.0.1"), web.clone()),
+    ];
+    let img = compile_kernel::<u8>(&p, &[], &same, &ROOMY).unwrap();
+    assert_eq!(img.peers.len(), 1);
+    let both = [(addr("10.0.0.1"), web), (addr("::ffff:10.0.0.1"), db)];
+    let err = compile_kernel::<u8>(&p, &[], &both, &ROOMY).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::AmbiguousPeer {
+            addr: addr("10.0.0.1")
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "peer address 10.0.0.1 is given twice with different groups: leave out an address \
+         whose owner is ambiguous (it is then decided as an address alone)"
+    );
+}
+
+#[test]
+fn over_a_limit_is_an_error_naming_it_and_the_count() {
+    let p = compile(WEB_DB);
+    let (web, db) = (
+        p.groups_of(&workload("web", None)),
+        p.groups_of(&workload("db", None)),
+    );
+    let locals = [(1u64, web.clone()), (2, db.clone())];
+    let peers = [(addr("10.0.0.1"), web), (addr("10.0.0.2"), db)];
+    let with = |f: fn(&mut KernelLimits)| {
+        let mut limits = ROOMY;
+        f(&mut limits);
+        compile_kernel(&p, &locals, &peers, &limits)
+    };
+    // Exactly at each limit fits: 2 locals, 2 peers, 5 pairs, 2 segments.
+    let exact = KernelLimits {
+        max_segs: 2,
+        max_locals: 2,
+        max_peers: 2,
+        max_pairs: 5,
+    };
+    assert_eq!(
+        compile_kernel(&p, &locals, &peers, &exact)
+            .unwrap()
+            .pairs
+            .len(),
+        5
+    );
+
+    let err = with(|l| l.max_locals = 1).unwrap_err();
+    assert_eq!(err, KernelError::TooManyLocals { count: 2, limit: 1 });
+    assert!(err.to_string().starts_with(
+        "the policy image needs 2 local workload entries, more than the limit of 1: "
+    ));
+    let err = with(|l| l.max_peers = 1).unwrap_err();
+    assert_eq!(err, KernelError::TooManyPeers { count: 2, limit: 1 });
+    let err = with(|l| l.max_pairs = 4).unwrap_err();
+    assert_eq!(err, KernelError::TooManyPairs { count: 5, limit: 4 });
+    assert!(err
+        .to_string()
+        .contains("5 identity pairs, more than the limit of 4"));
+    let err = with(|l| l.max_segs = 1).unwrap_err();
+    assert!(
+        matches!(&err, KernelError::TooManySegments { count: 2, limit: 1, pair, .. }
+            if pair.local == 1 && pair.remote == 2 && pair.direction == Direction::Egress),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "egress tcp flows between local identity 1 (groups any, web) and remote identity 2 \
+         (groups any, payments-db) need 2 port segments, more than the limit of 1: merge or \
+         drop port ranges of the rules between these groups"
+    );
+}
+
+#[test]
+fn the_representative_of_a_prefix_is_never_ipv4_mapped() {
+    let net = |a: &str, len| Net::new(addr(a), len);
+    // The only part of ::fffe:0:0/95 outside ::fffe:0:0/96 is
+    // ::ffff:0:0/96, whose addresses are IPv4: nothing to represent.
+    let outer = net("::fffe:0:0", 95);
+    assert_eq!(outer.representative(&[outer, net("::fffe:0:0", 96)]), None);
+    assert_eq!(
+        outer.representative(&[outer]).map(|b| outer.to_addr(b)),
+        Some(addr("::fffe:0:0"))
+    );
+    // Left halves covered: the first uncovered address.
+    let v4 = net("10.0.0.0", 8);
+    let inside = [v4, net("10.0.0.0", 9), net("10.128.0.0", 10)];
+    assert_eq!(
+        v4.representative(&inside).map(|b| v4.to_addr(b)),
+        Some(addr("10.192.0.0"))
+    );
 }

@@ -93,10 +93,7 @@ impl Policy {
     /// Every `cidr` condition of the document's groups, duplicates
     /// included.
     pub(crate) fn cidrs(&self) -> impl Iterator<Item = &Cidr> {
-        self.blocks
-            .iter()
-            .flatten()
-            .filter_map(|b| b.cidr.as_ref())
+        self.blocks.iter().flatten().filter_map(|b| b.cidr.as_ref())
     }
 
     /// The port tables a decision from `from` to `to` visits.

@@ -200,6 +200,12 @@ fn protocol_name(p: Protocol) -> &'static str {
 /// Compiles `policy` for the workloads `locals` (a key the caller maps
 /// back, and the workload's groups) talking to the peers `peers` (an
 /// address and its owner's groups). See the module docs.
+///
+/// A peer's groups are those [`Policy::groups_of`] gives its owner with
+/// its address (so `cidr` groups count); the node's own workloads are
+/// peers too when they talk to each other by address. An address whose
+/// owner is ambiguous is left out: it is then decided as an address
+/// alone, never with a previous owner's groups.
 pub fn compile_kernel<K: Clone>(
     policy: &Policy,
     locals: &[(K, GroupSet)],

@@ -302,7 +302,7 @@ fn check_shape<K>(img: &KernelImage<K>) {
 #[test]
 fn the_kernel_lookup_decides_as_the_engine() {
     let mut seen = [0usize; 3];
-    for seed in 0..400 {
+    for seed in 0..150 {
         let case = random_case(seed);
         let p = &case.policy;
         let mut rng = Rng::new(seed + 1_000_000);
@@ -311,7 +311,7 @@ fn the_kernel_lookup_decides_as_the_engine() {
             .unwrap_or_else(|e| panic!("{e}\n{}", case.yaml));
         check_shape(&img);
         assert_eq!(img.locals.len(), n.locals.len());
-        for _ in 0..300 {
+        for _ in 0..200 {
             let (li, local) = rng.pick(&n.locals);
             let ident = img.locals[*li].1;
             assert_eq!(img.locals[*li].0, *li);

@@ -69,6 +69,20 @@ rules:
 default: allow
 ";
 
+/// [`POLICY`] with its groups narrowed to the containers of one test run
+/// (label `hm-run=RUN`): the agents see every container on the host, and
+/// other tests run `app=web` containers too.
+fn policy(run: &str) -> String {
+    let mut doc = POLICY.to_string();
+    for app in ["web", "db", "cache"] {
+        doc = doc.replace(
+            &format!("labels: {{app: {app}}}"),
+            &format!("labels: {{app: {app}, hm-run: {run}}}"),
+        );
+    }
+    doc
+}
+
 /// The container IDs in `hallmark group members GROUP --json`.
 fn members(server: &TestServer, group: &str) -> Vec<String> {
     let v = server.json(&["group", "members", group]);
@@ -172,7 +186,8 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
             &[],
         );
     }
-    apply(&server, "policy.yaml", POLICY);
+    let run_label = unique_name("groups");
+    apply(&server, "policy.yaml", &policy(&run_label));
 
     let (subnet, prefix) = subnet(7);
     let net = Network::create(&subnet);
@@ -189,6 +204,8 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
                 ip,
                 "-l",
                 &format!("app={app}"),
+                "-l",
+                &format!("hm-run={run_label}"),
                 BUSYBOX_IMAGE,
                 "sleep",
                 "3600",
@@ -275,7 +292,10 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     );
     let table = server.cli(&["group", "list"]).ok();
     assert!(
-        table.stdout.contains("GROUP") && table.stdout.contains("labels: {app: web}"),
+        table.stdout.contains("GROUP")
+            && table
+                .stdout
+                .contains(&format!("labels: {{app: web, hm-run: {run_label}}}")),
         "{table}"
     );
 
@@ -415,7 +435,8 @@ fn every_server_on_a_shared_datastore_answers_with_the_same_members() {
     let agent = TestAgent::start_with(&a, "n1", &["--runtime", "docker"]);
     let web_id = a.id("web");
     a.create_entry(&web_id, &agent.spiffe_id, &["docker:label:app:web"], &[]);
-    apply(&a, "policy.yaml", POLICY);
+    let run_label = unique_name("groups-ha");
+    apply(&a, "policy.yaml", &policy(&run_label));
     // B follows the revision A applied.
     wait_until("server B to have the policy", WAIT, || {
         b.cli(&["group", "members", "web", "--json"])
@@ -430,6 +451,8 @@ fn every_server_on_a_shared_datastore_answers_with_the_same_members() {
             "none",
             "-l",
             "app=web",
+            "-l",
+            &format!("hm-run={run_label}"),
             BUSYBOX_IMAGE,
             "sleep",
             "3600",

@@ -156,10 +156,17 @@ mod tests {
             "labels": {"tier": "db"},
             "match_expressions": [{"key": "track", "operator": "NotIn", "values": ["canary"]}],
         });
-        assert_eq!(
-            block_text(&b),
-            "labels: {tier: db}, match_expressions: [{key: track, operator: NotIn, values: [canary]}], namespace: payments"
-        );
+        // Field order is the map's (insertion or sorted, by serde_json's
+        // features), so each field is looked for on its own.
+        let text = block_text(&b);
+        for field in [
+            "namespace: payments",
+            "labels: {tier: db}",
+            "match_expressions: [{key: track, operator: NotIn, values: [canary]}]",
+        ] {
+            assert!(text.contains(field), "{field} in {text}");
+        }
+        assert_eq!(text.matches(", ").count(), 4, "{text}");
         assert_eq!(
             block_text(&serde_json::json!({"selector": "docker:label:app:web"})),
             "selector: docker:label:app:web"

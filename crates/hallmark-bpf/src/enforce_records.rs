@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::records::RecordError;
+use crate::records::{addr_at, u16_at, u32_at, u64_at, RecordError};
 
 /// Most port segments one pair may have (`MAX_SEGS` in the C source).
 pub const MAX_SEGS: usize = 64;
@@ -362,39 +362,6 @@ pub(crate) fn parse_event(b: &[u8]) -> Result<EnforceEvent, RecordError> {
         local: SocketAddr::new(addr_at(b, 36, family)?, u16_at(b, 32)),
         remote: SocketAddr::new(addr_at(b, 52, family)?, u16_at(b, 34)),
     })
-}
-
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[off..off + 8]);
-    u64::from_ne_bytes(a)
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[off..off + 4]);
-    u32::from_ne_bytes(a)
-}
-
-fn u16_at(b: &[u8], off: usize) -> u16 {
-    u16::from_ne_bytes([b[off], b[off + 1]])
-}
-
-fn addr_at(b: &[u8], off: usize, family: u8) -> Result<IpAddr, RecordError> {
-    match family {
-        4 => Ok(IpAddr::V4(Ipv4Addr::new(
-            b[off],
-            b[off + 1],
-            b[off + 2],
-            b[off + 3],
-        ))),
-        6 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&b[off..off + 16]);
-            Ok(IpAddr::V6(Ipv6Addr::from(a)))
-        }
-        other => Err(RecordError::Family(other)),
-    }
 }
 
 #[cfg(test)]

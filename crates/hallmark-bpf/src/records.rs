@@ -162,24 +162,24 @@ pub enum RecordError {
     Protocol(u8),
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], off: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
     u64::from_ne_bytes(a)
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);
     u32::from_ne_bytes(a)
 }
 
-fn u16_at(b: &[u8], off: usize) -> u16 {
+pub(crate) fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes([b[off], b[off + 1]])
 }
 
 /// An address stored as 16 network-order bytes (IPv4 in the first four).
-fn addr_at(b: &[u8], off: usize, family: u8) -> Result<IpAddr, RecordError> {
+pub(crate) fn addr_at(b: &[u8], off: usize, family: u8) -> Result<IpAddr, RecordError> {
     match family {
         4 => Ok(IpAddr::V4(Ipv4Addr::new(
             b[off],

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
@@ -29,6 +28,7 @@ use serde::Serialize;
 
 use crate::procfs::Memory;
 use crate::report::{num, verdict, Table};
+use crate::stats::Clock;
 
 #[derive(Args, Debug)]
 pub struct AttributionArgs {
@@ -287,65 +287,6 @@ pub fn run(args: &AttributionArgs) -> Result<AttributionReport> {
         index_rss_anon_kib: index_kib,
         bytes_per_range: index_kib as f64 * 1024.0 / args.ranges as f64,
     })
-}
-
-/// Seconds a loop took: the thread's on-CPU time where Linux reports it
-/// (`/proc/thread-self/schedstat`), else wall time.
-#[derive(Clone, Copy)]
-enum Clock {
-    ThreadCpu,
-    Wall,
-}
-
-enum Mark {
-    CpuNs(u64),
-    Wall(Instant),
-}
-
-impl Clock {
-    fn detect() -> Self {
-        if thread_cpu_ns().is_some() {
-            Clock::ThreadCpu
-        } else {
-            Clock::Wall
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Clock::ThreadCpu => "thread-cpu",
-            Clock::Wall => "wall",
-        }
-    }
-
-    fn now(self) -> Mark {
-        match (self, thread_cpu_ns()) {
-            (Clock::ThreadCpu, Some(ns)) => Mark::CpuNs(ns),
-            _ => Mark::Wall(Instant::now()),
-        }
-    }
-
-    fn since(self, mark: Mark) -> f64 {
-        let secs = match (mark, thread_cpu_ns()) {
-            (Mark::CpuNs(then), Some(now)) => now.saturating_sub(then) as f64 / 1e9,
-            (Mark::Wall(then), _) => then.elapsed().as_secs_f64(),
-            // The clock vanished mid-run; nothing sensible to divide by.
-            (Mark::CpuNs(_), None) => f64::NAN,
-        };
-        // A loop shorter than the clock's resolution.
-        secs.max(1e-9)
-    }
-}
-
-/// Nanoseconds this thread has run on a CPU (the first field of
-/// `/proc/thread-self/schedstat`).
-fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 pub fn print(r: &AttributionReport) {

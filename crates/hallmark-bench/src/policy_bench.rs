@@ -41,7 +41,7 @@ use hallmark_policy::{GroupSet, Membership, Outcome, Policy};
 use serde::Serialize;
 
 use crate::report::{num, ratio_cell, verdict, Table};
-use crate::stats::{median, ratio, Samples, Summary};
+use crate::stats::{median, ratio, thread_cpu, Clock, Samples, Summary};
 use world::{Question, Rng, World};
 
 /// The version the Cargo manifest asks for, named in the output.
@@ -506,55 +506,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
 }
 
-/// Seconds for a throughput loop: the thread's on-CPU time where the
-/// kernel gives it (other processes on a shared machine do not count),
-/// else wall time.
-#[derive(Debug, Clone, Copy)]
-enum Clock {
-    ThreadCpu,
-    Wall,
-}
-
-enum Mark {
-    Cpu(Duration),
-    Wall(Instant),
-}
-
-impl Clock {
-    fn detect() -> Self {
-        if thread_cpu().is_some() {
-            Clock::ThreadCpu
-        } else {
-            Clock::Wall
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Clock::ThreadCpu => "thread-cpu",
-            Clock::Wall => "wall",
-        }
-    }
-
-    fn now(self) -> Mark {
-        match (self, thread_cpu()) {
-            (Clock::ThreadCpu, Some(d)) => Mark::Cpu(d),
-            _ => Mark::Wall(Instant::now()),
-        }
-    }
-
-    fn since(self, mark: Mark) -> f64 {
-        let secs = match (mark, thread_cpu()) {
-            (Mark::Cpu(then), Some(now)) => now.saturating_sub(then).as_secs_f64(),
-            (Mark::Wall(then), _) => then.elapsed().as_secs_f64(),
-            // The clock vanished mid-run; nothing sensible to divide by.
-            (Mark::Cpu(_), None) => f64::NAN,
-        };
-        // A loop shorter than the clock's resolution.
-        secs.max(1e-9)
-    }
-}
-
 /// Runs `f`, timed by this thread's CPU time where the kernel gives it,
 /// else by wall time. For Cedar's calls, which last long enough that on a
 /// shared machine preemption inside them would otherwise set the p99; the
@@ -572,15 +523,6 @@ fn on_cpu<T>(f: impl FnOnce() -> T) -> (T, Duration) {
             (out, t.elapsed())
         }
     }
-}
-
-/// This thread's CPU time, to the nanosecond (`/proc/thread-self/schedstat`
-/// moves only at scheduler ticks, too coarse for short loops).
-fn thread_cpu() -> Option<Duration> {
-    use nix::time::{clock_gettime, ClockId};
-    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .ok()
-        .map(Duration::from)
 }
 
 pub fn print(r: &PolicyReport) {

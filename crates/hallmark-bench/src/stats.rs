@@ -1,6 +1,6 @@
 //! Latency samples and their summaries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -104,6 +104,64 @@ pub fn median(values: &[f64]) -> Option<f64> {
     } else {
         (v[mid - 1] + v[mid]) / 2.0
     })
+}
+
+/// Seconds for a throughput loop: the thread's on-CPU time where the
+/// kernel gives it (other processes on a shared machine do not count),
+/// else wall time.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    ThreadCpu,
+    Wall,
+}
+
+pub enum Mark {
+    Cpu(Duration),
+    Wall(Instant),
+}
+
+impl Clock {
+    pub fn detect() -> Self {
+        if thread_cpu().is_some() {
+            Clock::ThreadCpu
+        } else {
+            Clock::Wall
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::ThreadCpu => "thread-cpu",
+            Clock::Wall => "wall",
+        }
+    }
+
+    pub fn now(self) -> Mark {
+        match (self, thread_cpu()) {
+            (Clock::ThreadCpu, Some(d)) => Mark::Cpu(d),
+            _ => Mark::Wall(Instant::now()),
+        }
+    }
+
+    pub fn since(self, mark: Mark) -> f64 {
+        let secs = match (mark, thread_cpu()) {
+            (Mark::Cpu(then), Some(now)) => now.saturating_sub(then).as_secs_f64(),
+            (Mark::Wall(then), _) => then.elapsed().as_secs_f64(),
+            // The clock vanished mid-run; nothing sensible to divide by.
+            (Mark::Cpu(_), None) => f64::NAN,
+        };
+        // A loop shorter than the clock's resolution.
+        secs.max(1e-9)
+    }
+}
+
+/// This thread's CPU time, to the nanosecond (`/proc/thread-self/schedstat`
+/// moves only at scheduler ticks, too coarse for short loops).
+pub fn thread_cpu() -> Option<Duration> {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 #[cfg(test)]

@@ -178,15 +178,18 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     );
     let web_id = server.id("web");
     let db_id = server.id("db");
+    // Entries and groups are narrowed to this run's containers: another
+    // test's `app=web` container on the same Docker must not share the ID.
+    let run_label = unique_name("groups");
+    let run_selector = format!("docker:label:hm-run:{run_label}");
     for (id, app) in [(&web_id, "web"), (&db_id, "db")] {
         server.create_entry(
             id,
             &agent.spiffe_id,
-            &[&format!("docker:label:app:{app}")],
+            &[&format!("docker:label:app:{app}"), &run_selector],
             &[],
         );
     }
-    let run_label = unique_name("groups");
     apply(&server, "policy.yaml", &policy(&run_label));
 
     let (subnet, prefix) = subnet(7);
@@ -434,8 +437,16 @@ fn every_server_on_a_shared_datastore_answers_with_the_same_members() {
     let b = TestServer::start_with(TD, &["--datastore", &url]);
     let agent = TestAgent::start_with(&a, "n1", &["--runtime", "docker"]);
     let web_id = a.id("web");
-    a.create_entry(&web_id, &agent.spiffe_id, &["docker:label:app:web"], &[]);
     let run_label = unique_name("groups-ha");
+    a.create_entry(
+        &web_id,
+        &agent.spiffe_id,
+        &[
+            "docker:label:app:web",
+            &format!("docker:label:hm-run:{run_label}"),
+        ],
+        &[],
+    );
     apply(&a, "policy.yaml", &policy(&run_label));
     // B follows the revision A applied.
     wait_until("server B to have the policy", WAIT, || {

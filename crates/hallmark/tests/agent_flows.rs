@@ -78,6 +78,7 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
         ..Default::default()
     };
     let mut agent = hallmark_agent::start(AgentConfig {
+        enforcement: hallmark_agent::enforce::EnforceConfig::off(),
         trust_domain: td.clone(),
         data_dir: dir.path().join("agent"),
         servers: vec![server.listen_addr.to_string()],

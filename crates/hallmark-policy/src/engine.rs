@@ -440,6 +440,9 @@ impl Hasher for PairHasher {
     }
 }
 
+#[path = "segments.rs"]
+mod segments;
+
 #[cfg(test)]
 #[path = "engine_tests.rs"]
 mod tests;

@@ -104,6 +104,19 @@
 //! acceptor group) pair that some rule names (a bitset intersection finds
 //! them), one hash lookup and one binary search each, and allocates
 //! nothing.
+//!
+//! # Kernel images
+//!
+//! [`Policy::port_segments`] gives, for an (initiator, acceptor, protocol),
+//! the runs of ports with one verdict, built from the same tables a
+//! decision visits. [`compile_kernel`] turns a policy, a node's workloads
+//! and the peers it talks to into a [`KernelImage`]: numeric identities
+//! for the distinct combinations of groups, peer addresses and `cidr`
+//! prefixes mapped to them for longest-prefix match, and per (local
+//! identity, remote identity, protocol, direction) the port segments with
+//! the kernel verdict and deciding rule. Looking a flow up in the image
+//! gives what [`Policy::decide`] gives; an image over its
+//! [`KernelLimits`] is a [`KernelError`], never a silently smaller one.
 
 #![forbid(unsafe_code)]
 
@@ -111,6 +124,7 @@ mod attributes;
 mod diagnostic;
 mod document;
 mod engine;
+mod kernel;
 mod membership;
 mod parse;
 mod suggest;
@@ -124,6 +138,10 @@ pub use document::{
     SpiffePattern, ANY_GROUP, DEFAULT_PRIORITY, MAX_NAME_LEN,
 };
 pub use engine::{DecidedBy, GroupSet, Outcome, Policy, Verdict};
+pub use kernel::{
+    compile_kernel, Direction, KernelError, KernelImage, KernelLimits, KernelVerdict, PairKey,
+    Segment,
+};
 pub use membership::Membership;
 pub use parse::{parse, Parsed};
 pub use suggest::{suggest, to_yaml, Observed, SuggestBy, CATCH_ALL_RULE};

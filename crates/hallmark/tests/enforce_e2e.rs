@@ -169,14 +169,20 @@ fn the_policy_is_enforced_in_the_kernel() {
         refused.stderr.contains("not permitted") || refused.stdout.contains("not permitted"),
         "a denied connect fails with EPERM:\n{refused}"
     );
-    connect(&a, &format!("{ip_b} 5432")).expect("web → payments-db:5432 is allowed");
-    let e = connect(&c, &format!("{ip_b} 5432")).expect_err("C is in no group: denied");
+    if let Err(e) = connect(&a, &format!("{ip_b} 5432")) {
+        panic!("web → payments-db:5432 is allowed:\n{e}");
+    }
+    let Err(e) = connect(&c, &format!("{ip_b} 5432")) else {
+        panic!("C is in no group: denied");
+    };
     assert!(
         e.stderr.contains("not permitted") || e.stdout.contains("not permitted"),
         "{e}"
     );
     // The watch-mode deny lets the connection through.
-    connect(&a, &format!("{ip_b} 8080")).expect("a watch rule never blocks");
+    if let Err(e) = connect(&a, &format!("{ip_b} 8080")) {
+        panic!("a watch rule never blocks:\n{e}");
+    }
 
     let st = status(&agent);
     let enf = &st["enforcement"];
@@ -186,7 +192,9 @@ fn the_policy_is_enforced_in_the_kernel() {
     assert!(enf["workloads"].as_u64().unwrap() >= 3, "{enf:#}");
     let would = wait_until("the would-deny to be counted", WAIT, || {
         let st = status(&agent);
-        let n = st["enforcement"]["decisions"]["would-deny"].as_u64().unwrap_or(0);
+        let n = st["enforcement"]["decisions"]["would-deny"]
+            .as_u64()
+            .unwrap_or(0);
         (n > 0).then_some(n)
     });
     assert!(would >= 1);

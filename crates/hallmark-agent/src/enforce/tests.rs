@@ -178,3 +178,58 @@ fn the_status_line_says_mode_revision_and_pinning() {
         "{line}"
     );
 }
+
+#[test]
+fn the_compiled_image_keeps_the_rules_and_the_default() {
+    use super::image::compile;
+    use super::inputs::{gather, Inputs};
+    let p = policy(DOC);
+    let web = workload("a", "web", "172.30.0.2", &["spiffe://td/web"]);
+    let db = workload("b", "db", "172.30.0.3", &["spiffe://td/db"]);
+    let ids = |p: &str| {
+        p.split('/')
+            .next_back()
+            .and_then(|s| s.chars().next())
+            .map(|c| c as u64)
+    };
+    let state = crate::policy::AgentPolicy {
+        revision: 4,
+        policy: std::sync::Arc::new(p.clone()),
+        ..Default::default()
+    };
+    let ns: [IpAddr; 1] = ["10.0.0.2".parse().unwrap()];
+    let inputs: Inputs = gather(&state, &[web, db], "prod", "n", None, &ids, &ns);
+    let c = compile(&p, &inputs, hallmark_bpf::Mode::Watch).unwrap();
+    assert_eq!(c.image.mode, hallmark_bpf::Mode::Watch);
+    assert_eq!(c.image.default_verdict, Verdict::Deny);
+    assert_eq!(c.image.locals.len(), 2);
+    assert_eq!(
+        c.image.exempt.len(),
+        2,
+        "DNS over UDP and TCP to the resolver"
+    );
+    assert_eq!(c.rule_name(0), "default");
+    assert_eq!(c.rule_name(1), "web-to-db");
+    // web → db's address on 5432: allowed by rule 1.
+    let web_id = c.image.locals[0].1;
+    let db_addr: IpAddr = "172.30.0.3".parse().unwrap();
+    let db_peer = c
+        .image
+        .peers
+        .iter()
+        .find(|p| p.addr == db_addr)
+        .unwrap()
+        .ident;
+    let (_, segs) = c
+        .image
+        .pairs
+        .iter()
+        .find(|(k, _)| {
+            (k.local, k.remote, k.direction, k.protocol)
+                == (web_id, db_peer, Direction::Egress, Protocol::Tcp)
+        })
+        .expect("a web → db pair");
+    let at = |port: u16| segs.iter().rev().find(|s| s.start <= port).copied();
+    let s = at(5432).unwrap();
+    assert_eq!((s.verdict, s.rule), (Verdict::Allow, 1), "{segs:?}");
+}

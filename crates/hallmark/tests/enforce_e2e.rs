@@ -5,8 +5,8 @@
 //! - A connects to B on 22: the policy's default denies; `connect()`
 //!   fails with EPERM.
 //! - C (no group) connects to B on 5432: denied.
-//! - A watch-mode deny rule lets A → B:8080 through, and the kernel
-//!   counts it as would-deny.
+//! - A watch-mode deny rule in front of an allow lets A → B:8080 through,
+//!   and the kernel counts it as would-deny.
 //! - A policy change is in force at the next connect within a second.
 //! - `agent status` shows the mode, the revision in the kernel and that
 //!   the maps are pinned.
@@ -37,6 +37,13 @@ rules:
     protocol: tcp
     ports: [\"5432\"]
     action: allow
+  - name: web-to-db-admin-allowed
+    from: [web]
+    to: [payments-db]
+    protocol: tcp
+    ports: [\"8080\"]
+    action: allow
+    priority: 2000
   - name: web-to-db-admin
     from: [web]
     to: [payments-db]
@@ -184,7 +191,11 @@ fn the_policy_is_enforced_in_the_kernel() {
         panic!("a watch rule never blocks:\n{e}");
     }
 
-    let st = status(&agent);
+    // The status file is rewritten every second.
+    let st = wait_until("agent status to show revision 1", WAIT, || {
+        let st = status(&agent);
+        (st["enforcement"]["revision"] == 1).then_some(st)
+    });
     let enf = &st["enforcement"];
     assert_eq!(enf["state"], "running", "{st:#}");
     assert_eq!(enf["mode"], "on", "{enf:#}");

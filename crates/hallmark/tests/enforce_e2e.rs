@@ -234,3 +234,119 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
     drop((a, b, c));
 }
+
+/// Removes a node's pinned enforcement when dropped (unpinning the links
+/// detaches the programs).
+struct Pins(std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn pinned_enforcement_outlives_the_agent_and_is_taken_over() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads eBPF programs and runs Docker: run it as root"
+    );
+    let _serial = one_at_a_time();
+    ensure_runtimes();
+    let server = TestServer::start(TD);
+    let node = format!("enf-keep-{}", std::process::id());
+    let _pins = Pins(std::path::Path::new("/sys/fs/bpf/hallmark").join(&node));
+    let mut agent = TestAgent::start_with(
+        &server,
+        &node,
+        &[
+            "--runtime",
+            "docker",
+            "--enforcement",
+            "on",
+            "--on-agent-exit",
+            "keep",
+        ],
+    );
+    for app in ["web", "payments-db"] {
+        let id = server.id(app);
+        server.create_entry(
+            &id,
+            &agent.spiffe_id,
+            &[&format!("docker:label:app:{app}")],
+            &[],
+        );
+    }
+    let (subnet, prefix) = subnet(141);
+    let net = Network::create(&subnet);
+    let run = |name: &str, ip: &str, app: &str, cmd: &str| {
+        DockerContainer::run_detached(
+            &unique_name(name),
+            &[
+                "--network",
+                &net.name,
+                "--ip",
+                ip,
+                "-l",
+                &format!("app={app}"),
+                BUSYBOX_IMAGE,
+                "sh",
+                "-c",
+                cmd,
+            ],
+        )
+    };
+    let ip_b = format!("{prefix}.20");
+    let a = run("hm-enf-ka", &format!("{prefix}.10"), "web", "sleep 3600");
+    let b = run(
+        "hm-enf-kb",
+        &ip_b,
+        "payments-db",
+        "for p in 5432 22; do nc -ll -p $p -e /busybox cat & done; wait",
+    );
+    wait_until("B to listen", WAIT, || {
+        connect(&a, &format!("{ip_b} 22")).ok()
+    });
+    apply(&server, &policy(""));
+    wait_until("A → B:22 to be denied", Duration::from_secs(60), || {
+        connect(&a, &format!("{ip_b} 22")).err()
+    });
+    let st = wait_until("agent status to show revision 1", WAIT, || {
+        let st = status(&agent);
+        (st["enforcement"]["revision"] == 1).then_some(st)
+    });
+    assert_eq!(st["enforcement"]["taken_over"], false, "{st:#}");
+    assert!(
+        st["enforcement"]["pin_dir"]
+            .as_str()
+            .unwrap()
+            .ends_with(&node),
+        "{st:#}"
+    );
+
+    // --- the agent dies: the policy stays enforced ---------------------------
+    agent.kill();
+    for _ in 0..3 {
+        assert!(
+            connect(&a, &format!("{ip_b} 22")).is_err(),
+            "denied while no agent runs"
+        );
+        if let Err(e) = connect(&a, &format!("{ip_b} 5432")) {
+            panic!("allowed while no agent runs:\n{e}");
+        }
+    }
+
+    // --- a new agent takes the pinned programs over ---------------------------
+    agent.restart();
+    let st = wait_until("the new agent to take over", WAIT, || {
+        let st = status(&agent);
+        (st["enforcement"]["taken_over"] == true && st["enforcement"]["revision"] == 1)
+            .then_some(st)
+    });
+    assert_eq!(st["enforcement"]["mode"], "on", "{st:#}");
+    assert!(connect(&a, &format!("{ip_b} 22")).is_err(), "still denied");
+    if let Err(e) = connect(&a, &format!("{ip_b} 5432")) {
+        panic!("still allowed:\n{e}");
+    }
+    drop((a, b));
+}

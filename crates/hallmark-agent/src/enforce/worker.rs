@@ -204,11 +204,8 @@ impl Worker {
                 self.report(ev, &context, &clock);
             }
             let mut changed = self.deps.policy.has_changed().unwrap_or(false);
-            loop {
-                match self.inventory_events.try_recv() {
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => changed = true,
-                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-                }
+            while let Ok(_) | Err(TryRecvError::Lagged(_)) = self.inventory_events.try_recv() {
+                changed = true;
             }
             let now = Instant::now();
             if changed || last_check.is_none_or(|t| now.duration_since(t) >= RECHECK_EVERY) {

@@ -30,6 +30,10 @@ const POLL_TIMEOUT_MS: u16 = 100;
 /// The inputs are rebuilt at least this often (a cgroup that appeared, a
 /// resolver that changed), even without an event.
 const RECHECK_EVERY: Duration = Duration::from_secs(2);
+/// A taken-over image stays untouched until the inventory has listed the
+/// containers and attested their processes, or this long: installing
+/// before would drop the running workloads from enforcement for a moment.
+const TAKEOVER_GRACE: Duration = Duration::from_secs(10);
 /// Counters, map use and the status file, this often.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
@@ -146,7 +150,11 @@ pub(super) fn run(
         "policy enforcement attached"
     );
     let inventory_events = deps.inventory.subscribe();
+    let hold_until = enforcer
+        .taken_over()
+        .then(|| Instant::now() + TAKEOVER_GRACE);
     let w = Worker {
+        hold_until,
         config,
         enforcer,
         deps,
@@ -183,6 +191,9 @@ struct Worker {
     compiled: Option<Compiled>,
     last_decisions: Decisions,
     last_ring_drops: u64,
+    /// After a takeover: the pinned image stays until the inventory is
+    /// settled or this instant.
+    hold_until: Option<Instant>,
 }
 
 impl Worker {
@@ -248,6 +259,15 @@ impl Worker {
                 .map(|t| resolvers(&t))
                 .unwrap_or_default();
             let workloads = self.deps.inventory.workloads();
+            let hold = match self.hold_until {
+                Some(until) if Instant::now() < until && !self.inventory_settled(&workloads) => {
+                    true
+                }
+                _ => {
+                    self.hold_until = None;
+                    false
+                }
+            };
             let root = self.root.clone();
             let inputs = gather(
                 &state,
@@ -264,7 +284,7 @@ impl Worker {
                 mode,
                 inputs,
             };
-            if self.built.as_ref() != Some(&want) && self.failed.as_ref() != Some(&want) {
+            if !hold && self.built.as_ref() != Some(&want) && self.failed.as_ref() != Some(&want) {
                 self.install(&state.policy, want);
             }
         }
@@ -279,6 +299,17 @@ impl Worker {
         let kernel = self.enforcer.mode().unwrap_or(mode);
         set_mode_metric(&self.deps.metrics, kernel.as_str());
         lock(&self.status).mode = kernel.as_str().to_string();
+    }
+
+    /// Whether the inventory has listed the runtime's containers and
+    /// attested every running one that has a process.
+    fn inventory_settled(&self, workloads: &[hallmark_core::Workload]) -> bool {
+        self.deps.inventory.status().resyncs > 0
+            && workloads.iter().all(|w| {
+                w.state != hallmark_core::WorkloadState::Running
+                    || w.pid.is_none()
+                    || !w.selectors.is_empty()
+            })
     }
 
     fn install(&mut self, policy: &hallmark_policy::Policy, want: Built) {

@@ -460,8 +460,16 @@ impl OwnershipIndex {
     /// Every IP with any evidence, in no particular order (the server's
     /// peer map walks them; [`ranges`](Self::ranges) tells their story).
     pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        let v4 = self.ips.v4.keys().map(|&a| IpAddr::from(Ipv4Addr::from_bits(a)));
-        let v6 = self.ips.v6.keys().map(|&a| IpAddr::from(Ipv6Addr::from_bits(a)));
+        let v4 = self
+            .ips
+            .v4
+            .keys()
+            .map(|&a| IpAddr::from(Ipv4Addr::from_bits(a)));
+        let v6 = self
+            .ips
+            .v6
+            .keys()
+            .map(|&a| IpAddr::from(Ipv6Addr::from_bits(a)));
         v4.chain(v6)
     }
 }

@@ -21,13 +21,18 @@ fn off_on_and_the_state_in_text_and_json() {
     let out = server.cli(&["policy", "enforcement"]).ok();
     assert_eq!(out.stdout.trim(), "policy enforcement: on", "{out}");
     let state = server.json(&["policy", "enforcement"]);
-    assert_eq!(state, serde_json::json!({"enforcement": "on", "changed": false}));
+    assert_eq!(
+        state,
+        serde_json::json!({"enforcement": "on", "changed": false})
+    );
     assert_eq!(server.json(&["policy", "show"])["enforcement"], "on");
 
     let out = server.cli(&["policy", "enforcement", "off"]).ok();
     assert!(
         out.stdout.contains("policy enforcement turned off")
-            && out.stdout.contains("`hallmark policy enforcement on` puts it back"),
+            && out
+                .stdout
+                .contains("`hallmark policy enforcement on` puts it back"),
         "{out}"
     );
     let out = server.cli(&["policy", "enforcement", "off"]).ok();
@@ -55,7 +60,10 @@ fn off_on_and_the_state_in_text_and_json() {
     );
 
     let answer = server.json(&["policy", "enforcement", "on"]);
-    assert_eq!(answer, serde_json::json!({"enforcement": "on", "changed": true}));
+    assert_eq!(
+        answer,
+        serde_json::json!({"enforcement": "on", "changed": true})
+    );
     assert_eq!(
         server.json(&["policy", "enforcement", "on"]),
         serde_json::json!({"enforcement": "on", "changed": false})

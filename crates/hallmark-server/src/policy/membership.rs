@@ -321,9 +321,7 @@ fn publish_peers(
             .metrics
             .policy_peer_addresses
             .set(i64::try_from(pass.peers.addresses.len()).unwrap_or(i64::MAX));
-        shared
-            .peer_addresses
-            .send_replace(Arc::new(pass.peers));
+        shared.peer_addresses.send_replace(Arc::new(pass.peers));
     }
     let wait_ms = pass.next_change_ms?.saturating_sub(now).max(1);
     let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX));

@@ -59,16 +59,32 @@ use EvidenceKind::{Heartbeat, Started, Stopped};
 
 #[test]
 fn an_open_range_holds_until_a_heartbeat_is_overdue() {
-    let i = index(&[('b', 0, Started), ('b', 1_000, Heartbeat), ('b', 2_000, Heartbeat)]);
+    let i = index(&[
+        ('b', 0, Started),
+        ('b', 1_000, Heartbeat),
+        ('b', 2_000, Heartbeat),
+    ]);
     assert_eq!(holder(&i, 100), (Some('b'), Some(4_001)));
-    assert_eq!(holder(&i, 2_500).0, Some('b'), "the next heartbeat may be on its way");
+    assert_eq!(
+        holder(&i, 2_500).0,
+        Some('b'),
+        "the next heartbeat may be on its way"
+    );
     assert_eq!(holder(&i, 4_000).0, Some('b'));
-    assert_eq!(holder(&i, 4_001), (None, None), "two heartbeats missed: nobody's");
+    assert_eq!(
+        holder(&i, 4_001),
+        (None, None),
+        "two heartbeats missed: nobody's"
+    );
 }
 
 #[test]
 fn a_stopped_owner_holds_nothing_and_blocks_others_within_the_skew() {
-    let i = index(&[('b', 0, Started), ('b', 1_000, Heartbeat), ('b', 3_000, Stopped)]);
+    let i = index(&[
+        ('b', 0, Started),
+        ('b', 1_000, Heartbeat),
+        ('b', 3_000, Stopped),
+    ]);
     assert_eq!(holder(&i, 2_000).0, Some('b'));
     assert_eq!(holder(&i, 3_200), (None, Some(3_501)), "just stopped");
     assert_eq!(holder(&i, 3_600), (None, None));
@@ -87,7 +103,11 @@ fn ip_reuse_is_absent_while_ambiguous_then_the_new_owner_never_the_old() {
     for now in [3_000, 3_050, 3_100, 3_300, 3_500] {
         assert_eq!(holder(&i, now).0, None, "ambiguous at {now}");
     }
-    assert_eq!(holder(&i, 3_300).1, Some(3_501), "look again when b's stop leaves the skew");
+    assert_eq!(
+        holder(&i, 3_300).1,
+        Some(3_501),
+        "look again when b's stop leaves the skew"
+    );
     for now in [3_501, 4_000, 5_100] {
         assert_eq!(holder(&i, now).0, Some('d'), "at {now}");
     }
@@ -97,7 +117,11 @@ fn ip_reuse_is_absent_while_ambiguous_then_the_new_owner_never_the_old() {
 fn a_new_owner_without_the_old_ones_stop_waits_for_the_old_range_to_go_stale() {
     // b's stop event was lost: its open range may still be b's until two
     // heartbeats are missed.
-    let i = index(&[('b', 0, Started), ('b', 1_000, Heartbeat), ('d', 1_500, Started)]);
+    let i = index(&[
+        ('b', 0, Started),
+        ('b', 1_000, Heartbeat),
+        ('d', 1_500, Started),
+    ]);
     assert_eq!(holder(&i, 1_600), (None, Some(3_001)));
     assert_eq!(holder(&i, 3_001).0, Some('d'));
 }
@@ -106,7 +130,11 @@ fn a_new_owner_without_the_old_ones_stop_waits_for_the_old_range_to_go_stale() {
 fn evidence_from_beyond_the_skew_is_not_yet_an_owner() {
     let i = index(&[('d', 10_000, Started)]);
     assert_eq!(holder(&i, 5_000), (None, Some(9_500)));
-    assert_eq!(holder(&i, 9_600).0, Some('d'), "within the skew of its start");
+    assert_eq!(
+        holder(&i, 9_600).0,
+        Some('d'),
+        "within the skew of its start"
+    );
 }
 
 // ------------------------------------------------ on a real Sync stream
@@ -244,7 +272,10 @@ async fn the_peer_map_follows_an_ip_from_one_workload_to_the_next() {
     assert_eq!(groups_at(&map, IP), Some(names(&["any", "web"])));
     assert_eq!(groups_at(&map, "10.0.0.6"), Some(names(&["any", "db"])));
     assert_eq!(map.len(), 2, "{map:?}");
-    assert_eq!(metric(&h.metrics(), "hallmark_server_policy_peer_addresses"), Some(2.0));
+    assert_eq!(
+        metric(&h.metrics(), "hallmark_server_policy_peer_addresses"),
+        Some(2.0)
+    );
 
     // b stops and d (app=db) starts on b's address: the map never gives
     // the address b's groups again; it has no entry while the change is
@@ -276,7 +307,11 @@ async fn the_peer_map_follows_an_ip_from_one_workload_to_the_next() {
     )
     .await;
     assert!(saw_absent, "no entry while b's stop is within the skew");
-    assert_eq!(groups_at(&map, IP), Some(names(&["any", "db"])), "d's groups");
+    assert_eq!(
+        groups_at(&map, IP),
+        Some(names(&["any", "db"])),
+        "d's groups"
+    );
     let took = changed.elapsed();
     assert!(
         took < Duration::from_millis(1_500),
@@ -305,15 +340,24 @@ async fn the_enforcement_switch_reaches_agents_within_a_second_and_survives_a_re
     let first = next(&mut sync, Duration::from_secs(5)).await;
     assert_eq!(first.enforcement, "on");
     let read = h.call("enforcement", serde_json::json!({})).await.unwrap();
-    assert_eq!(read, serde_json::json!({"enforcement": "on", "changed": false}));
-    assert_eq!(metric(&h.metrics(), "hallmark_server_policy_enforcement"), Some(1.0));
+    assert_eq!(
+        read,
+        serde_json::json!({"enforcement": "on", "changed": false})
+    );
+    assert_eq!(
+        metric(&h.metrics(), "hallmark_server_policy_enforcement"),
+        Some(1.0)
+    );
 
     let started = Instant::now();
     let off = h
         .call("enforcement", serde_json::json!({"enforcement": "off"}))
         .await
         .unwrap();
-    assert_eq!(off, serde_json::json!({"enforcement": "off", "changed": true}));
+    assert_eq!(
+        off,
+        serde_json::json!({"enforcement": "off", "changed": true})
+    );
     let update = next(&mut sync, Duration::from_secs(1)).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "took {took:?}");
@@ -322,7 +366,10 @@ async fn the_enforcement_switch_reaches_agents_within_a_second_and_survives_a_re
         !update.peer_addresses_sent && !update.identity_groups_sent,
         "only the switch changed: {update:?}"
     );
-    assert_eq!(metric(&h.metrics(), "hallmark_server_policy_enforcement"), Some(0.0));
+    assert_eq!(
+        metric(&h.metrics(), "hallmark_server_policy_enforcement"),
+        Some(0.0)
+    );
     let shown = h.call("get", serde_json::json!({})).await.unwrap();
     assert_eq!(shown["enforcement"], "off", "{shown}");
 
@@ -338,7 +385,8 @@ async fn the_enforcement_switch_reaches_agents_within_a_second_and_survives_a_re
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
-        e.message().contains("enforcement `maybe`: must be on or off"),
+        e.message()
+            .contains("enforcement `maybe`: must be on or off"),
         "{}",
         e.message()
     );
@@ -349,7 +397,10 @@ async fn the_enforcement_switch_reaches_agents_within_a_second_and_survives_a_re
     let (_, mut sync) = h.agent("n2").await;
     let first = next(&mut sync, Duration::from_secs(5)).await;
     assert_eq!(first.enforcement, "off");
-    assert_eq!(metric(&h.metrics(), "hallmark_server_policy_enforcement"), Some(0.0));
+    assert_eq!(
+        metric(&h.metrics(), "hallmark_server_policy_enforcement"),
+        Some(0.0)
+    );
 
     let started = Instant::now();
     h.call("enforcement", serde_json::json!({"enforcement": "on"}))

@@ -187,7 +187,10 @@ async fn node_client(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> NodeCl
 }
 
 /// The next update, which must come within `within`.
-pub(crate) async fn next(stream: &mut Streaming<pb::SyncUpdate>, within: Duration) -> pb::SyncUpdate {
+pub(crate) async fn next(
+    stream: &mut Streaming<pb::SyncUpdate>,
+    within: Duration,
+) -> pb::SyncUpdate {
     tokio::time::timeout(within, stream.message())
         .await
         .unwrap_or_else(|_| panic!("no Sync update within {within:?}"))

@@ -127,6 +127,19 @@ impl AgentPolicy {
                 self.in_force()
             ));
         }
+        if update.peer_addresses_sent {
+            // An address that does not parse is left out: it is then
+            // decided as an address alone, as the server's absent ones are.
+            next.peer_addresses = Arc::new(
+                update
+                    .peer_addresses
+                    .iter()
+                    .filter_map(|p| Some((p.ip.parse().ok()?, p.groups.clone())))
+                    .collect(),
+            );
+        }
+        // Sent on every update; empty means on.
+        next.fleet_enforcement_off = update.enforcement == "off";
         if update.identity_groups_sent {
             next.identity_groups = Arc::new(
                 update

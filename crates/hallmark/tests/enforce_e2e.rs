@@ -8,8 +8,14 @@
 //! - A watch-mode deny rule in front of an allow lets A → B:8080 through,
 //!   and the kernel counts it as would-deny.
 //! - A policy change is in force at the next connect within a second.
+//! - `hallmark policy enforcement off` lifts it within a second; `on`
+//!   puts it back.
 //! - `agent status` shows the mode, the revision in the kernel and that
 //!   the maps are pinned.
+//!
+//! A second test kills an agent that pins (`--on-agent-exit keep`): the
+//! policy stays enforced while no agent runs, and the restarted agent
+//! takes the pinned programs over.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is the test's failure report
 
@@ -231,6 +237,28 @@ fn the_policy_is_enforced_in_the_kernel() {
     assert!(
         took < Duration::from_secs(3),
         "the change took {took:?} (apply, sync and install)"
+    );
+
+    // --- the fleet switch lifts enforcement, and puts it back ---------------
+    server.cli(&["policy", "enforcement", "off"]).ok();
+    let started = Instant::now();
+    wait_until(
+        "C → B:5432 to connect with enforcement off",
+        Duration::from_secs(10),
+        || connect(&c, &format!("{ip_b} 5432")).ok(),
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "switching off took {took:?}");
+    let st = wait_until("agent status to show the switch", WAIT, || {
+        let st = status(&agent);
+        (st["enforcement"]["mode"] == "off").then_some(st)
+    });
+    assert_eq!(st["enforcement"]["fleet_off"], true, "{st:#}");
+    server.cli(&["policy", "enforcement", "on"]).ok();
+    wait_until(
+        "C → B:5432 to be denied again",
+        Duration::from_secs(10),
+        || connect(&c, &format!("{ip_b} 5432")).err(),
     );
     drop((a, b, c));
 }

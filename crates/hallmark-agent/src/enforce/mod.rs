@@ -19,7 +19,7 @@
 //! - The fleet switch (`hallmark policy enforcement off`, sent by the
 //!   server) sets the kernel mode to off within a second.
 //!
-//! The work runs on one thread of its own ([`worker`]): every change of
+//! The work runs on one thread of its own: every change of
 //! the policy, the identity groups, the peer addresses or the inventory
 //! rebuilds the [`inputs`], compiles them ([`image`]) and installs the
 //! image atomically. An image that cannot be compiled or that the kernel

@@ -213,6 +213,25 @@ pub struct Flow {
     pub reporter: Reporter,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalSide>,
+    /// What the reporter's kernel decided for this flow (an agent's
+    /// enforcement event): the server keeps it instead of deciding again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<EnforcedVerdict>,
+}
+
+/// A verdict a node's kernel enforced, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcedVerdict {
+    /// `denied` or `would-deny` (an allowed flow raises no event).
+    pub verdict: hallmark_policy::Outcome,
+    /// The deciding rule; `None` for the policy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// That rule's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<hallmark_policy::Mode>,
+    /// The policy revision in force in that kernel.
+    pub policy_revision: i64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -356,6 +375,7 @@ mod tests {
             rtt_us: None,
             reporter: Reporter::File("test".into()),
             local: None,
+            enforced: None,
         }
     }
 

@@ -389,7 +389,11 @@ fn ipv4_and_ipv6_addresses_are_kept_apart() {
 #[test]
 fn ips_lists_every_address_with_evidence_once() {
     let mut idx = index(&[ev(&owner("a"), 0, EvidenceKind::Heartbeat)]);
-    for (ip, port) in [("10.0.0.6", None), ("fd00::1", None), ("10.0.0.5", Some(80))] {
+    for (ip, port) in [
+        ("10.0.0.6", None),
+        ("fd00::1", None),
+        ("10.0.0.5", Some(80)),
+    ] {
         let key = match port {
             None => OwnershipKey::ip(ip.parse().unwrap()),
             Some(p) => OwnershipKey::port(ip.parse().unwrap(), p),

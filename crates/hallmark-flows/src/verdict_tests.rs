@@ -70,6 +70,7 @@ fn flow(src: &str, dst: &str, initiator: Initiator) -> Flow {
         rtt_us: None,
         reporter: Reporter::Agent("n2".into()),
         local: None,
+        enforced: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn sample() -> Flow {
             by_port: true,
             unit: String::new(),
         }),
+        enforced: None,
     }
 }
 

@@ -52,6 +52,7 @@ fn flow(src: &str, dst: &str, at_ms: i64, local: Option<LocalSide>) -> Flow {
         rtt_us: None,
         reporter: Reporter::Agent("n1".into()),
         local,
+        enforced: None,
     }
 }
 

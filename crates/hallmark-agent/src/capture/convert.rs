@@ -121,6 +121,7 @@ pub(crate) fn oriented(
         rtt_us: None,
         reporter: Reporter::Agent(String::new()),
         local: tag.map(|t| local_side(seen.initiated, t, context)),
+        enforced: None,
     }
 }
 

@@ -143,8 +143,15 @@ fn a_denied_connect_is_a_refused_flow_of_no_bytes() {
         ..LocalTag::default()
     };
     let clock = Clock::with_offset_ns(1_700_000_000_000_000_000);
-    let f = event_flow(&ev, &tag, "default", &clock);
+    let f = event_flow(&ev, &tag, "default", &clock, None, 3);
     assert_eq!((f.src, f.dst), (local, remote));
+    let e = f.enforced.clone().unwrap();
+    assert_eq!(e.verdict, hallmark_policy::Outcome::Denied);
+    assert_eq!(
+        (e.rule, e.mode, e.policy_revision),
+        (None, None, 3),
+        "the default"
+    );
     assert_eq!(f.outcome, Some(TcpOutcome::Refused));
     assert_eq!(f.bytes_sent + f.bytes_received, 0);
     f.validate().unwrap();
@@ -154,9 +161,23 @@ fn a_denied_connect_is_a_refused_flow_of_no_bytes() {
         direction: Direction::Ingress,
         ..ev
     };
-    let f = event_flow(&inbound, &tag, "default", &clock);
+    let f = event_flow(&inbound, &tag, "default", &clock, Some("admin".into()), 3);
     assert_eq!((f.src, f.dst), (remote, local), "the initiator first");
     assert_eq!(f.outcome, None);
+    let e = f.enforced.clone().unwrap();
+    assert_eq!(e.verdict, hallmark_policy::Outcome::WouldDeny);
+    assert_eq!(e.rule.as_deref(), Some("admin"));
+    assert_eq!(e.mode, Some(hallmark_policy::Mode::Watch));
+    let record = crate::flows::to_record(&f);
+    assert_eq!(
+        (
+            record.verdict.as_str(),
+            record.verdict_rule.as_str(),
+            record.verdict_mode.as_str(),
+            record.policy_revision
+        ),
+        ("would-deny", "admin", "watch", 3)
+    );
 }
 
 #[test]

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use hallmark_bpf::{
     Decisions, Direction, EnforceEvent, EnforceOptions, Enforcer, Mode, Protocol, Verdict,
 };
-use hallmark_flows::{Flow, TcpOutcome};
+use hallmark_flows::{EnforcedVerdict, Flow, TcpOutcome};
+use hallmark_policy::Outcome;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::image::{compile, Compiled};
@@ -398,7 +399,9 @@ impl Worker {
             unit: String::new(),
             by_port: false,
         };
-        let flow = event_flow(ev, &tag, context, clock);
+        let revision = lock(&self.status).revision;
+        let rule = (ev.rule != 0).then_some(rule);
+        let flow = event_flow(ev, &tag, context, clock, rule, revision);
         if self.deps.sink.offer(flow).is_err() {
             self.deps.metrics.enforcement_events_dropped.inc();
             lock(&self.status).events_dropped += 1;
@@ -463,9 +466,18 @@ impl Worker {
     }
 }
 
-/// The flow of one enforcement event, oriented initiator first. A denied
-/// TCP connection never opened: outcome `refused`, 0 bytes.
-pub(crate) fn event_flow(ev: &EnforceEvent, tag: &LocalTag, context: &str, clock: &Clock) -> Flow {
+/// The flow of one enforcement event, oriented initiator first, with the
+/// kernel's verdict, its rule (`None`: the default) and the revision in
+/// force. A denied TCP connection never opened: outcome `refused`, 0
+/// bytes.
+pub(crate) fn event_flow(
+    ev: &EnforceEvent,
+    tag: &LocalTag,
+    context: &str,
+    clock: &Clock,
+    rule: Option<String>,
+    revision: i64,
+) -> Flow {
     let seen = Seen {
         initiated: ev.direction == Direction::Egress,
         local: ev.local,
@@ -483,5 +495,22 @@ pub(crate) fn event_flow(ev: &EnforceEvent, tag: &LocalTag, context: &str, clock
     if protocol == hallmark_flows::Protocol::Tcp && ev.verdict == Verdict::Deny {
         flow.outcome = Some(TcpOutcome::Refused);
     }
+    let verdict = match ev.verdict {
+        Verdict::WouldDeny => Outcome::WouldDeny,
+        // An allow raises no event; were one reported, it is no deny.
+        Verdict::Deny => Outcome::Denied,
+        Verdict::Allow => Outcome::Allowed,
+    };
+    // A rule that would-denies is in watch mode; one that denies, enforce.
+    let mode = rule.as_ref().map(|_| match ev.verdict {
+        Verdict::WouldDeny => hallmark_policy::Mode::Watch,
+        _ => hallmark_policy::Mode::Enforce,
+    });
+    flow.enforced = Some(EnforcedVerdict {
+        verdict,
+        rule,
+        mode,
+        policy_revision: revision,
+    });
     flow
 }

@@ -296,8 +296,13 @@ impl Flow {
             });
         }
         if self.protocol.has_ports() {
+            // A connect or send a kernel refused never had a source port.
+            let never_sent = self
+                .enforced
+                .as_ref()
+                .is_some_and(|e| e.verdict == hallmark_policy::Outcome::Denied);
             for (which, addr) in [("source", self.src), ("destination", self.dst)] {
-                if addr.port() == 0 {
+                if addr.port() == 0 && !(never_sent && which == "source") {
                     return Err(FlowError::PortZero {
                         which,
                         protocol: self.protocol,
@@ -414,6 +419,18 @@ mod tests {
                 ..
             })
         ));
+        let mut refused = tcp("10.0.0.1:0", "10.0.0.2:443", T);
+        refused.enforced = Some(EnforcedVerdict {
+            verdict: hallmark_policy::Outcome::Denied,
+            rule: None,
+            mode: None,
+            policy_revision: 1,
+        });
+        assert_eq!(
+            refused.validate(),
+            Ok(()),
+            "a connect the kernel denied has no port"
+        );
         let f = tcp("10.0.0.1:1", "[fd00::2]:443", T);
         assert!(matches!(f.validate(), Err(FlowError::MixedFamilies { .. })));
         let mut f = tcp("10.0.0.1:0", "10.0.0.2:0", T);

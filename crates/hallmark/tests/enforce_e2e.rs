@@ -7,6 +7,8 @@
 //! - C (no group) connects to B on 5432: denied.
 //! - A watch-mode deny rule in front of an allow lets A → B:8080 through,
 //!   and the kernel counts it as would-deny.
+//! - Those two are flows with the kernel's verdict and rule (`denied`,
+//!   `refused` with 0 bytes; `would-deny` by the watch rule).
 //! - A policy change is in force at the next connect within a second.
 //! - `hallmark policy enforcement off` lifts it within a second; `on`
 //!   puts it back.
@@ -115,7 +117,15 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
     let _serial = one_at_a_time();
     ensure_runtimes();
-    let server = TestServer::start(TD);
+    let server = TestServer::start_with(
+        TD,
+        &[
+            "--ownership-heartbeat",
+            "1s",
+            "--attribution-holdback",
+            "5s",
+        ],
+    );
     // A node name of its own: pins live under /sys/fs/bpf/hallmark/<node>.
     let node = format!("enf-{}", std::process::id());
     let agent = TestAgent::start_with(
@@ -128,6 +138,8 @@ fn the_policy_is_enforced_in_the_kernel() {
             "on",
             "--on-agent-exit",
             "detach",
+            "--ownership-heartbeat",
+            "1s",
         ],
     );
     for app in ["web", "payments-db", "other"] {
@@ -215,6 +227,35 @@ fn the_policy_is_enforced_in_the_kernel() {
         (n > 0).then_some(n)
     });
     assert!(would >= 1);
+
+    // The kernel's events are flows with its verdicts, kept by the server.
+    let ip_a = format!("{prefix}.10");
+    let to_b = format!("ip:{ip_b}");
+    let event = |port: u16, verdict: &str| {
+        flows(&server, &["--from", &format!("ip:{ip_a}"), "--to", &to_b])
+            .into_iter()
+            .find(|f| {
+                f["flow"]["dst"]
+                    .as_str()
+                    .is_some_and(|d| d.ends_with(&format!(":{port}")))
+                    && f["verdict"] == verdict
+            })
+    };
+    let watched = wait_until(
+        "the would-deny flow A → B:8080",
+        Duration::from_secs(30),
+        || event(8080, "would-deny"),
+    );
+    assert_eq!(watched["verdict_rule"], "web-to-db-admin", "{watched:#}");
+    assert_eq!(watched["verdict_mode"], "watch", "{watched:#}");
+    assert_eq!(watched["policy_revision"], 1, "{watched:#}");
+    let denied = wait_until(
+        "the denied flow A → B:22",
+        Duration::from_secs(30),
+        || event(22, "denied"),
+    );
+    assert_eq!(denied["flow"]["outcome"], "refused", "{denied:#}");
+    assert_eq!(denied["flow"]["bytes_sent"], 0, "{denied:#}");
 
     // --- a policy change is in force at the next connect within 1 s ---------
     apply(

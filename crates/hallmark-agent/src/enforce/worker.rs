@@ -387,15 +387,28 @@ impl Worker {
             remote = %ev.remote,
             "enforcement event"
         );
-        let container = self
+        let workload = self
             .deps
             .inventory
             .workloads()
             .into_iter()
-            .find(|w| cgroup_id(&self.root, &w.cgroup) == Some(ev.cgroup_id))
-            .map(|w| w.container_id);
+            .find(|w| cgroup_id(&self.root, &w.cgroup) == Some(ev.cgroup_id));
+        let mut ev = ev.clone();
+        // A connect refused before the socket was bound has no local
+        // address yet: the workload's own, of the same family.
+        if ev.local.ip().is_unspecified() {
+            if let Some(ip) = workload.as_ref().and_then(|w| {
+                w.ips
+                    .iter()
+                    .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+                    .find(|ip| ip.is_ipv4() == ev.remote.ip().is_ipv4())
+            }) {
+                ev.local.set_ip(ip);
+            }
+        }
+        let ev = &ev;
         let tag = LocalTag {
-            container_id: container,
+            container_id: workload.map(|w| w.container_id),
             unit: String::new(),
             by_port: false,
         };

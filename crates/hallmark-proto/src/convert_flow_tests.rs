@@ -132,6 +132,19 @@ fn each_malformed_field_is_refused_by_name() {
         ),
         ("outcome", "`rst`", Box::new(|r| r.outcome = "rst".into())),
         (
+            "verdict",
+            "`blocked`",
+            Box::new(|r| r.verdict = "blocked".into()),
+        ),
+        (
+            "verdict",
+            "mode `audit`",
+            Box::new(|r| {
+                r.verdict = "denied".into();
+                r.verdict_mode = "audit".into();
+            }),
+        ),
+        (
             "local_side",
             "`both`",
             Box::new(|r| r.local_side = "both".into()),

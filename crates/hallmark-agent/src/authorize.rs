@@ -222,7 +222,19 @@ pub(crate) fn caller_attributes(
     container: Option<&Workload>,
     spiffe_ids: Vec<String>,
 ) -> Attributes {
-    let mut selectors: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();
+    let selectors: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();
+    workload_attributes(context, node, selectors, container, spiffe_ids)
+}
+
+/// [`caller_attributes`] from selectors in text form: how kernel
+/// enforcement describes a local workload from its inventory record.
+pub(crate) fn workload_attributes(
+    context: &str,
+    node: &str,
+    mut selectors: Vec<String>,
+    container: Option<&Workload>,
+    spiffe_ids: Vec<String>,
+) -> Attributes {
     selectors.sort();
     selectors.dedup();
     let mut a = Attributes {

@@ -32,6 +32,8 @@
 //!   ownership heartbeats, the agent's evidence for flow attribution.
 //! - [`capture`]: eBPF capture of every connection on the node (programs in
 //!   `hallmark_bpf`), each tagged with its local workload, fed to `flows`.
+//! - [`enforce`]: the identity policy enforced in the node's kernel
+//!   (`--enforcement`, `--on-agent-exit`), its events reported as flows.
 
 // Not `forbid(unsafe_code)`: the attestor makes the pidfd and clock
 // syscalls that the PID-reuse guard needs through `libc`.
@@ -41,6 +43,7 @@ pub mod authorize;
 pub mod caller;
 pub mod capture;
 mod client;
+pub mod enforce;
 pub mod flows;
 pub mod h2_authority;
 pub mod identity;
@@ -87,6 +90,9 @@ pub struct AgentConfig {
     pub flows: flows::FlowConfig,
     /// eBPF flow capture (`--flows`).
     pub capture: capture::CaptureConfig,
+    /// Policy enforcement in the kernel (`--enforcement`,
+    /// `--on-agent-exit`).
+    pub enforcement: enforce::EnforceConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +117,7 @@ pub struct AgentStatus {
     flows: flows::Flows,
     capture: capture::CaptureHandle,
     policy: watch::Receiver<Arc<policy::AgentPolicy>>,
+    enforcement: enforce::EnforceHandle,
 }
 
 impl AgentStatus {
@@ -146,6 +153,12 @@ impl AgentStatus {
         self.policy.borrow().status()
     }
 
+    /// Policy enforcement in the kernel: mode, revision in force, map use,
+    /// the last install error.
+    pub fn enforcement(&self) -> enforce::EnforceStatus {
+        self.enforcement.status()
+    }
+
     /// The agent's own SPIFFE ID, once attested.
     pub fn agent_id(&self) -> String {
         self.snapshots.borrow().agent_id.to_string()
@@ -164,6 +177,8 @@ pub struct AgentHandle {
     pub capture: capture::CaptureHandle,
     /// The identity policy in force on this node.
     pub policy: watch::Receiver<Arc<policy::AgentPolicy>>,
+    /// Policy enforcement in the kernel.
+    pub enforcement: enforce::EnforceHandle,
     metrics: Arc<metrics::AgentMetrics>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -184,6 +199,7 @@ impl AgentHandle {
             flows: self.flows.clone(),
             capture: self.capture.clone(),
             policy: self.policy.clone(),
+            enforcement: self.enforcement.clone(),
         }
     }
 
@@ -243,6 +259,19 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
     )
     .map_err(AgentError::Config)?;
     tasks.extend(capture_task);
+    let (enforcement, enforce_task) = enforce::start(
+        config.enforcement.clone(),
+        enforce::EnforceDeps {
+            policy: policy.clone(),
+            snapshots: snapshots.clone(),
+            inventory: inventory.clone(),
+            sink: flows.sink(),
+            metrics: metrics.clone(),
+        },
+        &config.data_dir,
+        shutdown_rx.clone(),
+    );
+    tasks.push(enforce_task);
 
     let listener = socket::bind(&config.socket_path).map_err(|source| AgentError::Socket {
         path: config.socket_path.clone(),
@@ -271,6 +300,7 @@ pub async fn start(config: AgentConfig) -> Result<AgentHandle, AgentError> {
         flows,
         capture,
         policy,
+        enforcement,
         metrics,
         shutdown,
         tasks,

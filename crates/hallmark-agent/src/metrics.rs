@@ -55,6 +55,12 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// An enforcement mode (`off`, `watch`, `on`, `unavailable`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: String,
+}
+
 /// A histogram family needs a plain constructor to build one per label set.
 pub type LatencyFamily = Family<RuntimeLabels, Histogram, fn() -> Histogram>;
 
@@ -124,6 +130,22 @@ pub struct AgentMetrics {
     pub policy_errors: Counter,
     /// `POST /v1/authorize` answers, by verdict.
     pub authorize_decisions: Family<VerdictLabels, Counter>,
+    /// 1 for the kernel enforcement mode in force (`off`, `watch`, `on`,
+    /// `unavailable`).
+    pub enforcement_mode: Family<ModeLabels, Gauge>,
+    /// Kernel enforcement decisions for enforced workloads, by verdict
+    /// (`allowed`, `denied`, `would-deny`).
+    pub enforcement_decisions: Family<VerdictLabels, Counter>,
+    /// Enforcement events lost before they became flows (ring full, or no
+    /// room in the flow reporter).
+    pub enforcement_events_dropped: Counter,
+    /// Entries of each enforcement map in use (`locals`, `peers4`, ...).
+    pub enforcement_map_entries: Family<MapLabels, Gauge>,
+    /// What one policy image may use of each.
+    pub enforcement_map_capacity: Family<MapLabels, Gauge>,
+    /// Policy images the kernel refused or that could not be compiled (the
+    /// previous image stays in force).
+    pub enforcement_install_errors: Counter,
 }
 
 impl Default for AgentMetrics {
@@ -369,6 +391,42 @@ impl Default for AgentMetrics {
             "Answers of POST /v1/authorize, by verdict",
             authorize_decisions.clone(),
         );
+        let enforcement_mode = Family::<ModeLabels, Gauge>::default();
+        registry.register(
+            "enforcement_mode",
+            "1 for the kernel enforcement mode in force (off, watch, on, unavailable)",
+            enforcement_mode.clone(),
+        );
+        let enforcement_decisions = Family::<VerdictLabels, Counter>::default();
+        registry.register(
+            "enforcement_decisions",
+            "Kernel enforcement decisions for enforced workloads, by verdict",
+            enforcement_decisions.clone(),
+        );
+        let enforcement_events_dropped = Counter::default();
+        registry.register(
+            "enforcement_events_dropped",
+            "Enforcement events lost before they became flows",
+            enforcement_events_dropped.clone(),
+        );
+        let enforcement_map_entries = Family::<MapLabels, Gauge>::default();
+        registry.register(
+            "enforcement_map_entries",
+            "Entries in use in each enforcement map",
+            enforcement_map_entries.clone(),
+        );
+        let enforcement_map_capacity = Family::<MapLabels, Gauge>::default();
+        registry.register(
+            "enforcement_map_capacity",
+            "Entries one policy image may use in each enforcement map",
+            enforcement_map_capacity.clone(),
+        );
+        let enforcement_install_errors = Counter::default();
+        registry.register(
+            "enforcement_install_errors",
+            "Policy images not installed (not compiled, or refused by the kernel); the previous one stays",
+            enforcement_install_errors.clone(),
+        );
         AgentMetrics {
             registry,
             requests,
@@ -411,6 +469,12 @@ impl Default for AgentMetrics {
             policy_revision,
             policy_errors,
             authorize_decisions,
+            enforcement_mode,
+            enforcement_decisions,
+            enforcement_events_dropped,
+            enforcement_map_entries,
+            enforcement_map_capacity,
+            enforcement_install_errors,
         }
     }
 }

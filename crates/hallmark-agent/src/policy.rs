@@ -46,6 +46,15 @@ pub struct AgentPolicy {
     pub identity_groups: Arc<HashMap<String, Vec<String>>>,
     /// Why the announced revision is not in force, when it is not.
     pub error: Option<String>,
+    /// Whether a rule of the document in force names port 53 (DNS): then
+    /// kernel enforcement does not exempt DNS to the node's resolvers.
+    pub names_dns: bool,
+    /// Peer addresses of other nodes' workloads and the groups of each,
+    /// as the server computed them (kernel enforcement's peer map).
+    pub peer_addresses: Arc<Vec<(std::net::IpAddr, Vec<String>)>>,
+    /// The fleet switch (`hallmark policy enforcement off`): when set,
+    /// every agent turns kernel enforcement off.
+    pub fleet_enforcement_off: bool,
 }
 
 impl Default for AgentPolicy {
@@ -58,6 +67,9 @@ impl Default for AgentPolicy {
             rules: 0,
             identity_groups: Arc::default(),
             error: None,
+            names_dns: false,
+            peer_addresses: Arc::default(),
+            fleet_enforcement_off: false,
         }
     }
 }
@@ -77,6 +89,11 @@ impl AgentPolicy {
                     next.revision = announced;
                     next.groups = parsed.document.groups.len();
                     next.rules = parsed.document.rules.len();
+                    next.names_dns = parsed.document.rules.iter().any(|r| {
+                        r.ports
+                            .iter()
+                            .any(|p| p.contains(crate::enforce::inputs::DNS_PORT))
+                    });
                     next.policy = Arc::new(Policy::compile(&parsed.document));
                     next.error = None;
                 }
@@ -94,6 +111,8 @@ impl AgentPolicy {
             if self.revision != 0 {
                 next = AgentPolicy {
                     identity_groups: next.identity_groups,
+                    peer_addresses: next.peer_addresses,
+                    fleet_enforcement_off: next.fleet_enforcement_off,
                     ..AgentPolicy::default()
                 };
             } else {
@@ -108,6 +127,19 @@ impl AgentPolicy {
                 self.in_force()
             ));
         }
+        if update.peer_addresses_sent {
+            // An address that does not parse is left out: it is then
+            // decided as an address alone, as the server's absent ones are.
+            next.peer_addresses = Arc::new(
+                update
+                    .peer_addresses
+                    .iter()
+                    .filter_map(|p| Some((p.ip.parse().ok()?, p.groups.clone())))
+                    .collect(),
+            );
+        }
+        // Sent on every update; empty means on.
+        next.fleet_enforcement_off = update.enforcement == "off";
         if update.identity_groups_sent {
             next.identity_groups = Arc::new(
                 update

@@ -219,3 +219,34 @@ fn the_status_file_round_trips() {
         serde_json::json!({"revision": 0, "groups": 0, "rules": 0, "identities": 0, "error": null})
     );
 }
+
+#[test]
+fn peer_addresses_and_the_fleet_switch_come_with_updates() {
+    let mut u = pb::SyncUpdate {
+        peer_addresses: vec![
+            pb::PeerAddress {
+                ip: "10.1.0.5".into(),
+                groups: vec!["web".into()],
+            },
+            pb::PeerAddress {
+                ip: "not-an-ip".into(),
+                groups: vec!["db".into()],
+            },
+        ],
+        peer_addresses_sent: true,
+        enforcement: "off".into(),
+        ..Default::default()
+    };
+    let p = AgentPolicy::default().next(&u);
+    assert_eq!(
+        *p.peer_addresses,
+        vec![("10.1.0.5".parse().unwrap(), vec!["web".to_string()])]
+    );
+    assert!(p.fleet_enforcement_off);
+    u.peer_addresses_sent = false;
+    u.peer_addresses.clear();
+    u.enforcement = String::new();
+    let q = p.next(&u);
+    assert_eq!(q.peer_addresses.len(), 1, "not sent: unchanged");
+    assert!(!q.fleet_enforcement_off, "empty means on");
+}

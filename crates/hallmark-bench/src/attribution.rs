@@ -166,6 +166,7 @@ fn flows(n: usize, ips: u32) -> Vec<Flow> {
                 rtt_us: None,
                 reporter: Reporter::File("bench".into()),
                 local: None,
+                enforced: None,
             }
         })
         .collect()

@@ -57,6 +57,7 @@ pub async fn run(connections: usize, pace: Duration) -> Result<Visibility> {
     let flows = hallmark_agent::flows::FlowConfig::default();
     let agent_batch_ms = flows.batch_interval.as_secs_f64() * 1000.0;
     let agent = hallmark_agent::start(AgentConfig {
+        enforcement: hallmark_agent::enforce::EnforceConfig::off(),
         trust_domain: td.clone(),
         socket_path: agent_dir.join("workload.sock"),
         data_dir: agent_dir,

@@ -107,6 +107,7 @@ impl Cluster {
     ) -> Result<()> {
         let agent_dir = self.dir.path().join("agent");
         let agent = hallmark_agent::start(AgentConfig {
+            enforcement: hallmark_agent::enforce::EnforceConfig::off(),
             trust_domain: self.trust_domain.clone(),
             socket_path: agent_dir.join("workload.sock"),
             data_dir: agent_dir,

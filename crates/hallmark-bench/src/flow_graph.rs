@@ -133,6 +133,7 @@ fn flow(k: u64, n: u64, end_ms: i64, endpoints: &[Endpoint]) -> StoredFlow {
         rtt_us: None,
         reporter: Reporter::File("bench-day.jsonl".into()),
         local: None,
+        enforced: None,
     };
     StoredFlow::new(
         f,

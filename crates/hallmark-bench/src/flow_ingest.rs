@@ -200,6 +200,7 @@ fn flows(ws: &[Workload], n: usize, now_ms: i64) -> Vec<(Flow, usize, usize)> {
                 rtt_us: None,
                 reporter: Reporter::File("bench-flows.jsonl".into()),
                 local: None,
+                enforced: None,
             };
             (flow, a, b)
         })

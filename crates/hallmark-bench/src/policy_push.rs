@@ -117,6 +117,7 @@ async fn start_agent(
     let token = generate_token(admin, &node).await?;
     let dir = cluster.scratch_dir().join(&node);
     hallmark_agent::start(AgentConfig {
+        enforcement: hallmark_agent::enforce::EnforceConfig::off(),
         trust_domain: cluster.trust_domain.clone(),
         socket_path: dir.join("workload.sock"),
         data_dir: dir,

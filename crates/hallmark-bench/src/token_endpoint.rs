@@ -105,6 +105,7 @@ pub async fn run(args: &TokenEndpointArgs) -> Result<TokenEndpointResult> {
     let token = generate_token(&mut admin, "bench").await?;
     let agent_dir = dir.path().join("agent");
     let mut agent = hallmark_agent::start(AgentConfig {
+        enforcement: hallmark_agent::enforce::EnforceConfig::off(),
         trust_domain: td.clone(),
         socket_path: agent_dir.join("workload.sock"),
         data_dir: agent_dir,

@@ -31,6 +31,7 @@ fn flow(src: &str, dst: &str, at: i64) -> Flow {
         rtt_us: None,
         reporter: Reporter::File("t".into()),
         local: None,
+        enforced: None,
     }
 }
 

@@ -129,6 +129,7 @@ impl Fields {
             rtt_us: None,
             reporter: Reporter::Exporter(exporter),
             local: None,
+            enforced: None,
         };
         flow.validate()?;
         if end_ms > clock.export_ms.saturating_add(config.max_future_ms) {

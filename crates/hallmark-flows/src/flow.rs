@@ -213,6 +213,25 @@ pub struct Flow {
     pub reporter: Reporter,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalSide>,
+    /// What the reporter's kernel decided for this flow (an agent's
+    /// enforcement event): the server keeps it instead of deciding again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforced: Option<EnforcedVerdict>,
+}
+
+/// A verdict a node's kernel enforced, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcedVerdict {
+    /// `denied` or `would-deny` (an allowed flow raises no event).
+    pub verdict: hallmark_policy::Outcome,
+    /// The deciding rule; `None` for the policy's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// That rule's mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<hallmark_policy::Mode>,
+    /// The policy revision in force in that kernel.
+    pub policy_revision: i64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -277,8 +296,13 @@ impl Flow {
             });
         }
         if self.protocol.has_ports() {
+            // A connect or send a kernel refused never had a source port.
+            let never_sent = self
+                .enforced
+                .as_ref()
+                .is_some_and(|e| e.verdict == hallmark_policy::Outcome::Denied);
             for (which, addr) in [("source", self.src), ("destination", self.dst)] {
-                if addr.port() == 0 {
+                if addr.port() == 0 && !(never_sent && which == "source") {
                     return Err(FlowError::PortZero {
                         which,
                         protocol: self.protocol,
@@ -356,6 +380,7 @@ mod tests {
             rtt_us: None,
             reporter: Reporter::File("test".into()),
             local: None,
+            enforced: None,
         }
     }
 
@@ -394,6 +419,18 @@ mod tests {
                 ..
             })
         ));
+        let mut refused = tcp("10.0.0.1:0", "10.0.0.2:443", T);
+        refused.enforced = Some(EnforcedVerdict {
+            verdict: hallmark_policy::Outcome::Denied,
+            rule: None,
+            mode: None,
+            policy_revision: 1,
+        });
+        assert_eq!(
+            refused.validate(),
+            Ok(()),
+            "a connect the kernel denied has no port"
+        );
         let f = tcp("10.0.0.1:1", "[fd00::2]:443", T);
         assert!(matches!(f.validate(), Err(FlowError::MixedFamilies { .. })));
         let mut f = tcp("10.0.0.1:0", "10.0.0.2:0", T);

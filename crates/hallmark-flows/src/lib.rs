@@ -66,7 +66,8 @@ pub use endpoint::{
     WorkloadEndpoint, GRAPH_BUCKET_MS,
 };
 pub use flow::{
-    Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome, MAX_UNIT_LEN,
+    EnforcedVerdict, Flow, FlowError, Initiator, LocalSide, Protocol, Reporter, Side, TcpOutcome,
+    MAX_UNIT_LEN,
 };
 pub use merge::DEFAULT_MERGE_WINDOW_MS;
 pub use network::{NetworkError, Networks};

@@ -114,6 +114,9 @@ impl StoredFlow {
             rtt_us: a.rtt_us.or(b.rtt_us),
             reporter: a.reporter.clone(),
             local: a.local.clone(),
+            // A kernel's decision is kept through a merge (a denied
+            // connect is one report; the later one wins between two).
+            enforced: b.enforced.clone().or_else(|| a.enforced.clone()),
         };
         let local_is = |f: &Flow, side: Side| f.local.as_ref().is_some_and(|l| l.side == side);
         let src = merged_end(

@@ -33,6 +33,7 @@ fn agent_flow(node: &str, start_ms: i64, bytes: u64) -> Flow {
             by_port: false,
             unit: String::new(),
         }),
+        enforced: None,
     }
 }
 

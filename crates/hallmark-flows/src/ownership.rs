@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -455,6 +455,22 @@ impl OwnershipIndex {
     /// Number of IPs with any evidence.
     pub fn ip_count(&self) -> usize {
         self.ips.len()
+    }
+
+    /// Every IP with any evidence, in no particular order (the server's
+    /// peer map walks them; [`ranges`](Self::ranges) tells their story).
+    pub fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self
+            .ips
+            .v4
+            .keys()
+            .map(|&a| IpAddr::from(Ipv4Addr::from_bits(a)));
+        let v6 = self
+            .ips
+            .v6
+            .keys()
+            .map(|&a| IpAddr::from(Ipv6Addr::from_bits(a)));
+        v4.chain(v6)
     }
 }
 

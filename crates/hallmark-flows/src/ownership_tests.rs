@@ -385,3 +385,32 @@ fn ipv4_and_ipv6_addresses_are_kept_apart() {
     assert_eq!(idx.prune(T0 + 3 * HB), 2);
     assert_eq!(idx.ip_count(), 0);
 }
+
+#[test]
+fn ips_lists_every_address_with_evidence_once() {
+    let mut idx = index(&[ev(&owner("a"), 0, EvidenceKind::Heartbeat)]);
+    for (ip, port) in [
+        ("10.0.0.6", None),
+        ("fd00::1", None),
+        ("10.0.0.5", Some(80)),
+    ] {
+        let key = match port {
+            None => OwnershipKey::ip(ip.parse().unwrap()),
+            Some(p) => OwnershipKey::port(ip.parse().unwrap(), p),
+        };
+        idx.record(&Evidence {
+            key,
+            owner: node(),
+            at_ms: T0,
+            kind: EvidenceKind::Heartbeat,
+        });
+    }
+    let mut ips: Vec<IpAddr> = idx.ips().collect();
+    ips.sort();
+    let want: Vec<IpAddr> = ["10.0.0.5", "10.0.0.6", "fd00::1"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(ips, want);
+    assert_eq!(ips.len(), idx.ip_count());
+}

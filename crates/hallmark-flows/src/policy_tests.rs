@@ -60,6 +60,7 @@ fn stored(src: Endpoint, dst: Endpoint, initiator: Initiator, proto: Protocol) -
         rtt_us: None,
         reporter: Reporter::File("t".into()),
         local: None,
+        enforced: None,
     };
     StoredFlow::new(flow, src, dst, 3)
 }

@@ -379,6 +379,7 @@ fn flow_arrivals(cfg: &SimConfig, world: &World, rng: &mut Rng) -> Vec<(i64, Arr
             rtt_us: None,
             reporter: Reporter::File("sim".into()),
             local: None,
+            enforced: None,
         };
         let truth = [Some(src.owner.clone()), dst.map(|d| d.owner.clone())];
         let mut report =

@@ -256,6 +256,16 @@ impl<'p> Judge<'p> {
 
     /// `f` with its verdict set.
     pub fn judge(&mut self, f: &mut StoredFlow) {
+        // A node's kernel decided this one (an agent's enforcement
+        // event): that decision is the flow's, whatever the policy in
+        // force here says now.
+        if let Some(e) = &f.flow.enforced {
+            f.verdict = Some(e.verdict);
+            f.verdict_rule = e.rule.clone();
+            f.verdict_mode = e.mode;
+            f.policy_revision = Some(e.policy_revision);
+            return;
+        }
         let v = self.decide(f);
         f.set_verdict(&v, self.revision);
     }

@@ -70,6 +70,7 @@ fn flow(src: &str, dst: &str, initiator: Initiator) -> Flow {
         rtt_us: None,
         reporter: Reporter::Agent("n2".into()),
         local: None,
+        enforced: None,
     }
 }
 
@@ -270,4 +271,28 @@ fn the_query_filters_on_the_stored_verdict() {
     Judge::new(&p).judge(&mut f);
     assert!(q(Outcome::WouldDeny).matches(&f));
     assert!(!q(Outcome::Allowed).matches(&f));
+}
+
+#[test]
+fn a_verdict_a_kernel_enforced_is_kept() {
+    use crate::flow::EnforcedVerdict;
+    let p = in_force();
+    let mut judge = Judge::new(&p);
+    // web → db on 5432: revision 7 allows it by `web-to-db`.
+    let mut f = stored(web(), db(), "10.0.0.1:40000", "10.0.0.2:5432");
+    f.flow.enforced = Some(EnforcedVerdict {
+        verdict: Outcome::Denied,
+        rule: Some("no-ssh".into()),
+        mode: Some(hallmark_policy::Mode::Enforce),
+        policy_revision: 8,
+    });
+    judge.judge(&mut f);
+    assert_eq!(
+        f.verdict,
+        Some(Outcome::Denied),
+        "not the allow of revision 7"
+    );
+    assert_eq!(f.verdict_rule.as_deref(), Some("no-ssh"));
+    assert_eq!(f.verdict_mode, Some(hallmark_policy::Mode::Enforce));
+    assert_eq!(f.policy_revision, Some(8));
 }

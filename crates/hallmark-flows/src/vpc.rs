@@ -285,6 +285,7 @@ impl VpcFormat {
             rtt_us: None,
             reporter: Reporter::File(source.to_string()),
             local: None,
+            enforced: None,
         };
         flow.validate()?;
         Ok(VpcRecord::Flow(Box::new(flow)))

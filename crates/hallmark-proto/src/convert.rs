@@ -11,7 +11,8 @@ use hallmark_core::{
 use std::net::{IpAddr, SocketAddr};
 
 use hallmark_flows::{
-    Flow, FlowError, Initiator, LocalSide, Owner, Protocol, Reporter, Side, TcpOutcome,
+    EnforcedVerdict, Flow, FlowError, Initiator, LocalSide, Owner, Protocol, Reporter, Side,
+    TcpOutcome,
 };
 
 use crate::hallmark as pb;
@@ -321,8 +322,65 @@ impl From<&Flow> for pb::FlowRecord {
             retransmits: f.retransmits,
             rtt_us: f.rtt_us.unwrap_or(0),
             local_unit,
+            verdict: f
+                .enforced
+                .as_ref()
+                .map_or("", |e| enforced_word(e.verdict))
+                .to_string(),
+            verdict_rule: f
+                .enforced
+                .as_ref()
+                .and_then(|e| e.rule.clone())
+                .unwrap_or_default(),
+            verdict_mode: f
+                .enforced
+                .as_ref()
+                .and_then(|e| e.mode)
+                .map_or("", |m| m.as_str())
+                .to_string(),
+            policy_revision: f.enforced.as_ref().map_or(0, |e| e.policy_revision),
         }
     }
+}
+
+fn enforced_word(o: hallmark_policy::Outcome) -> &'static str {
+    match o {
+        hallmark_policy::Outcome::Denied => "denied",
+        hallmark_policy::Outcome::WouldDeny => "would-deny",
+        hallmark_policy::Outcome::Allowed => "allowed",
+        hallmark_policy::Outcome::NoDecision => "no-decision",
+    }
+}
+
+/// An agent's enforced verdict from a record; `None` when it carries
+/// none. Only `denied` and `would-deny` are kernel events.
+fn enforced_of(rec: &pb::FlowRecord) -> Result<Option<EnforcedVerdict>, String> {
+    let verdict = match rec.verdict.as_str() {
+        "" => return Ok(None),
+        "denied" => hallmark_policy::Outcome::Denied,
+        "would-deny" => hallmark_policy::Outcome::WouldDeny,
+        other => {
+            return Err(format!(
+                "`{other}`: must be denied or would-deny (or empty)"
+            ))
+        }
+    };
+    let mode = match rec.verdict_mode.as_str() {
+        "" => None,
+        "enforce" => Some(hallmark_policy::Mode::Enforce),
+        "watch" => Some(hallmark_policy::Mode::Watch),
+        other => {
+            return Err(format!(
+                "mode `{other}`: must be enforce or watch (or empty)"
+            ))
+        }
+    };
+    Ok(Some(EnforcedVerdict {
+        verdict,
+        rule: (!rec.verdict_rule.is_empty()).then(|| rec.verdict_rule.clone()),
+        mode,
+        policy_revision: rec.policy_revision,
+    }))
 }
 
 fn side_name(s: Side) -> &'static str {
@@ -471,6 +529,7 @@ pub fn flow_from_pb(
         rtt_us: (rec.rtt_us != 0).then_some(rec.rtt_us),
         reporter,
         local,
+        enforced: enforced_of(rec).map_err(|e| err("verdict", e))?,
     };
     flow.validate().map_err(|e| {
         let field = match &e {

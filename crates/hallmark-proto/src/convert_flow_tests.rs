@@ -45,6 +45,7 @@ fn sample() -> Flow {
             by_port: true,
             unit: String::new(),
         }),
+        enforced: None,
     }
 }
 
@@ -130,6 +131,19 @@ fn each_malformed_field_is_refused_by_name() {
             Box::new(|r| r.initiator = "client".into()),
         ),
         ("outcome", "`rst`", Box::new(|r| r.outcome = "rst".into())),
+        (
+            "verdict",
+            "`blocked`",
+            Box::new(|r| r.verdict = "blocked".into()),
+        ),
+        (
+            "verdict",
+            "mode `audit`",
+            Box::new(|r| {
+                r.verdict = "denied".into();
+                r.verdict_mode = "audit".into();
+            }),
+        ),
         (
             "local_side",
             "`both`",

@@ -1,6 +1,6 @@
 //! Following the other servers on a shared datastore (PostgreSQL): their
-//! entry changes, policy revisions, authority rotations and agent evictions
-//! take effect here too.
+//! entry changes, policy revisions, the enforcement switch, authority
+//! rotations and agent evictions take effect here too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +33,7 @@ pub(crate) async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::R
     // A revision applied elsewhere between loading the policy at start and
     // reading `last` would otherwise wait for the next change.
     crate::policy::versions::follow_latest(&shared).await;
+    crate::policy::enforcement::follow(&shared).await;
     let mut failing = false;
     let mut next_authorities = tokio::time::Instant::now() + AUTHORITY_POLL;
     let mut next_agents = tokio::time::Instant::now() + AGENT_POLL;
@@ -64,8 +65,10 @@ pub(crate) async fn follow_datastore(shared: Arc<Shared>, mut shutdown: watch::R
                 if last != Some(rev) {
                     last = Some(rev);
                     shared.entries_changed.send_modify(|v| *v += 1);
-                    // Policy applies move the datastore revision too.
+                    // Policy applies and the enforcement switch move the
+                    // datastore revision too.
                     crate::policy::versions::follow_latest(&shared).await;
+                    crate::policy::enforcement::follow(&shared).await;
                 }
             }
             Err(e) => {

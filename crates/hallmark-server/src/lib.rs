@@ -190,6 +190,11 @@ pub(crate) struct Shared {
     pub identity_groups: watch::Sender<Arc<policy::IdentityGroups>>,
     /// Wakes the group membership task after an inventory change.
     pub membership: Arc<policy::membership::MembershipTracker>,
+    /// The peer map (address -> its current owner's groups), pushed to
+    /// agents.
+    pub peer_addresses: watch::Sender<Arc<policy::PeerAddresses>>,
+    /// The fleet-wide enforcement switch (true: on), pushed to agents.
+    pub enforcement: watch::Sender<bool>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].

@@ -109,6 +109,13 @@ pub struct ServerMetrics {
     /// Stored policy revisions that failed to parse when loaded, so the
     /// previous one stayed in force.
     pub policy_load_failures: Counter,
+    /// The fleet-wide enforcement switch: 1 on, 0 off.
+    pub policy_enforcement: Gauge,
+    /// Addresses in the peer map pushed to agents.
+    pub policy_peer_addresses: Gauge,
+    /// Addresses held by one owner that the last peer map left out (over
+    /// its bound).
+    pub policy_peer_addresses_cut: Gauge,
 }
 
 impl Default for ServerMetrics {
@@ -150,7 +157,26 @@ impl Default for ServerMetrics {
             policy_revision: Gauge::default(),
             policy_applies: Counter::default(),
             policy_load_failures: Counter::default(),
+            policy_enforcement: Gauge::default(),
+            policy_peer_addresses: Gauge::default(),
+            policy_peer_addresses_cut: Gauge::default(),
         };
+        m.policy_enforcement.set(1);
+        registry.register(
+            "policy_enforcement",
+            "the fleet-wide enforcement switch (`hallmark policy enforcement`): 1 on, 0 off",
+            m.policy_enforcement.clone(),
+        );
+        registry.register(
+            "policy_peer_addresses",
+            "addresses in the peer map pushed to agents (held now by exactly one owner)",
+            m.policy_peer_addresses.clone(),
+        );
+        registry.register(
+            "policy_peer_addresses_cut",
+            "addresses held by one owner that the last peer map left out (over its bound of 32768)",
+            m.policy_peer_addresses_cut.clone(),
+        );
         registry.register(
             "policy_group_members",
             "current members of each policy group (workloads and nodes)",

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::inventory::parse_report;
-use crate::policy::{CurrentPolicy, IdentityGroups};
+use crate::policy::{CurrentPolicy, IdentityGroups, PeerAddresses};
 use crate::Shared;
 
 /// SVIDs are back-dated by this much (see hallmark-ca).
@@ -235,44 +235,85 @@ struct SyncState {
     tainted: crate::authority::Tainted,
 }
 
-/// The policy an agent was last sent: the revision, and the identity
-/// groups (compared by value, since they are republished whole).
+/// The policy an agent was last sent: the revision, the identity groups
+/// and the peer map (compared by value, since they are republished whole)
+/// and the enforcement switch.
 #[derive(Default)]
 struct PolicySent {
     revision: Option<i64>,
     groups: Option<Arc<IdentityGroups>>,
+    peers: Option<Arc<PeerAddresses>>,
+    enforcement: Option<bool>,
+}
+
+/// The policy state in force when an update is built.
+struct PolicyNow {
+    in_force: Arc<CurrentPolicy>,
+    groups: Arc<IdentityGroups>,
+    peers: Arc<PeerAddresses>,
+    enforcement: bool,
 }
 
 /// What of the policy a Sync update must carry.
 struct PolicyNews {
     document: bool,
     groups: bool,
+    peers: bool,
+    enforcement: bool,
+}
+
+/// Whether a republished whole value differs from the one sent.
+fn differs<T: PartialEq>(sent: Option<&Arc<T>>, now: &Arc<T>) -> bool {
+    sent.is_none_or(|s| !Arc::ptr_eq(s, now) && **s != **now)
 }
 
 impl PolicySent {
-    fn news(&self, in_force: &CurrentPolicy, groups: &Arc<IdentityGroups>) -> PolicyNews {
+    fn news(&self, now: &PolicyNow) -> PolicyNews {
         PolicyNews {
-            document: self.revision != Some(in_force.revision),
-            groups: self
-                .groups
-                .as_ref()
-                .is_none_or(|g| !Arc::ptr_eq(g, groups) && **g != **groups),
+            document: self.revision != Some(now.in_force.revision),
+            groups: differs(self.groups.as_ref(), &now.groups),
+            peers: differs(self.peers.as_ref(), &now.peers),
+            enforcement: self.enforcement != Some(now.enforcement),
+        }
+    }
+
+    fn of(now: PolicyNow) -> Self {
+        PolicySent {
+            revision: Some(now.in_force.revision),
+            groups: Some(now.groups),
+            peers: Some(now.peers),
+            enforcement: Some(now.enforcement),
         }
     }
 }
 
 impl PolicyNews {
     fn any(&self) -> bool {
-        self.document || self.groups
+        self.document || self.groups || self.peers || self.enforcement
     }
 
-    /// Every update names the revision in force; the document goes out on
-    /// a stream's first update and when the revision changed, the groups
-    /// likewise when they changed.
-    fn fill(&self, update: &mut pb::SyncUpdate, in_force: &CurrentPolicy, groups: &IdentityGroups) {
+    /// Every update names the revision in force and the enforcement
+    /// switch; the document goes out on a stream's first update and when
+    /// the revision changed, the groups and the peer map likewise when
+    /// they changed.
+    fn fill(&self, update: &mut pb::SyncUpdate, now: &PolicyNow) {
+        let (in_force, groups) = (&now.in_force, &now.groups);
         update.policy_revision = in_force.revision;
+        update.enforcement = crate::policy::enforcement::word(now.enforcement).to_string();
         if self.document {
             update.policy_document = in_force.document.clone();
+        }
+        if self.peers {
+            update.peer_addresses_sent = true;
+            update.peer_addresses = now
+                .peers
+                .addresses
+                .iter()
+                .map(|(ip, names)| pb::PeerAddress {
+                    ip: ip.to_string(),
+                    groups: names.clone(),
+                })
+                .collect();
         }
         if self.groups {
             update.identity_groups_sent = true;
@@ -390,6 +431,8 @@ impl Node for NodeService {
         let mut revoked = shared.revoked.subscribe();
         let mut policy = shared.policy.subscribe();
         let mut groups = shared.identity_groups.subscribe();
+        let mut peers = shared.peer_addresses.subscribe();
+        let mut enforcement = shared.enforcement.subscribe();
         let svc = NodeService {
             shared: shared.clone(),
             connected: self.connected.clone(),
@@ -402,8 +445,12 @@ impl Node for NodeService {
                 changed.borrow_and_update();
                 federation.borrow_and_update();
                 let bundle = bundles.borrow_and_update().clone();
-                let in_force = policy.borrow_and_update().clone();
-                let identity_groups = groups.borrow_and_update().clone();
+                let now = PolicyNow {
+                    in_force: policy.borrow_and_update().clone(),
+                    groups: groups.borrow_and_update().clone(),
+                    peers: peers.borrow_and_update().clone(),
+                    enforcement: *enforcement.borrow_and_update(),
+                };
                 let entries = match svc.entries_for(&id).await {
                     Ok(e) => e,
                     Err(status) => {
@@ -421,7 +468,7 @@ impl Node for NodeService {
                     federated_bundles,
                     tainted,
                 };
-                let policy_news = sent.news(&in_force, &identity_groups);
+                let policy_news = sent.news(&now);
                 if last.as_ref() != Some(&state) || policy_news.any() {
                     let mut update = pb::SyncUpdate {
                         entries: entries.iter().map(pb::Entry::from).collect(),
@@ -432,15 +479,12 @@ impl Node for NodeService {
                         tainted_jwt_keys: state.tainted.jwt.clone(),
                         ..Default::default()
                     };
-                    policy_news.fill(&mut update, &in_force, &identity_groups);
+                    policy_news.fill(&mut update, &now);
                     if tx.send(Ok(update)).await.is_err() {
                         return;
                     }
                     last = Some(state);
-                    sent = PolicySent {
-                        revision: Some(in_force.revision),
-                        groups: Some(identity_groups),
-                    };
+                    sent = PolicySent::of(now);
                 }
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
@@ -448,6 +492,8 @@ impl Node for NodeService {
                     r = federation.changed() => if r.is_err() { return },
                     r = policy.changed() => if r.is_err() { return },
                     r = groups.changed() => if r.is_err() { return },
+                    r = peers.changed() => if r.is_err() { return },
+                    r = enforcement.changed() => if r.is_err() { return },
                     r = revoked.recv() => match r {
                         Ok(who) if who == id => {
                             let _ = tx.send(Err(Status::permission_denied(format!("agent {id} was evicted or banned")))).await;
@@ -595,6 +641,9 @@ impl Node for NodeService {
             _ => {}
         }
         crate::flows::api::inventory_evidence(&self.shared.flows, &agent, &report).await;
+        // Again once the index holds the report's evidence: the peer map
+        // reads it.
+        self.shared.membership.changed();
         Ok(Response::new(pb::InventoryAck {}))
     }
 

@@ -81,12 +81,15 @@ impl Shared {
             policy,
             identity_groups: watch::channel(Arc::default()).0,
             membership: Arc::default(),
+            peer_addresses: watch::channel(Arc::default()).0,
+            enforcement: watch::channel(true).0,
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");
         }
         // Before any listener: agents' first Sync update carries the policy.
         crate::policy::versions::load_latest(&shared).await;
+        crate::policy::enforcement::follow(&shared).await;
         Ok((shared, started))
     }
 }

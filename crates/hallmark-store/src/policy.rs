@@ -93,6 +93,15 @@ pub trait PolicyStore: Send + Sync + 'static {
 
     /// Up to `limit` revisions, newest first.
     async fn policy_history(&self, limit: u32) -> Result<Vec<PolicyRevisionInfo>>;
+
+    /// The fleet-wide enforcement switch (`hallmark policy enforcement`):
+    /// true ("on") until an operator turns it off.
+    async fn policy_enforcement(&self) -> Result<bool>;
+
+    /// Sets the enforcement switch; returns whether it changed. A change
+    /// moves the datastore revision, so servers following it look; setting
+    /// the value it has already leaves the revision alone.
+    async fn set_policy_enforcement(&self, on: bool) -> Result<bool>;
 }
 
 /// SHA-256 of a document, lowercase hex: the digest stored with it.

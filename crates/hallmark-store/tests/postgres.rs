@@ -503,6 +503,7 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
                                 rtt_us: None,
                                 reporter: Reporter::File("f".into()),
                                 local: None,
+                                enforced: None,
                             };
                             StoredFlow::new(
                                 flow,
@@ -616,6 +617,7 @@ async fn reports_of_one_connection_written_by_several_servers_make_one_row() {
                                 rtt_us: None,
                                 reporter: Reporter::Agent(format!("n{w}")),
                                 local: None,
+                                enforced: None,
                             };
                             StoredFlow::new(flow, src.clone(), dst.clone(), start)
                         })

@@ -784,6 +784,7 @@ async fn a_batch_of_a_thousand_flows_writes_quickly() {
                     rtt_us: None,
                     reporter: Reporter::File("bench".into()),
                     local: None,
+                    enforced: None,
                 };
                 StoredFlow::new(flow, end(i % 50), end(50 + i % 40), start + 1_000)
             })
@@ -874,6 +875,7 @@ async fn a_batch_of_a_thousand_interim_records_merges_quickly() {
                     rtt_us: Some(300),
                     reporter: Reporter::Agent(format!("n{}", i % 4)),
                     local: None,
+                    enforced: None,
                 };
                 StoredFlow::new(flow, end(i % 50), end(50 + i % 40), start + 1_000)
             })
@@ -1007,6 +1009,7 @@ fn flow_batch(b: u64) -> hallmark_store::FlowWrite {
         rtt_us: None,
         reporter: Reporter::File("crash".into()),
         local: None,
+        enforced: None,
     };
     let node = |i: usize| Owner::Node {
         context: "prod".into(),

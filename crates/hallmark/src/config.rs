@@ -94,6 +94,10 @@ pub struct AgentFile {
     pub udp_idle: Option<String>,
     /// Cgroup2 subtrees to capture, as `--flow-cgroup`.
     pub flow_cgroup: Option<Vec<String>>,
+    /// `off`, `watch` or `on`, as `--enforcement`.
+    pub enforcement: Option<String>,
+    /// `keep` or `detach`, as `--on-agent-exit`.
+    pub on_agent_exit: Option<String>,
 }
 
 pub fn load_file(path: Option<&Path>) -> Result<FileConfig> {

@@ -52,6 +52,7 @@ fn flow(src: &str, dst: &str, at_ms: i64, local: Option<LocalSide>) -> Flow {
         rtt_us: None,
         reporter: Reporter::Agent("n1".into()),
         local,
+        enforced: None,
     }
 }
 
@@ -78,6 +79,7 @@ async fn flows_reported_by_an_agent_are_attributed_by_its_tags() {
         ..Default::default()
     };
     let mut agent = hallmark_agent::start(AgentConfig {
+        enforcement: hallmark_agent::enforce::EnforceConfig::off(),
         trust_domain: td.clone(),
         data_dir: dir.path().join("agent"),
         servers: vec![server.listen_addr.to_string()],

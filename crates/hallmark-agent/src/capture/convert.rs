@@ -78,21 +78,21 @@ fn local_side(initiated: bool, tag: &LocalTag, context: &str) -> LocalSide {
 }
 
 /// What one socket saw of a conversation, from its own side.
-struct Seen {
-    initiated: bool,
-    local: SocketAddr,
-    remote: SocketAddr,
-    start_ns: u64,
-    end_ns: u64,
+pub(crate) struct Seen {
+    pub(crate) initiated: bool,
+    pub(crate) local: SocketAddr,
+    pub(crate) remote: SocketAddr,
+    pub(crate) start_ns: u64,
+    pub(crate) end_ns: u64,
     /// Bytes and packets this socket sent and received.
-    sent: (u64, u64),
-    received: (u64, u64),
+    pub(crate) sent: (u64, u64),
+    pub(crate) received: (u64, u64),
 }
 
 /// The flow of `seen`, oriented initiator first: `src` the initiator and
 /// counters per direction from there. Protocol-specific fields are left
 /// empty for the caller.
-fn oriented(
+pub(crate) fn oriented(
     seen: Seen,
     protocol: Protocol,
     tag: Option<&LocalTag>,
@@ -121,6 +121,7 @@ fn oriented(
         rtt_us: None,
         reporter: Reporter::Agent(String::new()),
         local: tag.map(|t| local_side(seen.initiated, t, context)),
+        enforced: None,
     }
 }
 

@@ -36,6 +36,7 @@ fn flow(n: u32) -> Flow {
         rtt_us: None,
         reporter: Reporter::Agent("n1".into()),
         local: None,
+        enforced: None,
     }
 }
 

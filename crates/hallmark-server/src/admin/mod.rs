@@ -632,4 +632,13 @@ impl Admin for AdminService {
             .await
             .map(|json| Response::new(pb::PolicyResponse { json }))
     }
+
+    async fn set_enforcement(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        crate::policy::admin::set_enforcement(&self.shared, &req.into_inner().json)
+            .await
+            .map(|json| Response::new(pb::PolicyResponse { json }))
+    }
 }

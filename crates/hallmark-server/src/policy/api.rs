@@ -62,6 +62,10 @@ pub struct RevisionJson {
     pub groups: i64,
     pub rules: i64,
     pub default: String,
+    /// The fleet-wide enforcement switch, `on` or `off`: in `GetPolicy`'s
+    /// answer only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<String>,
 }
 
 /// `PolicyHistory`: the newest `limit` revisions (default
@@ -82,4 +86,21 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 100;
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     pub revision: i64,
+}
+
+/// `SetEnforcement`: `{"enforcement": "on"|"off"}`; without it, a read.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcementRequest {
+    #[serde(default)]
+    pub enforcement: Option<String>,
+}
+
+/// The answer of `SetEnforcement`: the switch afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforcementAnswer {
+    /// `on` or `off`.
+    pub enforcement: String,
+    /// True when this call turned it.
+    pub changed: bool,
 }

@@ -13,8 +13,10 @@
 //! says so), when the policy or the entries change, and every
 //! [`REBUILD_PERIOD`] (so reports stored by other servers sharing the
 //! datastore are seen too). After each pass it publishes the identity ->
-//! groups map of workload identities for agents, when it changed, and the
-//! member counts.
+//! groups map of workload identities for agents and the peer map (see
+//! [`super::peers`]), each when it changed, and the member counts. It also
+//! wakes when the peer map would change by the passing of time alone (a
+//! stopped owner's address leaves the clock skew).
 //!
 //! The admin queries (`group list`, `group members`, `policy check`) do not
 //! read that index: they build a [`Listing`] from the datastore as it is
@@ -32,6 +34,7 @@ use hallmark_store::{StateFilter, StoreError, WorkloadFilter};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
+use super::peers::MAX_PEER_ADDRESSES;
 use super::IdentityGroups;
 use crate::flows::describe::workload_endpoint;
 use crate::Shared;
@@ -241,13 +244,22 @@ pub(crate) async fn membership_loop(shared: Arc<Shared>, mut shutdown: watch::Re
     // The channel starts with no identities: nothing to publish until some
     // identity is in a group.
     let mut published: Option<BTreeMap<String, Vec<String>>> = Some(BTreeMap::new());
+    let mut peers_published = PeersPublished::default();
+    let mut wake_at: Option<tokio::time::Instant> = None;
     loop {
+        let wake = async move {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.changed() => return,
             () = shared.membership.refresh.notified() => {}
             r = policy_rx.changed() => if r.is_err() { return },
             r = entries_rx.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
+            () = wake => {}
         }
         if *shutdown.borrow() {
             return;
@@ -267,7 +279,53 @@ pub(crate) async fn membership_loop(shared: Arc<Shared>, mut shutdown: watch::Re
         apply(&mut index, &listing);
         publish(&shared, &index, revision, &mut published);
         gauged = gauge(&shared, &index, gauged);
+        wake_at = publish_peers(&shared, &listing, &current, &mut peers_published);
     }
+}
+
+/// What the last peer map publication held, to publish only changes and
+/// log a cut once.
+#[derive(Default)]
+struct PeersPublished {
+    addresses: BTreeMap<IpAddr, Vec<String>>,
+    cut: usize,
+}
+
+/// Computes the peer map and publishes it when it changed. Returns when
+/// to look again without news (before the next tick), if ever.
+fn publish_peers(
+    shared: &Shared,
+    listing: &Listing,
+    current: &super::CurrentPolicy,
+    published: &mut PeersPublished,
+) -> Option<tokio::time::Instant> {
+    let now = unix_millis(SystemTime::now());
+    let pass = super::peers::compute(shared, listing, &current.policy, current.revision, now);
+    if pass.cut != published.cut {
+        if pass.cut > 0 {
+            tracing::warn!(
+                cut = pass.cut,
+                "the peer map holds at most {MAX_PEER_ADDRESSES} addresses; {} addresses held by one owner are left out (the highest), and agents decide for them as addresses alone",
+                pass.cut
+            );
+        }
+        published.cut = pass.cut;
+    }
+    shared
+        .metrics
+        .policy_peer_addresses_cut
+        .set(i64::try_from(pass.cut).unwrap_or(i64::MAX));
+    if pass.peers.addresses != published.addresses {
+        published.addresses = pass.peers.addresses.clone();
+        shared
+            .metrics
+            .policy_peer_addresses
+            .set(i64::try_from(pass.peers.addresses.len()).unwrap_or(i64::MAX));
+        shared.peer_addresses.send_replace(Arc::new(pass.peers));
+    }
+    let wait_ms = pass.next_change_ms?.saturating_sub(now).max(1);
+    let wait = Duration::from_millis(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+    (wait < REBUILD_PERIOD).then(|| tokio::time::Instant::now() + wait)
 }
 
 /// Brings `index` to what `listing` holds: one upsert per endpoint (free

@@ -1,5 +1,6 @@
 //! Identity policy on the server: the versioned document in force, group
-//! membership that follows the inventory, and the admin queries over them
+//! membership that follows the inventory, the peer map and the fleet-wide
+//! enforcement switch agents enforce with, and the admin queries over them
 //! (apply, show, history, rollback, check, groups; audit, dry-run and
 //! suggest over recorded flows).
 //!
@@ -10,7 +11,9 @@
 pub(crate) mod admin;
 pub mod api;
 pub mod api_queries;
+pub(crate) mod enforcement;
 pub mod membership;
+pub mod peers;
 mod queries;
 mod review;
 pub(crate) mod versions;
@@ -20,6 +23,8 @@ use std::sync::Arc;
 
 use hallmark_policy::{Policy, PolicyDocument};
 use tokio::sync::watch;
+
+pub use peers::PeerAddresses;
 
 /// A revision of the policy, compiled.
 #[derive(Debug)]

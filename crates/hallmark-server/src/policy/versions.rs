@@ -64,7 +64,7 @@ pub(crate) async fn get_policy(shared: &Shared, json: &str) -> Result<String, St
         Some(n) => Some(read_revision(shared, n).await?),
         None => shared.store.latest_policy().await.map_err(internal)?,
     };
-    let answer = match found {
+    let mut answer = match found {
         Some(r) => revision_json(&r.info, Some(r.document)),
         None => RevisionJson {
             revision: 0,
@@ -76,8 +76,10 @@ pub(crate) async fn get_policy(shared: &Shared, json: &str) -> Result<String, St
             groups: 0,
             rules: 0,
             default: "allow".to_string(),
+            enforcement: None,
         },
     };
+    answer.enforcement = Some(super::enforcement::word(*shared.enforcement.borrow()).to_string());
     Ok(to_json(&answer))
 }
 
@@ -244,6 +246,7 @@ fn revision_json(info: &PolicyRevisionInfo, document: Option<String>) -> Revisio
         groups: info.groups,
         rules: info.rules,
         default: info.default.clone(),
+        enforcement: None,
     }
 }
 
@@ -262,4 +265,4 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 #[cfg(test)]
 #[path = "versions_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -44,15 +44,15 @@ default: deny
 
 const OPEN: &str = "default: allow\n";
 
-struct Harness {
-    server: ServerHandle,
-    store: Arc<dyn Store>,
+pub(crate) struct Harness {
+    pub server: ServerHandle,
+    pub store: Arc<dyn Store>,
     // Last: the directory must outlive the server using it.
     dir: TempDir,
 }
 
 impl Harness {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir).await
     }
@@ -73,13 +73,13 @@ impl Harness {
         Harness { server, store, dir }
     }
 
-    async fn restart(self) -> Self {
+    pub async fn restart(self) -> Self {
         let Harness { server, dir, .. } = self;
         server.shutdown().await;
         Self::start_in(dir).await
     }
 
-    async fn call(
+    pub async fn call(
         &self,
         rpc: &str,
         json: serde_json::Value,
@@ -93,12 +93,13 @@ impl Harness {
             "get" => admin.get_policy(req).await,
             "history" => admin.policy_history(req).await,
             "rollback" => admin.rollback_policy(req).await,
+            "enforcement" => admin.set_enforcement(req).await,
             other => panic!("no RPC {other}"),
         }?;
         Ok(serde_json::from_str(&resp.into_inner().json).unwrap())
     }
 
-    async fn apply(&self, file: &str, document: &str) -> serde_json::Value {
+    pub async fn apply(&self, file: &str, document: &str) -> serde_json::Value {
         self.call(
             "apply",
             serde_json::json!({"file": file, "document": document, "source": format!("cli:{file}")}),
@@ -108,7 +109,19 @@ impl Harness {
     }
 
     /// Attests node `node` and opens its Sync stream.
-    async fn agent(&self, node: &str) -> (SpiffeId, Streaming<pb::SyncUpdate>) {
+    pub async fn agent(&self, node: &str) -> (SpiffeId, Streaming<pb::SyncUpdate>) {
+        let (id, mut client) = self.agent_client(node).await;
+        let stream = client
+            .sync(pb::SyncRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        (id, stream)
+    }
+
+    /// Attests node `node`: its ID and a node API client over mTLS with
+    /// its SVID.
+    pub async fn agent_client(&self, node: &str) -> (SpiffeId, NodeClient<Channel>) {
         let admin = self.server.admin();
         let token = admin
             .generate_token(Request::new(pb::GenerateTokenRequest {
@@ -148,16 +161,10 @@ impl Harness {
             )
             .unwrap(),
         );
-        let stream = node_client(self.server.listen_addr, tls)
-            .await
-            .sync(pb::SyncRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        (id, stream)
+        (id, node_client(self.server.listen_addr, tls).await)
     }
 
-    fn metrics(&self) -> String {
+    pub fn metrics(&self) -> String {
         self.server.shared.metrics.render()
     }
 }
@@ -180,7 +187,10 @@ async fn node_client(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> NodeCl
 }
 
 /// The next update, which must come within `within`.
-async fn next(stream: &mut Streaming<pb::SyncUpdate>, within: Duration) -> pb::SyncUpdate {
+pub(crate) async fn next(
+    stream: &mut Streaming<pb::SyncUpdate>,
+    within: Duration,
+) -> pb::SyncUpdate {
     tokio::time::timeout(within, stream.message())
         .await
         .unwrap_or_else(|_| panic!("no Sync update within {within:?}"))
@@ -189,13 +199,13 @@ async fn next(stream: &mut Streaming<pb::SyncUpdate>, within: Duration) -> pb::S
 }
 
 /// Asserts that no update comes for a while.
-async fn quiet(stream: &mut Streaming<pb::SyncUpdate>) {
+pub(crate) async fn quiet(stream: &mut Streaming<pb::SyncUpdate>) {
     if let Ok(m) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
         panic!("unexpected Sync update: {m:?}");
     }
 }
 
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

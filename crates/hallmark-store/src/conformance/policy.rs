@@ -22,6 +22,61 @@ fn new<'a>(document: &'a str, source: &'a str, at: i64) -> NewPolicyRevision<'a>
 pub(super) async fn run_all(store: &dyn Store, run: &Run) {
     revisions_round_trip(store, run).await;
     concurrent_applies(store, run).await;
+    enforcement_switch(store).await;
+}
+
+/// The fleet-wide enforcement switch: on until turned off, a change moves
+/// the datastore revision, a no-op does not.
+async fn enforcement_switch(store: &dyn Store) {
+    // The store may hold an earlier run's value: start from "on".
+    ok(
+        "set_policy_enforcement on",
+        store.set_policy_enforcement(true).await,
+    );
+    assert!(
+        ok("policy_enforcement", store.policy_enforcement().await),
+        "conformance: enforcement on"
+    );
+    let before = ok("revision", store.revision().await);
+    assert!(
+        !ok(
+            "set_policy_enforcement on again",
+            store.set_policy_enforcement(true).await
+        ),
+        "conformance: setting the value in force is no change"
+    );
+    assert_eq!(
+        ok("revision", store.revision().await),
+        before,
+        "conformance: an unchanged switch leaves the datastore revision alone"
+    );
+    assert!(
+        ok(
+            "set_policy_enforcement off",
+            store.set_policy_enforcement(false).await
+        ),
+        "conformance: turning it off is a change"
+    );
+    assert!(
+        !ok("policy_enforcement", store.policy_enforcement().await),
+        "conformance: enforcement reads off after turning it off"
+    );
+    let off = ok("revision", store.revision().await);
+    assert!(
+        off > before,
+        "conformance: a switch moves the datastore revision so other servers look"
+    );
+    assert!(!ok(
+        "set_policy_enforcement off again",
+        store.set_policy_enforcement(false).await
+    ));
+    assert_eq!(ok("revision", store.revision().await), off);
+    assert!(ok(
+        "set_policy_enforcement back on",
+        store.set_policy_enforcement(true).await
+    ));
+    assert!(ok("policy_enforcement", store.policy_enforcement().await));
+    assert!(ok("revision", store.revision().await) > off);
 }
 
 async fn revisions_round_trip(store: &dyn Store, run: &Run) {

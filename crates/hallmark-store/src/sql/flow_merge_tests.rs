@@ -25,6 +25,7 @@ fn flow(reporter: Reporter, start_ms: i64, bytes: u64) -> StoredFlow {
         rtt_us: None,
         reporter,
         local: None,
+        enforced: None,
     };
     let end = Endpoint::Unattributed {
         reason: UnattributedReason::NoOwner,

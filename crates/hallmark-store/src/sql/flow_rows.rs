@@ -585,6 +585,7 @@ impl FlowRow {
             reporter: parse_reporter(&self.reporter)
                 .ok_or_else(|| corrupt(T, id, "reporter", &self.reporter))?,
             local,
+            enforced: None,
         };
         let mut end = |eid: i64, column: &str, text: Option<&str>| -> Result<Endpoint> {
             if let Some(e) = cache.get(&eid) {

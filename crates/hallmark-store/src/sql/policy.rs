@@ -5,6 +5,9 @@
 //! other: each sees the one before it committed and takes the next number.
 //! Bumping the counter also announces the change, which wakes the other
 //! servers' follow loops.
+//!
+//! The enforcement switch is one row of the `meta` table
+//! ([`ENFORCEMENT_KEY`], 1 on, 0 off; no row: on), written the same way.
 
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
@@ -17,6 +20,9 @@ use crate::{
 };
 
 const TABLE: &str = "policy_revisions";
+
+/// The `meta` key of the fleet-wide enforcement switch.
+pub(crate) const ENFORCEMENT_KEY: &str = "policy_enforcement";
 
 /// Columns matching [`PolicyRow`], with the document.
 const COLUMNS: &str = "revision, document, applied_at_ms, source, rolled_back_from, digest, \
@@ -156,5 +162,41 @@ where
             .await
             .map_err(|e| decode_error(TABLE, e))?;
         Ok(rows.into_iter().map(|r| r.into_revision().info).collect())
+    }
+
+    async fn policy_enforcement(&self) -> Result<bool> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(ENFORCEMENT_KEY)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| decode_error("meta", e))?;
+        Ok(value.is_none_or(|v| v != 0))
+    }
+
+    async fn set_policy_enforcement(&self, on: bool) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // The counter's row lock first, as every writer takes it: two
+        // servers switching at once run one after the other.
+        bump_revision::<DB>(&mut tx).await?;
+        let value: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(ENFORCEMENT_KEY)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| decode_error("meta", e))?;
+        if value.is_none_or(|v| v != 0) == on {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(ENFORCEMENT_KEY)
+        .bind(i64::from(on))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| decode_error("meta", e))?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

@@ -40,6 +40,9 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
     // Written by the agent when a sync update changes its policy state;
     // missing until its first sync (or for an agent that predates policy).
     let policy = hallmark_agent::policy::read_status(&data_dir).ok();
+    // Written by the agent's enforcement thread every second while it
+    // runs; missing until the first sync.
+    let enforcement = hallmark_agent::enforce::read_status(&data_dir).ok();
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "reading the agent's inventory spool {} (is an agent running with this --data-dir?)",
@@ -55,6 +58,7 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
                 obj.insert("capture".into(), serde_json::to_value(c)?);
             }
             obj.insert("policy".into(), serde_json::to_value(&policy)?);
+            obj.insert("enforcement".into(), serde_json::to_value(&enforcement)?);
         }
         return print_json(&value);
     }
@@ -109,6 +113,13 @@ pub fn run(a: AgentStatusArgs) -> Result<()> {
             hallmark_agent::policy::STATUS_FILE
         )?,
     }
+    match &enforcement {
+        Some(e) => print_enforcement(e)?,
+        None => outln!(
+            "enforcement    unknown (no {} in the data directory)",
+            hallmark_agent::enforce::STATUS_FILE
+        )?,
+    }
     let age_ms = unix_millis(SystemTime::now()) - doc.written_at_ms;
     outln!(
         "as of          {} s ago ({})",
@@ -149,6 +160,40 @@ fn print_capture(c: &hallmark_agent::capture::CaptureStatus) -> Result<()> {
             outln!("flow capture   UNAVAILABLE (--flows {})", c.mode.as_str())?;
             outln!("reason         {}", c.reason)?;
         }
+    }
+    Ok(())
+}
+
+fn print_enforcement(e: &hallmark_agent::enforce::EnforceStatus) -> Result<()> {
+    outln!("enforcement    {}", e.summary())?;
+    if !e.maps.is_empty() {
+        let maps: Vec<String> = e
+            .maps
+            .iter()
+            .map(|(m, u)| format!("{m} {}/{}", u.used, u.capacity))
+            .collect();
+        outln!("               maps: {}", maps.join(", "))?;
+    }
+    if !e.decisions.is_empty() {
+        let d: Vec<String> = e
+            .decisions
+            .iter()
+            .map(|(v, n)| format!("{v} {n}"))
+            .collect();
+        outln!(
+            "               decisions: {}; {} events lost",
+            d.join(", "),
+            e.events_dropped
+        )?;
+    }
+    if e.install_errors > 0 {
+        outln!(
+            "               {} images not installed since start",
+            e.install_errors
+        )?;
+    }
+    if let Some(err) = &e.last_error {
+        outln!("enforce error  {err}")?;
     }
     Ok(())
 }

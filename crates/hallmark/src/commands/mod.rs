@@ -12,6 +12,7 @@ pub mod flows;
 pub mod group;
 pub mod inventory;
 pub mod policy;
+pub mod policy_enforcement;
 pub mod policy_query;
 pub mod policy_versions;
 pub mod status;

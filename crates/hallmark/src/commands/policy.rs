@@ -4,7 +4,8 @@
 //! anywhere: every error and warning with its file, line and group or rule,
 //! as `hallmark_policy::parse` finds them. It needs no server. The
 //! versioned policy on the server (`apply`, `show`, `history`, `rollback`)
-//! is in `policy_versions`.
+//! is in `policy_versions`, the fleet-wide enforcement switch in
+//! `policy_enforcement`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ pub enum PolicyCommand {
     /// Least-privilege allow rules from observed flows, as a watch-mode
     /// document (on stdout) that `apply` accepts.
     Suggest(policy_query::SuggestArgs),
+    /// The fleet-wide kill switch: `off` stops every agent from blocking
+    /// within a second (verdicts are still observed), `on` puts
+    /// enforcement back; alone, print it.
+    Enforcement(super::policy_enforcement::EnforcementArgs),
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +73,7 @@ pub async fn run(command: PolicyCommand) -> Result<()> {
         PolicyCommand::Audit(a) => policy_query::audit(a).await,
         PolicyCommand::DryRun(a) => policy_query::dry_run(a).await,
         PolicyCommand::Suggest(a) => policy_query::suggest(a).await,
+        PolicyCommand::Enforcement(a) => super::policy_enforcement::run(a).await,
     }
 }
 

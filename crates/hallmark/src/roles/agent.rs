@@ -10,8 +10,8 @@ use hallmark_agent::flows::FlowConfig;
 use hallmark_agent::{AgentConfig, ServerTrustSource};
 
 use super::{
-    agent_status_json, capture_config, inventory_config, pick, shutdown_signal, CaptureArgs,
-    InventoryArgs, RoleArgs, DRAIN_DEADLINE,
+    agent_status_json, capture_config, enforce_config, inventory_config, pick, shutdown_signal,
+    CaptureArgs, EnforceArgs, InventoryArgs, RoleArgs, DRAIN_DEADLINE,
 };
 use crate::config::{self, DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN};
 use crate::health;
@@ -45,6 +45,8 @@ pub struct AgentArgs {
     pub ownership_heartbeat: Option<String>,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub enforce: EnforceArgs,
 }
 
 pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
@@ -52,6 +54,7 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
     let inventory = inventory_config(a.inventory, &file)?;
     let flows = flow_config(a.ownership_heartbeat, file.ownership_heartbeat.clone())?;
     let capture = capture_config(a.capture, &file)?;
+    let enforcement = enforce_config(a.enforce, &file)?;
     let td = pick(a.common.trust_domain, file.trust_domain)
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let data_dir = pick(a.common.data_dir, file.data_dir)
@@ -90,6 +93,7 @@ pub fn agent_config(a: AgentArgs) -> Result<AgentConfig> {
         inventory,
         flows,
         capture,
+        enforcement,
     })
 }
 

@@ -83,6 +83,46 @@ pub struct CaptureArgs {
     pub flow_cgroup: Vec<String>,
 }
 
+/// Policy enforcement flags (the agent's, and `hallmark up`'s).
+#[derive(Args, Debug, Default)]
+pub struct EnforceArgs {
+    /// Identity policy enforcement in the kernel: on (deny what the policy
+    /// denies), watch (let everything through, report what it would deny)
+    /// or off. Where the kernel does not allow it, enforcement is
+    /// unavailable and `agent status` says why [default: on].
+    #[arg(long)]
+    pub enforcement: Option<String>,
+    /// What happens to enforcement when the agent exits: keep (programs
+    /// and maps stay pinned under /sys/fs/bpf/hallmark/<node>, so the
+    /// policy stays enforced and the next agent takes over with no gap) or
+    /// detach (everything is removed; nothing is enforced until an agent
+    /// runs again) [default: keep].
+    #[arg(long)]
+    pub on_agent_exit: Option<String>,
+}
+
+/// The enforcement configuration from flags over the config file.
+pub fn enforce_config(
+    a: EnforceArgs,
+    file: &config::AgentFile,
+) -> Result<hallmark_agent::enforce::EnforceConfig> {
+    use hallmark_agent::enforce::EnforceConfig;
+    let defaults = EnforceConfig::default();
+    let mode = match pick(a.enforcement, file.enforcement.clone()) {
+        Some(v) => v.parse().map_err(|e: String| anyhow!(e))?,
+        None => defaults.mode,
+    };
+    let on_exit = match pick(a.on_agent_exit, file.on_agent_exit.clone()) {
+        Some(v) => v.parse().map_err(|e: String| anyhow!(e))?,
+        None => defaults.on_exit,
+    };
+    Ok(EnforceConfig {
+        mode,
+        on_exit,
+        ..defaults
+    })
+}
+
 /// The capture configuration from flags over the config file.
 pub fn capture_config(
     a: CaptureArgs,
@@ -186,5 +226,6 @@ fn agent_status_json(a: &hallmark_agent::AgentStatus) -> serde_json::Value {
         "flows": a.flows(),
         "capture": a.capture(),
         "policy": a.policy(),
+        "enforcement": a.enforcement(),
     })
 }

@@ -14,8 +14,8 @@ use hallmark_server::{AdminService, ServerConfig};
 use tracing::info;
 
 use super::{
-    agent_status_json, capture_config, inventory_config, shutdown_signal, CaptureArgs,
-    InventoryArgs, DRAIN_DEADLINE,
+    agent_status_json, capture_config, enforce_config, inventory_config, shutdown_signal,
+    CaptureArgs, EnforceArgs, InventoryArgs, DRAIN_DEADLINE,
 };
 use crate::config::{self, DEFAULT_TRUST_DOMAIN};
 use crate::connect::admin_error;
@@ -37,6 +37,8 @@ pub struct UpArgs {
     pub inventory: InventoryArgs,
     #[command(flatten)]
     pub capture: CaptureArgs,
+    #[command(flatten)]
+    pub enforce: EnforceArgs,
 }
 
 /// What `hallmark up` tells the user once it is ready.
@@ -193,6 +195,7 @@ fn invoking_user() -> (u32, String) {
 pub async fn up(a: UpArgs) -> Result<()> {
     let inventory = inventory_config(a.inventory, &config::AgentFile::default())?;
     let capture = capture_config(a.capture, &config::AgentFile::default())?;
+    let enforcement = enforce_config(a.enforce, &config::AgentFile::default())?;
     let home = a.home.unwrap_or_else(config::default_home);
     let td_name = a
         .trust_domain
@@ -232,6 +235,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         inventory,
         flows: Default::default(),
         capture,
+        enforcement,
     })
     .await
     .context("starting the agent")?;

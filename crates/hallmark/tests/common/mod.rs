@@ -690,6 +690,11 @@ impl TestAgent {
         if !self.extra_args.iter().any(|a| a == "--flows") {
             cmd.args(["--flows", "off"]);
         }
+        // Kernel enforcement acts on every container of the machine the
+        // policy names: only the tests about it turn it on.
+        if !self.extra_args.iter().any(|a| a == "--enforcement") {
+            cmd.args(["--enforcement", "off"]);
+        }
         cmd.args(&self.extra_args).args(bootstrap);
         if let Some(ns) = &self.netns {
             cmd = in_netns(ns, &cmd);
@@ -914,6 +919,9 @@ impl TestUp {
         let _ = fs::remove_file(&socket);
         let mut cmd = hallmark_cmd(&["up", "--home"]);
         cmd.arg(home);
+        // Kernel enforcement would pin programs for node `local` that
+        // outlive the test: only the tests about it turn it on.
+        cmd.args(["--enforcement", "off"]);
         let mut daemon = Daemon::spawn("up", cmd, log, Some(stdout));
         let what = format!("`hallmark up` to create {}", socket.display());
         wait_until(&what, WAIT, || {

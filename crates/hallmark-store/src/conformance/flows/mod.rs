@@ -86,6 +86,7 @@ fn tcp(src: &str, dst: &str, start_ms: i64) -> Flow {
         rtt_us: None,
         reporter: Reporter::File("conformance.log".into()),
         local: None,
+        enforced: None,
     }
 }
 

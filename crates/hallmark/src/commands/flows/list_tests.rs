@@ -147,6 +147,7 @@ fn stored(src: Endpoint, dst: Endpoint) -> StoredFlow {
         rtt_us: None,
         reporter: Reporter::File("x".into()),
         local: None,
+        enforced: None,
     };
     StoredFlow::new(flow, src, dst, 1_700_000_001_000)
 }

@@ -3,7 +3,7 @@
 //! the DNS exemptions. Pure functions over the inventory and the policy,
 //! so a change is noticed by comparing two [`Inputs`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -87,21 +87,27 @@ pub fn locals(
     out
 }
 
-/// Peer entries: every IP of the local workloads with their groups, then
-/// the server's entries for addresses not already known here.
+/// Peer entries: every IP of the running local workloads with their
+/// groups (this node knows its own workloads first-hand), then the
+/// server's entries for the other addresses. An address a local workload
+/// gave up a moment ago (`released`) is left out of the server's entries:
+/// until the server has heard of the stop, its entry may still describe
+/// the previous holder, and a new holder must never inherit that
+/// holder's permissions. Left out, the address is "unknown" and the
+/// policy's default decides for it.
 pub fn peers(
     policy: &Policy,
     workloads: &[Workload],
-    locals: &[Local],
     context: &str,
     node: &str,
     server: &[(IpAddr, Vec<String>)],
+    released: &BTreeSet<IpAddr>,
 ) -> Vec<(IpAddr, Vec<String>)> {
     let mut out: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
-    for l in locals {
-        let Some(w) = workloads.iter().find(|w| w.container_id == l.container_id) else {
-            continue;
-        };
+    for w in workloads
+        .iter()
+        .filter(|w| w.state == WorkloadState::Running)
+    {
         for ip in w.ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
             let mut a = workload_attributes(
                 context,
@@ -116,9 +122,20 @@ pub fn peers(
         }
     }
     for (ip, groups) in server {
-        out.entry(*ip).or_insert_with(|| groups.clone());
+        if !released.contains(ip) {
+            out.entry(*ip).or_insert_with(|| groups.clone());
+        }
     }
     out.into_iter().collect()
+}
+
+/// The addresses running local workloads hold now.
+pub fn held_locally(workloads: &[Workload]) -> BTreeSet<IpAddr> {
+    workloads
+        .iter()
+        .filter(|w| w.state == WorkloadState::Running)
+        .flat_map(|w| w.ips.iter().filter_map(|ip| ip.parse().ok()))
+        .collect()
 }
 
 /// A peer's group set: the groups named for it, and those its address
@@ -172,7 +189,8 @@ pub fn dns_exempt(names_dns: bool, resolvers: &[IpAddr]) -> Vec<Exempt> {
     out
 }
 
-/// The inputs for `state` over `workloads`.
+/// The inputs for `state` over `workloads`; `released`: addresses local
+/// workloads gave up a moment ago (see [`peers`]).
 #[allow(clippy::too_many_arguments)]
 pub fn gather(
     state: &AgentPolicy,
@@ -182,15 +200,16 @@ pub fn gather(
     own_cgroup: Option<u64>,
     cgroup_of: &dyn Fn(&str) -> Option<u64>,
     resolv: &[IpAddr],
+    released: &BTreeSet<IpAddr>,
 ) -> Inputs {
     let locals = locals(workloads, context, node, own_cgroup, cgroup_of);
     let peers = peers(
         &state.policy,
         workloads,
-        &locals,
         context,
         node,
         &state.peer_addresses,
+        released,
     );
     Inputs {
         exempt: dns_exempt(state.names_dns, resolv),

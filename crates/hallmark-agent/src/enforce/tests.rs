@@ -6,7 +6,7 @@ use hallmark_core::{RuntimeSource, Workload, WorkloadState};
 use hallmark_flows::TcpOutcome;
 use hallmark_policy::{parse, Policy};
 
-use super::inputs::{dns_exempt, locals, peers, resolvers};
+use super::inputs::{dns_exempt, held_locally, locals, peers, resolvers};
 use super::worker::event_flow;
 use super::*;
 use crate::capture::cgroups::LocalTag;
@@ -79,20 +79,31 @@ fn peers_are_the_local_workloads_addresses_then_the_servers() {
     let p = policy(DOC);
     let web = workload("a", "web", "172.30.0.2", &["spiffe://td/web"]);
     let db = workload("b", "db", "172.30.0.3", &["spiffe://td/db"]);
-    let all = [web, db];
-    let ids = |p: &str| {
-        p.split('/')
-            .next_back()
-            .and_then(|s| s.chars().next())
-            .map(|c| c as u64)
-    };
-    let l = locals(&all, "prod", "n", None, &ids);
+    // Running here without an entry: still this node's first-hand address.
+    let anonymous = workload("c", "db", "172.30.0.8", &[]);
+    let mut gone = workload("d", "web", "172.30.0.9", &["spiffe://td/web"]);
+    gone.state = WorkloadState::Stopped;
+    let all = [web, db, anonymous, gone];
+    assert_eq!(held_locally(&all).len(), 3);
     let server = vec![
         ("172.30.0.3".parse().unwrap(), vec!["web".to_string()]),
         ("10.0.0.9".parse().unwrap(), vec!["db".to_string()]),
+        ("172.30.0.7".parse().unwrap(), vec!["db".to_string()]),
     ];
-    let got = peers(&p, &all, &l, "prod", "n", &server);
+    let released = [
+        "172.30.0.7".parse::<IpAddr>().unwrap(),
+        "172.30.0.3".parse().unwrap(),
+    ]
+    .into_iter()
+    .collect();
+    let got = peers(&p, &all, "prod", "n", &server, &released);
     let map: BTreeMap<IpAddr, Vec<String>> = got.into_iter().collect();
+    assert!(map[&"172.30.0.8".parse::<IpAddr>().unwrap()].contains(&"db".to_string()));
+    assert!(!map.contains_key(&"172.30.0.9".parse::<IpAddr>().unwrap()));
+    assert!(
+        !map.contains_key(&"172.30.0.7".parse::<IpAddr>().unwrap()),
+        "an address given up here is unknown until the server has caught up: {map:?}"
+    );
     assert!(map[&"172.30.0.2".parse::<IpAddr>().unwrap()].contains(&"web".to_string()));
     assert!(
         map[&"172.30.0.3".parse::<IpAddr>().unwrap()].contains(&"db".to_string()),
@@ -219,7 +230,16 @@ fn the_compiled_image_keeps_the_rules_and_the_default() {
         ..Default::default()
     };
     let ns: [IpAddr; 1] = ["10.0.0.2".parse().unwrap()];
-    let inputs: Inputs = gather(&state, &[web, db], "prod", "n", None, &ids, &ns);
+    let inputs: Inputs = gather(
+        &state,
+        &[web, db],
+        "prod",
+        "n",
+        None,
+        &ids,
+        &ns,
+        &Default::default(),
+    );
     let c = compile(&p, &inputs, hallmark_bpf::Mode::Watch).unwrap();
     assert_eq!(c.image.mode, hallmark_bpf::Mode::Watch);
     assert_eq!(c.image.default_verdict, Verdict::Deny);

@@ -2,6 +2,8 @@
 //! the policy over this node's workloads, turns kernel events into flows
 //! and publishes status and metrics.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +17,7 @@ use hallmark_policy::Outcome;
 use tokio::sync::broadcast::error::TryRecvError;
 
 use super::image::{compile, Compiled};
-use super::inputs::{cgroup_id, gather, resolvers, Inputs};
+use super::inputs::{cgroup_id, gather, held_locally, resolvers, Inputs};
 use super::{
     lock, now_ms, set_mode_metric, write_status, EnforceConfig, EnforceDeps, EnforceState,
     EnforceStatus, EnforcementMode, MapUse, OnAgentExit,
@@ -35,6 +37,10 @@ const RECHECK_EVERY: Duration = Duration::from_secs(2);
 /// containers and attested their processes, or this long: installing
 /// before would drop the running workloads from enforcement for a moment.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(10);
+/// An address a local workload gave up stays "unknown" this long, unless
+/// a local workload holds it again: long enough for the server to hear of
+/// the stop and send the address's new state.
+const RELEASE_HOLD: Duration = Duration::from_secs(10);
 /// Counters, map use and the status file, this often.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 
@@ -170,6 +176,8 @@ pub(super) fn run(
         compiled: None,
         last_decisions: Decisions::default(),
         last_ring_drops: 0,
+        held: BTreeSet::new(),
+        released: BTreeMap::new(),
     };
     w.run(&stop);
 }
@@ -195,6 +203,10 @@ struct Worker {
     /// After a takeover: the pinned image stays until the inventory is
     /// settled or this instant.
     hold_until: Option<Instant>,
+    /// Addresses local workloads held at the last reconcile.
+    held: BTreeSet<IpAddr>,
+    /// Addresses local workloads gave up, and when.
+    released: BTreeMap<IpAddr, Instant>,
 }
 
 impl Worker {
@@ -269,6 +281,7 @@ impl Worker {
                     false
                 }
             };
+            let released = self.released_addresses(&workloads);
             let root = self.root.clone();
             let inputs = gather(
                 &state,
@@ -278,6 +291,7 @@ impl Worker {
                 self.own_cgroup,
                 &|p: &str| cgroup_id(&root, p),
                 &resolv,
+                &released,
             );
             let want = Built {
                 revision: state.revision,
@@ -300,6 +314,20 @@ impl Worker {
         let kernel = self.enforcer.mode().unwrap_or(mode);
         set_mode_metric(&self.deps.metrics, kernel.as_str());
         lock(&self.status).mode = kernel.as_str().to_string();
+    }
+
+    /// The addresses local workloads gave up within [`RELEASE_HOLD`] and
+    /// that none holds now.
+    fn released_addresses(&mut self, workloads: &[hallmark_core::Workload]) -> BTreeSet<IpAddr> {
+        let now = Instant::now();
+        let held = held_locally(workloads);
+        for ip in self.held.difference(&held) {
+            self.released.insert(*ip, now);
+        }
+        self.released
+            .retain(|ip, at| !held.contains(ip) && now.duration_since(*at) < RELEASE_HOLD);
+        self.held = held;
+        self.released.keys().copied().collect()
     }
 
     /// Whether the inventory has listed the runtime's containers and

@@ -55,6 +55,13 @@ pub struct VerdictLabels {
     pub verdict: String,
 }
 
+/// A policy rule (`default` when none matched) and a verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleVerdictLabels {
+    pub rule: String,
+    pub verdict: String,
+}
+
 /// An enforcement mode (`off`, `watch`, `on`, `unavailable`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModeLabels {
@@ -136,6 +143,8 @@ pub struct AgentMetrics {
     /// Kernel enforcement decisions for enforced workloads, by verdict
     /// (`allowed`, `denied`, `would-deny`).
     pub enforcement_decisions: Family<VerdictLabels, Counter>,
+    /// The same decisions by the rule that decided (`default` when none).
+    pub enforcement_rule_decisions: Family<RuleVerdictLabels, Counter>,
     /// Enforcement events lost before they became flows (ring full, or no
     /// room in the flow reporter).
     pub enforcement_events_dropped: Counter,
@@ -403,6 +412,12 @@ impl Default for AgentMetrics {
             "Kernel enforcement decisions for enforced workloads, by verdict",
             enforcement_decisions.clone(),
         );
+        let enforcement_rule_decisions = Family::<RuleVerdictLabels, Counter>::default();
+        registry.register(
+            "enforcement_rule_decisions",
+            "Kernel enforcement decisions by deciding rule (default: none matched) and verdict",
+            enforcement_rule_decisions.clone(),
+        );
         let enforcement_events_dropped = Counter::default();
         registry.register(
             "enforcement_events_dropped",
@@ -475,6 +490,7 @@ impl Default for AgentMetrics {
             enforcement_map_entries,
             enforcement_map_capacity,
             enforcement_install_errors,
+            enforcement_rule_decisions,
         }
     }
 }

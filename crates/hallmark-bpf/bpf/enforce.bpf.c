@@ -80,6 +80,10 @@ struct bpf_sock_addr {
 
 #define MAX_SEGS 64
 
+/* Decisions are counted per (rule id, verdict); ids from RULE_COUNTERS up
+ * share the last slot. */
+#define RULE_COUNTERS 4096
+
 #define DROP_RINGBUF_FULL 0
 #define DROP_REASONS 1
 
@@ -280,6 +284,13 @@ struct {
 	__type(value, u64);
 } hm_enf_decisions SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RULE_COUNTERS * VERDICTS);
+	__type(key, u32);
+	__type(value, u64);
+} hm_enf_rule_hits SEC(".maps");
+
 /* One connection or datagram to decide. Addresses are v4-mapped for v4. */
 struct flow {
 	u64 cgroup_id;
@@ -468,6 +479,8 @@ static __always_inline bool decide(const struct flow *f, bool *enforced)
 	if (verdict == VERDICT_DENY && mode == MODE_WATCH)
 		verdict = VERDICT_WOULD_DENY;
 	count(&hm_enf_decisions, verdict);
+	count(&hm_enf_rule_hits,
+	      (rule < RULE_COUNTERS ? rule : RULE_COUNTERS - 1) * VERDICTS + verdict);
 	if (verdict != VERDICT_ALLOW)
 		emit(f, local, remote, rule, verdict);
 	return verdict != VERDICT_DENY;

@@ -66,7 +66,8 @@ const MAP_UDP_OK: &str = "hm_enf_udp_ok";
 const MAP_EVENTS: &str = "hm_enf_events";
 const MAP_DROPS: &str = "hm_enf_drops";
 const MAP_DECISIONS: &str = "hm_enf_decisions";
-const MAPS: [&str; 10] = [
+const MAP_RULE_HITS: &str = "hm_enf_rule_hits";
+const MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_LOCAL,
     MAP_PEER4,
@@ -77,7 +78,14 @@ const MAPS: [&str; 10] = [
     MAP_EVENTS,
     MAP_DROPS,
     MAP_DECISIONS,
+    MAP_RULE_HITS,
 ];
+
+/// Rule ids the kernel counts decisions for one by one; higher ids share
+/// the last counter (`RULE_COUNTERS` in enforce.bpf.c).
+pub const RULE_COUNTERS: u32 = 4096;
+/// Verdicts counted per rule: allow, deny, would-deny (`VERDICTS`).
+const VERDICTS: u32 = 3;
 
 /// The programs, with the hook each one takes.
 const SOCK_ADDR_PROGRAMS: [&str; 4] = [
@@ -200,6 +208,7 @@ pub struct Enforcer {
     events: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
     decisions: PerCpuArray<MapData, u64>,
+    rule_hits: PerCpuArray<MapData, u64>,
     pin_dir: Option<PathBuf>,
     taken_over: bool,
     program_ids: Vec<u32>,
@@ -351,6 +360,7 @@ impl Enforcer {
             events: RingBuf::try_from(take(MAP_EVENTS)?).map_err(bad(MAP_EVENTS))?,
             drops: PerCpuArray::try_from(take(MAP_DROPS)?).map_err(bad(MAP_DROPS))?,
             decisions: PerCpuArray::try_from(take(MAP_DECISIONS)?).map_err(bad(MAP_DECISIONS))?,
+            rule_hits: PerCpuArray::try_from(take(MAP_RULE_HITS)?).map_err(bad(MAP_RULE_HITS))?,
             pin_dir,
             taken_over: false,
             program_ids,
@@ -578,6 +588,19 @@ impl Enforcer {
             denied: per_cpu_sum(&self.decisions, 1),
             would_deny: per_cpu_sum(&self.decisions, 2),
         }
+    }
+
+    /// Cumulative decisions of rule ids `0..rules` (0: the default), by
+    /// verdict; one lookup per id, so call it at metric-scrape pace. Ids
+    /// from [`RULE_COUNTERS`] − 1 up share the last counter.
+    pub fn rule_decisions(&self, rules: u32) -> Vec<Decisions> {
+        (0..rules.min(RULE_COUNTERS))
+            .map(|r| Decisions {
+                allowed: per_cpu_sum(&self.rule_hits, r * VERDICTS),
+                denied: per_cpu_sum(&self.rule_hits, r * VERDICTS + 1),
+                would_deny: per_cpu_sum(&self.rule_hits, r * VERDICTS + 2),
+            })
+            .collect()
     }
 
     /// Entries in use per map. Counting walks the keys (one syscall each):

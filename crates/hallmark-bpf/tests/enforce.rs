@@ -289,6 +289,19 @@ fn egress_tcp_connects_follow_the_policy() {
         d.denied >= 4 && d.would_deny >= 2 && d.allowed >= 3,
         "{d:?}"
     );
+    // ... and per rule: the default (0), the deny (9, also would-deny in
+    // watch mode), the CIDR deny (11), the watch rule (21).
+    let r = enf.rule_decisions(22);
+    assert_eq!(r.len(), 22);
+    assert!(r[0].denied >= 1, "{:?}", r[0]);
+    assert!(r[9].denied >= 2 && r[9].would_deny >= 1, "{:?}", r[9]);
+    assert!(r[11].denied >= 1 && r[12].allowed >= 1, "{r:?}");
+    assert!(r[21].would_deny >= 1 && r[21].denied == 0, "{:?}", r[21]);
+    assert_eq!(
+        r.iter().map(|d| d.denied).sum::<u64>(),
+        d.denied,
+        "every decision is counted under its rule"
+    );
     assert_eq!(enf.drops().ringbuf_full, 0);
     assert_eq!(enf.malformed_records(), 0);
 }

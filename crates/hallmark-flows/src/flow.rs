@@ -296,13 +296,17 @@ impl Flow {
             });
         }
         if self.protocol.has_ports() {
-            // A connect or send a kernel refused never had a source port.
-            let never_sent = self
-                .enforced
-                .as_ref()
-                .is_some_and(|e| e.verdict == hallmark_policy::Outcome::Denied);
+            // A kernel decides a connect or a send before the socket is
+            // bound: a refused one never had a source port, and one let
+            // through in watch mode had none yet when it was decided.
+            let decided_unbound = self.enforced.as_ref().is_some_and(|e| {
+                matches!(
+                    e.verdict,
+                    hallmark_policy::Outcome::Denied | hallmark_policy::Outcome::WouldDeny
+                )
+            });
             for (which, addr) in [("source", self.src), ("destination", self.dst)] {
-                if addr.port() == 0 && !(never_sent && which == "source") {
+                if addr.port() == 0 && !(decided_unbound && which == "source") {
                     return Err(FlowError::PortZero {
                         which,
                         protocol: self.protocol,
@@ -430,6 +434,19 @@ mod tests {
             refused.validate(),
             Ok(()),
             "a connect the kernel denied has no port"
+        );
+        let mut watched = refused.clone();
+        watched.enforced.as_mut().unwrap().verdict = hallmark_policy::Outcome::WouldDeny;
+        assert_eq!(
+            watched.validate(),
+            Ok(()),
+            "nor one decided, then let through"
+        );
+        let mut allowed = refused.clone();
+        allowed.enforced.as_mut().unwrap().verdict = hallmark_policy::Outcome::Allowed;
+        assert!(
+            allowed.validate().is_err(),
+            "allowed flows are captured, with ports"
         );
         let f = tcp("10.0.0.1:1", "[fd00::2]:443", T);
         assert!(matches!(f.validate(), Err(FlowError::MixedFamilies { .. })));

@@ -243,10 +243,16 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
     // A node name of its own: pins live under /sys/fs/bpf/hallmark/<node>.
     let node = format!("enf-{}", std::process::id());
+    let health = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
     let agent = TestAgent::start_with(
         &server,
         &node,
         &[
+            "--health-listen",
+            &health,
             "--runtime",
             "docker",
             "--enforcement",
@@ -393,6 +399,53 @@ fn the_policy_is_enforced_in_the_kernel() {
         (n > 0).then_some(n)
     });
     assert!(would >= 1);
+    // Counted by the rule that decided, in the status and the metrics;
+    // every event became a flow.
+    wait_until("decisions counted per rule", WAIT, || {
+        let st = status(&agent);
+        let r = &st["enforcement"]["rule_decisions"];
+        let n = |rule: &str, verdict: &str| r[rule][verdict].as_u64().unwrap_or(0);
+        (n("web-to-db-admin", "would-deny") >= 1
+            && n("default", "denied") >= 2
+            && n("web-to-db", "allowed") >= 1)
+            .then_some(())
+    });
+    let metrics = common::run(
+        std::process::Command::new("curl").args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{health}/metrics"),
+        ]),
+        WAIT,
+    )
+    .ok()
+    .stdout;
+    for line in [
+        "hallmark_agent_enforcement_rule_decisions_total{rule=\"web-to-db-admin\",verdict=\"would-deny\"} ",
+        "hallmark_agent_enforcement_rule_decisions_total{rule=\"default\",verdict=\"denied\"} ",
+        "hallmark_agent_enforcement_map_entries{map=\"locals\"} ",
+        "hallmark_agent_enforcement_mode{mode=\"on\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    let human = agent
+        .cli(&[
+            "agent",
+            "status",
+            "--data-dir",
+            agent.data_dir.to_str().unwrap(),
+        ])
+        .ok();
+    assert!(
+        human.stdout.contains("by rule: ") && human.stdout.contains(", locals "),
+        "{human}"
+    );
+    assert_eq!(
+        status(&agent)["enforcement"]["events_dropped"],
+        0,
+        "every kernel event became a flow"
+    );
 
     // The kernel's events are flows with its verdicts, kept by the server.
     let to_b = format!("ip:{ip_b}");
@@ -414,6 +467,14 @@ fn the_policy_is_enforced_in_the_kernel() {
     assert_eq!(watched["verdict_rule"], "web-to-db-admin", "{watched:#}");
     assert_eq!(watched["verdict_mode"], "watch", "{watched:#}");
     assert_eq!(watched["policy_revision"], 1, "{watched:#}");
+    // One flow for the one connection: B's inbound decision, with both
+    // ports (A's outbound one had no source port yet).
+    let watched_all: Vec<_> = flows(&server, &["--from", &format!("ip:{ip_a}"), "--to", &to_b])
+        .into_iter()
+        .filter(|f| f["verdict"] == "would-deny")
+        .collect();
+    assert_eq!(watched_all.len(), 1, "{watched_all:#?}");
+    assert_ne!(watched["flow"]["src"], format!("{ip_a}:0"), "{watched:#}");
     let denied = wait_until(
         "the denied flow A → B:22",
         Duration::from_secs(30),

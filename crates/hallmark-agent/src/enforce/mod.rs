@@ -230,6 +230,10 @@ pub struct EnforceStatus {
     pub last_error: Option<String>,
     /// Kernel decisions by verdict since the programs were loaded.
     pub decisions: BTreeMap<String, u64>,
+    /// Kernel decisions since start by deciding rule (`default`: none
+    /// matched), then verdict.
+    #[serde(default)]
+    pub rule_decisions: BTreeMap<String, BTreeMap<String, u64>>,
     /// Events lost since start.
     pub events_dropped: u64,
     /// Unix milliseconds this status was written.

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::capture::cgroups::LocalTag;
 use crate::capture::convert::{oriented, Clock, Seen};
-use crate::metrics::{MapLabels, VerdictLabels};
+use crate::metrics::{MapLabels, RuleVerdictLabels, VerdictLabels};
 
 /// How long the thread waits on the event ring before it looks at the
 /// policy, the inventory and the clock: a fleet switch or a policy change
@@ -176,6 +176,8 @@ pub(super) fn run(
         compiled: None,
         last_decisions: Decisions::default(),
         last_ring_drops: 0,
+        last_rule_decisions: Vec::new(),
+        rules_counted_at: Decisions::default(),
         held: BTreeSet::new(),
         released: BTreeMap::new(),
     };
@@ -200,6 +202,10 @@ struct Worker {
     compiled: Option<Compiled>,
     last_decisions: Decisions,
     last_ring_drops: u64,
+    /// The kernel's per-rule counters at the last count, by rule id.
+    last_rule_decisions: Vec<Decisions>,
+    /// The totals when rules were last counted (no change: nothing to read).
+    rules_counted_at: Decisions,
     /// After a takeover: the pinned image stays until the inventory is
     /// settled or this instant.
     hold_until: Option<Instant>,
@@ -355,6 +361,8 @@ impl Worker {
                 return;
             }
         };
+        // Decisions so far belong to the rule names of the image leaving.
+        self.count_rules();
         match self.enforcer.install(&compiled.image) {
             Ok(report) => {
                 tracing::info!(
@@ -415,28 +423,58 @@ impl Worker {
             remote = %ev.remote,
             "enforcement event"
         );
-        let workload = self
-            .deps
-            .inventory
-            .workloads()
-            .into_iter()
-            .find(|w| cgroup_id(&self.root, &w.cgroup) == Some(ev.cgroup_id));
+        let locals = self.built.as_ref().map(|b| b.inputs.locals.as_slice());
+        let locals = locals.unwrap_or_default();
+        // A TCP connect let through in watch mode towards a workload this
+        // agent also enforces: that workload's inbound decision reports the
+        // same connection with both ports; this one has no source port yet.
+        if ev.direction == Direction::Egress
+            && ev.protocol == Protocol::Tcp
+            && ev.verdict == Verdict::WouldDeny
+            && locals
+                .iter()
+                .any(|l| l.attributes.addr == Some(ev.remote.ip()))
+        {
+            return;
+        }
+        let local = locals.iter().find(|l| l.cgroup_id == ev.cgroup_id);
         let mut ev = ev.clone();
-        // A connect refused before the socket was bound has no local
+        // A connect decided before the socket was bound has no local
         // address yet: the workload's own, of the same family.
         if ev.local.ip().is_unspecified() {
-            if let Some(ip) = workload.as_ref().and_then(|w| {
-                w.ips
-                    .iter()
-                    .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
-                    .find(|ip| ip.is_ipv4() == ev.remote.ip().is_ipv4())
-            }) {
+            let own = local.and_then(|l| l.attributes.addr);
+            let own = match own {
+                Some(ip) if ip.is_ipv4() == ev.remote.ip().is_ipv4() => Some(ip),
+                _ => self
+                    .deps
+                    .inventory
+                    .workloads()
+                    .into_iter()
+                    .find(|w| local.is_some_and(|l| l.container_id == w.container_id))
+                    .and_then(|w| {
+                        w.ips
+                            .iter()
+                            .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+                            .find(|ip| ip.is_ipv4() == ev.remote.ip().is_ipv4())
+                    }),
+            };
+            if let Some(ip) = own {
                 ev.local.set_ip(ip);
             }
         }
         let ev = &ev;
+        // Before the first image of this agent (a taken-over one is in
+        // force): the inventory, by cgroup.
+        let container_id = local.map(|l| l.container_id.clone()).or_else(|| {
+            self.deps
+                .inventory
+                .workloads()
+                .into_iter()
+                .find(|w| cgroup_id(&self.root, &w.cgroup) == Some(ev.cgroup_id))
+                .map(|w| w.container_id)
+        });
         let tag = LocalTag {
-            container_id: workload.map(|w| w.container_id),
+            container_id,
             unit: String::new(),
             by_port: false,
         };
@@ -449,7 +487,59 @@ impl Worker {
         }
     }
 
+    /// Adds the kernel's per-rule decisions since the last count to
+    /// `hallmark_agent_enforcement_rule_decisions_total` and the status,
+    /// named by the image in force.
+    fn count_rules(&mut self) {
+        let Some(compiled) = &self.compiled else {
+            return;
+        };
+        let totals = self.enforcer.decisions();
+        if totals == self.rules_counted_at {
+            return;
+        }
+        self.rules_counted_at = totals;
+        let ids = compiled.rules.len().max(self.last_rule_decisions.len());
+        let now = self
+            .enforcer
+            .rule_decisions(u32::try_from(ids).unwrap_or(u32::MAX));
+        let mut s = lock(&self.status);
+        for (id, d) in now.iter().enumerate() {
+            let before = self
+                .last_rule_decisions
+                .get(id)
+                .copied()
+                .unwrap_or_default();
+            let name = compiled.rule_name(u32::try_from(id).unwrap_or(u32::MAX));
+            for (verdict, n) in [
+                ("allowed", d.allowed.saturating_sub(before.allowed)),
+                ("denied", d.denied.saturating_sub(before.denied)),
+                ("would-deny", d.would_deny.saturating_sub(before.would_deny)),
+            ] {
+                if n == 0 {
+                    continue;
+                }
+                self.deps
+                    .metrics
+                    .enforcement_rule_decisions
+                    .get_or_create(&RuleVerdictLabels {
+                        rule: name.to_string(),
+                        verdict: verdict.to_string(),
+                    })
+                    .inc_by(n);
+                *s.rule_decisions
+                    .entry(name.to_string())
+                    .or_default()
+                    .entry(verdict.to_string())
+                    .or_default() += n;
+            }
+        }
+        drop(s);
+        self.last_rule_decisions = now;
+    }
+
     fn housekeeping(&mut self) {
+        self.count_rules();
         let d = self.enforcer.decisions();
         let last = std::mem::replace(&mut self.last_decisions, d);
         let m = &self.deps.metrics;

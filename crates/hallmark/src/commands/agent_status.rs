@@ -186,6 +186,9 @@ fn print_enforcement(e: &hallmark_agent::enforce::EnforceStatus) -> Result<()> {
             e.events_dropped
         )?;
     }
+    if let Some(line) = rule_line(&e.rule_decisions) {
+        outln!("               by rule: {line}")?;
+    }
     if e.install_errors > 0 {
         outln!(
             "               {} images not installed since start",
@@ -196,4 +199,61 @@ fn print_enforcement(e: &hallmark_agent::enforce::EnforceStatus) -> Result<()> {
         outln!("enforce error  {err}")?;
     }
     Ok(())
+}
+
+/// The rules that denied (or would have) most since the agent started,
+/// busiest first: `default denied 5, db-admin would-deny 3 (2 more)`.
+fn rule_line(
+    by_rule: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+) -> Option<String> {
+    const SHOWN: usize = 5;
+    let mut hits: Vec<(u64, &str, &str)> = by_rule
+        .iter()
+        .flat_map(|(rule, verdicts)| {
+            verdicts
+                .iter()
+                .filter(|(v, n)| v.as_str() != "allowed" && **n > 0)
+                .map(move |(v, n)| (*n, rule.as_str(), v.as_str()))
+        })
+        .collect();
+    if hits.is_empty() {
+        return None;
+    }
+    hits.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let mut line: Vec<String> = hits
+        .iter()
+        .take(SHOWN)
+        .map(|(n, rule, verdict)| format!("{rule} {verdict} {n}"))
+        .collect();
+    if hits.len() > SHOWN {
+        line.push(format!("({} more)", hits.len() - SHOWN));
+    }
+    Some(line.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rule_line;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_busiest_denying_rules_come_first_and_allows_are_left_out() {
+        let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        m.entry("default".into())
+            .or_default()
+            .insert("denied".into(), 5);
+        m.entry("web-to-db".into())
+            .or_default()
+            .insert("allowed".into(), 900);
+        m.entry("db-admin".into())
+            .or_default()
+            .insert("would-deny".into(), 7);
+        assert_eq!(
+            rule_line(&m).as_deref(),
+            Some("db-admin would-deny 7, default denied 5")
+        );
+        m.remove("default");
+        m.remove("db-admin");
+        assert_eq!(rule_line(&m), None);
+    }
 }

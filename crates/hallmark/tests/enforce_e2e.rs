@@ -733,3 +733,58 @@ fn enforcement_programs() -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn hallmark_up_enforces_by_default_and_denies_nothing_without_a_policy() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test loads eBPF programs: run it as root"
+    );
+    let _serial = one_at_a_time();
+    // The default `--enforcement on`; detached on exit so nothing outlives
+    // the test.
+    let up = TestUp::start_with(&["--on-agent-exit", "detach"]);
+    let line = wait_until("the banner's policy line", WAIT, || {
+        up.printed()
+            .lines()
+            .find(|l| l.starts_with("  policy "))
+            .map(str::to_string)
+    });
+    assert!(
+        line.contains("enforced in this kernel (--enforcement on)"),
+        "{line}\n{}",
+        up.printed()
+    );
+    let data_dir = up.home.join("agent");
+    let st = wait_until("enforcement running", WAIT, || {
+        let out = up
+            .cli(&[
+                "agent",
+                "status",
+                "--json",
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ])
+            .ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        (v["enforcement"]["state"] == "running" && v["enforcement"]["mode"] == "on").then_some(v)
+    });
+    let enf = &st["enforcement"];
+    assert_eq!(enf["configured"], "on", "{enf:#}");
+    assert_eq!(enf["mode"], "on", "{enf:#}");
+    assert_eq!(enf["pin_dir"], serde_json::Value::Null, "{enf:#}");
+    // No policy: no image, nothing decided against anyone.
+    assert_eq!(enf["revision"], 0, "{enf:#}");
+    assert_eq!(
+        enf["decisions"]["denied"].as_u64().unwrap_or(0),
+        0,
+        "{enf:#}"
+    );
+    assert_eq!(
+        enforcement_programs().len(),
+        5,
+        "{:?}",
+        enforcement_programs()
+    );
+    drop(up);
+}

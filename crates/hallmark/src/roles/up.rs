@@ -51,6 +51,8 @@ struct Banner<'a> {
     containers: String,
     /// Flow capture: on, or why not.
     flows: String,
+    /// Policy enforcement in the kernel: on, or why not.
+    policy: String,
     home: &'a Path,
 }
 
@@ -68,6 +70,7 @@ fn print_banner(b: &Banner<'_>) -> Result<()> {
     outln!("  admin socket   {}", b.admin_socket.display())?;
     outln!("  containers     {}", b.containers)?;
     outln!("  flows          {}", b.flows)?;
+    outln!("  policy         {}", b.policy)?;
     outln!()?;
     outln!("Try it in another terminal:")?;
     outln!("  export SPIFFE_ENDPOINT_SOCKET=unix://{socket}")?;
@@ -88,6 +91,20 @@ fn capture_summary(s: &hallmark_agent::capture::CaptureStatus) -> String {
         ),
         CaptureState::Off => "not captured (--flows off)".into(),
         CaptureState::Unavailable => format!("not captured: {}", s.reason),
+    }
+}
+
+/// One line about policy enforcement for the banner.
+fn enforcement_summary(s: &hallmark_agent::enforce::EnforceStatus) -> String {
+    use hallmark_agent::enforce::EnforceState;
+    match s.state {
+        EnforceState::Running => format!(
+            "enforced in this kernel (--enforcement {}); nothing is denied until `hallmark policy apply -f FILE`",
+            s.configured.as_str()
+        ),
+        EnforceState::Starting => "enforcement starting".into(),
+        EnforceState::Off => "not enforced (--enforcement off)".into(),
+        EnforceState::Unavailable => format!("not enforced: {}", s.reason),
     }
 }
 
@@ -265,6 +282,13 @@ pub async fn up(a: UpArgs) -> Result<()> {
         health::serve(config::socket_addr("--health-listen", &addr)?, probe).await?;
     }
 
+    // Enforcement starts once the agent has synced: a moment to settle.
+    let settle = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while agent.enforcement.status().state == hallmark_agent::enforce::EnforceState::Starting
+        && std::time::Instant::now() < settle
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let banner = print_banner(&Banner {
         td: td.to_string(),
         spiffe_id: &spiffe_id,
@@ -273,6 +297,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         admin_socket: &server.admin_socket,
         containers: agent.inventory.status().summary(),
         flows: capture_summary(&agent.capture.status()),
+        policy: enforcement_summary(&agent.enforcement.status()),
         home: &home,
     });
     // With stdout gone there is no one to tell that it is up: stop.

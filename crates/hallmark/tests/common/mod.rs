@@ -894,34 +894,43 @@ pub struct TestUp {
     pub stdout: PathBuf,
     daemon: Daemon,
     pub dir: TempDir,
+    args: Vec<String>,
 }
 
 impl TestUp {
     #[track_caller]
     pub fn start() -> Self {
+        // Kernel enforcement would pin programs for node `local` that
+        // outlive the test: only the tests about it turn it on.
+        Self::start_with(&["--enforcement", "off"])
+    }
+
+    /// `hallmark up` with `args` (which stay for restarts).
+    #[track_caller]
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = short_tempdir();
         let home = dir.path().join("home");
         let stdout = dir.path().join("up.out");
-        let daemon = Self::launch(&home, &stdout, &dir.path().join("up.log"));
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let daemon = Self::launch(&home, &stdout, &dir.path().join("up.log"), &args);
         TestUp {
             home,
             stdout,
             daemon,
             dir,
+            args,
         }
     }
 
     #[track_caller]
-    fn launch(home: &Path, stdout: &Path, log: &Path) -> Daemon {
+    fn launch(home: &Path, stdout: &Path, log: &Path, args: &[String]) -> Daemon {
         let socket = home.join("agent/workload.sock");
         // A socket left by the previous run would make the wait below
         // return before the new process is up.
         let _ = fs::remove_file(&socket);
         let mut cmd = hallmark_cmd(&["up", "--home"]);
         cmd.arg(home);
-        // Kernel enforcement would pin programs for node `local` that
-        // outlive the test: only the tests about it turn it on.
-        cmd.args(["--enforcement", "off"]);
+        cmd.args(args);
         let mut daemon = Daemon::spawn("up", cmd, log, Some(stdout));
         let what = format!("`hallmark up` to create {}", socket.display());
         wait_until(&what, WAIT, || {
@@ -939,7 +948,7 @@ impl TestUp {
             status.success(),
             "`hallmark up` exited with {status} on SIGTERM"
         );
-        self.daemon = Self::launch(&self.home, &self.stdout, &self.log());
+        self.daemon = Self::launch(&self.home, &self.stdout, &self.log(), &self.args);
     }
 
     /// Where `hallmark up` logs (stderr, across restarts).

@@ -14,6 +14,9 @@ use common::*;
 /// `hallmark agent run` with the given bootstrap flags, in `dir`.
 fn agent_cmd(server: &TestServer, dir: &Path, bootstrap: &[&str]) -> Command {
     let mut cmd = hallmark_cmd(&["agent", "run"]);
+    // Kernel enforcement (on by default) would leave pinned programs
+    // behind these killed agents: only the tests about it turn it on.
+    cmd.args(["--enforcement", "off"]);
     cmd.arg("--data-dir")
         .arg(dir.join("agent"))
         .args(["--server", &server.addr.to_string()])

@@ -453,7 +453,16 @@ fn without_bpf_permission_identities_are_still_served() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let mut cmd = hallmark_cmd(&["agent", "run", "--runtime", "none", "--flows", "on"]);
+    let mut cmd = hallmark_cmd(&[
+        "agent",
+        "run",
+        "--runtime",
+        "none",
+        "--flows",
+        "on",
+        "--enforcement",
+        "off",
+    ]);
     cmd.arg("--data-dir")
         .arg(dir.path().join("agent"))
         .arg("--socket")

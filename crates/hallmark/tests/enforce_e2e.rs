@@ -547,26 +547,36 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
 
     // --- the fleet switch lifts enforcement, and puts it back ---------------
-    server.cli(&["policy", "enforcement", "off"]).ok();
+    let mut shell_c = Shell::open(&c);
+    let to_d = format!("{ip_b} 5432");
+    assert!(!shell_c.echo(&to_d), "C → D:5432 is denied");
     let started = Instant::now();
-    wait_until(
-        "C → D:5432 to connect with enforcement off",
-        Duration::from_secs(10),
-        || connect(&c, &format!("{ip_b} 5432")).ok(),
-    );
+    server.cli(&["policy", "enforcement", "off"]).ok();
+    while !shell_c.echo(&to_d) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "enforcement still on 10 s after the switch"
+        );
+    }
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(3), "switching off took {took:?}");
+    println!("fleet switch off → C's connect passes after {took:?}");
+    assert!(took < Duration::from_secs(1), "switching off took {took:?}");
     let st = wait_until("agent status to show the switch", WAIT, || {
         let st = status(&agent);
         (st["enforcement"]["mode"] == "off").then_some(st)
     });
     assert_eq!(st["enforcement"]["fleet_off"], true, "{st:#}");
+    let started = Instant::now();
     server.cli(&["policy", "enforcement", "on"]).ok();
-    wait_until(
-        "C → D:5432 to be denied again",
-        Duration::from_secs(10),
-        || connect(&c, &format!("{ip_b} 5432")).err(),
-    );
+    while shell_c.echo(&to_d) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "enforcement still off 10 s after the switch"
+        );
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "switching on took {took:?}");
+    drop(shell_c);
     drop((shell_a, a, c, d));
 }
 

@@ -482,6 +482,32 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
     assert_eq!(denied["flow"]["outcome"], "refused", "{denied:#}");
     assert_eq!(denied["flow"]["bytes_sent"], 0, "{denied:#}");
+    // The node's dropped connection into B: one flow, however many times
+    // its SYN was sent.
+    let from_node = wait_until(
+        "the dropped connection from the node",
+        Duration::from_secs(30),
+        || {
+            let all: Vec<_> = flows(
+                &server,
+                &["--from", &format!("ip:{gateway}"), "--to", &to_b],
+            )
+            .into_iter()
+            .filter(|f| {
+                f["verdict"] == "denied" && f["flow"]["dst"] == format!("{ip_b}:5432").as_str()
+            })
+            .collect();
+            (!all.is_empty()).then_some(all)
+        },
+    );
+    assert_eq!(from_node.len(), 1, "{from_node:#?}");
+    assert!(
+        status(&agent)["enforcement"]["events_coalesced"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "the retransmitted SYN was decided again and left out"
+    );
 
     // --- a policy change is in force at the next connect: p99 over 100 ------
     let open = policy(&gateway, SSH_RULE);

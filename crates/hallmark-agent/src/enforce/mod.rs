@@ -30,6 +30,7 @@
 //! exempt unless a rule names port 53. Each deny (and would-deny) event
 //! from the kernel becomes a flow for the server.
 
+pub mod coalesce;
 pub mod image;
 pub mod inputs;
 #[cfg(test)]
@@ -234,6 +235,10 @@ pub struct EnforceStatus {
     /// matched), then verdict.
     #[serde(default)]
     pub rule_decisions: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Repeats of a reported event (a retransmitted SYN, a retried
+    /// connect) within a minute, left out of the flows since start.
+    #[serde(default)]
+    pub events_coalesced: u64,
     /// Events lost since start.
     pub events_dropped: u64,
     /// Unix milliseconds this status was written.

@@ -16,6 +16,7 @@ use hallmark_flows::{EnforcedVerdict, Flow, TcpOutcome};
 use hallmark_policy::Outcome;
 use tokio::sync::broadcast::error::TryRecvError;
 
+use super::coalesce::Recent;
 use super::image::{compile, Compiled};
 use super::inputs::{cgroup_id, gather, held_locally, resolvers, Inputs};
 use super::{
@@ -180,6 +181,7 @@ pub(super) fn run(
         rules_counted_at: Decisions::default(),
         held: BTreeSet::new(),
         released: BTreeMap::new(),
+        recent: Recent::default(),
     };
     w.run(&stop);
 }
@@ -213,6 +215,8 @@ struct Worker {
     held: BTreeSet<IpAddr>,
     /// Addresses local workloads gave up, and when.
     released: BTreeMap<IpAddr, Instant>,
+    /// Events reported in the last minute (their repeats are left out).
+    recent: Recent,
 }
 
 impl Worker {
@@ -423,6 +427,9 @@ impl Worker {
             remote = %ev.remote,
             "enforcement event"
         );
+        if !self.recent.first(ev) {
+            return;
+        }
         let locals = self.built.as_ref().map(|b| b.inputs.locals.as_slice());
         let locals = locals.unwrap_or_default();
         // A TCP connect let through in watch mode towards a workload this
@@ -557,7 +564,11 @@ impl Worker {
         let ring = self.enforcer.drops().ringbuf_full;
         let lost = ring.saturating_sub(std::mem::replace(&mut self.last_ring_drops, ring));
         m.enforcement_events_dropped.inc_by(lost);
+        self.recent.forget_before(
+            hallmark_bpf::monotonic_now_ns().saturating_sub(super::coalesce::WINDOW_NS),
+        );
         let mut s = lock(&self.status);
+        s.events_coalesced = self.recent.coalesced;
         s.events_dropped += lost;
         s.decisions = [
             ("allowed", d.allowed),

@@ -181,9 +181,10 @@ fn print_enforcement(e: &hallmark_agent::enforce::EnforceStatus) -> Result<()> {
             .map(|(v, n)| format!("{v} {n}"))
             .collect();
         outln!(
-            "               decisions: {}; {} events lost",
+            "               decisions: {}; {} events lost, {} repeats coalesced",
             d.join(", "),
-            e.events_dropped
+            e.events_dropped,
+            e.events_coalesced
         )?;
     }
     if let Some(line) = rule_line(&e.rule_decisions) {

@@ -71,8 +71,13 @@ impl Recent {
         self.seen.retain(|_, at| *at >= ts_ns);
     }
 
+    /// Events remembered now.
     pub fn len(&self) -> usize {
         self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
     }
 }
 

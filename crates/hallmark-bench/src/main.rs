@@ -26,6 +26,9 @@
 //!   `cedar-policy` crate deciding the same questions from the same policy.
 //! - `policy-push`: an applied policy revision in force on every agent, vs
 //!   the apply call.
+//! - `enforce`: identity policy enforcement in the kernel (connect rate and
+//!   `connect()` latency) vs no programs attached, and a new policy
+//!   revision's install into the kernel maps.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +37,7 @@ mod capture;
 mod cluster;
 mod containers;
 mod cri_pods;
+mod enforce_bench;
 mod flow_graph;
 mod flow_ingest;
 mod ha;
@@ -108,6 +112,9 @@ enum Bench {
     /// Policy decisions (1,000 rules, 200 groups, 10,000 workloads) and
     /// group membership vs cedar-policy on the same questions.
     Policy(policy_bench::PolicyArgs),
+    /// Identity policy enforcement on vs no programs attached: connect rate
+    /// and latency; policy revision install time (needs root).
+    Enforce(enforce_bench::EnforceArgs),
     /// Holds loopback connections open for `capture` until stdin closes.
     #[command(hide = true)]
     CaptureHold(capture::HoldArgs),
@@ -261,6 +268,13 @@ async fn run(cli: Cli) -> Result<()> {
             policy_bench::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "policy", &r)?;
+            }
+        }
+        Bench::Enforce(args) => {
+            let r = enforce_bench::run(&args)?;
+            enforce_bench::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "enforce", &r)?;
             }
         }
         Bench::CaptureHold(args) => capture::hold(&args)?,

@@ -26,7 +26,7 @@
 //!   (`upsert`), stopping (`remove`), and a new policy (`set_policy`).
 
 #[path = "policy_bench_world.rs"]
-mod world;
+pub(crate) mod world;
 
 use std::collections::{BTreeSet, HashMap};
 use std::hint::black_box;

@@ -144,6 +144,10 @@ pub struct ConnectReport {
     pub image: ImageSize,
     /// Connections per second per round: `off` = no programs, `on` = enforced.
     pub rate: Rounds,
+    /// Connections per CPU-second of this process (every thread, user and
+    /// system) per round: the cost per connection, which other work on a
+    /// shared machine moves far less than the wall-clock rate.
+    pub cpu_rate: Rounds,
     /// `connect()` alone, client side, all rounds of a kind together.
     pub latency_off: Option<Summary>,
     pub latency_on: Option<Summary>,
@@ -336,6 +340,7 @@ fn connect_rounds(
         acceptors.addrs.iter().map(|s| s.port()).collect::<Vec<_>>()
     );
     let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
     let (mut lat_off, mut lat_on) = (Samples::default(), Samples::default());
     let mut report = ConnectReport {
         rounds: a.rounds,
@@ -343,6 +348,7 @@ fn connect_rounds(
         clients: a.clients,
         image: size,
         rate: Rounds::new(Vec::new(), Vec::new()),
+        cpu_rate: Rounds::new(Vec::new(), Vec::new()),
         latency_off: None,
         latency_on: None,
         added_p50_us: None,
@@ -364,6 +370,7 @@ fn connect_rounds(
         report.completed_off += r.completed;
         report.failed_off += r.failed + r.denied;
         off.push(crate::stats::rate(r.completed as usize, r.elapsed));
+        cpu_off.push(crate::stats::rate(r.completed as usize, r.cpu));
         lat_off.extend(r.connect);
 
         let (enf, load, install) = enforce(&built.image)?;
@@ -380,6 +387,7 @@ fn connect_rounds(
         report.decisions.denied += d.denied;
         report.decisions.would_deny += d.would_deny;
         on.push(crate::stats::rate(r.completed as usize, r.elapsed));
+        cpu_on.push(crate::stats::rate(r.completed as usize, r.cpu));
         lat_on.extend(r.connect);
     }
     report.kernel = kernel_round(&built.image, || {
@@ -389,6 +397,7 @@ fn connect_rounds(
     drop(acceptors);
     check_decided(&report)?;
     report.rate = Rounds::new(off, on);
+    report.cpu_rate = Rounds::new(cpu_off, cpu_on);
     report.latency_off = lat_off.summary();
     report.latency_on = lat_on.summary();
     if let (Some(x), Some(y)) = (report.latency_off, report.latency_on) {

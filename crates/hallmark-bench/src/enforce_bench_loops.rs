@@ -180,6 +180,10 @@ pub struct Round {
     /// Any other failure.
     pub failed: u64,
     pub elapsed: Duration,
+    /// CPU time of this whole process (user and system, every thread)
+    /// during the round: what the connections cost, whatever else the
+    /// machine runs.
+    pub cpu: Duration,
     /// The `connect()` call alone, client side, of each completed connection.
     pub connect: Samples,
 }
@@ -188,6 +192,7 @@ pub struct Round {
 /// connection is complete when the client has read the server's close.
 /// Only the `connect()` call is timed.
 pub fn connect_round(addrs: &[SocketAddr], clients: usize, duration: Duration) -> Round {
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let deadline = start + duration;
     let per_thread: Vec<Round> = std::thread::scope(|s| {
@@ -231,6 +236,7 @@ pub fn connect_round(addrs: &[SocketAddr], clients: usize, duration: Duration) -
     });
     let mut total = Round {
         elapsed: start.elapsed(),
+        cpu: process_cpu().saturating_sub(cpu_start),
         ..Round::default()
     };
     for r in per_thread {
@@ -240,4 +246,18 @@ pub fn connect_round(addrs: &[SocketAddr], clients: usize, duration: Duration) -
         total.connect.extend(r.connect);
     }
     total
+}
+
+/// User and system CPU time of this process so far (zero if unreadable).
+fn process_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_usec()).unwrap_or(0) * 1_000,
+            )
+        };
+        tv(u.user_time()) + tv(u.system_time())
+    })
 }

@@ -213,6 +213,7 @@ fn report(allowed: u64, denied: u64, denied_connects: u64) -> ConnectReport {
             pairs_needed: 1,
         },
         rate: Rounds::new(vec![], vec![]),
+        cpu_rate: Rounds::new(vec![], vec![]),
         latency_off: None,
         latency_on: None,
         added_p50_us: None,

@@ -614,6 +614,18 @@ pub fn print(r: &EnforceReport) {
             .ratio
             .map_or("-".into(), |_| verdict(r.rate_target_met)),
     ]);
+    t.row(vec![
+        "connections per CPU-second of this process".into(),
+        c.cpu_rate.off_median.map_or("-".into(), num),
+        spread(&c.cpu_rate.off),
+        c.cpu_rate.on_median.map_or("-".into(), num),
+        spread(&c.cpu_rate.on),
+        c.cpu_rate
+            .ratio
+            .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+        String::new(),
+        String::new(),
+    ]);
     let us =
         |s: &Option<Summary>, f: fn(&Summary) -> f64| s.as_ref().map_or("-".into(), |s| num(f(s)));
     let added = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:+.2} µs"));

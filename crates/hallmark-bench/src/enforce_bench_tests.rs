@@ -283,3 +283,42 @@ fn pairs_over_capacity_keep_the_benchmark_peers_first() {
     fit_pairs(&mut same, None, usize::MAX);
     assert_eq!(same, built.image);
 }
+
+#[test]
+fn the_command_line_defaults_to_the_issue_and_can_be_set() {
+    use clap::Parser;
+    let parse = |args: &[&str]| match crate::Cli::parse_from(args).bench {
+        crate::Bench::Enforce(a) => a,
+        other => panic!("parsed as {other:?}"),
+    };
+    let a = parse(&["hallmark-bench", "enforce"]);
+    assert_eq!(
+        (a.rules, a.groups, a.workloads, a.peers),
+        (1_000, 200, 10_000, 10_000)
+    );
+    assert_eq!(
+        (a.rounds, a.round_secs, a.clients, a.revisions),
+        (6, 3.0, 1, 20)
+    );
+    assert!(!a.quick);
+    let a = parse(&[
+        "hallmark-bench",
+        "enforce",
+        "--rounds",
+        "4",
+        "--round-secs",
+        "0.5",
+        "--peers",
+        "300",
+        "--locals",
+        "3",
+        "--install-locals",
+        "7",
+        "--revisions",
+        "4",
+        "--quick",
+    ]);
+    assert_eq!((a.rounds, a.round_secs, a.peers), (4, 0.5, 300));
+    assert_eq!((a.locals, a.install_locals, a.revisions), (3, 7, 4));
+    assert!(a.quick);
+}

@@ -218,10 +218,22 @@ pub fn compile_kernel<K: Clone>(
             limit: limits.max_locals,
         });
     }
-    let mut ids = Identities::new(&policy.groups_of(&Attributes::default()));
+    // Identities are group sets cut to the groups that can change a
+    // decision on this node: a local's to the groups rules name, a peer's
+    // to the counterparts of the locals' groups. Decisions are the same
+    // (see `Policy::counterparts`), and workloads that differ only in
+    // groups no rule here looks at share one identity, so the pairs grow
+    // with the policy's distinctions, not with the workloads'.
+    let ruled = policy.ruled_groups();
+    let mut relevant = GroupSet::default();
+    for (_, set) in locals {
+        relevant.union_with(&policy.counterparts(set));
+    }
+    let remote = |set: &GroupSet| set.projected(&relevant);
+    let mut ids = Identities::new(&remote(&policy.groups_of(&Attributes::default())));
     let local_entries: Vec<(K, u32)> = locals
         .iter()
-        .map(|(k, set)| (k.clone(), ids.intern(set)))
+        .map(|(k, set)| (k.clone(), ids.intern(&set.projected(&ruled))))
         .collect();
 
     let mut entries: BTreeMap<(IpAddr, u8), u32> = BTreeMap::new();
@@ -229,7 +241,7 @@ pub fn compile_kernel<K: Clone>(
     for net in &nets {
         let addr = net.representative(&nets).unwrap_or(net.bits);
         let set = policy.groups_of(&Attributes::address(net.to_addr(addr)));
-        entries.insert((net.to_addr(net.bits), net.len), ids.intern(&set));
+        entries.insert((net.to_addr(net.bits), net.len), ids.intern(&remote(&set)));
     }
     let mut given: HashMap<IpAddr, GroupSet> = HashMap::new();
     for (addr, set) in peers {
@@ -239,7 +251,7 @@ pub fn compile_kernel<K: Clone>(
             return Err(KernelError::AmbiguousPeer { addr });
         }
         let len = if addr.is_ipv4() { 32 } else { 128 };
-        entries.insert((addr, len), ids.intern(&set));
+        entries.insert((addr, len), ids.intern(&remote(&set)));
         given.insert(addr, set);
     }
     if entries.len() > limits.max_peers {

@@ -459,7 +459,9 @@ rules:
 default: allow
 ",
     );
-    let img = compile_kernel::<u8>(&p, &[(0, p.set_of([]))], &[], &ROOMY).unwrap();
+    // Identities hold the groups that can change a decision here: the
+    // rule's acceptors (`halves` and `mapped` are named by no rule).
+    let img = compile_kernel::<u8>(&p, &[(0, p.set_of(["any"]))], &[], &ROOMY).unwrap();
     let groups: Vec<(String, Vec<&str>)> = img
         .peers
         .iter()
@@ -474,34 +476,45 @@ default: allow
         [
             // Covered whole by the two halves: never the longest match,
             // still listed (its groups are those of its network address).
-            g("10.0.0.0/8", &["any", "corp", "halves"]),
-            g("10.0.0.0/9", &["any", "corp", "halves"]),
-            g("10.1.0.0/16", &["any", "corp", "lab", "halves"]),
+            g("10.0.0.0/8", &["corp"]),
+            g("10.0.0.0/9", &["corp"]),
+            g("10.1.0.0/16", &["corp", "lab"]),
             // Shares its network address with the /24 and the /32 host
             // inside it, yet is an address in neither.
-            g("10.1.0.0/24", &["any", "corp", "lab", "bench", "halves"]),
-            g("10.1.0.7/32", &["any", "corp", "lab", "bench", "halves"]),
-            g("10.128.0.0/9", &["any", "corp", "halves"]),
+            g("10.1.0.0/24", &["corp", "lab", "bench"]),
+            g("10.1.0.7/32", &["corp", "lab", "bench"]),
+            g("10.128.0.0/9", &["corp"]),
             // The IPv4-mapped prefix holds no address: no entry.
-            g("fd00::/8", &["any", "v6"]),
+            g("fd00::/8", &["v6"]),
         ]
     );
-    assert_eq!(p.names_in(&img.identities[0]).collect::<Vec<_>>(), ["any"]);
+    assert!(img.identities[0].is_empty(), "outside every prefix");
 }
 
 #[test]
 fn a_peer_address_overrides_its_host_prefix() {
     let p = compile(
         "groups:
+  web: [{selector: \"docker:label:app:web\"}]
   db: [{selector: \"docker:label:app:db\"}]
   host: [{cidr: 10.1.2.3/32}]
-rules: []
+rules:
+  - {name: r, from: [web], to: [db, host], ports: [\"5432\"], action: allow}
+default: deny
 ",
     );
+    let web = p.groups_of(&workload("web", None));
     let db = p.groups_of(&workload("db", Some("10.1.2.3")));
-    let img = compile_kernel::<u8>(&p, &[], &[(addr("10.1.2.3"), db.clone())], &ROOMY).unwrap();
-    assert_eq!(img.peers, [(addr("10.1.2.3"), 32, 2)]);
-    assert_eq!(img.identities[2], db.normalized());
+    let img =
+        compile_kernel::<u8>(&p, &[(1, web)], &[(addr("10.1.2.3"), db.clone())], &ROOMY).unwrap();
+    assert_eq!(img.peers.len(), 1, "{:?}", img.peers);
+    let (a, len, id) = img.peers[0];
+    assert_eq!((a, len), (addr("10.1.2.3"), 32));
+    assert_eq!(
+        p.names_in(&img.identities[id as usize]).collect::<Vec<_>>(),
+        ["db", "host"],
+        "the workload's groups, not the prefix's alone"
+    );
 }
 
 #[test]
@@ -605,4 +618,60 @@ fn the_representative_of_a_prefix_is_never_ipv4_mapped() {
         v4.representative(&inside).map(|b| v4.to_addr(b)),
         Some(addr("10.192.0.0"))
     );
+}
+
+#[test]
+fn workloads_differing_only_in_groups_no_rule_here_names_share_an_identity() {
+    let p = compile(
+        "groups:
+  web: [{selector: \"docker:label:app:web\"}]
+  db: [{selector: \"docker:label:app:db\"}]
+  cache: [{selector: \"docker:label:app:cache\"}]
+  v1: [{labels: {version: \"1\"}}]
+  canary: [{labels: {track: canary}}]
+rules:
+  - {name: web-db, from: [web], to: [db], ports: [\"5432\"], action: allow}
+  - {name: cache-canary, from: [cache], to: [canary], action: deny}
+default: deny
+",
+    );
+    let with = |app: &str, ip: &str, version: &str, track: &str| {
+        let mut a = workload(app, Some(ip));
+        a.labels.insert("version".into(), version.into());
+        a.labels.insert("track".into(), track.into());
+        p.groups_of(&a)
+    };
+    let local = with("web", "10.0.0.1", "1", "stable");
+    let mut peers = Vec::new();
+    for i in 0..200u32 {
+        let ip = format!("10.0.{}.{}", 1 + i / 200, 2 + i % 200);
+        let app = ["db", "cache", "other", "web"][(i % 4) as usize];
+        let version = ["1", "2"][(i / 4 % 2) as usize];
+        let track = ["stable", "canary"][(i / 8 % 2) as usize];
+        peers.push((addr(&ip), with(app, &ip, version, track)));
+    }
+    let img = compile_kernel(&p, &[(1u8, local.clone())], &peers, &ROOMY).unwrap();
+    // For a web workload only `db` (its rule's acceptor) tells peers
+    // apart: the 200 peers are two identities, one of them "unknown".
+    let used: BTreeSet<u32> = img.peers.iter().map(|(_, _, id)| *id).collect();
+    assert_eq!(used.len(), 2, "{:?}", img.identities);
+    assert_eq!(img.pairs.len(), 2, "web → db, TCP and UDP: {:?}", img.pairs);
+    // And every decision is the engine's.
+    for (ip, set) in &peers {
+        let id = img.peers.iter().find(|(a, _, _)| a == ip).unwrap().2;
+        for port in [22, 5432] {
+            let want = p.decide(&local, set, Protocol::Tcp, port).outcome;
+            let got = img
+                .pairs
+                .iter()
+                .find(|(k, _)| {
+                    k.remote == id
+                        && k.direction == Direction::Egress
+                        && k.protocol == Protocol::Tcp
+                })
+                .and_then(|(_, segs)| segs.iter().rev().find(|s| s.start <= port))
+                .map_or(KernelVerdict::of_action(img.default), |s| s.verdict);
+            assert_eq!(got, KernelVerdict::of_outcome(want), "{ip} port {port}");
+        }
+    }
 }

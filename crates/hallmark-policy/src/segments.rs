@@ -21,6 +21,37 @@ pub(crate) struct RankedSegment {
 }
 
 impl Policy {
+    /// The groups some rule names, on either side: a decision depends on
+    /// an endpoint's membership of these only.
+    pub(crate) fn ruled_groups(&self) -> GroupSet {
+        let mut set = GroupSet::with_capacity(self.targets.len());
+        for (f, targets) in self.targets.iter().enumerate() {
+            if !targets.is_empty() {
+                set.insert(f);
+                set.union_with(targets);
+            }
+        }
+        set
+    }
+
+    /// The groups of the other end that can change a decision for an
+    /// endpoint in `set`: the acceptors rules name for an initiator in
+    /// `set`, and the initiators rules name for an acceptor in `set`.
+    /// Deciding with the other end's groups cut to these gives the same
+    /// verdict as with all of them.
+    pub(crate) fn counterparts(&self, set: &GroupSet) -> GroupSet {
+        let mut out = GroupSet::with_capacity(self.targets.len());
+        for (f, targets) in self.targets.iter().enumerate() {
+            if set.contains(f) {
+                out.union_with(targets);
+            }
+            if targets.intersection(set).next().is_some() {
+                out.insert(f);
+            }
+        }
+        out
+    }
+
     /// The acceptor's port space split into maximal runs with one verdict
     /// (outcome and deciding rule): `(start, verdict)` pairs, the first
     /// starting at 0, starts strictly increasing, each run reaching up to
@@ -133,6 +164,19 @@ impl Policy {
 impl GroupSet {
     /// The same set without trailing empty words, so sets built with
     /// different capacities compare equal when they hold the same groups.
+    /// The groups of this set that are also in `onto`.
+    pub(crate) fn projected(&self, onto: &GroupSet) -> GroupSet {
+        GroupSet {
+            words: self
+                .words
+                .iter()
+                .zip(onto.words.iter())
+                .map(|(a, b)| a & b)
+                .collect(),
+        }
+        .normalized()
+    }
+
     pub(crate) fn normalized(&self) -> GroupSet {
         let used = self
             .words

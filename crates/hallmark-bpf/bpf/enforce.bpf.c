@@ -92,7 +92,7 @@ struct bpf_sock_addr {
 #define LOCAL_MAX (2 * 4096)
 #define PEER4_MAX (2 * 32768)
 #define PEER6_MAX (2 * 32768)
-#define PAIRS_MAX (2 * 8192)
+#define PAIRS_MAX (2 * 32768)
 #define EXEMPT_MAX 1024
 #define UDP_OK_MAX 65536
 
@@ -247,6 +247,8 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PAIRS_MAX);
+	/* 452-byte values: allocated as pairs are written, not up front. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pair_key);
 	__type(value, struct pair_val);
 } hm_enf_pairs SEC(".maps");

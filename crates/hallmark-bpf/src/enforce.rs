@@ -48,7 +48,7 @@ pub const PEER4_CAPACITY: usize = 32_768;
 /// IPv6 peer prefixes one image may hold (`hm_enf_peer6`).
 pub const PEER6_CAPACITY: usize = 32_768;
 /// Identity pairs one image may hold (`hm_enf_pairs`).
-pub const PAIR_CAPACITY: usize = 8192;
+pub const PAIR_CAPACITY: usize = 32_768;
 /// Exemptions (`hm_enf_exempt`; not generational, so old and new together).
 pub const EXEMPT_CAPACITY: usize = 1024;
 /// UDP exchanges remembered for replies (`hm_enf_udp_ok`, LRU).

@@ -210,6 +210,9 @@ fn invoking_user() -> (u32, String) {
 }
 
 pub async fn up(a: UpArgs) -> Result<()> {
+    // SIGTERM and Ctrl-C are ours from the start: one that arrives while
+    // the server and agent start up still shuts them down in order.
+    let shutdown = tokio::spawn(shutdown_signal());
     let inventory = inventory_config(a.inventory, &config::AgentFile::default())?;
     let capture = capture_config(a.capture, &config::AgentFile::default())?;
     let enforcement = enforce_config(a.enforce, &config::AgentFile::default())?;
@@ -286,6 +289,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
     let settle = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while agent.enforcement.status().state == hallmark_agent::enforce::EnforceState::Starting
         && std::time::Instant::now() < settle
+        && !shutdown.is_finished()
     {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -302,7 +306,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
     });
     // With stdout gone there is no one to tell that it is up: stop.
     if banner.is_ok() {
-        shutdown_signal().await;
+        let _ = shutdown.await;
     }
     tracing::info!("shutting down");
     let _ = tokio::time::timeout(DRAIN_DEADLINE, async {

@@ -3,7 +3,10 @@
 //! It serves two APIs:
 //! - the **node API** (gRPC over mTLS on TCP) to agents: join-token
 //!   attestation, agent SVID renewal, a pushed stream of each agent's
-//!   authorized entries, batched X509-SVID signing and JWT-SVID minting;
+//!   authorized entries and of the identity policy agents enforce (the
+//!   document, identity groups, the peer map and the fleet-wide
+//!   enforcement switch, see [`policy`]), batched X509-SVID signing and
+//!   JWT-SVID minting;
 //! - the **admin API** (gRPC on a local Unix socket, mode 0600) to operators.
 //!
 //! Agents also report their workload inventory (snapshot pages and

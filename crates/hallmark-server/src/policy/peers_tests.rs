@@ -139,12 +139,15 @@ fn evidence_from_beyond_the_skew_is_not_yet_an_owner() {
 
 // ------------------------------------------------ on a real Sync stream
 
+/// `{agent}`: the agent's SPIFFE ID (its node is in `hosts`).
 const POLICY: &str = "\
 groups:
   web:
     - labels: {app: web}
   db:
     - labels: {app: db}
+  hosts:
+    - spiffe_id: {agent}
 rules:
   - name: web-to-db
     from: [web]
@@ -231,8 +234,12 @@ fn names(list: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_map_follows_an_ip_from_one_workload_to_the_next() {
     let h = Harness::start().await;
-    h.apply("policy.yaml", POLICY).await;
-    let (_, mut client) = h.agent_client("n1").await;
+    let (agent, mut client) = h.agent_client("n1").await;
+    h.apply(
+        "policy.yaml",
+        &POLICY.replace("{agent}", &agent.to_string()),
+    )
+    .await;
     let mut sync = client
         .sync(pb::SyncRequest::default())
         .await
@@ -331,6 +338,33 @@ async fn the_peer_map_follows_an_ip_from_one_workload_to_the_next() {
     )
     .await;
     assert_eq!(map.len(), 1, "{map:?}");
+
+    // The node's own address, from its ownership heartbeat: the node's
+    // groups (the next pass of the membership task, within its period).
+    client
+        .heartbeat(pb::OwnershipHeartbeat {
+            context_name: "prod".into(),
+            at_ms: now_ms(),
+            addresses: vec![pb::OwnedAddress {
+                ip: "192.168.1.10".into(),
+                port: 0,
+                container_id: String::new(),
+            }],
+        })
+        .await
+        .unwrap();
+    let map = peers_until(
+        &mut sync,
+        Duration::from_secs(4),
+        |_| {},
+        |m| groups_at(m, "192.168.1.10").is_some(),
+    )
+    .await;
+    assert_eq!(
+        groups_at(&map, "192.168.1.10"),
+        Some(names(&["any", "hosts"]))
+    );
+    assert_eq!(map.len(), 2, "{map:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

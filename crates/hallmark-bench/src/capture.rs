@@ -20,7 +20,7 @@
 #[path = "capture_drain.rs"]
 mod drain;
 #[path = "capture_loops.rs"]
-mod loops;
+pub(crate) mod loops;
 #[cfg(test)]
 #[path = "capture_tests.rs"]
 mod tests;

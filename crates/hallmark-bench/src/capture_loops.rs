@@ -25,35 +25,45 @@ pub struct Acceptors {
 }
 
 impl Acceptors {
+    /// `n` listeners on ephemeral ports.
     pub fn start(n: usize) -> Result<Acceptors> {
+        let listeners = (0..n)
+            .map(|_| {
+                TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                    .context("binding a listener on 127.0.0.1")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Acceptors::serve(listeners)
+    }
+
+    /// Accepts and closes on each of `listeners`, a thread each.
+    pub fn serve(listeners: Vec<TcpListener>) -> Result<Acceptors> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut addrs = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .context("binding a listener on 127.0.0.1")?;
-            addrs.push(listener.local_addr()?);
+        let mut acceptors = Acceptors {
+            addrs: Vec::with_capacity(listeners.len()),
+            stop: stop.clone(),
+            threads: Vec::with_capacity(listeners.len()),
+        };
+        for listener in listeners {
+            let addr = listener.local_addr()?;
             let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("bench-accept-{i}"))
-                    .spawn(move || {
-                        for conn in listener.incoming() {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            // Accepted and closed: the server side closes first.
-                            drop(conn);
+            let thread = std::thread::Builder::new()
+                .name(format!("bench-accept-{}", addr.port()))
+                .spawn(move || {
+                    for conn in listener.incoming() {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
                         }
-                    })
-                    .context("starting an accept thread")?,
-            );
+                        // Accepted and closed: the server side closes first.
+                        drop(conn);
+                    }
+                })
+                .context("starting an accept thread")?;
+            // Registered only once its thread runs: Drop wakes each one.
+            acceptors.addrs.push(addr);
+            acceptors.threads.push(thread);
         }
-        Ok(Acceptors {
-            addrs,
-            stop,
-            threads,
-        })
+        Ok(acceptors)
     }
 }
 

@@ -40,7 +40,7 @@ use crate::policy_bench::world::World;
 use crate::report::{num, verdict, Table};
 use crate::stats::{Samples, Summary};
 use image::{ImageSize, NodeInputs, Role};
-use loops::{Acceptors, BenchCgroup};
+use loops::{acceptors_on, BenchCgroup};
 
 /// The targets: the enforced connection rate as a share of the
 /// baseline, and the p99 `connect()` latency added.
@@ -330,7 +330,7 @@ fn connect_rounds(
     cgroup.enter()?;
     // Created inside the cgroup: the listeners are the workload's too.
     let ports: Vec<u16> = role.ports.iter().map(|(p, _)| *p).collect();
-    let acceptors = Acceptors::start(&ports, LISTENERS)?;
+    let acceptors = acceptors_on(&ports, LISTENERS)?;
     let round = Duration::from_secs_f64(a.round_secs);
     eprintln!(
         "enforce: connect rounds, {} of {:.1} s each baseline/enforced, {} clients, ports {:?}",

@@ -5,13 +5,11 @@ use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+pub use crate::capture::loops::Acceptors;
 use crate::stats::Samples;
 
 /// A fresh cgroup2 child this process moves into, so that its sockets are
@@ -99,76 +97,27 @@ pub fn own_cgroup2(text: &str) -> Option<&str> {
         .filter(|p| p.starts_with('/'))
 }
 
-/// Listeners on 127.0.0.1 that accept connections and close them at once,
-/// each on a thread of its own, until dropped.
-pub struct Acceptors {
-    pub addrs: Vec<SocketAddr>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Acceptors {
-    /// Binds up to `want` of `ports` (the first that are free); fails when
-    /// none is.
-    pub fn start(ports: &[u16], want: usize) -> Result<Acceptors> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut addrs = Vec::new();
-        let mut threads = Vec::new();
-        let mut busy = Vec::new();
-        for &port in ports {
-            if addrs.len() >= want {
-                break;
-            }
-            let listener = match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
-                Ok(l) => l,
-                Err(e) => {
-                    busy.push(format!("{port}: {e}"));
-                    continue;
-                }
-            };
-            addrs.push(listener.local_addr()?);
-            let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("enforce-accept-{port}"))
-                    .spawn(move || {
-                        for conn in listener.incoming() {
-                            if stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            // Accepted and closed: the server side closes first.
-                            drop(conn);
-                        }
-                    })
-                    .context("starting an accept thread")?,
-            );
+/// Listeners on 127.0.0.1 for up to `want` of `ports` (the first that are
+/// free), accepting and closing until dropped; fails when none is free.
+pub fn acceptors_on(ports: &[u16], want: usize) -> Result<Acceptors> {
+    let mut listeners = Vec::new();
+    let mut busy = Vec::new();
+    for &port in ports {
+        if listeners.len() >= want {
+            break;
         }
-        let acceptors = Acceptors {
-            addrs,
-            stop,
-            threads,
-        };
-        if acceptors.addrs.is_empty() {
-            bail!(
-                "none of the ports the policy allows could be bound on 127.0.0.1 ({}): free one of them or pick another --seed",
-                busy.join("; ")
-            );
-        }
-        Ok(acceptors)
-    }
-}
-
-impl Drop for Acceptors {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // One connection each wakes the blocked accept calls.
-        for a in &self.addrs {
-            let _ = TcpStream::connect_timeout(a, Duration::from_secs(1));
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+            Ok(l) => listeners.push(l),
+            Err(e) => busy.push(format!("{port}: {e}")),
         }
     }
+    if listeners.is_empty() {
+        bail!(
+            "none of the ports the policy allows could be bound on 127.0.0.1 ({}): free one of them or pick another --seed",
+            busy.join("; ")
+        );
+    }
+    Acceptors::serve(listeners)
 }
 
 /// One round of the connect loop.

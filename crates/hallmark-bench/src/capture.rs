@@ -90,12 +90,7 @@ impl CaptureArgs {
             a.open_pairs = a.open_pairs.min(10_000);
             a.connections = a.connections.min(50);
         }
-        if a.rounds < 3 {
-            bail!("--rounds {}: must be at least 3", a.rounds);
-        }
-        if !(a.round_secs.is_finite() && a.round_secs >= 0.2) {
-            bail!("--round-secs {}: must be at least 0.2", a.round_secs);
-        }
+        crate::stats::check_rounds(a.rounds, a.round_secs)?;
         if a.clients == 0 || a.connections == 0 {
             bail!("--clients and --connections must be at least 1");
         }

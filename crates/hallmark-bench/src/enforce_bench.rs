@@ -99,12 +99,7 @@ impl EnforceArgs {
             a.rounds = a.rounds.min(3);
             a.revisions = a.revisions.min(6);
         }
-        if a.rounds < 3 {
-            bail!("--rounds {}: must be at least 3", a.rounds);
-        }
-        if !(a.round_secs.is_finite() && a.round_secs >= 0.2) {
-            bail!("--round-secs {}: must be at least 0.2", a.round_secs);
-        }
+        crate::stats::check_rounds(a.rounds, a.round_secs)?;
         if a.clients == 0 || a.locals == 0 || a.peers == 0 || a.install_locals == 0 {
             bail!("--clients, --locals, --install-locals and --peers must be at least 1");
         }
@@ -600,32 +595,34 @@ pub fn print(r: &EnforceReport) {
         "target",
         "verdict",
     ]);
-    t.row(vec![
-        "connections/s (median of rounds)".into(),
-        c.rate.off_median.map_or("-".into(), num),
-        spread(&c.rate.off),
-        c.rate.on_median.map_or("-".into(), num),
-        spread(&c.rate.on),
-        c.rate
-            .ratio
-            .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+    let rounds_row = |label: &str, rounds: &Rounds, target: String, verdict: String| {
+        vec![
+            label.to_string(),
+            rounds.off_median.map_or("-".into(), num),
+            spread(&rounds.off),
+            rounds.on_median.map_or("-".into(), num),
+            spread(&rounds.on),
+            rounds
+                .ratio
+                .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+            target,
+            verdict,
+        ]
+    };
+    t.row(rounds_row(
+        "connections/s (median of rounds)",
+        &c.rate,
         format!(">= {:.0}%", r.target_share * 100.0),
         c.rate
             .ratio
             .map_or("-".into(), |_| verdict(r.rate_target_met)),
-    ]);
-    t.row(vec![
-        "connections per CPU-second of this process".into(),
-        c.cpu_rate.off_median.map_or("-".into(), num),
-        spread(&c.cpu_rate.off),
-        c.cpu_rate.on_median.map_or("-".into(), num),
-        spread(&c.cpu_rate.on),
-        c.cpu_rate
-            .ratio
-            .map_or("-".into(), |v| format!("{:.1}%", v * 100.0)),
+    ));
+    t.row(rounds_row(
+        "connections per CPU-second of this process",
+        &c.cpu_rate,
         String::new(),
         String::new(),
-    ]);
+    ));
     let us =
         |s: &Option<Summary>, f: fn(&Summary) -> f64| s.as_ref().map_or("-".into(), |s| num(f(s)));
     let added = |d: Option<f64>| d.map_or("-".into(), |d| format!("{d:+.2} µs"));

@@ -90,6 +90,19 @@ pub fn rate(count: usize, elapsed: Duration) -> f64 {
     }
 }
 
+/// Checks `--rounds` and `--round-secs` of a benchmark that alternates
+/// baseline and measured rounds: a median needs three of each, and a
+/// round shorter than 0.2 s is mostly start-up.
+pub fn check_rounds(rounds: usize, round_secs: f64) -> anyhow::Result<()> {
+    if rounds < 3 {
+        anyhow::bail!("--rounds {rounds}: must be at least 3");
+    }
+    if !(round_secs.is_finite() && round_secs >= 0.2) {
+        anyhow::bail!("--round-secs {round_secs}: must be at least 0.2");
+    }
+    Ok(())
+}
+
 /// The median of a few measurements (e.g. per-round rates), which a
 /// single disturbed round cannot move much.
 pub fn median(values: &[f64]) -> Option<f64> {

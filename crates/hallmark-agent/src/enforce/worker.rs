@@ -51,7 +51,6 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
 struct Built {
     revision: i64,
     policy: usize,
-    mode: Mode,
     inputs: Inputs,
 }
 
@@ -274,6 +273,15 @@ impl Worker {
             self.config.mode.kernel()
         };
         lock(&self.status).fleet_off = state.fleet_enforcement_off;
+        // The mode follows the switch first, whether or not a new image
+        // follows: turning enforcement off never waits for a compile, and
+        // a mode change alone needs no new image.
+        if self.enforcer.mode().ok() != Some(mode) {
+            match self.enforcer.set_mode(mode) {
+                Ok(()) => tracing::info!(mode = mode.as_str(), "enforcement mode set"),
+                Err(e) => tracing::error!(error = %e, "setting the enforcement mode failed"),
+            }
+        }
         if let Err(e) = state.usable() {
             // No readable revision yet: the kernel keeps what it has.
             self.failed_install(format!("no policy to enforce: {e}"), None);
@@ -306,19 +314,10 @@ impl Worker {
             let want = Built {
                 revision: state.revision,
                 policy: Arc::as_ptr(&state.policy) as usize,
-                mode,
                 inputs,
             };
             if !hold && self.built.as_ref() != Some(&want) && self.failed.as_ref() != Some(&want) {
-                self.install(&state.policy, want);
-            }
-        }
-        // The mode follows the switch even when no new image could be
-        // installed: turning enforcement off never waits for a compile.
-        if self.enforcer.mode().ok() != Some(mode) {
-            match self.enforcer.set_mode(mode) {
-                Ok(()) => tracing::info!(mode = mode.as_str(), "enforcement mode set"),
-                Err(e) => tracing::error!(error = %e, "setting the enforcement mode failed"),
+                self.install(&state.policy, want, mode);
             }
         }
         let kernel = self.enforcer.mode().unwrap_or(mode);
@@ -351,8 +350,8 @@ impl Worker {
             })
     }
 
-    fn install(&mut self, policy: &hallmark_policy::Policy, want: Built) {
-        let compiled = match compile(policy, &want.inputs, want.mode) {
+    fn install(&mut self, policy: &hallmark_policy::Policy, want: Built, mode: Mode) {
+        let compiled = match compile(policy, &want.inputs, mode) {
             Ok(c) => c,
             Err(e) => {
                 self.failed_install(

@@ -573,18 +573,27 @@ fn the_policy_is_enforced_in_the_kernel() {
     );
 
     // --- the fleet switch lifts enforcement, and puts it back ---------------
+    // Timed to the start of the first connect that sees the new mode: a
+    // connect that straddles the flip (its SYN let out, then dropped at D)
+    // waits out nc's one-second timeout after the switch took effect.
     let mut shell_c = Shell::open(&c);
     let to_d = format!("{ip_b} 5432");
     assert!(!shell_c.echo(&to_d), "C → D:5432 is denied");
-    let started = Instant::now();
-    server.cli(&["policy", "enforcement", "off"]).ok();
-    while !shell_c.echo(&to_d) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "enforcement still on 10 s after the switch"
-        );
-    }
-    let took = started.elapsed();
+    let mut switch = |word: &str, passes: bool| {
+        let started = Instant::now();
+        server.cli(&["policy", "enforcement", word]).ok();
+        loop {
+            let at = started.elapsed();
+            if shell_c.echo(&to_d) == passes {
+                return at;
+            }
+            assert!(
+                at < Duration::from_secs(10),
+                "enforcement not {word} 10 s after the switch"
+            );
+        }
+    };
+    let took = switch("off", true);
     println!("fleet switch off → C's connect passes after {took:?}");
     assert!(took < Duration::from_secs(1), "switching off took {took:?}");
     let st = wait_until("agent status to show the switch", WAIT, || {
@@ -592,15 +601,8 @@ fn the_policy_is_enforced_in_the_kernel() {
         (st["enforcement"]["mode"] == "off").then_some(st)
     });
     assert_eq!(st["enforcement"]["fleet_off"], true, "{st:#}");
-    let started = Instant::now();
-    server.cli(&["policy", "enforcement", "on"]).ok();
-    while shell_c.echo(&to_d) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "enforcement still off 10 s after the switch"
-        );
-    }
-    let took = started.elapsed();
+    let took = switch("on", false);
+    println!("fleet switch on → C's connect denied after {took:?}");
     assert!(took < Duration::from_secs(1), "switching on took {took:?}");
     drop(shell_c);
     drop((shell_a, a, c, d));

@@ -86,6 +86,11 @@ elif [[ $role != "true true" ]] || ! password_works; then
 else
     say "role $ROLE present"
 fi
+# DROP DATABASE ... WITH (FORCE) ends the sessions still on a test's database;
+# an autovacuum worker there has no role of its own, and ending it needs
+# pg_signal_backend.
+as_postgres -c "GRANT pg_signal_backend TO $ROLE" >/dev/null ||
+    fail "GRANT pg_signal_backend TO $ROLE failed"
 password_works ||
     fail "role $ROLE cannot log in with its password on $HOST:$PORT; check pg_hba.conf of cluster $VERSION/$CLUSTER"
 say "ready: postgres://$ROLE:***@$HOST:$PORT/"

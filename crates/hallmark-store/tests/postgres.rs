@@ -79,11 +79,17 @@ where
     // Spawned so that a panic comes back as a value and the database is
     // dropped before the panic goes on.
     let outcome = tokio::spawn(test(format!("{SERVER}/{name}"))).await;
-    // FORCE ends the sessions of pools the test left open.
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    // FORCE ends the sessions of pools the test left open (the setup script
+    // grants the role pg_signal_backend, which an autovacuum worker on the
+    // database needs). A worker starting at that instant can still make one
+    // attempt fail, so a few are made.
+    let drop = format!("DROP DATABASE {name} WITH (FORCE)");
+    let mut attempt = 0;
+    while let Err(e) = sqlx::query(&drop).execute(&mut admin).await {
+        attempt += 1;
+        assert!(attempt < 5, "{drop}: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }

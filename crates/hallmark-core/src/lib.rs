@@ -15,6 +15,7 @@ pub mod error;
 pub mod selector;
 pub mod spiffe_id;
 pub mod time;
+pub mod timearg;
 pub mod workload;
 
 pub use duration::{format_duration, parse_duration, DurationError};

@@ -134,6 +134,7 @@ impl Endpoint {
                     }
                 }
                 GraphBy::Service => format!("{}/{}", w.context, service_name(w)),
+                GraphBy::Context => format!("context:{}", w.context),
             },
             Endpoint::Node {
                 context,
@@ -142,6 +143,7 @@ impl Endpoint {
                 ..
             } => match by {
                 GraphBy::SpiffeId if !spiffe_id.is_empty() => spiffe_id.clone(),
+                GraphBy::Context => format!("context:{context}"),
                 _ => format!("node:{context}/{node}"),
             },
             Endpoint::External { network } => format!("external:{network}"),
@@ -368,6 +370,8 @@ pub enum GraphBy {
     Workload,
     Namespace,
     Service,
+    /// The operator-set context name of the node the end ran on.
+    Context,
 }
 
 impl GraphBy {
@@ -377,6 +381,7 @@ impl GraphBy {
             "workload" => Some(GraphBy::Workload),
             "namespace" => Some(GraphBy::Namespace),
             "service" => Some(GraphBy::Service),
+            "context" => Some(GraphBy::Context),
             _ => None,
         }
     }
@@ -387,6 +392,7 @@ impl GraphBy {
             GraphBy::Workload => "workload",
             GraphBy::Namespace => "namespace",
             GraphBy::Service => "service",
+            GraphBy::Context => "context",
         }
     }
 }

@@ -26,6 +26,7 @@
 
 mod admin;
 mod authority;
+pub mod console_key;
 mod federation;
 mod flows;
 mod follow;
@@ -158,6 +159,11 @@ pub enum ServerError {
     Federation(#[from] federation::EndpointError),
     #[error(transparent)]
     Flows(#[from] flows::FlowConfigError),
+    #[error("console key in {path}: {source}")]
+    ConsoleKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// State shared by the node and admin services.
@@ -198,6 +204,8 @@ pub(crate) struct Shared {
     pub peer_addresses: watch::Sender<Arc<policy::PeerAddresses>>,
     /// The fleet-wide enforcement switch (true: on), pushed to agents.
     pub enforcement: watch::Sender<bool>,
+    /// Mints and checks console tokens.
+    pub console_key: Arc<console_key::ConsoleKey>,
 }
 
 /// A running server. Dropping it does not stop it; call [`ServerHandle::shutdown`].
@@ -216,6 +224,11 @@ impl ServerHandle {
     /// The admin service, for in-process callers (`hallmark up`).
     pub fn admin(&self) -> AdminService {
         self.admin.clone()
+    }
+
+    /// The key console tokens are minted and checked with.
+    pub fn console_key(&self) -> Arc<console_key::ConsoleKey> {
+        self.shared.console_key.clone()
     }
 
     /// Readiness and metrics, for the health endpoint.

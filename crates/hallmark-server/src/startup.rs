@@ -83,6 +83,14 @@ impl Shared {
             membership: Arc::default(),
             peer_addresses: watch::channel(Arc::default()).0,
             enforcement: watch::channel(true).0,
+            console_key: Arc::new(create_private_dir(&config.data_dir).and_then(|()| {
+                crate::console_key::ConsoleKey::load_or_create(&config.data_dir).map_err(|source| {
+                    ServerError::ConsoleKey {
+                        path: config.data_dir.clone(),
+                        source,
+                    }
+                })
+            })?),
         });
         if let Err(e) = federation::reload(&shared).await {
             tracing::warn!(error = %e, "reading federation relationships failed");

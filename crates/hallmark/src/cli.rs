@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    agent_status, agents, authority, bundle, entry, federation, flows, group, inventory, policy,
-    status, svid, token,
+    agent_status, agents, authority, bundle, console, entry, federation, flows, group, inventory,
+    policy, status, svid, token,
 };
 use crate::connect::AdminArgs;
 use crate::helper;
@@ -90,6 +90,11 @@ pub enum Command {
     Group {
         #[command(subcommand)]
         command: group::GroupCommand,
+    },
+    /// The console (browser UI and /api/v1/): login tokens.
+    Console {
+        #[command(subcommand)]
+        command: console::ConsoleCommand,
     },
     /// Fetch this process's X509-SVID from the Workload API.
     Svid {
@@ -231,6 +236,7 @@ pub async fn dispatch(cli: Cli) -> Result<()> {
         Command::Flows { command } => flows::run(command).await,
         Command::Policy { command } => policy::run(command).await,
         Command::Group { command } => group::run(command).await,
+        Command::Console { command } => console::run(command).await,
         Command::Svid {
             command: SvidCommand::Fetch(a),
         } => svid::svid_fetch(a).await,

@@ -22,7 +22,6 @@ mod health;
 mod helper;
 mod output;
 mod roles;
-mod timearg;
 
 use std::process::ExitCode;
 

@@ -641,4 +641,39 @@ impl Admin for AdminService {
             .await
             .map(|json| Response::new(pb::PolicyResponse { json }))
     }
+
+    async fn mint_console_token(
+        &self,
+        req: Request<pb::PolicyRequest>,
+    ) -> Result<Response<pb::PolicyResponse>, Status> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Mint {
+            #[serde(default)]
+            ttl_secs: Option<u64>,
+        }
+        let json = req.into_inner().json;
+        let m: Mint = serde_json::from_str(if json.is_empty() { "{}" } else { &json })
+            .map_err(|e| Status::invalid_argument(format!("MintConsoleToken request: {e}")))?;
+        let max = crate::console_key::MAX_CONSOLE_TOKEN_TTL.as_secs();
+        let ttl = match m.ttl_secs {
+            None => DEFAULT_CONSOLE_TOKEN_TTL.as_secs(),
+            Some(t) if (1..=max).contains(&t) => t,
+            Some(t) => {
+                return Err(Status::invalid_argument(format!(
+                    "ttl_secs {t}: a console token lives 1s..{}d",
+                    max / 86400
+                )))
+            }
+        };
+        let expires = unix_secs(SystemTime::now()) + i64::try_from(ttl).unwrap_or(i64::MAX / 2);
+        let token = self.shared.console_key.mint(expires);
+        tracing::info!(expires_at = expires, "console token minted");
+        let json = serde_json::json!({ "token": token, "expires_ms": expires * 1000 }).to_string();
+        Ok(Response::new(pb::PolicyResponse { json }))
+    }
 }
+
+/// How long a console token from `hallmark console token` lives unless
+/// asked otherwise.
+const DEFAULT_CONSOLE_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);

@@ -123,6 +123,25 @@ pub struct DryRunRequest {
     /// A week ago when absent.
     #[serde(default)]
     pub since_ms: Option<i64>,
+    /// Also answer per edge of the identity graph grouped this way
+    /// (`edges`), for a map to show which edges change colour.
+    #[serde(default)]
+    pub edges_by: Option<hallmark_flows::GraphBy>,
+}
+
+/// One edge of the identity graph under a dry-run: the worst verdict of
+/// its decidable flows under the policy in force and under the candidate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DryRunEdge {
+    pub src: String,
+    pub dst: String,
+    pub dst_port: u16,
+    pub protocol: hallmark_flows::Protocol,
+    pub flows: u64,
+    /// Flows of the edge whose verdict the candidate changes.
+    pub changed: u64,
+    pub current: Outcome,
+    pub candidate: Outcome,
 }
 
 /// The `DryRunPolicy` answer.
@@ -136,6 +155,9 @@ pub struct DryRunAnswer {
     pub changed: u64,
     pub by_rule: Vec<DryRunChange>,
     pub unmatched: DryRunUnmatched,
+    /// Per graph edge, when the request named `edges_by`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<DryRunEdge>,
 }
 
 /// Flows whose verdict changes the same way, by the same candidate rule.

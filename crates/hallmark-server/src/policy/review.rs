@@ -10,16 +10,16 @@ use std::time::SystemTime;
 
 use hallmark_core::time::unix_millis;
 use hallmark_flows::policy::question;
-use hallmark_flows::verdict::{Judge, RevisedPolicy};
-use hallmark_flows::{FlowQuery, StoredFlow};
+use hallmark_flows::verdict::{Judge, RevisedPolicy, VerdictCounts};
+use hallmark_flows::{FlowQuery, Protocol, StoredFlow};
 use hallmark_policy::{
     suggest, to_yaml, DecidedBy, Mode, Observed, Outcome, Policy, SuggestBy, Verdict,
 };
 use tonic::Status;
 
 use super::api_queries::{
-    AuditRequest, DryRunAnswer, DryRunChange, DryRunRequest, DryRunUnmatched, SuggestAnswer,
-    SuggestRequest, AUDIT_WINDOW_MS, REVIEW_WINDOW_MS,
+    AuditRequest, DryRunAnswer, DryRunChange, DryRunEdge, DryRunRequest, DryRunUnmatched,
+    SuggestAnswer, SuggestRequest, AUDIT_WINDOW_MS, REVIEW_WINDOW_MS,
 };
 use super::queries::{parse, store_status, to_json};
 use crate::Shared;
@@ -162,6 +162,7 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
     type Key = (Option<String>, Option<Mode>, Outcome, Outcome);
     let mut by_rule: HashMap<Key, (u64, Vec<serde_json::Value>)> = HashMap::new();
     let mut unmatched = DryRunUnmatched::default();
+    let mut edges: BTreeMap<EdgeKey, EdgeTally> = BTreeMap::new();
     for_each_flow(shared, since, None, |f| {
         if question(&f).is_none() {
             return;
@@ -169,6 +170,19 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
         considered += 1;
         let before = before_judge.decide(&f);
         let after = after_judge.decide(&f);
+        if let Some(by) = r.edges_by {
+            let key = (
+                f.src.group_name(by),
+                f.dst.group_name(by),
+                f.flow.dst.port(),
+                f.flow.protocol,
+            );
+            let e = edges.entry(key).or_default();
+            e.0 += 1;
+            e.1 += u64::from(before.outcome != after.outcome);
+            *e.2.slot(before.outcome) += 1;
+            *e.3.slot(after.outcome) += 1;
+        }
         if matches!(after.decided_by, DecidedBy::Default { .. }) {
             unmatched.flows += 1;
             if unmatched.examples.len() < EXAMPLES {
@@ -216,7 +230,32 @@ pub(crate) async fn dry_run_policy(shared: &Shared, json: &str) -> Result<String
         changed,
         by_rule,
         unmatched,
+        edges: dry_run_edges(edges),
     })
+}
+
+type EdgeKey = (String, String, u16, Protocol);
+
+/// Per edge: flows, flows changed, verdicts now, verdicts under the
+/// candidate.
+type EdgeTally = (u64, u64, VerdictCounts, VerdictCounts);
+
+fn dry_run_edges(edges: BTreeMap<EdgeKey, EdgeTally>) -> Vec<DryRunEdge> {
+    edges
+        .into_iter()
+        .map(
+            |((src, dst, dst_port, protocol), (flows, changed, now, candidate))| DryRunEdge {
+                src,
+                dst,
+                dst_port,
+                protocol,
+                flows,
+                changed,
+                current: now.worst().unwrap_or(Outcome::NoDecision),
+                candidate: candidate.worst().unwrap_or(Outcome::NoDecision),
+            },
+        )
+        .collect()
 }
 
 /// `SuggestPolicy`.

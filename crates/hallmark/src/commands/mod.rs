@@ -6,6 +6,7 @@ pub mod agent_status;
 pub mod agents;
 pub mod authority;
 pub mod bundle;
+pub mod console;
 pub mod entry;
 pub mod federation;
 pub mod flows;

@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::connect::{admin_client, admin_error, AdminArgs};
 use crate::output::{out, outln, table, timestamp};
-use crate::timearg::parse_instant;
+use hallmark_core::timearg::parse_instant;
 
 /// The policy admin RPCs this module and `hallmark group` call.
 #[derive(Debug, Clone, Copy)]
@@ -292,6 +292,7 @@ pub async fn dry_run(a: DryRunArgs) -> Result<()> {
         file: name,
         document,
         since_ms: Some(instant("--since", &a.since)?),
+        edges_by: None,
     };
     let json = call(&a.conn, PolicyRpc::DryRun, &req).await?;
     if a.conn.json {

@@ -4,6 +4,7 @@
 //! stop.
 
 pub mod agent;
+pub mod console;
 pub mod server;
 pub mod up;
 

@@ -79,6 +79,8 @@ pub struct ServerArgs {
     pub federation: FederationArgs,
     #[command(flatten)]
     pub flows: FlowArgs,
+    #[command(flatten)]
+    pub console: super::console::ConsoleArgs,
 }
 
 /// Flow attribution (server only).
@@ -517,8 +519,9 @@ fn datastore(key: &str, v: &str) -> Result<Datastore> {
     }
 }
 
-pub async fn run_server(a: ServerArgs) -> Result<()> {
+pub async fn run_server(mut a: ServerArgs) -> Result<()> {
     let health = a.common.health_listen.clone();
+    let console_args = std::mem::take(&mut a.console);
     let (cfg, store) = server_config(a)?;
     let handle = match store {
         Datastore::Sqlite => hallmark_server::start(cfg).await?,
@@ -546,8 +549,15 @@ pub async fn run_server(a: ServerArgs) -> Result<()> {
         );
         health::serve(config::socket_addr("health_listen", &addr)?, probe).await?;
     }
+    let console = super::console::start(&console_args, None, &handle).await?;
+    if let Some(c) = &console {
+        tracing::info!(url = %c.console.url(), "console: log in with a token from `hallmark console token`");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(c) = console {
+        c.stop();
+    }
     let _ = tokio::time::timeout(DRAIN_DEADLINE, handle.shutdown()).await;
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct UpArgs {
     pub capture: CaptureArgs,
     #[command(flatten)]
     pub enforce: EnforceArgs,
+    #[command(flatten)]
+    pub console: super::console::ConsoleArgs,
 }
 
 /// What `hallmark up` tells the user once it is ready.
@@ -53,6 +55,8 @@ struct Banner<'a> {
     flows: String,
     /// Policy enforcement in the kernel: on, or why not.
     policy: String,
+    /// The console's login URL, when it runs.
+    console: Option<String>,
     home: &'a Path,
 }
 
@@ -71,6 +75,10 @@ fn print_banner(b: &Banner<'_>) -> Result<()> {
     outln!("  containers     {}", b.containers)?;
     outln!("  flows          {}", b.flows)?;
     outln!("  policy         {}", b.policy)?;
+    match &b.console {
+        Some(url) => outln!("  console        {url}   (logs in once; keep it secret)")?,
+        None => outln!("  console        off (--console-listen ADDR)")?,
+    }
     outln!()?;
     outln!("Try it in another terminal:")?;
     outln!("  export SPIFFE_ENDPOINT_SOCKET=unix://{socket}")?;
@@ -285,6 +293,9 @@ pub async fn up(a: UpArgs) -> Result<()> {
         health::serve(config::socket_addr("--health-listen", &addr)?, probe).await?;
     }
 
+    let console =
+        super::console::start(&a.console, Some(super::console::UP_CONSOLE_LISTEN), &server).await?;
+
     // Enforcement starts once the agent has synced: a moment to settle.
     let settle = std::time::Instant::now() + std::time::Duration::from_secs(3);
     while agent.enforcement.status().state == hallmark_agent::enforce::EnforceState::Starting
@@ -302,6 +313,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         containers: agent.inventory.status().summary(),
         flows: capture_summary(&agent.capture.status()),
         policy: enforcement_summary(&agent.enforcement.status()),
+        console: console.as_ref().map(|c| c.console.login_url()),
         home: &home,
     });
     // With stdout gone there is no one to tell that it is up: stop.
@@ -309,6 +321,9 @@ pub async fn up(a: UpArgs) -> Result<()> {
         let _ = shutdown.await;
     }
     tracing::info!("shutting down");
+    if let Some(c) = console {
+        c.stop();
+    }
     let _ = tokio::time::timeout(DRAIN_DEADLINE, async {
         agent.shutdown().await;
         server.shutdown().await;

@@ -30,8 +30,8 @@ pub struct GraphArgs {
     /// Traffic before this instant (the forms of --since) [default: now].
     #[arg(long)]
     pub until: Option<String>,
-    /// What a node of the graph is: `spiffe-id`, `workload`, `namespace`
-    /// or `service` (Compose service or `app` label).
+    /// What a node of the graph is: `spiffe-id`, `workload`, `namespace`,
+    /// `service` (Compose service or `app` label) or `context`.
     #[arg(long, default_value = "spiffe-id", value_parser = parse_by)]
     pub by: GraphBy,
     /// `table`, `json` (the API's answer) or `dot` (Graphviz: `| dot -Tsvg`).
@@ -43,7 +43,7 @@ pub struct GraphArgs {
 
 fn parse_by(s: &str) -> Result<GraphBy, String> {
     GraphBy::parse(s)
-        .ok_or_else(|| format!("`{s}` is not spiffe-id, workload, namespace or service"))
+        .ok_or_else(|| format!("`{s}` is not spiffe-id, workload, namespace, service or context"))
 }
 
 /// The format asked for: `--json` is `--format json`.

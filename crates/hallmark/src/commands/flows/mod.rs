@@ -26,7 +26,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::connect::{admin_client, admin_error, AdminArgs};
-use crate::timearg::parse_instant;
+use hallmark_core::timearg::parse_instant;
 
 #[derive(Subcommand, Debug)]
 pub enum FlowsCommand {

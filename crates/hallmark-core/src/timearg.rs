@@ -2,7 +2,7 @@
 //! 2026-12-06T03:12:00Z`, `--at 1764990720`), parsed in one place so every
 //! command accepts the same forms and refuses the rest with the same words.
 
-use hallmark_core::duration::parse_duration;
+use crate::duration::parse_duration;
 
 /// Why a time argument does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The admin messages serialize to JSON as they are (the console's API
     // answers with them); byte fields (DER, CSRs, bundles) are left out.
     let mut config = tonic_prost_build::configure().type_attribute(
-        ".hallmark",
+        ".hallmark.v1",
         "#[derive(serde::Serialize)] #[serde(rename_all = \"snake_case\")]",
     );
     for field in [
@@ -24,7 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "CreateFederationRequest.bootstrap_bundle",
         "Authority.cert_der",
     ] {
-        config = config.field_attribute(format!(".hallmark.{field}"), "#[serde(skip)]");
+        config = config.field_attribute(format!(".hallmark.v1.{field}"), "#[serde(skip)]");
     }
     config
         .build_client(true)

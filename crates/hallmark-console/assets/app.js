@@ -81,7 +81,13 @@
     put(id, el('p', { class: 'error', role: 'alert', text: err.message || String(err) }));
   }
 
-  const time = (ms) => (ms ? new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '');
+  // Unix ms as UTC; 0 is blank, and an instant beyond what a Date holds
+  // (a key that never expires) is `never`.
+  const time = (ms) => {
+    if (!ms) return '';
+    const d = new Date(ms);
+    return isNaN(d.getTime()) ? 'never' : d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  };
   const secs = (s) => (s ? time(s * 1000) : '');
   const bytes = (n) => {
     if (n < 1024) return n + ' B';
@@ -155,6 +161,10 @@
       s = await api('/api/v1/session', { login: true });
     } catch (e) {
       showLogin(e.status === 401 ? null : e.message);
+      return;
+    }
+    if (!s.authenticated) {
+      showLogin(null);
       return;
     }
     state.csrf = s.csrf_token || '';
@@ -236,10 +246,19 @@
       ' flows since ' + time(g.since_ms) + '; unattributed: ' + unattributed + ' flows (' + share + '%)' +
       (state.dryRun ? '; dry-run: ' + state.dryRun.changedEdges + ' edges change colour' : '');
 
+    const big = nodes.size > SMALL_GRAPH;
+    // A big map is placed on a grid in name order (so one namespace's
+    // identities sit together) without measuring anything: a layered
+    // layout of thousands of nodes would take the browser minutes.
+    const order = big ? [...nodes.keys()].sort() : [];
+    const columns = Math.ceil(Math.sqrt(order.length * 1.6));
+    const place = new Map(order.map((id, i) => [id, { x: (i % columns) * 60, y: Math.floor(i / columns) * 40 }]));
     const elements = [];
     for (const [id, n] of nodes) {
       const kind = id.startsWith('unattributed:') ? 'unattributed' : id.startsWith('external:') ? 'external' : 'identity';
-      elements.push({ group: 'nodes', data: { id: id, label: shortLabel(id), kind: kind, flows: n.flows } });
+      const node = { group: 'nodes', data: { id: id, label: shortLabel(id), kind: kind, flows: n.flows } };
+      if (big) node.position = place.get(id);
+      elements.push(node);
     }
     for (const e of edges) {
       let verdict = e.verdict, changed = false;
@@ -249,7 +268,7 @@
       }
       elements.push({
         group: 'edges',
-        classes: changed ? 'changed' : '',
+        classes: 'v-' + (verdict || 'none') + (changed ? ' changed' : ''),
         data: {
           id: e.id, source: e.src, target: e.dst, label: e.ports.slice(0, 3).join(', ') + (e.ports.length > 3 ? ' …' : ''),
           ports: e.ports, flows: e.flows, bytes: e.bytes, verdict: verdict, stored: e.verdict,
@@ -257,33 +276,50 @@
         },
       });
     }
-    const big = nodes.size > SMALL_GRAPH;
     const layout = big
-      ? { name: 'grid', avoidOverlap: true, sort: (a, b) => b.data('flows') - a.data('flows') }
+      ? { name: 'preset', fit: true, padding: 20 }
       : { name: 'dagre', rankDir: 'LR', nodeSep: 20, rankSep: 120, animate: false };
     if (exposed.cy) exposed.cy.destroy();
+    const built = performance.now();
     exposed.cy = cytoscape({
       container: $('map'),
       elements: elements,
       layout: layout,
-      wheelSensitivity: 0.3,
       textureOnViewport: big,
       hideEdgesOnViewport: big,
       hideLabelsOnViewport: big,
       pixelRatio: big ? 1 : 'auto',
       style: [
-        { selector: 'node', style: { 'label': 'data(label)', 'font-size': 10, 'text-valign': 'bottom', 'text-margin-y': 3,
-          'background-color': '#2b6cb0', 'width': 18, 'height': 18, 'min-zoomed-font-size': 8 } },
+        // A big map labels only what is picked out (a tapped identity
+        // and its neighbours, search hits): thousands of labels cost
+        // seconds to measure and are unreadable together anyway.
+        { selector: big ? 'node.labelled' : 'node', style: { 'label': 'data(label)', 'font-size': 10, 'text-valign': 'bottom',
+          'text-margin-y': 3, 'min-zoomed-font-size': 6 } },
+        { selector: 'node', style: { 'background-color': '#2b6cb0', 'width': 18, 'height': 18 } },
         { selector: 'node[kind = "unattributed"]', style: { 'background-color': '#a0aec0', 'shape': 'diamond' } },
         { selector: 'node[kind = "external"]', style: { 'background-color': '#805ad5', 'shape': 'round-rectangle' } },
-        { selector: 'edge', style: { 'width': 'data(width)', 'line-color': 'data(colour)', 'target-arrow-color': 'data(colour)',
-          'target-arrow-shape': 'triangle', 'curve-style': big ? 'haystack' : 'bezier', 'label': big ? '' : 'data(label)',
-          'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7 } },
+        big
+          ? { selector: 'edge', style: { 'width': 1, 'curve-style': 'haystack', 'haystack-radius': 0, 'line-color': COLOURS.none } }
+          : { selector: 'edge', style: { 'width': 'data(width)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
+            'label': 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7,
+            'line-color': COLOURS.none, 'target-arrow-color': COLOURS.none } },
+        ...Object.entries(COLOURS).map(([v, c]) => ({ selector: 'edge.v-' + v, style: { 'line-color': c, 'target-arrow-color': c } })),
         { selector: 'edge.changed', style: { 'line-style': 'dashed', 'width': 4 } },
         { selector: ':selected', style: { 'overlay-color': '#3182ce', 'overlay-opacity': 0.25 } },
       ],
     });
-    exposed.cy.on('tap', 'node', (ev) => showNode(ev.target.id()));
+    exposed.cyMs = performance.now() - built;
+    if (big && filters.search) {
+      const s = filters.search.toLowerCase();
+      exposed.cy.nodes().filter((n) => n.id().toLowerCase().includes(s)).addClass('labelled');
+    }
+    exposed.cy.on('tap', 'node', (ev) => {
+      if (big) {
+        exposed.cy.nodes('.labelled').removeClass('labelled');
+        ev.target.closedNeighborhood().nodes().addClass('labelled');
+      }
+      showNode(ev.target.id());
+    });
     exposed.cy.on('tap', 'edge', (ev) => showEdge(ev.target.data()));
     exposed.ready = true;
   }
@@ -294,6 +330,7 @@
     const by = $('map-by').value;
     try {
       state.graph = await api('/api/v1/graph' + query([['since', $('map-since').value], ['by', by]]));
+      exposed.apiMs = performance.now() - started;
     } catch (e) {
       if (e.status !== 401) showError('map-detail', e);
       throw e;
@@ -301,6 +338,7 @@
     if (state.dryRun && state.dryRun.by !== by) clearDryRun(false);
     drawMap();
     exposed.loadedMs = performance.now() - started;
+    exposed.drawMs = exposed.loadedMs - exposed.apiMs;
   }
 
   function flowFilter(name) {

@@ -272,6 +272,10 @@ pub(crate) async fn guard(
             Ok(id) => Caller::ClientCert(id),
             Err(why) => return unauthorized(&why),
         }
+    } else if req.uri().path() == "/api/v1/session" && req.method() == Method::GET {
+        // The page asks who it is before showing the login form: nobody
+        // is an answer, not an error.
+        return axum::Json(serde_json::json!({ "authenticated": false })).into_response();
     } else {
         return unauthorized("not logged in");
     };
@@ -385,7 +389,7 @@ fn session_json(csrf: &str, expires_ms: i64, via: &str) -> serde_json::Value {
 }
 
 /// `GET /api/v1/session`: who the caller is, and the CSRF token of a
-/// session.
+/// session (`{"authenticated": false}` without credentials).
 pub(crate) async fn whoami(caller: axum::Extension<Caller>) -> Response {
     let v = match &caller.0 {
         Caller::Session { csrf, expires_ms } => session_json(csrf, *expires_ms, "session"),

@@ -48,11 +48,13 @@ impl RunningConsole {
 }
 
 /// Starts the console when asked (`default` is the address used when the
-/// flag is absent; `None` means off).
+/// flag is absent; `None` means off), and writes its bound address to
+/// `<data_dir>/console.addr` (like `listen.addr`: port 0 works).
 pub async fn start(
     a: &ConsoleArgs,
     default: Option<&str>,
     server: &ServerHandle,
+    data_dir: &std::path::Path,
 ) -> Result<Option<RunningConsole>> {
     let listen = match a.console_listen.as_deref().or(default) {
         None | Some("off") => {
@@ -82,13 +84,34 @@ pub async fn start(
         _ => None,
     };
     let (stop, stopped) = watch::channel(false);
-    let console = hallmark_console::serve(
-        admin,
-        Arc::clone(&server.console_key()),
-        ConsoleConfig { listen, tls },
-        stopped,
+    let key = server.console_key();
+    let first = hallmark_console::serve(
+        admin.clone(),
+        Arc::clone(&key),
+        ConsoleConfig {
+            listen,
+            tls: tls.clone(),
+        },
+        stopped.clone(),
     )
-    .await
+    .await;
+    let console = match first {
+        // The default address is taken (another `hallmark up`): any free
+        // port will do, and the banner shows which.
+        Err(hallmark_console::ConsoleError::Listen { source, .. })
+            if a.console_listen.is_none()
+                && source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            tracing::warn!(addr = %listen, "console: the default address is in use; listening on another port");
+            let any = std::net::SocketAddr::new(listen.ip(), 0);
+            hallmark_console::serve(admin, key, ConsoleConfig { listen: any, tls }, stopped).await
+        }
+        other => other,
+    }
     .context("starting the console")?;
+    let _ = std::fs::write(
+        data_dir.join("console.addr"),
+        format!("{}\n", console.addr()),
+    );
     Ok(Some(RunningConsole { console, stop }))
 }

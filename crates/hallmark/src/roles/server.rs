@@ -523,6 +523,7 @@ pub async fn run_server(mut a: ServerArgs) -> Result<()> {
     let health = a.common.health_listen.clone();
     let console_args = std::mem::take(&mut a.console);
     let (cfg, store) = server_config(a)?;
+    let data_dir = cfg.data_dir.clone();
     let handle = match store {
         Datastore::Sqlite => hallmark_server::start(cfg).await?,
         Datastore::Postgres(url) => {
@@ -549,7 +550,7 @@ pub async fn run_server(mut a: ServerArgs) -> Result<()> {
         );
         health::serve(config::socket_addr("health_listen", &addr)?, probe).await?;
     }
-    let console = super::console::start(&console_args, None, &handle).await?;
+    let console = super::console::start(&console_args, None, &handle, &data_dir).await?;
     if let Some(c) = &console {
         tracing::info!(url = %c.console.url(), "console: log in with a token from `hallmark console token`");
     }

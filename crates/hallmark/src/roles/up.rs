@@ -230,7 +230,7 @@ pub async fn up(a: UpArgs) -> Result<()> {
         .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.into());
     let td = config::trust_domain("--trust-domain", &td_name)?;
     let server_dir = home.join("server");
-    let server = hallmark_server::start(ServerConfig::new(td.clone(), server_dir))
+    let server = hallmark_server::start(ServerConfig::new(td.clone(), server_dir.clone()))
         .await
         .context("starting the server")?;
     let admin = server.admin();
@@ -293,8 +293,13 @@ pub async fn up(a: UpArgs) -> Result<()> {
         health::serve(config::socket_addr("--health-listen", &addr)?, probe).await?;
     }
 
-    let console =
-        super::console::start(&a.console, Some(super::console::UP_CONSOLE_LISTEN), &server).await?;
+    let console = super::console::start(
+        &a.console,
+        Some(super::console::UP_CONSOLE_LISTEN),
+        &server,
+        &server_dir,
+    )
+    .await?;
 
     // Enforcement starts once the agent has synced: a moment to settle.
     let settle = std::time::Instant::now() + std::time::Duration::from_secs(3);

@@ -693,15 +693,10 @@ fn stop(child: &mut Child, dir: &Path) {
 
 /// Sends `sig` to `pid` (a process group when negative).
 fn signal(pid: i32, sig: i32) {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    // SAFETY: kill(2) takes two integers and touches no memory of ours.
-    // Callers pass chromium's pid, its process group, or a helper whose
-    // command line names this browser's temp dir.
-    unsafe {
-        kill(pid, sig);
-    }
+    let Ok(sig) = nix::sys::signal::Signal::try_from(sig) else {
+        return;
+    };
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
 }
 
 /// The chromium processes (crashpad handlers included) whose command line

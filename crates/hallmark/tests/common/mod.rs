@@ -1196,6 +1196,7 @@ pub fn now_unix() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+pub mod browser;
 pub mod containers;
 pub mod flows;
 pub mod pcap;

@@ -694,3 +694,159 @@ fn a_map_of_2000_identities_and_10000_edges_becomes_interactive() {
     // here only a layout gone quadratic fails.
     assert!(wall < Duration::from_secs(30), "{wall:?}");
 }
+
+/// `curl` against the console over HTTPS: the status code and the body.
+fn curl_tls(url: &str, ca: &std::path::Path, extra: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+        .arg(ca)
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn remote_access_needs_tls_and_lets_in_admin_svids_and_tokens() {
+    // Not on loopback without TLS: the server refuses to start and says why.
+    let dir = short_tempdir();
+    let mut cmd = hallmark_cmd(&["server", "run", "--data-dir"]);
+    cmd.arg(dir.path().join("server")).args([
+        "--trust-domain",
+        TD,
+        "--listen",
+        "127.0.0.1:0",
+        "--console-listen",
+        "0.0.0.0:0",
+        "--admin-socket",
+    ]);
+    cmd.arg(dir.path().join("admin.sock"));
+    let out = run(&mut cmd, Duration::from_secs(60));
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr.contains("not a loopback address") && out.stderr.contains("--console-tls-cert"),
+        "{out}"
+    );
+
+    // With TLS: a certificate for 127.0.0.1 made here.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (cert, key) = (tls.join("console.pem"), tls.join("console.key"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = TestServer::start_with(
+        TD,
+        &[
+            "--console-listen",
+            &free_port(),
+            "--console-tls-cert",
+            cert.to_str().unwrap(),
+            "--console-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let addr = wait_until("the console to listen", WAIT, || {
+        std::fs::read_to_string(server.data_dir.join("console.addr")).ok()
+    });
+    let base = format!("https://{}/api/v1/", addr.trim());
+    let session = format!("{base}session");
+    // Nobody: not logged in; plain HTTP is not spoken.
+    let (code, body) = curl_tls(&format!("{base}status"), &cert, &[]);
+    assert_eq!(code, "401", "{body}");
+    // A token.
+    let token = server
+        .cli(&["console", "token"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    let (code, body) = curl_tls(&format!("{base}status"), &cert, &["-H", &bearer]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains(TD), "{body}");
+    // A session cookie over TLS is Secure.
+    let (code, body) = curl_tls(
+        &session,
+        &cert,
+        &[
+            "-i",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &format!("{{\"token\": \"{token}\"}}"),
+        ],
+    );
+    assert_eq!(code, "200", "{body}");
+    let cookie = body
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_default();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
+
+    // An admin SVID as client certificate, no token.
+    let agent = TestAgent::start(&server, "console-tls");
+    let ops = server.id("/ops");
+    let entry = server.create_entry(&ops, &agent.spiffe_id, &["unix:uid:0"], &["--admin"]);
+    agent.wait_for_ids(&[&ops], WAIT);
+    let creds = agent.dir.path().join("creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    agent
+        .cli(&["svid", "fetch", "--out", creds.to_str().unwrap()])
+        .ok();
+    let svid = creds.join("svid.pem");
+    let svid_key = creds.join("svid.key");
+    let with_svid = [
+        "--cert",
+        svid.to_str().unwrap(),
+        "--key",
+        svid_key.to_str().unwrap(),
+    ];
+    let (code, body) = curl_tls(&session, &cert, &with_svid);
+    assert_eq!(code, "200", "{body}");
+    let who: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(who["via"], "client-certificate", "{who}");
+    assert_eq!(who["spiffe_id"], ops.as_str(), "{who}");
+    let (code, body) = curl_tls(&format!("{base}entries"), &cert, &with_svid);
+    assert_eq!(code, "200", "{body}");
+    // The admin mark is checked on every call: without it the same
+    // certificate is refused.
+    server.delete_entry(&entry_id(&entry));
+    let (code, body) = curl_tls(&format!("{base}entries"), &cert, &with_svid);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("not an admin identity"), "{body}");
+}

@@ -242,7 +242,7 @@
       if (e.src.startsWith('unattributed:') || e.dst.startsWith('unattributed:')) unattributed += e.flows;
     }
     const share = total ? (100 * unattributed / total).toFixed(1) : '0.0';
-    $('map-summary').textContent = nodes.size + ' identities, ' + edges.length + ' edges, ' + total +
+    $('map-summary').textContent = nodes.size + (g.by === 'spiffe-id' ? ' identities, ' : ' nodes, ') + edges.length + ' edges, ' + total +
       ' flows since ' + time(g.since_ms) + '; unattributed: ' + unattributed + ' flows (' + share + '%)' +
       (state.dryRun ? '; dry-run: ' + state.dryRun.changedEdges + ' edges change colour' : '');
 
@@ -324,12 +324,59 @@
     exposed.ready = true;
   }
 
+  // SPIFFE ID -> the policy groups its holders are in now.
+  async function groupsOfIds() {
+    // `any` (every workload) would only repeat every edge.
+    const groups = (await api('/api/v1/groups')).filter((g) => g.name !== 'any');
+    const members = await Promise.all(groups.map((g) =>
+      api('/api/v1/groups/' + encodeURIComponent(g.name) + '/members')));
+    const of = new Map();
+    groups.forEach((g, i) => {
+      for (const m of members[i]) for (const id of (m.spiffe_ids || [])) {
+        if (!of.has(id)) of.set(id, new Set());
+        of.get(id).add('group:' + g.name);
+      }
+    });
+    return of;
+  }
+
+  // Edges between SPIFFE IDs re-cut between policy groups: an identity in
+  // several groups counts in each; one in none is `(no group)`.
+  function byGroup(edges, of, merge) {
+    const names = (n) => (n.startsWith('spiffe://') ? [...(of.get(n) || ['group:(no group)'])] : [n]);
+    const out = new Map();
+    for (const e of edges) {
+      for (const s of names(e.src)) for (const d of names(e.dst)) {
+        const key = [s, d, e.dst_port, e.protocol].join('\u0000');
+        const had = out.get(key);
+        out.set(key, had ? merge(had, e) : Object.assign({}, e, { src: s, dst: d }));
+      }
+    }
+    return [...out.values()];
+  }
+
+  function mergeGraphEdge(a, b) {
+    return Object.assign({}, a, { flows: a.flows + b.flows, bytes: a.bytes + b.bytes,
+      verdict: worse(a.verdict || 'no-decision', b.verdict || 'no-decision') });
+  }
+
+  function mergeDryRunEdge(a, b) {
+    return Object.assign({}, a, { flows: a.flows + b.flows, changed: a.changed + b.changed,
+      current: worse(a.current, b.current), candidate: worse(a.candidate, b.candidate) });
+  }
+
   async function loadMap() {
     exposed.ready = false;
     const started = performance.now();
     const by = $('map-by').value;
     try {
-      state.graph = await api('/api/v1/graph' + query([['since', $('map-since').value], ['by', by]]));
+      const server = by === 'group' ? 'spiffe-id' : by;
+      state.graph = await api('/api/v1/graph' + query([['since', $('map-since').value], ['by', server]]));
+      if (by === 'group') {
+        state.groupsOf = await groupsOfIds();
+        state.graph.edges = byGroup(state.graph.edges, state.groupsOf, mergeGraphEdge);
+        state.graph.by = 'group';
+      }
       exposed.apiMs = performance.now() - started;
     } catch (e) {
       if (e.status !== 401) showError('map-detail', e);
@@ -397,6 +444,12 @@
           if (m.some((x) => (x.spiffe_ids || []).includes(id))) member.push(g.name);
         }
         extra.push(el('h4', { text: 'Groups' }), el('p', { text: member.length ? member.join(', ') : 'none' }));
+      }
+      if (id.startsWith('group:') && id !== 'group:(no group)') {
+        const m = await api('/api/v1/groups/' + encodeURIComponent(id.slice(6)) + '/members');
+        extra.push(el('h4', { text: 'Members (' + m.length + ')' }), table([
+          ['SPIFFE IDs', (x) => (x.spiffe_ids || []).join(' ')], ['name', (x) => x.name || x.node || x.id],
+        ], m));
       }
       if (f) {
         const [from, to] = await Promise.all([
@@ -574,7 +627,8 @@
     $('dry-run-result').textContent = 'Running…';
     try {
       const r = await api('/api/v1/policy/dry-run', { method: 'POST', body: {
-        document: $('candidate').value, since: $('map-since').value, by: by } });
+        document: $('candidate').value, since: $('map-since').value, by: by === 'group' ? 'spiffe-id' : by } });
+      if (by === 'group') r.edges = byGroup(r.edges || [], state.groupsOf || await groupsOfIds(), mergeDryRunEdge);
       const edges = new Map();
       // Map edges merge ports: an edge changes colour when its worst
       // verdict does.

@@ -300,6 +300,15 @@ fn flow_query(p: &Params, now: i64) -> Result<FlowQuery, Response> {
     })
 }
 
+/// The flow query a `/api/v1/flows` query string asks for, or the refusal
+/// (its status code and message): what the endpoint runs, for fuzzing.
+pub fn parse_flow_query(query: &str, now_ms: i64) -> Result<FlowQuery, (u16, String)> {
+    flow_query(&Params::of(Some(query.to_string())), now_ms).map_err(|r| {
+        let code = r.status().as_u16();
+        (code, format!("refused with {code}"))
+    })
+}
+
 /// `GET /api/v1/flows?since&until&from&to&port&protocol&status&verdict&limit&after_id`:
 /// `hallmark flows list --json` (newest first; with `after_id`, the flows
 /// stored after it, oldest first: a live tail).

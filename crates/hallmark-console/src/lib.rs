@@ -27,6 +27,7 @@ use hallmark_server::AdminService;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use api::parse_flow_query;
 pub use tls::{load_tls, TlsError};
 
 /// Where and how the console listens.

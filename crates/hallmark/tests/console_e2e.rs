@@ -393,6 +393,39 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
     b.eval("{ const v = document.getElementById('map-verdict'); v.value = ''; v.dispatchEvent(new Event('change')); true }")
         .unwrap();
 
+    // Grouped by policy group: the groups' edges.
+    b.eval("{ const by = document.getElementById('map-by'); by.value = 'group'; by.dispatchEvent(new Event('change')); true }")
+        .unwrap();
+    b.wait_for(
+        "the map by policy group",
+        "window.hallmark.ready && window.hallmark.cy.getElementById('group:web').length === 1",
+        WAIT,
+    )
+    .unwrap();
+    let grouped = map_edges(&mut b);
+    assert_eq!(
+        find(&grouped, "group:web", "group:db")[3],
+        "allowed",
+        "{grouped:?}"
+    );
+    assert_eq!(
+        find(&grouped, "group:other", "group:db")[3],
+        "would-deny",
+        "{grouped:?}"
+    );
+    shot(&mut b, "03-map-by-group");
+    b.eval("{ const by = document.getElementById('map-by'); by.value = 'spiffe-id'; by.dispatchEvent(new Event('change')); true }")
+        .unwrap();
+    b.wait_for(
+        "the map by SPIFFE ID again",
+        &format!(
+            "window.hallmark.ready && window.hallmark.cy.getElementById({}).length === 1",
+            js_str(web_id)
+        ),
+        WAIT,
+    )
+    .unwrap();
+
     // Clicking the web → db edge lists its flows.
     b.eval(&format!(
         "{{ const e = window.hallmark.cy.edges().filter(e => e.data('source') === {} && e.data('target') === {}); e.emit('tap'); e.length }}",

@@ -232,6 +232,7 @@
       unattributed: $('map-unattributed').checked,
     };
     const edges = mapEdges(g, filters);
+    state.shownEdges = new Map(edges.map((e) => [e.id, e]));
     const nodes = new Map();
     for (const e of edges) for (const n of [e.src, e.dst]) if (!nodes.has(n)) nodes.set(n, { flows: 0 });
     for (const e of edges) { nodes.get(e.src).flows += e.flows; nodes.get(e.dst).flows += e.flows; }
@@ -256,7 +257,7 @@
     const elements = [];
     for (const [id, n] of nodes) {
       const kind = id.startsWith('unattributed:') ? 'unattributed' : id.startsWith('external:') ? 'external' : 'identity';
-      const node = { group: 'nodes', data: { id: id, label: shortLabel(id), kind: kind, flows: n.flows } };
+      const node = { group: 'nodes', data: { id: id, label: shortLabel(id), kind: kind } };
       if (big) node.position = place.get(id);
       elements.push(node);
     }
@@ -266,15 +267,15 @@
         const d = state.dryRun.edges.get(dryRunKey(e.src, e.dst));
         if (d && d.candidate !== d.current) { verdict = d.candidate; changed = true; }
       }
-      elements.push({
-        group: 'edges',
-        classes: 'v-' + (verdict || 'none') + (changed ? ' changed' : ''),
-        data: {
-          id: e.id, source: e.src, target: e.dst, label: e.ports.slice(0, 3).join(', ') + (e.ports.length > 3 ? ' …' : ''),
-          ports: e.ports, flows: e.flows, bytes: e.bytes, verdict: verdict, stored: e.verdict,
-          colour: COLOURS[verdict] || COLOURS.none, width: Math.min(1 + Math.log10(1 + e.flows), 6),
-        },
-      });
+      // What the edge shows lives here; the graph library gets only what
+      // it draws with (every field it holds costs at this scale).
+      e.shown = verdict; e.changed = changed;
+      const data = { id: e.id, source: e.src, target: e.dst, verdict: verdict };
+      if (!big) {
+        data.label = e.ports.slice(0, 3).join(', ') + (e.ports.length > 3 ? ' …' : '');
+        data.width = Math.min(1 + Math.log10(1 + e.flows), 6);
+      }
+      elements.push({ group: 'edges', classes: 'v-' + (verdict || 'none') + (changed ? ' changed' : ''), data: data });
     }
     const layout = big
       ? { name: 'preset', fit: true, padding: 20 }
@@ -286,6 +287,8 @@
       elements: elements,
       layout: layout,
       textureOnViewport: big,
+      autoungrabify: big,
+      boxSelectionEnabled: false,
       hideEdgesOnViewport: big,
       hideLabelsOnViewport: big,
       pixelRatio: big ? 1 : 'auto',
@@ -320,8 +323,11 @@
       }
       showNode(ev.target.id());
     });
-    exposed.cy.on('tap', 'edge', (ev) => showEdge(ev.target.data()));
+    exposed.cy.on('tap', 'edge', (ev) => showEdge(state.shownEdges.get(ev.target.id())));
     exposed.ready = true;
+    // When the first frame with the new map has been painted.
+    exposed.paintedMs = null;
+    requestAnimationFrame(() => requestAnimationFrame(() => { exposed.paintedMs = performance.now(); }));
   }
 
   // SPIFFE ID -> the policy groups its holders are in now.
@@ -368,6 +374,7 @@
   async function loadMap() {
     exposed.ready = false;
     const started = performance.now();
+    exposed.startedMs = started;
     const by = $('map-by').value;
     try {
       const server = by === 'group' ? 'spiffe-id' : by;
@@ -465,11 +472,12 @@
     d.replaceChildren(...parts, ...extra);
   }
 
-  async function showEdge(data) {
+  async function showEdge(e) {
+    const data = { source: e.src, target: e.dst, ports: e.ports, flows: e.flows, bytes: e.bytes, verdict: e.shown, stored: e.verdict };
     const d = $('map-detail');
     const head = [el('h3', { text: data.source + ' → ' + data.target }),
       el('p', {}, data.ports.join(', ') + ' · ' + data.flows + ' flows · ' + bytes(data.bytes) + ' · ', verdictTag(data.verdict))];
-    if (data.verdict !== data.stored) head.push(el('p', { class: 'changed-note', text: 'The dry-run candidate changes this edge from ' + data.stored + ' to ' + data.verdict + '.' }));
+    if (e.changed) head.push(el('p', { class: 'changed-note', text: 'The dry-run candidate changes this edge from ' + data.stored + ' to ' + data.verdict + '.' }));
     d.replaceChildren(...head, el('p', { class: 'hint', text: 'Loading flows…' }));
     const f = flowFilter(data.source), t = flowFilter(data.target);
     const params = [['since', $('map-since').value], ['limit', 200]];

@@ -38,6 +38,7 @@ mod cluster;
 mod containers;
 mod cri_pods;
 mod enforce_bench;
+mod console_api;
 mod flow_graph;
 mod flow_ingest;
 mod ha;
@@ -106,6 +107,9 @@ enum Bench {
     /// `flows graph --since 24h` over N stored flows (p50/p99) vs the plain
     /// SQL aggregate over the flows table.
     FlowGraph(flow_graph::FlowGraphArgs),
+    /// The console's map query over HTTP (`GET /api/v1/graph`) on a stored
+    /// flow history vs the admin call behind it.
+    ConsoleApi(console_api::ConsoleApiArgs),
     /// eBPF flow capture attached vs not: connection rate, bulk throughput,
     /// agent CPU and memory, close -> `flows list` (needs root).
     Capture(capture::CaptureArgs),
@@ -247,6 +251,13 @@ async fn run(cli: Cli) -> Result<()> {
             flow_ingest::print(&r);
             if let Some(p) = json {
                 report::write_json(p, "flow-ingest", &r)?;
+            }
+        }
+        Bench::ConsoleApi(args) => {
+            let r = console_api::run(&args).await?;
+            console_api::print(&r);
+            if let Some(p) = json {
+                report::write_json(p, "console-api", &r)?;
             }
         }
         Bench::FlowGraph(args) => {

@@ -97,6 +97,7 @@ pub async fn run(args: &ConsoleApiArgs) -> Result<ConsoleApiReport> {
         hallmark_console::ConsoleConfig {
             listen: "127.0.0.1:0".parse()?,
             tls: None,
+            metrics: server.metrics(),
         },
         stopped,
     )
@@ -163,7 +164,14 @@ pub fn print(r: &ConsoleApiReport) {
         num(r.answer_bytes as f64)
     );
     let ms = |us: f64| num(us / 1_000.0);
-    let mut t = Table::new(&["request", "count", "p50 ms", "p99 ms", "max ms", "vs admin call"]);
+    let mut t = Table::new(&[
+        "request",
+        "count",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "vs admin call",
+    ]);
     t.row(vec![
         "GET /api/v1/graph (HTTP, JSON)".into(),
         r.console.count.to_string(),

@@ -35,10 +35,10 @@
 mod attribution;
 mod capture;
 mod cluster;
+mod console_api;
 mod containers;
 mod cri_pods;
 mod enforce_bench;
-mod console_api;
 mod flow_graph;
 mod flow_ingest;
 mod ha;

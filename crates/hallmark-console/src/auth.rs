@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hallmark_core::time::unix_millis;
 use hallmark_server::console_key::ConsoleKey;
+use hallmark_server::metrics::{ReasonLabels, ResultLabels, ServerMetrics};
 use hallmark_server::AdminService;
 use rand::RngCore;
 use serde::Deserialize;
@@ -50,6 +51,7 @@ pub(crate) struct AppState {
     start_expires_ms: i64,
     pub tls: bool,
     sessions: Mutex<HashMap<String, Session>>,
+    metrics: Arc<ServerMetrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +93,13 @@ fn same(a: &str, b: &str) -> bool {
 }
 
 impl AppState {
-    pub fn new(admin: AdminService, key: Arc<ConsoleKey>, start_token: String, tls: bool) -> Self {
+    pub fn new(
+        admin: AdminService,
+        key: Arc<ConsoleKey>,
+        start_token: String,
+        tls: bool,
+        metrics: Arc<ServerMetrics>,
+    ) -> Self {
         AppState {
             admin,
             key,
@@ -101,7 +109,27 @@ impl AppState {
             start_expires_ms: i64::MAX,
             tls,
             sessions: Mutex::new(HashMap::new()),
+            metrics,
         }
+    }
+
+    fn count_login(&self, ok: bool) {
+        let result = if ok { "ok" } else { "refused" };
+        self.metrics
+            .console_logins
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    fn count_refused(&self, reason: &str) {
+        self.metrics
+            .console_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// The expiry (unix ms) of a good token, or why it is refused.
@@ -234,6 +262,7 @@ pub(crate) async fn guard(
     let write = !matches!(*req.method(), Method::GET | Method::HEAD);
     if write {
         if let Some(why) = cross_site(req.headers(), state.tls) {
+            state.count_refused("cross-site");
             return error(
                 StatusCode::FORBIDDEN,
                 format!("cross-site request refused ({why}): the console's API takes writes only from its own pages"),
@@ -247,7 +276,10 @@ pub(crate) async fn guard(
     let caller = if let Some(token) = bearer(req.headers()) {
         match state.check_token(token) {
             Ok(_) => Caller::Bearer,
-            Err(why) => return unauthorized(&why),
+            Err(why) => {
+                state.count_refused("unauthenticated");
+                return unauthorized(&why);
+            }
         }
     } else if let Some(s) = session_cookie(req.headers()).and_then(|id| state.session(&id)) {
         if write {
@@ -257,6 +289,7 @@ pub(crate) async fn guard(
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
             if !same(given, &s.csrf) {
+                state.count_refused("csrf");
                 return error(
                     StatusCode::FORBIDDEN,
                     format!("missing or wrong {CSRF_HEADER} header: a write with a session cookie must carry the session's CSRF token (GET /api/v1/session)"),
@@ -270,13 +303,17 @@ pub(crate) async fn guard(
     } else if let Some(id) = req.extensions().get::<crate::tls::AdminPeer>().cloned() {
         match crate::tls::admin_caller(&state.admin, &id.0).await {
             Ok(id) => Caller::ClientCert(id),
-            Err(why) => return unauthorized(&why),
+            Err(why) => {
+                state.count_refused("unauthenticated");
+                return unauthorized(&why);
+            }
         }
     } else if req.uri().path() == "/api/v1/session" && req.method() == Method::GET {
         // The page asks who it is before showing the login form: nobody
         // is an answer, not an error.
         return axum::Json(serde_json::json!({ "authenticated": false })).into_response();
     } else {
+        state.count_refused("unauthenticated");
         return unauthorized("not logged in");
     };
     req.extensions_mut().insert(caller);
@@ -333,10 +370,12 @@ pub(crate) async fn login_link(
                 header::SET_COOKIE,
                 state.cookie(&id, (s.expires_ms - now_ms()) / 1000),
             );
+            state.count_login(true);
             tracing::info!("console login with a token link");
             r
         }
         Err(why) => {
+            state.count_login(false);
             tracing::warn!(reason = %why, "console login refused");
             let page = crate::assets::login_refused(&why);
             (StatusCode::UNAUTHORIZED, page).into_response()
@@ -369,10 +408,12 @@ pub(crate) async fn login(State(state): State<Arc<AppState>>, body: axum::body::
                 header::SET_COOKIE,
                 state.cookie(&id, (s.expires_ms - now_ms()) / 1000),
             );
+            state.count_login(true);
             tracing::info!("console login");
             r
         }
         Err(why) => {
+            state.count_login(false);
             tracing::warn!(reason = %why, "console login refused");
             error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"))
         }

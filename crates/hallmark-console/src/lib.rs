@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hallmark_server::console_key::ConsoleKey;
+use hallmark_server::metrics::ServerMetrics;
 use hallmark_server::AdminService;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -36,6 +37,8 @@ pub struct ConsoleConfig {
     /// TLS for the listener; required unless `listen` is a loopback
     /// address.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where logins and refusals are counted (the server's metrics).
+    pub metrics: Arc<ServerMetrics>,
 }
 
 /// Why the console did not start.
@@ -111,7 +114,13 @@ pub async fn serve(
         })?;
     let start_token = auth::start_token();
     let tls = config.tls.is_some();
-    let state = Arc::new(auth::AppState::new(admin, key, start_token.clone(), tls));
+    let state = Arc::new(auth::AppState::new(
+        admin,
+        key,
+        start_token.clone(),
+        tls,
+        config.metrics.clone(),
+    ));
     let app = api::router(state);
     let task = match config.tls {
         None => tokio::spawn(async move {

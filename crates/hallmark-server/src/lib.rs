@@ -226,6 +226,11 @@ impl ServerHandle {
         self.admin.clone()
     }
 
+    /// The server's metrics (the console counts its logins and refusals).
+    pub fn metrics(&self) -> Arc<metrics::ServerMetrics> {
+        self.shared.metrics.clone()
+    }
+
     /// The key console tokens are minted and checked with.
     pub fn console_key(&self) -> Arc<console_key::ConsoleKey> {
         self.shared.console_key.clone()

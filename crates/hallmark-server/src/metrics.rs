@@ -67,6 +67,11 @@ pub struct ServerMetrics {
     pub x509_sign_failures: Counter,
     /// Admin calls over mTLS refused (no SVID, foreign, or not an admin entry).
     pub admin_mtls_refused: Counter,
+    /// Console logins by result (`ok`, `refused`).
+    pub console_logins: Family<ResultLabels, Counter>,
+    /// Console API requests refused, by reason (`unauthenticated`, `csrf`,
+    /// `cross-site`).
+    pub console_refused: Family<ReasonLabels, Counter>,
     pub jwt_svids_minted: Counter,
     pub oidc_tokens_minted: Counter,
     pub attestations: Family<ResultLabels, Counter>,
@@ -131,6 +136,8 @@ impl Default for ServerMetrics {
             x509_svids_signed: Counter::default(),
             x509_sign_failures: Counter::default(),
             admin_mtls_refused: Counter::default(),
+            console_logins: Family::default(),
+            console_refused: Family::default(),
             jwt_svids_minted: Counter::default(),
             oidc_tokens_minted: Counter::default(),
             attestations: Family::default(),
@@ -266,6 +273,16 @@ impl Default for ServerMetrics {
             "admin_mtls_refused",
             "admin API calls over mTLS refused before reaching the service",
             m.admin_mtls_refused.clone(),
+        );
+        registry.register(
+            "console_logins",
+            "console logins by result (ok, refused)",
+            m.console_logins.clone(),
+        );
+        registry.register(
+            "console_refused",
+            "console API requests refused, by reason (unauthenticated, csrf, cross-site)",
+            m.console_refused.clone(),
         );
         registry.register(
             "jwt_svids_minted",

@@ -156,11 +156,14 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
     );
     ensure_chromium();
     ensure_runtimes();
+    let health = free_port();
     let server = TestServer::start_with(
         TD,
         &[
             "--console-listen",
             &free_port(),
+            "--health-listen",
+            &health,
             "--ownership-heartbeat",
             "1s",
             "--attribution-holdback",
@@ -581,6 +584,21 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
         revisions_before,
         "no write got through"
     );
+    // Logins and refusals are counted.
+    let metrics = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{health}/metrics")])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "hallmark_server_console_logins_total{result=\"ok\"}",
+        "hallmark_server_console_logins_total{result=\"refused\"}",
+        "hallmark_server_console_refused_total{reason=\"cross-site\"}",
+        "hallmark_server_console_refused_total{reason=\"csrf\"}",
+        "hallmark_server_console_refused_total{reason=\"unauthenticated\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     drop(b);
     drop(agent);
 }

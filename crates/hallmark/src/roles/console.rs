@@ -91,6 +91,7 @@ pub async fn start(
         ConsoleConfig {
             listen,
             tls: tls.clone(),
+            metrics: server.metrics(),
         },
         stopped.clone(),
     )
@@ -104,7 +105,11 @@ pub async fn start(
         {
             tracing::warn!(addr = %listen, "console: the default address is in use; listening on another port");
             let any = std::net::SocketAddr::new(listen.ip(), 0);
-            hallmark_console::serve(admin, key, ConsoleConfig { listen: any, tls }, stopped).await
+            hallmark_console::serve(admin, key, ConsoleConfig {
+                    listen: any,
+                    tls,
+                    metrics: server.metrics(),
+                }, stopped).await
         }
         other => other,
     }

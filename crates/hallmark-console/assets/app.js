@@ -267,15 +267,11 @@
         const d = state.dryRun.edges.get(dryRunKey(e.src, e.dst));
         if (d && d.candidate !== d.current) { verdict = d.candidate; changed = true; }
       }
-      // What the edge shows lives here; the graph library gets only what
-      // it draws with (every field it holds costs at this scale).
       e.shown = verdict; e.changed = changed;
-      const data = { id: e.id, source: e.src, target: e.dst, verdict: verdict };
-      if (!big) {
-        data.label = e.ports.slice(0, 3).join(', ') + (e.ports.length > 3 ? ' …' : '');
-        data.width = Math.min(1 + Math.log10(1 + e.flows), 6);
-      }
-      elements.push({ group: 'edges', classes: 'v-' + (verdict || 'none') + (changed ? ' changed' : ''), data: data });
+      // A big map's edges are drawn by the underlay below; a tapped
+      // identity's own edges become elements of the graph (clickable,
+      // labelled).
+      if (!big) elements.push(edgeElement(e, false));
     }
     const layout = big
       ? { name: 'preset', fit: true, padding: 20 }
@@ -301,11 +297,9 @@
         { selector: 'node', style: { 'background-color': '#2b6cb0', 'width': 18, 'height': 18 } },
         { selector: 'node[kind = "unattributed"]', style: { 'background-color': '#a0aec0', 'shape': 'diamond' } },
         { selector: 'node[kind = "external"]', style: { 'background-color': '#805ad5', 'shape': 'round-rectangle' } },
-        big
-          ? { selector: 'edge', style: { 'width': 1, 'curve-style': 'haystack', 'haystack-radius': 0, 'line-color': COLOURS.none } }
-          : { selector: 'edge', style: { 'width': 'data(width)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
-            'label': 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7,
-            'line-color': COLOURS.none, 'target-arrow-color': COLOURS.none } },
+        { selector: 'edge', style: { 'width': 'data(width)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
+          'label': 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7,
+          'line-color': COLOURS.none, 'target-arrow-color': COLOURS.none } },
         ...Object.entries(COLOURS).map(([v, c]) => ({ selector: 'edge.v-' + v, style: { 'line-color': c, 'target-arrow-color': c } })),
         { selector: 'edge.changed', style: { 'line-style': 'dashed', 'width': 4 } },
         { selector: ':selected', style: { 'overlay-color': '#3182ce', 'overlay-opacity': 0.25 } },
@@ -317,12 +311,11 @@
       exposed.cy.nodes().filter((n) => n.id().toLowerCase().includes(s)).addClass('labelled');
     }
     exposed.cy.on('tap', 'node', (ev) => {
-      if (big) {
-        exposed.cy.nodes('.labelled').removeClass('labelled');
-        ev.target.closedNeighborhood().nodes().addClass('labelled');
-      }
+      if (big) focus(ev.target.id(), edges);
       showNode(ev.target.id());
     });
+    if (big) underlay(edges, place); else removeUnderlay();
+    exposed.edgeCount = edges.length;
     exposed.cy.on('tap', 'edge', (ev) => showEdge(state.shownEdges.get(ev.target.id())));
     exposed.ready = true;
     // When the first frame with the new map has been painted.
@@ -369,6 +362,93 @@
   function mergeDryRunEdge(a, b) {
     return Object.assign({}, a, { flows: a.flows + b.flows, changed: a.changed + b.changed,
       current: worse(a.current, b.current), candidate: worse(a.candidate, b.candidate) });
+  }
+
+  // A map edge as an element of the graph library.
+  function edgeElement(e, focused) {
+    const data = { id: e.id, source: e.src, target: e.dst, verdict: e.shown,
+      label: e.ports.slice(0, 3).join(', ') + (e.ports.length > 3 ? ' …' : ''),
+      width: Math.min(1 + Math.log10(1 + e.flows), 6) };
+    return { group: 'edges', data: data,
+      classes: 'v-' + (e.shown || 'none') + (e.changed ? ' changed' : '') + (focused ? ' focus' : '') };
+  }
+
+  // On a big map: the tapped identity's edges (and its neighbours' labels)
+  // come forward as elements; the previous ones go back to the underlay.
+  function focus(id, edges) {
+    const cy = exposed.cy;
+    cy.batch(() => {
+      cy.edges('.focus').remove();
+      cy.nodes('.labelled').removeClass('labelled');
+      const mine = edges.filter((e) => e.src === id || e.dst === id);
+      cy.add(mine.map((e) => edgeElement(e, true)));
+      cy.getElementById(id).closedNeighborhood().nodes().addClass('labelled');
+    });
+  }
+
+  // A big map's edges, drawn on a canvas under the graph library's: one
+  // path per colour, redrawn when the view moves. Thousands of edges as
+  // library elements cost seconds to create and to paint the first time;
+  // as lines they cost milliseconds.
+  function underlay(edges, place) {
+    const container = $('map');
+    let canvas = container.querySelector('canvas.edges-underlay');
+    if (!canvas) {
+      canvas = document.createElement('canvas');
+      canvas.className = 'edges-underlay';
+      container.prepend(canvas);
+    }
+    const byColour = new Map();
+    const changed = [];
+    for (const e of edges) {
+      const a = place.get(e.src), b = place.get(e.dst);
+      if (!a || !b) continue;
+      if (e.changed) { changed.push([a, b, COLOURS[e.shown] || COLOURS.none]); continue; }
+      const c = COLOURS[e.shown] || COLOURS.none;
+      if (!byColour.has(c)) byColour.set(c, []);
+      byColour.get(c).push([a, b]);
+    }
+    let pending = false;
+    const draw = () => {
+      pending = false;
+      const cy = exposed.cy;
+      if (!cy || canvas.parentNode !== container) return;
+      const w = container.clientWidth, h = container.clientHeight;
+      if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+      const ctx = canvas.getContext('2d');
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.clearRect(0, 0, w, h);
+      const z = cy.zoom(), pan = cy.pan();
+      ctx.setTransform(z, 0, 0, z, pan.x, pan.y);
+      ctx.lineWidth = 1 / z;
+      ctx.globalAlpha = 0.55;
+      // Grey first, so that verdicts that matter are drawn on top.
+      const order = [...byColour.keys()].sort((x, y) => (x === COLOURS['no-decision'] || x === COLOURS.none ? -1 : 0) - (y === COLOURS['no-decision'] || y === COLOURS.none ? -1 : 0));
+      for (const c of order) {
+        ctx.strokeStyle = c;
+        ctx.beginPath();
+        for (const [a, b] of byColour.get(c)) { ctx.moveTo(a.x, a.y); ctx.lineTo(b.x, b.y); }
+        ctx.stroke();
+      }
+      ctx.globalAlpha = 1;
+      ctx.lineWidth = 3 / z;
+      ctx.setLineDash([8 / z, 6 / z]);
+      for (const [a, b, c] of changed) {
+        ctx.strokeStyle = c;
+        ctx.beginPath(); ctx.moveTo(a.x, a.y); ctx.lineTo(b.x, b.y); ctx.stroke();
+      }
+      ctx.setLineDash([]);
+      exposed.underlayDrawn = edges.length;
+    };
+    const later = () => { if (!pending) { pending = true; requestAnimationFrame(draw); } };
+    exposed.cy.on('viewport resize', later);
+    draw();
+  }
+
+  function removeUnderlay() {
+    const c = $('map').querySelector('canvas.edges-underlay');
+    if (c) c.remove();
+    exposed.underlayDrawn = 0;
   }
 
   async function loadMap() {

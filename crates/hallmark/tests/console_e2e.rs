@@ -730,11 +730,17 @@ fn a_map_of_2000_identities_and_10000_edges_becomes_interactive() {
     }
     assert_eq!(ready.as_u64().unwrap(), IDENTITIES, "every identity drawn");
     let edges = b
-        .eval("window.hallmark.cy.edges().length")
+        .eval("window.hallmark.underlayDrawn")
         .unwrap()
         .as_u64()
         .unwrap();
     assert_eq!(edges, EDGES, "every edge drawn");
+    // A tapped identity's edges come forward, clickable.
+    let focused = b
+        .eval("{ const n = window.hallmark.cy.nodes()[0]; n.emit('tap'); [window.hallmark.cy.edges('.focus').length, n.connectedEdges().length] }")
+        .unwrap();
+    assert!(focused[0].as_u64().unwrap() > 0, "{focused}");
+    assert_eq!(focused[0], focused[1], "{focused}");
     // Interactive: a zoom and the frame after it.
     let t = Instant::now();
     b.eval("new Promise(done => { window.hallmark.cy.zoom({level: 2, renderedPosition: {x: 300, y: 300}}); requestAnimationFrame(() => requestAnimationFrame(() => done(true))); })")

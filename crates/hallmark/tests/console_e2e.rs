@@ -921,3 +921,54 @@ fn remote_access_needs_tls_and_lets_in_admin_svids_and_tokens() {
     assert_eq!(code, "401", "{body}");
     assert!(body.contains("not an admin identity"), "{body}");
 }
+
+#[test]
+fn hallmark_up_prints_a_url_that_logs_in_once_and_leaves_the_address_bar() {
+    ensure_chromium();
+    let up = TestUp::start();
+    let line = wait_until("the banner's console line", WAIT, || {
+        up.printed()
+            .lines()
+            .find(|l| l.starts_with("  console "))
+            .map(str::to_string)
+    });
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line}"))
+        .to_string();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/login?token="),
+        "{line}"
+    );
+    let root = url.split("login?").next().unwrap().to_string();
+    let mut b = Browser::launch().unwrap();
+    b.goto(&url).unwrap();
+    assert_eq!(b.url().unwrap(), root, "the token left the address bar");
+    b.wait_for(
+        "the map after login",
+        "window.hallmark && window.hallmark.ready",
+        WAIT,
+    )
+    .unwrap();
+    let who = b
+        .eval("fetch('/api/v1/session').then(r => r.json())")
+        .unwrap();
+    assert_eq!(who["authenticated"], true, "{who}");
+    assert_eq!(who["via"], "session", "{who}");
+    no_errors(&b, "logging in with the printed URL");
+    // The browser's history holds no entry with the token.
+    let history = b
+        .call("Page.getNavigationHistory", serde_json::json!({}))
+        .unwrap();
+    let urls: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["url"].as_str())
+        .collect();
+    assert!(
+        urls.iter().all(|u| !u.contains("token=")),
+        "history: {urls:?}"
+    );
+}

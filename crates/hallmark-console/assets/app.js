@@ -323,6 +323,11 @@
     requestAnimationFrame(() => requestAnimationFrame(() => { exposed.paintedMs = performance.now(); }));
   }
 
+  // The SPIFFE IDs a group member holds (a workload's entries, a node's
+  // agent ID).
+  const memberIds = (m) => m.spiffe_ids || (m.spiffe_id ? [m.spiffe_id] : []);
+  const memberName = (m) => memberIds(m)[0] || m.name || (m.context + '/' + m.node);
+
   // SPIFFE ID -> the policy groups its holders are in now.
   async function groupsOfIds() {
     // `any` (every workload) would only repeat every edge.
@@ -331,7 +336,7 @@
       api('/api/v1/groups/' + encodeURIComponent(g.name) + '/members')));
     const of = new Map();
     groups.forEach((g, i) => {
-      for (const m of members[i]) for (const id of (m.spiffe_ids || [])) {
+      for (const m of members[i]) for (const id of memberIds(m)) {
         if (!of.has(id)) of.set(id, new Set());
         of.get(id).add('group:' + g.name);
       }
@@ -504,8 +509,12 @@
     const d = $('map-detail');
     const out = state.graph.edges.filter((e) => e.src === id);
     const inc = state.graph.edges.filter((e) => e.dst === id);
+    const zoom = el('button', { type: 'button', text: 'Zoom to its neighbourhood', onclick: () => {
+      const n = exposed.cy.getElementById(id);
+      exposed.cy.animate({ fit: { eles: n.closedNeighborhood(), padding: 60 } }, { duration: 300 });
+    } });
     const parts = [el('h3', { text: id }),
-      el('p', { text: out.length + ' outgoing and ' + inc.length + ' incoming edges' })];
+      el('p', { text: out.length + ' outgoing and ' + inc.length + ' incoming edges' }), zoom];
     d.replaceChildren(...parts);
     const f = flowFilter(id);
     const since = $('map-since').value;
@@ -528,14 +537,14 @@
         const member = [];
         for (const g of groups) {
           const m = await api('/api/v1/groups/' + encodeURIComponent(g.name) + '/members');
-          if (m.some((x) => (x.spiffe_ids || []).includes(id))) member.push(g.name);
+          if (m.some((x) => memberIds(x).includes(id))) member.push(g.name);
         }
         extra.push(el('h4', { text: 'Groups' }), el('p', { text: member.length ? member.join(', ') : 'none' }));
       }
       if (id.startsWith('group:') && id !== 'group:(no group)') {
         const m = await api('/api/v1/groups/' + encodeURIComponent(id.slice(6)) + '/members');
         extra.push(el('h4', { text: 'Members (' + m.length + ')' }), table([
-          ['SPIFFE IDs', (x) => (x.spiffe_ids || []).join(' ')], ['name', (x) => x.name || x.node || x.id],
+          ['SPIFFE IDs', (x) => memberIds(x).join(' ')], ['name', (x) => x.name || (x.context + '/' + x.node)],
         ], m));
       }
       if (f) {
@@ -656,8 +665,13 @@
   // ------------------------------------------------------------ identities
   async function loadIdentities() {
     try {
-      const [entries, authorities, federations] = await Promise.all([
-        api('/api/v1/entries'), api('/api/v1/authorities'), api('/api/v1/federations')]);
+      const [entries, authorities, federations, agents] = await Promise.all([
+        api('/api/v1/entries'), api('/api/v1/authorities'), api('/api/v1/federations'), api('/api/v1/agents')]);
+      put('identity-agents-table', table([
+        ['agent', (a) => a.spiffe_id], ['serial', (a) => a.serial], ['SVID expires', (a) => secs(a.expires_at)],
+        ['attested', (a) => secs(a.attested_at)], ['connected', (a) => (a.connected ? 'yes' : 'no')],
+        ['banned', (a) => (a.banned ? el('span', { class: 'bad', text: 'banned' }) : '')],
+      ], agents));
       put('entries-table', table([
         ['SPIFFE ID', (e) => e.spiffe_id], ['parent', (e) => e.parent_id],
         ['selectors', (e) => (e.selectors || []).join(' ')], ['admin', (e) => (e.admin ? 'yes' : '')], ['id', (e) => e.id],
@@ -679,29 +693,38 @@
   // ------------------------------------------------------------ policy
   async function loadPolicy() {
     try {
-      const [policy, groups, audit, enforcement, flows] = await Promise.all([
+      const [policy, groups, audit, enforcement, flows, rules] = await Promise.all([
         api('/api/v1/policy'), api('/api/v1/groups'), api('/api/v1/policy/audit' + query([['limit', 200]])),
-        api('/api/v1/policy/enforcement'), api('/api/v1/flows' + query([['since', '24h'], ['limit', 10000]]))]);
+        api('/api/v1/policy/enforcement'), api('/api/v1/flows' + query([['since', '24h'], ['limit', 10000]])),
+        api('/api/v1/policy/rules')]);
       $('policy-summary').textContent = policy.revision
-        ? 'Revision ' + policy.revision + ' in force since ' + time(policy.applied_ms || policy.created_ms) + '; enforcement ' + enforcement.enforcement
+        ? 'Revision ' + policy.revision + ' in force since ' + time(policy.applied_at_ms) + '; enforcement ' + enforcement.enforcement
         : 'No policy applied yet; enforcement ' + enforcement.enforcement;
       if (!$('candidate').value) $('candidate').value = policy.document || '';
       const members = await Promise.all(groups.map((g) =>
         api('/api/v1/groups/' + encodeURIComponent(g.name) + '/members').catch(() => [])));
       put('groups-table', table([
         ['group', (g) => g.name], ['members', (g, i) => g.members],
-        ['who', (g) => (members[groups.indexOf(g)] || []).slice(0, 5).map((m) => (m.spiffe_ids || [])[0] || m.name || m.id).join(', ')],
+        ['who', (g) => (members[groups.indexOf(g)] || []).slice(0, 5).map(memberName).join(', ')],
       ], groups));
+      // Every rule of the revision in force, in document order, with the
+      // verdicts it gave the last day's flows (the default's last).
       const byRule = new Map();
+      const row = (name, r) => ({ rule: name, from: r ? r.from.join(', ') : '', to: r ? r.to.join(', ') : '',
+        ports: r ? (r.protocol + ' ' + (r.ports.length ? r.ports.join(',') : 'any')) : '', action: r ? r.action : rules.default,
+        mode: r ? r.mode : '', allowed: 0, denied: 0, 'would-deny': 0 });
+      for (const r of rules.rules) byRule.set(r.name, row(r.name, r));
+      byRule.set('(default)', row('(default)', null));
       for (const f of flows) {
         if (!f.verdict) continue;
         const k = f.verdict_rule || '(default)';
-        const c = byRule.get(k) || { rule: k, mode: f.verdict_mode || '', allowed: 0, denied: 0, 'would-deny': 0 };
+        if (!byRule.has(k)) byRule.set(k, row(k, null));
+        const c = byRule.get(k);
         if (c[f.verdict] !== undefined) c[f.verdict] += 1;
-        byRule.set(k, c);
       }
       put('rules-table', table([
-        ['rule', (r) => r.rule], ['mode', (r) => r.mode], ['allowed', (r) => r.allowed],
+        ['rule', (r) => r.rule], ['from', (r) => r.from], ['to', (r) => r.to], ['ports', (r) => r.ports],
+        ['action', (r) => r.action], ['mode', (r) => r.mode], ['allowed', (r) => r.allowed],
         ['would-deny', (r) => r['would-deny']], ['denied', (r) => r.denied],
       ], [...byRule.values()]));
       put('audit-table', flowsTable(audit));

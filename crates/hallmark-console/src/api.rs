@@ -60,6 +60,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/groups/{name}/members", get(group_members))
         .route("/api/v1/policy", get(policy_show).post(policy_apply))
         .route("/api/v1/policy/history", get(policy_history))
+        .route("/api/v1/policy/rules", get(policy_rules))
         .route("/api/v1/policy/audit", get(policy_audit))
         .route("/api/v1/policy/dry-run", post(policy_dry_run))
         .route("/api/v1/policy/check", get(policy_check))
@@ -502,6 +503,49 @@ async fn policy_show(State(s): St, RawQuery(q): RawQuery) -> Response {
     let revision: Option<i64> = try_or!(p.number("revision"));
     let json = serde_json::json!({ "revision": revision }).to_string();
     policy_call(&s, PolicyRpc::Get, json).await
+}
+
+/// `GET /api/v1/policy/rules?revision=N`: the rules of a revision (the one
+/// in force by default) as the engine reads them, in document order, with
+/// the default action: what `policy show` prints, parsed.
+async fn policy_rules(State(s): St, RawQuery(q): RawQuery) -> Response {
+    let p = Params::of(q);
+    try_or!(p.only(&["revision"]));
+    let revision: Option<i64> = try_or!(p.number("revision"));
+    let ask = serde_json::json!({ "revision": revision }).to_string();
+    let shown = match s
+        .admin
+        .get_policy(Request::new(pb::PolicyRequest { json: ask }))
+        .await
+    {
+        Ok(r) => r.into_inner().json,
+        Err(e) => return status_answer(e),
+    };
+    let shown: serde_json::Value = match serde_json::from_str(&shown) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("GetPolicy answer: {e}"),
+            )
+        }
+    };
+    let text = shown["document"].as_str().unwrap_or_default();
+    let revision = shown["revision"].as_i64().unwrap_or_default();
+    if text.is_empty() {
+        return json(&serde_json::json!({ "revision": revision, "default": "allow", "rules": [] }));
+    }
+    match hallmark_policy::parse("policy.yaml", text) {
+        Ok(parsed) => json(&serde_json::json!({
+            "revision": revision,
+            "default": parsed.document.default,
+            "rules": parsed.document.rules,
+        })),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("revision {revision} does not parse: {}", e.errors.len()),
+        ),
+    }
 }
 
 /// `GET /api/v1/policy/history?limit=N`: `hallmark policy history`.

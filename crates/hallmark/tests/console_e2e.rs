@@ -482,6 +482,17 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
         WAIT,
     )
     .unwrap();
+    let rules = b
+        .wait_for(
+            "the rules with their verdict counts",
+            "document.querySelectorAll('#rules-table tbody tr').length >= 4 && document.getElementById('rules-table').textContent",
+            WAIT,
+        )
+        .unwrap();
+    let rules = rules.as_str().unwrap();
+    for name in ["web-to-db", "web-to-cache", "others-to-db", "(default)"] {
+        assert!(rules.contains(name), "{name} in {rules}");
+    }
     shot(&mut b, "05-policy");
     b.eval(&format!(
         "document.getElementById('candidate').value = {}; document.getElementById('dry-run').click(); true",

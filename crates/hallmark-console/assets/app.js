@@ -248,6 +248,9 @@
       (state.dryRun ? '; dry-run: ' + state.dryRun.changedEdges + ' edges change colour' : '');
 
     const big = nodes.size > SMALL_GRAPH;
+    // `#/map?render=elements` draws a big map's edges as graph-library
+    // elements too (the baseline the underlay is measured against).
+    const lines = big && !location.hash.includes('render=elements');
     // A big map is placed on a grid in name order (so one namespace's
     // identities sit together) without measuring anything: a layered
     // layout of thousands of nodes would take the browser minutes.
@@ -271,7 +274,7 @@
       // A big map's edges are drawn by the underlay below; a tapped
       // identity's own edges become elements of the graph (clickable,
       // labelled).
-      if (!big) elements.push(edgeElement(e, false));
+      if (!lines) elements.push(edgeElement(e, false));
     }
     const layout = big
       ? { name: 'preset', fit: true, padding: 20 }
@@ -297,9 +300,11 @@
         { selector: 'node', style: { 'background-color': '#2b6cb0', 'width': 18, 'height': 18 } },
         { selector: 'node[kind = "unattributed"]', style: { 'background-color': '#a0aec0', 'shape': 'diamond' } },
         { selector: 'node[kind = "external"]', style: { 'background-color': '#805ad5', 'shape': 'round-rectangle' } },
-        { selector: 'edge', style: { 'width': 'data(width)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
-          'label': 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7,
-          'line-color': COLOURS.none, 'target-arrow-color': COLOURS.none } },
+        big && !lines
+          ? { selector: 'edge', style: { 'width': 1, 'curve-style': 'haystack', 'haystack-radius': 0, 'line-color': COLOURS.none } }
+          : { selector: 'edge', style: { 'width': 'data(width)', 'target-arrow-shape': 'triangle', 'curve-style': 'bezier',
+            'label': 'data(label)', 'font-size': 8, 'text-rotation': 'autorotate', 'color': '#4a5568', 'min-zoomed-font-size': 7,
+            'line-color': COLOURS.none, 'target-arrow-color': COLOURS.none } },
         ...Object.entries(COLOURS).map(([v, c]) => ({ selector: 'edge.v-' + v, style: { 'line-color': c, 'target-arrow-color': c } })),
         { selector: 'edge.changed', style: { 'line-style': 'dashed', 'width': 4 } },
         { selector: ':selected', style: { 'overlay-color': '#3182ce', 'overlay-opacity': 0.25 } },
@@ -311,10 +316,10 @@
       exposed.cy.nodes().filter((n) => n.id().toLowerCase().includes(s)).addClass('labelled');
     }
     exposed.cy.on('tap', 'node', (ev) => {
-      if (big) focus(ev.target.id(), edges);
+      if (lines) focus(ev.target.id(), edges);
       showNode(ev.target.id());
     });
-    if (big) underlay(edges, place); else removeUnderlay();
+    if (lines) underlay(edges, place); else removeUnderlay();
     exposed.edgeCount = edges.length;
     exposed.cy.on('tap', 'edge', (ev) => showEdge(state.shownEdges.get(ev.target.id())));
     exposed.ready = true;

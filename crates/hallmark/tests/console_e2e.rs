@@ -715,31 +715,42 @@ fn a_map_of_2000_identities_and_10000_edges_becomes_interactive() {
     });
     let mut b = Browser::launch().unwrap();
     b.goto(&format!("{url}login?token={token}")).unwrap();
-    if std::env::var("HM_PROFILE").is_ok() {
-        b.call("Profiler.enable", serde_json::json!({})).unwrap();
-        b.call(
-            "Profiler.setSamplingInterval",
-            serde_json::json!({"interval": 200}),
-        )
-        .unwrap();
-        b.call("Profiler.start", serde_json::json!({})).unwrap();
+    // Three loads each way, alternating: the map as the console draws it
+    // (edges on the underlay) and, as the baseline, every edge a
+    // graph-library element. The figure is the page's own clock at the
+    // first frame painted with the whole map.
+    let mut painted = Vec::new();
+    let mut baseline = Vec::new();
+    for round in 0..3 {
+        for (way, suffix, into) in [
+            ("lines", "", &mut painted),
+            ("elements", "?render=elements", &mut baseline),
+        ] {
+            // A query of its own: a full load, not a move within the page.
+            b.goto(&format!("{url}?round={round}-{way}#/map{suffix}"))
+                .unwrap();
+            let at = b
+                .wait_for(
+                    "the big map to be painted",
+                    "window.hallmark && window.hallmark.paintedMs",
+                    Duration::from_secs(120),
+                )
+                .unwrap()
+                .as_f64()
+                .unwrap();
+            let nodes = b.eval("window.hallmark.cy.nodes().length").unwrap();
+            assert_eq!(nodes.as_u64().unwrap(), IDENTITIES, "every identity drawn");
+            into.push(at);
+        }
     }
-    let started = Instant::now();
-    b.eval("location.reload(); true").unwrap();
-    let ready = b
-        .wait_for(
-            "the big map to draw",
-            "window.hallmark && window.hallmark.paintedMs && window.hallmark.cy.nodes().length",
-            Duration::from_secs(120),
-        )
-        .unwrap();
-    let wall = started.elapsed();
-    if std::env::var("HM_PROFILE").is_ok() {
-        std::thread::sleep(Duration::from_secs(3));
-        let p = b.call("Profiler.stop", serde_json::json!({})).unwrap();
-        std::fs::write("/tmp/profile.json", p.to_string()).unwrap();
-    }
-    assert_eq!(ready.as_u64().unwrap(), IDENTITIES, "every identity drawn");
+    // The console's way once more, then what is on it and how it answers.
+    b.goto(&format!("{url}?round=last#/map")).unwrap();
+    b.wait_for(
+        "the big map to be painted",
+        "window.hallmark && window.hallmark.paintedMs",
+        Duration::from_secs(120),
+    )
+    .unwrap();
     let edges = b
         .eval("window.hallmark.underlayDrawn")
         .unwrap()
@@ -757,24 +768,23 @@ fn a_map_of_2000_identities_and_10000_edges_becomes_interactive() {
     b.eval("new Promise(done => { window.hallmark.cy.zoom({level: 2, renderedPosition: {x: 300, y: 300}}); requestAnimationFrame(() => requestAnimationFrame(() => done(true))); })")
         .unwrap();
     let zoom = t.elapsed();
-    let page = b
-        .eval("performance.now()")
-        .unwrap()
-        .as_f64()
-        .unwrap_or_default();
-    let timing = b
-        .eval("[window.hallmark.loadedMs, window.hallmark.apiMs, window.hallmark.drawMs, window.hallmark.cyMs, window.hallmark.startedMs, window.hallmark.paintedMs, performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd]")
+    let parts = b
+        .eval("[window.hallmark.startedMs, window.hallmark.apiMs, window.hallmark.cyMs, window.hallmark.paintedMs]")
         .unwrap();
     shot(&mut b, "10-big-map");
     no_errors(&b, "drawing the big map");
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ours, theirs) = (median(&mut painted), median(&mut baseline));
     eprintln!(
-        "console map of {IDENTITIES} identities / {EDGES} edges: interactive {:.0} ms after reload (page clock {page:.0} ms; [API + draw, API, draw, cytoscape, map asked at, painted at, DOMContentLoaded] {timing}); a zoom and its frame {:.0} ms",
-        wall.as_secs_f64() * 1000.0,
+        "console map of {IDENTITIES} identities / {EDGES} edges, navigation to first paint (median of 3): {ours:.0} ms {painted:?}; baseline, every edge an element: {theirs:.0} ms {baseline:?}; last load [asked at, API, graph library, painted] {parts} ms; a zoom and its frame {:.0} ms",
         zoom.as_secs_f64() * 1000.0
     );
     // The bound the issue sets is for a quiet machine (docs/PERFORMANCE.md);
-    // here only a layout gone quadratic fails.
-    assert!(wall < Duration::from_secs(30), "{wall:?}");
+    // here only a draw gone quadratic fails.
+    assert!(ours < 30_000.0, "{ours} ms");
 }
 
 /// `curl` against the console over HTTPS: the status code and the body.

@@ -352,8 +352,20 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
 /// leaves the address bar (and the history entry the browser keeps is `/`).
 pub(crate) async fn login_link(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Response {
+    // Followed from another site, the link would log the browser in with
+    // someone else's token: it must be opened directly.
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site == "cross-site" || site == "same-site" {
+            state.count_refused("cross-site");
+            let page = crate::assets::login_refused(
+                "a login link works only when opened directly (typed, pasted or opened from a terminal), not from another site",
+            );
+            return (StatusCode::FORBIDDEN, page).into_response();
+        }
+    }
     let token = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())

@@ -590,6 +590,23 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&direct.stdout), "403");
+    // A login link followed from another site makes no session.
+    let followed = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "-H",
+            "Sec-Fetch-Site: cross-site",
+            &format!("{url}login?token={token}"),
+        ])
+        .output()
+        .unwrap();
+    let followed = String::from_utf8_lossy(&followed.stdout);
+    assert!(
+        followed.starts_with("HTTP/1.1 403")
+            && !followed.to_ascii_lowercase().contains("set-cookie"),
+        "{followed}"
+    );
     assert_eq!(
         server.json(&["policy", "history"]),
         revisions_before,

@@ -2,7 +2,7 @@
 //! statements in chunks, dictionary rows interned by upsert, graph buckets
 //! added to, pending rows and the rows that take tail ids.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use sqlx::query::Query;
@@ -185,11 +185,8 @@ type HourKey = [i64; 5];
 
 /// The batch's minute buckets summed per hour: each hour row's first
 /// minute and counters.
-fn hours_of(
-    rows: &[([i64; 5], &BucketSums)],
-) -> Result<std::collections::BTreeMap<HourKey, (i64, BucketSums)>> {
-    let mut hours: std::collections::BTreeMap<HourKey, (i64, BucketSums)> =
-        std::collections::BTreeMap::new();
+fn hours_of(rows: &[([i64; 5], &BucketSums)]) -> Result<BTreeMap<HourKey, (i64, BucketSums)>> {
+    let mut hours: BTreeMap<HourKey, (i64, BucketSums)> = BTreeMap::new();
     for ([minute, src, dst, port, protocol], s) in rows {
         let key = [hour_of(*minute), *src, *dst, *port, *protocol];
         match hours.get_mut(&key) {

@@ -4,8 +4,9 @@
 //!
 //! A SQLite store is filled with N flows spread over the last 24 hours
 //! (a service graph: each workload calls a few fixed peers), through
-//! `FlowStore::write_flows`, which also adds the per-minute identity-graph
-//! buckets. Then `FlowStore::graph` (what the command runs) and
+//! `FlowStore::write_flows`, which also adds the identity-graph buckets
+//! (per minute, and their hourly sums). Then `FlowStore::graph` (what the
+//! command runs: hourly sums for the whole hours, minutes at the ends) and
 //! `FlowStore::graph_from_flows` (one aggregate over the flows) are timed
 //! alternately, so that both see the same cache and load. Filling takes
 //! minutes at 10M flows: `--keep PATH` keeps the store file and reuses it
@@ -203,6 +204,11 @@ pub async fn run(args: &FlowGraphArgs) -> Result<FlowGraphReport> {
         first.len(),
         baseline.len()
     );
+    if let Some((g, a)) = first.iter().zip(&baseline).find(|(g, a)| g != a) {
+        return Err(anyhow!(
+            "the graph and the aggregate differ: {g:?} against {a:?}"
+        ));
+    }
     let mut graph = Samples::with_capacity(args.iterations);
     let mut aggregate = Samples::with_capacity(args.iterations);
     for i in 0..args.iterations {
@@ -268,7 +274,7 @@ async fn fill_store(store: &dyn Store, n: u64) -> Result<Duration> {
 
 pub fn print(r: &FlowGraphReport) {
     println!(
-        "flows graph --since 24h over {} stored flows ({} graph rows, {} edges in the answer){}",
+        "flows graph --since 24h over {} stored flows ({} minute graph rows, {} edges in the answer){}",
         r.flows,
         r.graph_rows,
         r.answer_rows,
@@ -280,7 +286,7 @@ pub fn print(r: &FlowGraphReport) {
     let ms = |us: f64| num(us / 1_000.0);
     let mut t = Table::new(&["query", "count", "p50 ms", "p99 ms", "max ms", "vs graph"]);
     t.row(vec![
-        "FlowStore::graph (per-minute graph)".into(),
+        "FlowStore::graph (hourly sums + minutes)".into(),
         r.graph.count.to_string(),
         ms(r.graph.p50_us),
         ms(r.graph.p99_us),

@@ -95,7 +95,9 @@ pub trait FlowStore: Send + Sync + 'static {
     /// `since_ms` rounded down, `until_ms` up; `None` for no end): the
     /// stored minute buckets summed per (source, destination, destination
     /// port, protocol), with `minute_ms` the first minute. Ordered by
-    /// source, destination (as their stored text), port and protocol.
+    /// source, destination (as their stored text), port and protocol. A
+    /// back end may keep sums of the buckets by the hour for the hours
+    /// wholly inside the window; the answer is the same.
     async fn graph(&self, since_ms: i64, until_ms: Option<i64>) -> Result<Vec<GraphBucket>>;
 
     /// The same answer as [`FlowStore::graph`], computed by one aggregate
@@ -187,7 +189,8 @@ pub struct FlowWritten {
     pub evidence_ids: Vec<i64>,
     /// Pending rows deleted (ids already gone are not counted).
     pub pending_done: u64,
-    /// Graph buckets inserted or added to.
+    /// Minute graph buckets inserted or added to (a back end's rollups of
+    /// them are not counted).
     pub graph_rows: u64,
     /// Flows merged into a row of the same connection rather than stored
     /// as a row of their own.
@@ -207,6 +210,7 @@ pub struct PendingFlow {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FlowsPruned {
     pub flows: u64,
+    /// Minute graph buckets.
     pub graph_rows: u64,
     pub evidence: u64,
     /// Endpoint and owner descriptions nothing refers to any more.
@@ -219,6 +223,7 @@ pub struct FlowCounts {
     pub attributed: u64,
     pub unattributed: u64,
     pub external: u64,
+    /// Minute graph buckets.
     pub graph_rows: u64,
     pub evidence: u64,
     pub pending: u64,

@@ -542,6 +542,9 @@ async fn concurrent_writers_add_to_the_same_graph_rows() {
             b.graph_from_flows(t, Some(t + 3_600_000)).await.unwrap(),
             graph
         );
+        // Whole hours, summed by the hour, hold the same.
+        let hour = t - t % 3_600_000;
+        assert_eq!(b.graph(hour, Some(hour + 7_200_000)).await.unwrap(), graph);
     })
     .await;
 }
@@ -673,6 +676,12 @@ async fn reports_of_one_connection_written_by_several_servers_make_one_row() {
                 .graph_from_flows(t - 60_000, Some(t + 3_600_000))
                 .await
                 .unwrap(),
+            graph
+        );
+        // Whole hours, summed by the hour, hold the same.
+        let hour = t - t % 3_600_000;
+        assert_eq!(
+            stores[0].graph(hour, Some(hour + 7_200_000)).await.unwrap(),
             graph
         );
     })

@@ -1123,3 +1123,102 @@ async fn pending_flows_stored_before_the_capture_fields_still_read() {
     assert_eq!((f.bytes_sent, f.retransmits, f.rtt_us), (512, 0, None));
     assert_eq!(f.local.as_ref().unwrap().unit, "");
 }
+
+/// A store written before the hourly rollup (schema version 7) answers the
+/// same graph after the upgrade: migration 8 sums the minute buckets it
+/// holds by the hour.
+#[tokio::test]
+async fn the_hourly_rollup_is_filled_from_the_minutes_on_upgrade() {
+    use hallmark_flows::{Endpoint, Flow, Initiator, Protocol, Reporter, StoredFlow};
+    use hallmark_store::FlowWrite;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db.sqlite3");
+    let store = SqliteStore::open(&db).await.unwrap();
+    let hour = 3_600_000;
+    let t = 472_222 * hour;
+    // 300 flows over three and a half hours, between a few nodes.
+    let flows: Vec<StoredFlow> = (0..300i64)
+        .map(|i| {
+            let start = t + 10 * 60_000 + i * 41_999;
+            let flow = Flow {
+                start_ms: start,
+                end_ms: start + i % 7 * 10_000,
+                protocol: if i % 5 == 0 {
+                    Protocol::Udp
+                } else {
+                    Protocol::Tcp
+                },
+                src: format!("10.0.0.{}:40000", i % 3 + 1).parse().unwrap(),
+                dst: format!("10.0.1.1:{}", 443 + i % 2).parse().unwrap(),
+                initiator: Initiator::Source,
+                bytes_sent: 100 + i as u64,
+                packets_sent: 1,
+                bytes_received: 7,
+                packets_received: 1,
+                outcome: None,
+                retransmits: 0,
+                rtt_us: None,
+                reporter: Reporter::File("upgrade".into()),
+                local: None,
+                enforced: None,
+            };
+            let node = |n: i64| Endpoint::Node {
+                context: "prod".into(),
+                node: format!("n{n}"),
+                spiffe_id: String::new(),
+                unit: String::new(),
+            };
+            StoredFlow::new(flow, node(i % 3), node(9), start)
+        })
+        .collect();
+    for part in flows.chunks(70) {
+        store
+            .write_flows(&FlowWrite {
+                server_id: "s1".into(),
+                now_ms: t,
+                flows: part.to_vec(),
+                ..FlowWrite::default()
+            })
+            .await
+            .unwrap();
+    }
+    let windows = [
+        (t + 17 * 60_000 + 5, Some(t + 3 * hour + 20 * 60_000)),
+        (t, Some(t + 4 * hour)),
+        (t + hour, Some(t + 3 * hour)),
+        (t + 30 * 60_000, None),
+    ];
+    let mut before = Vec::new();
+    for (since, until) in windows {
+        let g = store.graph(since, until).await.unwrap();
+        assert_eq!(g, store.graph_from_flows(since, until).await.unwrap());
+        assert!(!g.is_empty());
+        before.push(g);
+    }
+    store.close().await;
+
+    // Back to version 7: no hourly table, migration 8 not applied.
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(&db))
+        .await
+        .unwrap();
+    sqlx::query("DROP TABLE flow_graph_hourly")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 8")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = SqliteStore::open(&db).await.unwrap();
+    for ((since, until), want) in windows.into_iter().zip(before) {
+        assert_eq!(
+            store.graph(since, until).await.unwrap(),
+            want,
+            "graph({since}, {until:?}) after the upgrade"
+        );
+    }
+    store.close().await;
+}

@@ -191,6 +191,24 @@ pub(super) fn minute_ceil(ms: i64) -> i64 {
     }
 }
 
+/// The span of one `flow_graph_hourly` row: an hour.
+pub(super) const GRAPH_HOUR_MS: i64 = 3_600_000;
+
+/// The start of the hour holding `ms`.
+pub(super) fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(GRAPH_HOUR_MS) * GRAPH_HOUR_MS
+}
+
+/// The first hour not before `ms`.
+pub(super) fn hour_ceil(ms: i64) -> i64 {
+    let h = hour_of(ms);
+    if h == ms {
+        h
+    } else {
+        h.saturating_add(GRAPH_HOUR_MS)
+    }
+}
+
 /// One flow's columns, its ends and graph keys as dictionary hashes.
 pub(super) struct FlowColumns {
     pub start_ms: i64,

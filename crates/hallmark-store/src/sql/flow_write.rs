@@ -2,15 +2,17 @@
 //! statements in chunks, dictionary rows interned by upsert, graph buckets
 //! added to, pending rows and the rows that take tail ids.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
+use hallmark_flows::GRAPH_BUCKET_MS;
+
 use super::flow_rows::{
-    Dictionary, EncodedWrite, Entries, Hash, ENDPOINTS, FLOW_INSERT_COLUMNS, FLOW_INSERT_WIDTH,
-    OWNERS,
+    hour_of, BucketSums, Dictionary, EncodedWrite, Entries, Hash, ENDPOINTS, FLOW_INSERT_COLUMNS,
+    FLOW_INSERT_WIDTH, GRAPH_HOUR_MS, OWNERS,
 };
 use super::{values_list, Backend, RowsAffected, SqlValue};
 use crate::codec::decode_error;
@@ -154,7 +156,92 @@ fn dictionary_id(ids: &HashMap<Hash, i64>, h: &Hash, table: &str) -> Result<i64>
     })
 }
 
-/// Adds the batch's buckets to the graph, in key order.
+/// The counters of a graph row, after its key (and, hourly, its first
+/// minute).
+const GRAPH_COUNTERS: &str =
+    "flows, bytes, first_ms, last_ms, refused, reset, allowed, denied, would_deny, no_decision";
+
+/// How an upsert adds a batch's counters to a stored graph row of `table`.
+fn graph_additions(table: &str) -> String {
+    let mut set: Vec<String> = ["flows", "bytes", "refused", "reset"]
+        .iter()
+        .chain(VERDICT_COLUMNS)
+        .map(|c| format!("{c} = {table}.{c} + excluded.{c}"))
+        .collect();
+    set.push(format!(
+        "first_ms = CASE WHEN excluded.first_ms < {table}.first_ms THEN excluded.first_ms ELSE {table}.first_ms END"
+    ));
+    set.push(format!(
+        "last_ms = CASE WHEN excluded.last_ms > {table}.last_ms THEN excluded.last_ms ELSE {table}.last_ms END"
+    ));
+    set.join(", ")
+}
+
+/// The graph's verdict counters, in [`hallmark_flows::verdict::OUTCOMES`]' order.
+const VERDICT_COLUMNS: &[&str] = &["allowed", "denied", "would_deny", "no_decision"];
+
+/// Hour row key: hour, source key, destination key, port, protocol.
+type HourKey = [i64; 5];
+
+/// The batch's minute buckets summed per hour: each hour row's first
+/// minute and counters.
+fn hours_of(rows: &[([i64; 5], &BucketSums)]) -> Result<BTreeMap<HourKey, (i64, BucketSums)>> {
+    let mut hours: BTreeMap<HourKey, (i64, BucketSums)> = BTreeMap::new();
+    for ([minute, src, dst, port, protocol], s) in rows {
+        let key = [hour_of(*minute), *src, *dst, *port, *protocol];
+        match hours.get_mut(&key) {
+            None => {
+                hours.insert(key, (*minute, **s));
+            }
+            Some((first_minute, h)) => {
+                *first_minute = (*first_minute).min(*minute);
+                h.flows += s.flows;
+                h.bytes = h.bytes.checked_add(s.bytes).ok_or_else(|| {
+                    StoreError::Database(sqlx::Error::Encode(
+                        format!(
+                            "hourly graph bytes exceed the largest storable integer ({})",
+                            i64::MAX
+                        )
+                        .into(),
+                    ))
+                })?;
+                h.first_ms = h.first_ms.min(s.first_ms);
+                h.last_ms = h.last_ms.max(s.last_ms);
+                h.refused += s.refused;
+                h.reset += s.reset;
+                for (n, add) in h.verdicts.iter_mut().zip(s.verdicts) {
+                    *n += add;
+                }
+            }
+        }
+    }
+    Ok(hours)
+}
+
+/// Binds a graph row's counters, in [`GRAPH_COUNTERS`]' order.
+fn bind_counters<'q, DB>(
+    mut q: Query<'q, DB, DB::Arguments<'q>>,
+    s: &BucketSums,
+) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Backend,
+    i64: SqlValue<DB>,
+{
+    q = q
+        .bind(s.flows)
+        .bind(s.bytes)
+        .bind(s.first_ms)
+        .bind(s.last_ms)
+        .bind(s.refused)
+        .bind(s.reset);
+    for n in s.verdicts {
+        q = q.bind(n);
+    }
+    q
+}
+
+/// Adds the batch's buckets to the graph, minute rows then hour rows, each
+/// in key order. Gives the number of minute rows written.
 pub(super) async fn add_buckets<DB>(
     conn: &mut DB::Connection,
     enc: &EncodedWrite,
@@ -177,35 +264,39 @@ where
     let mut written = 0;
     for range in chunks(rows.len()) {
         let sql = format!(
-            "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
-             first_ms, last_ms, refused, reset, allowed, denied, would_deny, no_decision) {} \
-             ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
-             flows = flow_graph.flows + excluded.flows, bytes = flow_graph.bytes + excluded.bytes, \
-             first_ms = CASE WHEN excluded.first_ms < flow_graph.first_ms THEN excluded.first_ms ELSE flow_graph.first_ms END, \
-             last_ms = CASE WHEN excluded.last_ms > flow_graph.last_ms THEN excluded.last_ms ELSE flow_graph.last_ms END, \
-             refused = flow_graph.refused + excluded.refused, reset = flow_graph.reset + excluded.reset, \
-             allowed = flow_graph.allowed + excluded.allowed, denied = flow_graph.denied + excluded.denied, \
-             would_deny = flow_graph.would_deny + excluded.would_deny, \
-             no_decision = flow_graph.no_decision + excluded.no_decision",
-            rows_list::<DB>(range.len(), 15)
+            "INSERT INTO flow_graph (minute_ms, src_key, dst_key, dst_port, protocol, {GRAPH_COUNTERS}) {} \
+             ON CONFLICT (minute_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET {}",
+            rows_list::<DB>(range.len(), 15),
+            graph_additions("flow_graph"),
         );
         let mut q = sqlx::query(&sql);
         for (k, s) in &rows[range] {
             for v in k {
                 q = q.bind(*v);
             }
-            q = q
-                .bind(s.flows)
-                .bind(s.bytes)
-                .bind(s.first_ms)
-                .bind(s.last_ms)
-                .bind(s.refused)
-                .bind(s.reset);
-            for n in s.verdicts {
-                q = q.bind(n);
-            }
+            q = bind_counters::<DB>(q, s);
         }
         written += q.execute(&mut *conn).await?.rows_affected();
+    }
+    let hours: Vec<(HourKey, (i64, BucketSums))> = hours_of(&rows)?.into_iter().collect();
+    for range in chunks(hours.len()) {
+        let sql = format!(
+            "INSERT INTO flow_graph_hourly (hour_ms, src_key, dst_key, dst_port, protocol, minute_ms, \
+             {GRAPH_COUNTERS}) {} \
+             ON CONFLICT (hour_ms, src_key, dst_key, dst_port, protocol) DO UPDATE SET \
+             minute_ms = CASE WHEN excluded.minute_ms < flow_graph_hourly.minute_ms \
+             THEN excluded.minute_ms ELSE flow_graph_hourly.minute_ms END, {}",
+            rows_list::<DB>(range.len(), 16),
+            graph_additions("flow_graph_hourly"),
+        );
+        let mut q = sqlx::query(&sql);
+        for (k, (minute, s)) in &hours[range] {
+            for v in k {
+                q = q.bind(*v);
+            }
+            q = bind_counters::<DB>(q.bind(*minute), s);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(written)
 }
@@ -459,8 +550,11 @@ where
     Ok(())
 }
 
-/// Deletes the graph buckets of `minutes` that merges emptied: a merged
-/// flow whose ends became known moved to another key.
+/// Deletes the graph buckets of `minutes` that merges emptied (a merged
+/// flow whose ends became known moved to another key, or whose start
+/// became earlier to another minute), then recomputes the hour rows they
+/// were part of: a deleted bucket's first and last times leave its hour's
+/// with it, which no subtraction undoes.
 pub(super) async fn delete_empty_buckets<DB>(
     conn: &mut DB::Connection,
     minutes: &[i64],
@@ -469,19 +563,138 @@ where
     DB: Backend,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    usize: ColumnIndex<DB::Row>,
     i64: SqlValue<DB>,
 {
-    let mut deleted = 0;
+    let mut emptied: Vec<HourKey> = Vec::new();
     for range in chunks(minutes.len()) {
         let sql = format!(
-            "DELETE FROM flow_graph WHERE flows <= 0 AND minute_ms IN {}",
+            "DELETE FROM flow_graph WHERE flows <= 0 AND minute_ms IN {} \
+             RETURNING minute_ms, src_key, dst_key, dst_port, protocol",
             in_list::<DB>(range.len())
         );
-        let mut q = sqlx::query(&sql);
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, i64, i64)>(&sql);
         for m in &minutes[range] {
             q = q.bind(*m);
         }
-        deleted += q.execute(&mut *conn).await?.rows_affected();
+        for (minute, src, dst, port, protocol) in q
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| decode_error("flow_graph", e))?
+        {
+            emptied.push([hour_of(minute), src, dst, port, protocol]);
+        }
+    }
+    let deleted = u64::try_from(emptied.len()).unwrap_or(u64::MAX);
+    // The hour rows are locked already, by the batch's additions to them.
+    emptied.sort_unstable();
+    emptied.dedup();
+    for key in &emptied {
+        let sql = format!(
+            "{} WHERE hour_ms = $1 AND src_key = $2 AND dst_key = $3 AND dst_port = $4 AND protocol = $5",
+            recompute_hours()
+        );
+        let mut q = sqlx::query(&sql);
+        for v in key {
+            q = q.bind(*v);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let hours: Vec<i64> = emptied.iter().map(|k| k[0]).collect();
+    delete_empty_hours::<DB>(conn, &hours).await?;
+    Ok(deleted)
+}
+
+/// Minute buckets `g` of the hour row's own key.
+const SAME_KEY: &str = "AND g.src_key = flow_graph_hourly.src_key \
+     AND g.dst_key = flow_graph_hourly.dst_key AND g.dst_port = flow_graph_hourly.dst_port \
+     AND g.protocol = flow_graph_hourly.protocol";
+
+/// `UPDATE flow_graph_hourly` setting each row's counters to the sum of
+/// its key's minute buckets (`flow_graph g`) in its hour: a row left
+/// without any has no flows. The caller adds the `WHERE`.
+fn recompute_hours() -> String {
+    // One lookup per minute of the hour, rather than a scan of the hour's
+    // buckets of every key.
+    let minutes: Vec<String> = (0..GRAPH_HOUR_MS / GRAPH_BUCKET_MS)
+        .map(|i| format!("flow_graph_hourly.hour_ms + {}", i * GRAPH_BUCKET_MS))
+        .collect();
+    let sum = |c: &str| format!("COALESCE(CAST(SUM(g.{c}) AS BIGINT), 0)");
+    let mut exprs = vec![
+        "COALESCE(MIN(g.minute_ms), flow_graph_hourly.hour_ms)".to_string(),
+        sum("flows"),
+        sum("bytes"),
+        "COALESCE(MIN(g.first_ms), 0)".to_string(),
+        "COALESCE(MAX(g.last_ms), 0)".to_string(),
+        sum("refused"),
+        sum("reset"),
+    ];
+    exprs.extend(VERDICT_COLUMNS.iter().map(|c| sum(c)));
+    format!(
+        "UPDATE flow_graph_hourly SET (minute_ms, {GRAPH_COUNTERS}) = \
+         (SELECT {} FROM flow_graph g WHERE g.minute_ms IN ({}) {SAME_KEY})",
+        exprs.join(", "),
+        minutes.join(", "),
+    )
+}
+
+/// Deletes the hour rows of `hours` left without flows.
+async fn delete_empty_hours<DB>(conn: &mut DB::Connection, hours: &[i64]) -> Result<()>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let mut hours = hours.to_vec();
+    hours.sort_unstable();
+    hours.dedup();
+    for range in chunks(hours.len()) {
+        let sql = format!(
+            "DELETE FROM flow_graph_hourly WHERE flows <= 0 AND hour_ms IN {}",
+            in_list::<DB>(range.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for h in &hours[range] {
+            q = q.bind(*h);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the graph buckets of minutes before `before_ms` and keeps the
+/// hour rows the sums of what remains: hours wholly before it go, and the
+/// hour it falls inside is recomputed from its remaining minutes. Gives
+/// the number of minute buckets deleted.
+pub(super) async fn prune_graph<DB>(conn: &mut DB::Connection, before_ms: i64) -> Result<u64>
+where
+    DB: Backend,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    i64: SqlValue<DB>,
+{
+    let deleted = sqlx::query("DELETE FROM flow_graph WHERE minute_ms < $1")
+        .bind(before_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    let hour = hour_of(before_ms);
+    sqlx::query("DELETE FROM flow_graph_hourly WHERE hour_ms < $1")
+        .bind(hour)
+        .execute(&mut *conn)
+        .await?;
+    if before_ms > hour {
+        // Lock the hour's rows first: writers adding to them commit before
+        // the recomputation reads the minutes (a statement reads what was
+        // committed when it began), or wait and add to it after.
+        sqlx::query("UPDATE flow_graph_hourly SET flows = flows WHERE hour_ms = $1")
+            .bind(hour)
+            .execute(&mut *conn)
+            .await?;
+        let sql = format!("{} WHERE hour_ms = $1", recompute_hours());
+        sqlx::query(&sql).bind(hour).execute(&mut *conn).await?;
+        delete_empty_hours::<DB>(conn, &[hour]).await?;
     }
     Ok(deleted)
 }

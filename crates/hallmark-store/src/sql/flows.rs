@@ -4,13 +4,14 @@
 //!
 //! Lock order, so that servers sharing PostgreSQL never wait on each other
 //! in a cycle: the merge lock (batches with mergeable flows), the server's
-//! liveness row, dictionary rows (by hash), graph buckets (by key), pending
-//! rows, then the tail lock, held while flows and evidence take their ids
-//! and until commit, and last the merged flow rows (by id). Ids taken under that lock
-//! follow commit order, so a reader tailing by id (`evidence_after`,
-//! `flows list --follow`) never sees a later id before an earlier one
-//! commits: without it, a transaction that took an id first but committed
-//! last would be skipped for good.
+//! liveness row, dictionary rows (by hash), graph buckets (minute rows by
+//! key, then hour rows by key), pending rows, then the tail lock, held
+//! while flows and evidence take their ids and until commit, and last the
+//! merged flow rows (by id). Ids taken under that lock follow commit order,
+//! so a reader tailing by id (`evidence_after`, `flows list --follow`)
+//! never sees a later id before an earlier one commits: without it, a
+//! transaction that took an id first but committed last would be skipped
+//! for good.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,12 +24,12 @@ use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, Type};
 
 use super::flow_merge::{stored_connections, MergePlan};
 use super::flow_rows::{
-    cidr_range, ip_column, minute_ceil, minute_of, EncodedWrite, EvidenceRow, FlowRow, GraphRow,
-    ENDPOINTS, EVIDENCE_SELECT, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
+    cidr_range, hour_ceil, hour_of, ip_column, minute_ceil, minute_of, EncodedWrite, EvidenceRow,
+    FlowRow, GraphRow, ENDPOINTS, EVIDENCE_SELECT, FLOW_JOINS, FLOW_SELECT_COLUMNS, OWNERS,
 };
 use super::flow_write::{
     add_buckets, add_pending, delete_empty_buckets, delete_pending, insert_evidence, insert_flows,
-    intern, note_alive, update_flows,
+    intern, note_alive, prune_graph, update_flows,
 };
 use super::{Backend, RowsAffected, SqlStore, SqlValue};
 use crate::codec::decode_error;
@@ -54,6 +55,54 @@ fn limit_column(limit: usize) -> i64 {
 
 fn count_column(table: &str, n: i64) -> Result<u64> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("table {table}: COUNT returned {n}")))
+}
+
+/// The columns a graph row of either table gives to the sum: an hourly
+/// row's `minute_ms` is its first minute.
+const GRAPH_COLUMNS: &str = "minute_ms, src_key, dst_key, dst_port, protocol, flows, bytes, \
+     first_ms, last_ms, refused, reset, allowed, denied, would_deny, no_decision";
+
+/// A graph query's window in whole minutes, and its split into the hours
+/// wholly inside it and the minutes at either end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct GraphWindow {
+    /// `since_ms` rounded down to its minute.
+    since_ms: i64,
+    /// `until_ms` rounded up to a minute; `i64::MAX` for no end.
+    until_ms: i64,
+    /// The hours `hours.0..hours.1`, empty when none lies wholly inside.
+    hours: (i64, i64),
+}
+
+impl GraphWindow {
+    fn new(since_ms: i64, until_ms: Option<i64>) -> Self {
+        let since_ms = minute_of(since_ms);
+        let until_ms = until_ms.map_or(i64::MAX, minute_ceil);
+        let first = hour_ceil(since_ms);
+        // With no end, the last hour begun is wholly inside too.
+        let end = if until_ms == i64::MAX {
+            i64::MAX
+        } else {
+            hour_of(until_ms)
+        };
+        let hours = if first < end { (first, end) } else { (0, 0) };
+        GraphWindow {
+            since_ms,
+            until_ms,
+            hours,
+        }
+    }
+
+    /// `$1..$6` of [`FlowStore::graph`]'s statement: the minutes before the
+    /// hours, the hours, the minutes after them.
+    fn bounds(&self) -> [i64; 6] {
+        let (first, end) = self.hours;
+        if first < end {
+            [self.since_ms, first, first, end, end, self.until_ms]
+        } else {
+            [self.since_ms, self.until_ms, 0, 0, 0, 0]
+        }
+    }
 }
 
 /// One argument of a statement assembled at run time.
@@ -379,7 +428,11 @@ where
     }
 
     async fn graph(&self, since_ms: i64, until_ms: Option<i64>) -> Result<Vec<GraphBucket>> {
-        let sql = "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
+        // The hours wholly inside the window from the hourly rows, the
+        // minutes before the first of them and after the last from the
+        // minute buckets: each minute counted once, from one table.
+        let sql = format!(
+            "SELECT g.minute_ms, g.src_key, g.dst_key, g.dst_port, g.protocol, g.flows, g.bytes, \
              g.first_ms, g.last_ms, g.refused, g.reset, g.allowed, g.denied, g.would_deny, g.no_decision, \
              s.endpoint AS src_text, d.endpoint AS dst_text \
              FROM (SELECT MIN(minute_ms) AS minute_ms, src_key, dst_key, dst_port, protocol, \
@@ -389,12 +442,17 @@ where
                    CAST(SUM(allowed) AS BIGINT) AS allowed, CAST(SUM(denied) AS BIGINT) AS denied, \
                    CAST(SUM(would_deny) AS BIGINT) AS would_deny, \
                    CAST(SUM(no_decision) AS BIGINT) AS no_decision \
-                   FROM flow_graph WHERE minute_ms >= $1 AND minute_ms < $2 \
+                   FROM (SELECT {GRAPH_COLUMNS} FROM flow_graph WHERE minute_ms >= $1 AND minute_ms < $2 \
+                         UNION ALL \
+                         SELECT {GRAPH_COLUMNS} FROM flow_graph_hourly WHERE hour_ms >= $3 AND hour_ms < $4 \
+                         UNION ALL \
+                         SELECT {GRAPH_COLUMNS} FROM flow_graph WHERE minute_ms >= $5 AND minute_ms < $6) u \
                    GROUP BY src_key, dst_key, dst_port, protocol) g \
              LEFT JOIN flow_endpoints s ON s.id = g.src_key \
-             LEFT JOIN flow_endpoints d ON d.id = g.dst_key";
-        self.graph_query(sql, "flow_graph", since_ms, until_ms)
-            .await
+             LEFT JOIN flow_endpoints d ON d.id = g.dst_key"
+        );
+        let window = GraphWindow::new(since_ms, until_ms);
+        self.graph_query(&sql, "flow_graph", &window.bounds()).await
     }
 
     async fn graph_from_flows(
@@ -418,7 +476,9 @@ where
                    GROUP BY src_key, dst_key, dst_port, protocol) g \
              LEFT JOIN flow_endpoints s ON s.id = g.src_key \
              LEFT JOIN flow_endpoints d ON d.id = g.dst_key";
-        self.graph_query(sql, "flows", since_ms, until_ms).await
+        let window = GraphWindow::new(since_ms, until_ms);
+        self.graph_query(sql, "flows", &[window.since_ms, window.until_ms])
+            .await
     }
 
     async fn prune_flows(
@@ -430,12 +490,14 @@ where
         // A dictionary row's times are the latest of the rows referring to
         // it, so past every bound nothing refers to it any more: it goes
         // after them.
-        let statements: [(&str, &[i64]); 5] = [
-            ("DELETE FROM flows WHERE start_ms < $1", &[flows_before_ms]),
-            (
-                "DELETE FROM flow_graph WHERE minute_ms < $1",
-                &[graph_before_ms],
-            ),
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let flows = sqlx::query("DELETE FROM flows WHERE start_ms < $1")
+            .bind(flows_before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let graph_rows = prune_graph::<DB>(&mut tx, graph_before_ms).await?;
+        let statements: [(&str, &[i64]); 3] = [
             (
                 "DELETE FROM flow_evidence WHERE at_ms < $1",
                 &[evidence_before_ms],
@@ -450,8 +512,7 @@ where
                 &[evidence_before_ms],
             ),
         ];
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let mut deleted = [0u64; 5];
+        let mut deleted = [0u64; 3];
         for (n, (sql, bounds)) in deleted.iter_mut().zip(statements) {
             let mut q = sqlx::query(sql);
             for b in bounds {
@@ -459,7 +520,7 @@ where
             }
             *n = q.execute(&mut *tx).await?.rows_affected();
         }
-        let [flows, graph_rows, evidence, endpoints, owners] = deleted;
+        let [evidence, endpoints, owners] = deleted;
         tx.commit().await?;
         Ok(FlowsPruned {
             flows,
@@ -515,18 +576,19 @@ where
     i64: SqlValue<DB>,
     Option<String>: SqlValue<DB>,
 {
-    /// Runs a graph aggregate over `since_ms..until_ms` in whole minutes and
+    /// Runs a graph aggregate with its `bounds` (`$1`, `$2`, ...) and
     /// orders its buckets.
     async fn graph_query(
         &self,
         sql: &str,
         table: &str,
-        since_ms: i64,
-        until_ms: Option<i64>,
+        bounds: &[i64],
     ) -> Result<Vec<GraphBucket>> {
-        let rows: Vec<GraphRow> = sqlx::query_as(sql)
-            .bind(minute_of(since_ms))
-            .bind(until_ms.map_or(i64::MAX, minute_ceil))
+        let mut q = sqlx::query_as::<_, GraphRow>(sql);
+        for b in bounds {
+            q = q.bind(*b);
+        }
+        let rows: Vec<GraphRow> = q
             .fetch_all(&self.pool)
             .await
             .map_err(|e| decode_error(table, e))?;
@@ -543,5 +605,60 @@ where
             ))
         });
         Ok(keyed.into_iter().map(|(_, _, b)| b).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = 60_000;
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn a_window_splits_into_whole_hours_and_the_minutes_around_them() {
+        let t = 500_000 * H;
+        let w = |since, until| GraphWindow::new(since, until).bounds();
+        // Partial hours at both ends, in whole minutes.
+        assert_eq!(
+            w(t + 17 * M + 5, Some(t + 3 * H + 41 * M + 1)),
+            [
+                t + 17 * M,
+                t + H,
+                t + H,
+                t + 3 * H,
+                t + 3 * H,
+                t + 3 * H + 42 * M
+            ]
+        );
+        // Whole hours only: the minute ranges are empty.
+        assert_eq!(
+            w(t, Some(t + 2 * H)),
+            [t, t, t, t + 2 * H, t + 2 * H, t + 2 * H]
+        );
+        // Less than an hour, within one or across a boundary: minutes only.
+        assert_eq!(
+            w(t + 5 * M, Some(t + 50 * M)),
+            [t + 5 * M, t + 50 * M, 0, 0, 0, 0]
+        );
+        assert_eq!(
+            w(t + 40 * M, Some(t + H + 20 * M)),
+            [t + 40 * M, t + H + 20 * M, 0, 0, 0, 0]
+        );
+        // An end rounded up to the next hour makes that hour whole.
+        assert_eq!(
+            w(t + 10 * M, Some(t + 2 * H - 1)),
+            [t + 10 * M, t + H, t + H, t + 2 * H, t + 2 * H, t + 2 * H]
+        );
+        // No end: every hour from the first whole one on.
+        assert_eq!(
+            w(t + 30 * M, None),
+            [t + 30 * M, t + H, t + H, i64::MAX, i64::MAX, i64::MAX]
+        );
+        assert_eq!(w(t, None), [t, t, t, i64::MAX, i64::MAX, i64::MAX]);
+        // Before 1970 too, and an empty or reversed window.
+        assert_eq!(w(-H - 30 * M, Some(M)), [-H - 30 * M, -H, -H, 0, 0, M]);
+        assert_eq!(w(t + H, Some(t + H)), [t + H, t + H, 0, 0, 0, 0]);
+        assert_eq!(w(t + H, Some(t)), [t + H, t, 0, 0, 0, 0]);
     }
 }

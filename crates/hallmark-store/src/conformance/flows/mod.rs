@@ -1,10 +1,11 @@
 //! The flow store part of the conformance suite.
 //!
-//! Each run writes its flows inside a time window of its own (a day from
-//! an hour picked by the run's tag among 800 000; each check has its own
-//! hours of it), so listings and graphs over a check's hours see exactly
-//! its flows, and its servers and owners carry the tag. Pruning touches the whole store, so it runs last and
-//! checks only this run's rows.
+//! Each run writes its flows inside a time window of its own (28 hours
+//! from an hour picked by the run's tag among 800 000; each check has its
+//! own hours of it), so listings and graphs over a check's hours see
+//! exactly its flows, and its servers and owners carry the tag. Pruning
+//! touches the whole store, so the checks that prune run last, each
+//! checking only this run's rows.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use crate::prelude::*;
 mod listing;
 mod merging;
 mod retention;
+mod rollup;
 mod verdicts;
 
 const MINUTE: i64 = 60_000;
@@ -38,6 +40,7 @@ pub(super) async fn run_all(store: &dyn Store, run: &Run) {
     merging::merging(store, run).await;
     verdicts::verdicts(store, run).await;
     retention::pruning(store, run).await;
+    rollup::hours(store, run).await;
 }
 
 impl Run {

@@ -88,6 +88,10 @@ pub async fn run(args: &ConsoleApiArgs) -> Result<ConsoleApiReport> {
     let td = hallmark_core::TrustDomain::new(crate::cluster::TRUST_DOMAIN)?;
     let mut config = ServerConfig::new(td, dir.path().join("server"));
     config.admin_socket = dir.path().join("admin.sock");
+    // The stored history is the benchmark's: nothing of it is pruned
+    // while it runs.
+    config.flows.flow_retention = std::time::Duration::from_secs(365 * 86_400);
+    config.flows.graph_retention = std::time::Duration::from_secs(365 * 86_400);
     let server = hallmark_server::start_with_store(config, Arc::new(store)).await?;
     let admin = server.admin();
     let (_stop, stopped) = tokio::sync::watch::channel(false);

@@ -540,3 +540,53 @@ pub fn edges_of<'a>(
     });
     edges
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(context: &str, namespace: &str, id: &str) -> Endpoint {
+        Endpoint::Workload(WorkloadEndpoint {
+            context: context.into(),
+            node: "n1".into(),
+            container_id: "c".repeat(64),
+            name: "api-1".into(),
+            image: "api:1".into(),
+            namespace: namespace.into(),
+            pod: String::new(),
+            compose_project: String::new(),
+            compose_service: String::new(),
+            labels: BTreeMap::new(),
+            spiffe_ids: vec![id.into()],
+            selectors: vec![],
+        })
+    }
+
+    #[test]
+    fn every_grouping_reads_back_and_context_names_the_site() {
+        for by in [
+            GraphBy::SpiffeId,
+            GraphBy::Workload,
+            GraphBy::Namespace,
+            GraphBy::Service,
+            GraphBy::Context,
+        ] {
+            assert_eq!(GraphBy::parse(by.as_str()), Some(by));
+        }
+        assert_eq!(GraphBy::parse("pod"), None);
+        let w = workload("eu-1", "payments", "spiffe://td/api");
+        assert_eq!(w.group_name(GraphBy::Context), "context:eu-1");
+        assert_eq!(w.group_name(GraphBy::Namespace), "eu-1/payments");
+        let node = Endpoint::Node {
+            context: "eu-1".into(),
+            node: "n1".into(),
+            spiffe_id: "spiffe://td/hallmark/agent/n1".into(),
+            unit: String::new(),
+        };
+        assert_eq!(node.group_name(GraphBy::Context), "context:eu-1");
+        let far = Endpoint::External {
+            network: "corp".into(),
+        };
+        assert_eq!(far.group_name(GraphBy::Context), "external:corp");
+    }
+}

@@ -132,6 +132,8 @@ fn flags_and_defaults() {
     assert_eq!(req.since_ms, now - 86_400_000);
     assert_eq!(req.until_ms, None);
 
+    let a = graph_args(&["--by", "context"]).unwrap();
+    assert_eq!(a.by, GraphBy::Context);
     let a = graph_args(&["--by", "namespace", "--json"]).unwrap();
     assert_eq!(a.by, GraphBy::Namespace);
     assert_eq!(format_of(&a).unwrap(), GraphFormat::Json);
@@ -140,7 +142,7 @@ fn flags_and_defaults() {
 
     let e = graph_args(&["--by", "pod"]).unwrap_err().to_string();
     assert!(
-        e.contains("`pod` is not spiffe-id, workload, namespace or service"),
+        e.contains("`pod` is not spiffe-id, workload, namespace, service or context"),
         "{e}"
     );
     let e = graph_args(&["--format", "xml"]).unwrap_err().to_string();

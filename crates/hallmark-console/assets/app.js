@@ -14,7 +14,7 @@
     lastFlowId: 0,
   };
   // What tests and curious operators can reach from the devtools console.
-  const exposed = { state: state, cy: null, ready: false, loadedMs: null };
+  const exposed = { state: state, cy: null, ready: false };
   window.hallmark = exposed;
 
   // ------------------------------------------------------------ API calls
@@ -201,13 +201,12 @@
       const key = e.src + '\u0000' + e.dst;
       let m = merged.get(key);
       if (!m) {
-        m = { id: 'e' + merged.size, src: e.src, dst: e.dst, ports: [], flows: 0, bytes: 0, verdict: null, parts: [] };
+        m = { id: 'e' + merged.size, src: e.src, dst: e.dst, ports: [], flows: 0, bytes: 0, verdict: null };
         merged.set(key, m);
       }
       m.ports.push(e.protocol + '/' + e.dst_port);
       m.flows += e.flows; m.bytes += e.bytes;
       m.verdict = m.verdict ? worse(m.verdict, e.verdict || 'no-decision') : (e.verdict || 'no-decision');
-      m.parts.push(e);
     }
     let edges = [...merged.values()];
     if (filters.search) {
@@ -233,9 +232,8 @@
     };
     const edges = mapEdges(g, filters);
     state.shownEdges = new Map(edges.map((e) => [e.id, e]));
-    const nodes = new Map();
-    for (const e of edges) for (const n of [e.src, e.dst]) if (!nodes.has(n)) nodes.set(n, { flows: 0 });
-    for (const e of edges) { nodes.get(e.src).flows += e.flows; nodes.get(e.dst).flows += e.flows; }
+    const nodes = new Set();
+    for (const e of edges) { nodes.add(e.src); nodes.add(e.dst); }
 
     let total = 0, unattributed = 0;
     for (const e of g.edges) {
@@ -254,11 +252,11 @@
     // A big map is placed on a grid in name order (so one namespace's
     // identities sit together) without measuring anything: a layered
     // layout of thousands of nodes would take the browser minutes.
-    const order = big ? [...nodes.keys()].sort() : [];
+    const order = big ? [...nodes].sort() : [];
     const columns = Math.ceil(Math.sqrt(order.length * 1.6));
     const place = new Map(order.map((id, i) => [id, { x: (i % columns) * 60, y: Math.floor(i / columns) * 40 }]));
     const elements = [];
-    for (const [id, n] of nodes) {
+    for (const id of nodes) {
       const kind = id.startsWith('unattributed:') ? 'unattributed' : id.startsWith('external:') ? 'external' : 'identity';
       const node = { group: 'nodes', data: { id: id, label: shortLabel(id), kind: kind } };
       if (big) node.position = place.get(id);
@@ -481,8 +479,6 @@
     }
     if (state.dryRun && state.dryRun.by !== by) clearDryRun(false);
     drawMap();
-    exposed.loadedMs = performance.now() - started;
-    exposed.drawMs = exposed.loadedMs - exposed.apiMs;
   }
 
   function flowFilter(name) {

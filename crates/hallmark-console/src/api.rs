@@ -100,6 +100,17 @@ fn status_answer(s: tonic::Status) -> Response {
     error(code, s.message())
 }
 
+/// An admin call's answer shaped by `ok`, or its status as an HTTP error.
+fn answer<T>(
+    r: Result<tonic::Response<T>, tonic::Status>,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match r {
+        Ok(r) => ok(r.into_inner()),
+        Err(e) => status_answer(e),
+    }
+}
+
 /// A JSON text the admin service produced, as it is.
 fn raw_json(json: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json).into_response()
@@ -207,10 +218,20 @@ macro_rules! try_or {
 }
 
 async fn status(State(s): St) -> Response {
-    match s.admin.status(Request::new(pb::StatusRequest {})).await {
-        Ok(r) => json(&r.into_inner()),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin.status(Request::new(pb::StatusRequest {})).await,
+        |r| json(&r),
+    )
+}
+
+/// A map grouping named by a `by` parameter.
+fn graph_by(v: &str) -> Result<GraphBy, Response> {
+    GraphBy::parse(v).ok_or_else(|| {
+        bad(
+            "by",
+            format!("`{v}` is not spiffe-id, workload, namespace, service or context"),
+        )
+    })
 }
 
 /// `GET /api/v1/graph?since=24h&until=&by=spiffe-id`: `hallmark flows
@@ -221,10 +242,7 @@ async fn graph(State(s): St, RawQuery(q): RawQuery) -> Response {
     let (since_ms, until_ms) = try_or!(window(&p, "24h", now_ms()));
     let by = match p.one("by") {
         None => GraphBy::SpiffeId,
-        Some(b) => try_or!(GraphBy::parse(b).ok_or_else(|| bad(
-            "by",
-            format!("`{b}` is not spiffe-id, workload, namespace, service or context")
-        ))),
+        Some(b) => try_or!(graph_by(b)),
     };
     let req = GraphRequest {
         since_ms,
@@ -232,14 +250,12 @@ async fn graph(State(s): St, RawQuery(q): RawQuery) -> Response {
         by,
     };
     let json = serde_json::to_string(&req).unwrap_or_default();
-    match s
-        .admin
-        .flow_graph(Request::new(pb::FlowQueryRequest { json }))
-        .await
-    {
-        Ok(r) => raw_json(r.into_inner().json),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin
+            .flow_graph(Request::new(pb::FlowQueryRequest { json }))
+            .await,
+        |r| raw_json(r.json),
+    )
 }
 
 /// The flow query of `hallmark flows list`, from parameters named after its
@@ -316,22 +332,19 @@ pub fn parse_flow_query(query: &str, now_ms: i64) -> Result<FlowQuery, (u16, Str
 async fn flows(State(s): St, RawQuery(q): RawQuery) -> Response {
     let query = try_or!(flow_query(&Params::of(q), now_ms()));
     let json = serde_json::to_string(&query).unwrap_or_default();
-    match s
-        .admin
-        .list_flows(Request::new(pb::FlowQueryRequest { json }))
-        .await
-    {
-        Ok(r) => raw_json(r.into_inner().json),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin
+            .list_flows(Request::new(pb::FlowQueryRequest { json }))
+            .await,
+        |r| raw_json(r.json),
+    )
 }
 
 async fn flow_stats(State(s): St) -> Response {
     let req = pb::FlowQueryRequest { json: "{}".into() };
-    match s.admin.flow_stats(Request::new(req)).await {
-        Ok(r) => raw_json(r.into_inner().json),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.flow_stats(Request::new(req)).await, |r| {
+        raw_json(r.json)
+    })
 }
 
 /// `GET /api/v1/whois?ip=&at=`: `hallmark flows whois`.
@@ -347,14 +360,12 @@ async fn whois(State(s): St, RawQuery(q): RawQuery) -> Response {
     let now = now_ms();
     let at_ms = try_or!(p.instant("at", Some("now"), now)).unwrap_or(now);
     let json = serde_json::json!({ "ip": ip, "at_ms": at_ms }).to_string();
-    match s
-        .admin
-        .whois(Request::new(pb::FlowQueryRequest { json }))
-        .await
-    {
-        Ok(r) => raw_json(r.into_inner().json),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin
+            .whois(Request::new(pb::FlowQueryRequest { json }))
+            .await,
+        |r| raw_json(r.json),
+    )
 }
 
 /// `GET /api/v1/workloads?context&node&namespace&image&label&state`:
@@ -371,32 +382,26 @@ async fn workloads(State(s): St, RawQuery(q): RawQuery) -> Response {
         labels: p.all("label").into_iter().map(str::to_string).collect(),
         state: own("state"),
     };
-    match s.admin.list_workloads(Request::new(req)).await {
-        Ok(r) => json(&r.into_inner().workloads),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.list_workloads(Request::new(req)).await, |r| {
+        json(&r.workloads)
+    })
 }
 
 /// `GET /api/v1/workloads/{id}`: `hallmark workloads show`.
 async fn workload(State(s): St, Path(id): Path<String>) -> Response {
     let req = pb::GetWorkloadRequest { container_id: id };
-    match s.admin.get_workload(Request::new(req)).await {
-        Ok(r) => json(&r.into_inner()),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.get_workload(Request::new(req)).await, |r| json(&r))
 }
 
 /// `GET /api/v1/agents`: `hallmark agent list`, with each agent's runtime
 /// status (degraded discovery and why).
 async fn agents(State(s): St) -> Response {
-    match s
-        .admin
-        .list_agents(Request::new(pb::ListAgentsRequest {}))
-        .await
-    {
-        Ok(r) => json(&r.into_inner().agents),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin
+            .list_agents(Request::new(pb::ListAgentsRequest {}))
+            .await,
+        |r| json(&r.agents),
+    )
 }
 
 /// `GET /api/v1/entries?parent&spiffe_id&selector`: `hallmark entry list`.
@@ -409,10 +414,9 @@ async fn entries(State(s): St, RawQuery(q): RawQuery) -> Response {
         spiffe_id: own("spiffe_id"),
         selector: own("selector"),
     };
-    match s.admin.list_entries(Request::new(req)).await {
-        Ok(r) => json(&r.into_inner().entries),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.list_entries(Request::new(req)).await, |r| {
+        json(&r.entries)
+    })
 }
 
 /// `GET /api/v1/authorities?kind`: `hallmark authority list`.
@@ -422,32 +426,28 @@ async fn authorities(State(s): St, RawQuery(q): RawQuery) -> Response {
     let req = pb::ListAuthoritiesRequest {
         kind: p.one("kind").unwrap_or_default().to_string(),
     };
-    match s.admin.list_authorities(Request::new(req)).await {
-        Ok(r) => json(&r.into_inner().authorities),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.list_authorities(Request::new(req)).await, |r| {
+        json(&r.authorities)
+    })
 }
 
 /// `GET /api/v1/federations`: `hallmark federation list`.
 async fn federations(State(s): St) -> Response {
     let req = pb::ListFederationsRequest {};
-    match s.admin.list_federations(Request::new(req)).await {
-        Ok(r) => json(&r.into_inner().federations),
-        Err(e) => status_answer(e),
-    }
+    answer(s.admin.list_federations(Request::new(req)).await, |r| {
+        json(&r.federations)
+    })
 }
 
 /// `GET /api/v1/bundle`: the trust bundle (`hallmark bundle show`), as the
 /// SPIFFE bundle document (JWKS).
 async fn bundle(State(s): St) -> Response {
-    match s
-        .admin
-        .get_bundle(Request::new(pb::GetBundleRequest {}))
-        .await
-    {
-        Ok(r) => raw_json(String::from_utf8_lossy(&r.into_inner().jwks).into_owned()),
-        Err(e) => status_answer(e),
-    }
+    answer(
+        s.admin
+            .get_bundle(Request::new(pb::GetBundleRequest {}))
+            .await,
+        |r| raw_json(String::from_utf8_lossy(&r.jwks).into_owned()),
+    )
 }
 
 /// A policy call with a JSON request, answered as it is.
@@ -465,10 +465,7 @@ async fn policy_call(s: &AppState, rpc: PolicyRpc, json: String) -> Response {
         PolicyRpc::Members => s.admin.group_members(req).await,
         PolicyRpc::Enforcement => s.admin.set_enforcement(req).await,
     };
-    match r {
-        Ok(r) => raw_json(r.into_inner().json),
-        Err(e) => status_answer(e),
-    }
+    answer(r, |r| raw_json(r.json))
 }
 
 #[derive(Clone, Copy)]
@@ -625,10 +622,7 @@ async fn policy_dry_run(State(s): St, body: axum::body::Bytes) -> Response {
     };
     let by = match b.by.as_deref() {
         None | Some("") => None,
-        Some(v) => Some(try_or!(GraphBy::parse(v).ok_or_else(|| bad(
-            "by",
-            format!("`{v}` is not spiffe-id, workload, namespace, service or context")
-        )))),
+        Some(v) => Some(try_or!(graph_by(v))),
     };
     let json = serde_json::json!({
         "file": b.file.unwrap_or_else(|| "candidate.yaml".into()),

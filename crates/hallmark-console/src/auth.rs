@@ -170,6 +170,24 @@ impl AppState {
         (id, s)
     }
 
+    /// A new session for a good token, with the cookie that carries it;
+    /// counted and logged either way (`how` names the way in).
+    fn log_in(&self, token: &str, how: &str) -> Result<(HeaderValue, Session), String> {
+        match self.check_token(token) {
+            Ok(expires) => {
+                let (id, s) = self.new_session(expires);
+                self.count_login(true);
+                tracing::info!(via = how, "console login");
+                Ok((self.cookie(&id, (s.expires_ms - now_ms()) / 1000), s))
+            }
+            Err(why) => {
+                self.count_login(false);
+                tracing::warn!(via = how, reason = %why, "console login refused");
+                Err(why)
+            }
+        }
+    }
+
     fn session(&self, id: &str) -> Option<Session> {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
@@ -230,13 +248,20 @@ fn unauthorized(why: &str) -> Response {
     r
 }
 
+/// The browser's `Sec-Fetch-Site` when it says the request was made by
+/// another site's page.
+fn fetched_from_another_site(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .filter(|site| *site == "cross-site" || *site == "same-site")
+}
+
 /// Whether a request comes from another site: its `Origin` is not this
 /// host, or the browser says so (`Sec-Fetch-Site`).
 fn cross_site(headers: &HeaderMap, tls: bool) -> Option<String> {
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site == "cross-site" || site == "same-site" {
-            return Some(format!("Sec-Fetch-Site: {site}"));
-        }
+    if let Some(site) = fetched_from_another_site(headers) {
+        return Some(format!("Sec-Fetch-Site: {site}"));
     }
     let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
     let host = headers
@@ -357,38 +382,28 @@ pub(crate) async fn login_link(
 ) -> Response {
     // Followed from another site, the link would log the browser in with
     // someone else's token: it must be opened directly.
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site == "cross-site" || site == "same-site" {
-            state.count_refused("cross-site");
-            let page = crate::assets::login_refused(
-                "a login link works only when opened directly (typed, pasted or opened from a terminal), not from another site",
-            );
-            return (StatusCode::FORBIDDEN, page).into_response();
-        }
+    if fetched_from_another_site(&headers).is_some() {
+        state.count_refused("cross-site");
+        let page = crate::assets::login_refused(
+            "a login link works only when opened directly (typed, pasted or opened from a terminal), not from another site",
+        );
+        return (StatusCode::FORBIDDEN, page).into_response();
     }
     let token = url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    match state.check_token(&token) {
-        Ok(expires) => {
-            let (id, s) = state.new_session(expires);
+    match state.log_in(&token, "a token link") {
+        Ok((cookie, _)) => {
             let mut r = Response::builder()
                 .status(StatusCode::SEE_OTHER)
                 .header(header::LOCATION, "/")
                 .body(Body::empty())
                 .unwrap_or_default();
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                state.cookie(&id, (s.expires_ms - now_ms()) / 1000),
-            );
-            state.count_login(true);
-            tracing::info!("console login with a token link");
+            r.headers_mut().insert(header::SET_COOKIE, cookie);
             r
         }
         Err(why) => {
-            state.count_login(false);
-            tracing::warn!(reason = %why, "console login refused");
             let page = crate::assets::login_refused(&why);
             (StatusCode::UNAUTHORIZED, page).into_response()
         }
@@ -412,23 +427,13 @@ pub(crate) async fn login(State(state): State<Arc<AppState>>, body: axum::body::
             )
         }
     };
-    match state.check_token(&b.token) {
-        Ok(expires) => {
-            let (id, s) = state.new_session(expires);
+    match state.log_in(&b.token, "the login form") {
+        Ok((cookie, s)) => {
             let mut r = Json(session_json(&s.csrf, s.expires_ms, "session")).into_response();
-            r.headers_mut().insert(
-                header::SET_COOKIE,
-                state.cookie(&id, (s.expires_ms - now_ms()) / 1000),
-            );
-            state.count_login(true);
-            tracing::info!("console login");
+            r.headers_mut().insert(header::SET_COOKIE, cookie);
             r
         }
-        Err(why) => {
-            state.count_login(false);
-            tracing::warn!(reason = %why, "console login refused");
-            error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"))
-        }
+        Err(why) => error(StatusCode::UNAUTHORIZED, format!("login refused: {why}")),
     }
 }
 

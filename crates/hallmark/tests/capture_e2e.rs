@@ -239,21 +239,7 @@ fn captured_flows_name_both_ends_at_capture_time() {
     let ip_b = format!("{prefix}.20");
     let gateway = format!("{prefix}.1");
     let run = |name: &str, ip: &str, app: &str, cmd: &str| {
-        DockerContainer::run_detached(
-            &unique_name(name),
-            &[
-                "--network",
-                &net.name,
-                "--ip",
-                ip,
-                "-l",
-                &format!("app={app}"),
-                BUSYBOX_IMAGE,
-                "sh",
-                "-c",
-                cmd,
-            ],
-        )
+        net.busybox(name, ip, &[&format!("app={app}")], cmd)
     };
     let a = run("hm-cap-a", &ip_a, "alpha", "sleep 3600");
     // B counts what each connection brings and answers with the count

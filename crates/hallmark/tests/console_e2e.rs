@@ -210,24 +210,9 @@ fn the_console_shows_the_map_flows_and_policy_in_a_real_browser() {
 
     let (subnet, prefix) = subnet(170);
     let net = Network::create(&subnet);
+    let run_tag = format!("hm-run={run_label}");
     let start = |name: &str, ip: &str, app: &str, cmd: &str| {
-        DockerContainer::run_detached(
-            &unique_name(name),
-            &[
-                "--network",
-                &net.name,
-                "--ip",
-                ip,
-                "-l",
-                &format!("app={app}"),
-                "-l",
-                &format!("hm-run={run_label}"),
-                BUSYBOX_IMAGE,
-                "sh",
-                "-c",
-                cmd,
-            ],
-        )
+        net.busybox(name, ip, &[&format!("app={app}"), &run_tag], cmd)
     };
     let (ip_db, ip_cache) = (format!("{prefix}.20"), format!("{prefix}.30"));
     let web = start("hm-con-web", &format!("{prefix}.10"), "web", "sleep 3600");

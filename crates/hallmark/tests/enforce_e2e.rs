@@ -276,21 +276,7 @@ fn the_policy_is_enforced_in_the_kernel() {
     let net = Network::create(&subnet);
     let gateway = format!("{prefix}.1");
     let run = |name: &str, ip: &str, app: &str, cmd: &str| {
-        DockerContainer::run_detached(
-            &unique_name(name),
-            &[
-                "--network",
-                &net.name,
-                "--ip",
-                ip,
-                "-l",
-                &format!("app={app}"),
-                BUSYBOX_IMAGE,
-                "sh",
-                "-c",
-                cmd,
-            ],
-        )
+        net.busybox(name, ip, &[&format!("app={app}")], cmd)
     };
     let ip_a = format!("{prefix}.10");
     let ip_b = format!("{prefix}.20");
@@ -653,21 +639,7 @@ fn pinned_enforcement_outlives_the_agent_and_is_taken_over() {
     let (subnet, prefix) = subnet(141);
     let net = Network::create(&subnet);
     let run = |name: &str, ip: &str, app: &str, cmd: &str| {
-        DockerContainer::run_detached(
-            &unique_name(name),
-            &[
-                "--network",
-                &net.name,
-                "--ip",
-                ip,
-                "-l",
-                &format!("app={app}"),
-                BUSYBOX_IMAGE,
-                "sh",
-                "-c",
-                cmd,
-            ],
-        )
+        net.busybox(name, ip, &[&format!("app={app}")], cmd)
     };
     let ip_b = format!("{prefix}.20");
     let a = run("hm-enf-ka", &format!("{prefix}.10"), "web", "sleep 3600");

@@ -197,23 +197,9 @@ fn groups_follow_containers_and_policy_is_held_against_recorded_flows() {
     let ip_web = format!("{prefix}.10");
     let ip_db = format!("{prefix}.20");
     let ip_cache = format!("{prefix}.30");
+    let run_tag = format!("hm-run={run_label}");
     let run = |name: &str, ip: &str, app: &str| {
-        DockerContainer::run_detached(
-            &unique_name(name),
-            &[
-                "--network",
-                &net.name,
-                "--ip",
-                ip,
-                "-l",
-                &format!("app={app}"),
-                "-l",
-                &format!("hm-run={run_label}"),
-                BUSYBOX_IMAGE,
-                "sleep",
-                "3600",
-            ],
-        )
+        net.busybox(name, ip, &[&format!("app={app}"), &run_tag], "sleep 3600")
     };
     let db = run("hm-pol-db", &ip_db, "db");
     let cache = run("hm-pol-cache", &ip_cache, "cache");

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::containers::{docker, unique_name};
+use super::containers::{docker, unique_name, DockerContainer, BUSYBOX_IMAGE};
 use super::TestServer;
 
 pub fn now_ms() -> i64 {
@@ -36,6 +36,24 @@ impl Network {
             name,
             id: out.stdout.trim().to_string(),
         }
+    }
+
+    /// A busybox container on this network at `ip`, named `prefix-<random>`,
+    /// with the labels `k=v` given, running `sh -c script`; removed when
+    /// dropped.
+    pub fn busybox(
+        &self,
+        prefix: &str,
+        ip: &str,
+        labels: &[&str],
+        script: &str,
+    ) -> DockerContainer {
+        let mut args = vec!["--network", &self.name, "--ip", ip];
+        for l in labels {
+            args.extend(["-l", l]);
+        }
+        args.extend([BUSYBOX_IMAGE, "sh", "-c", script]);
+        DockerContainer::run_detached(&unique_name(prefix), &args)
     }
 
     /// The Linux bridge behind it.

@@ -9,6 +9,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# One build per run: incremental caches would only double the disk it uses.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 started=$(date +%s)
 step_name=""
 step_started=$started
@@ -42,6 +45,7 @@ done
 command -v python3 >/dev/null || fail "python3 not found; the interop tests need python3 with venv and pip"
 cargo --version
 python3 --version
+df -h "$ROOT" | tail -n 1 | awk '{print "disk: " $4 " free of " $2 " where the build goes"}'
 
 step "python interop clients (.venv)"
 bash scripts/venv.sh
@@ -89,4 +93,5 @@ step "cargo test --workspace"
 cargo test --workspace
 
 step "summary"
+du -sh target 2>/dev/null | awk '{print "build output: " $1}' || true
 echo "all steps passed in $(($(date +%s) - started))s"

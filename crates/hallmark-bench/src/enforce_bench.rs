@@ -525,6 +525,7 @@ fn install_revisions(
         ("hm_enf_peer4", usage.peers4),
         ("hm_enf_peer6", usage.peers6),
         ("hm_enf_pairs", usage.pairs),
+        ("hm_enf_tables", usage.tables),
         ("hm_enf_exempt", usage.exempt),
         ("hm_enf_udp_ok", usage.udp_ok),
     ]

@@ -92,7 +92,8 @@ struct bpf_sock_addr {
 #define LOCAL_MAX (2 * 4096)
 #define PEER4_MAX (2 * 32768)
 #define PEER6_MAX (2 * 32768)
-#define PAIRS_MAX (2 * 32768)
+#define PAIRS_MAX (2 * 262144)
+#define TABLES_MAX (2 * 16384)
 #define EXEMPT_MAX 1024
 #define UDP_OK_MAX 65536
 
@@ -128,6 +129,13 @@ struct pair_key {
 	u8 protocol;
 	u8 direction;
 	u16 pad;
+};
+
+/* A pair names its port table: pairs are many (local identities × remote
+ * identities) and most share one of a few tables. */
+struct table_key {
+	u32 generation;
+	u32 id;
 };
 
 /* Port segments: segment i covers start[i] .. start[i+1]-1 (the last one up
@@ -188,6 +196,8 @@ OFF(pair_key, local, 4);
 OFF(pair_key, remote, 8);
 OFF(pair_key, protocol, 12);
 OFF(pair_key, direction, 13);
+_Static_assert(sizeof(struct table_key) == 8, "table_key size");
+OFF(table_key, id, 4);
 _Static_assert(sizeof(struct pair_val) == 452, "pair_val size");
 OFF(pair_val, start, 2);
 OFF(pair_val, verdict, 130);
@@ -247,11 +257,20 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PAIRS_MAX);
-	/* 452-byte values: allocated as pairs are written, not up front. */
+	/* Allocated as pairs are written, not up front. */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct pair_key);
-	__type(value, struct pair_val);
+	__type(value, u32); /* the table's id */
 } hm_enf_pairs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TABLES_MAX);
+	/* 452-byte values: allocated as tables are written, not up front. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct table_key);
+	__type(value, struct pair_val);
+} hm_enf_tables SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -432,9 +451,10 @@ static __always_inline bool decide(const struct flow *f, bool *enforced)
 	u32 zero = 0, gen, local, remote, rule = 0;
 	struct local_key lk = {};
 	struct pair_key pk = {};
-	struct pair_val *pv;
+	struct table_key tk = {};
+	struct pair_val *pv = 0;
 	struct config *cfg;
-	u32 *lid;
+	u32 *lid, *table;
 	u8 verdict;
 
 	*enforced = 0;
@@ -467,7 +487,12 @@ static __always_inline bool decide(const struct flow *f, bool *enforced)
 	pk.remote = remote;
 	pk.protocol = f->protocol;
 	pk.direction = f->direction;
-	pv = bpf_map_lookup_elem(&hm_enf_pairs, &pk);
+	table = bpf_map_lookup_elem(&hm_enf_pairs, &pk);
+	if (table) {
+		tk.generation = gen;
+		tk.id = *table;
+		pv = bpf_map_lookup_elem(&hm_enf_tables, &tk);
+	}
 	if (pv) {
 		int i = find_segment(pv, f->direction == DIR_EGRESS ? f->rport : f->lport);
 

@@ -31,7 +31,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 use crate::enforce_plan::Plan;
 use crate::enforce_records::{
     self as rec, Exempt, Mode, PairKey, Peer, Segment, Verdict, CONFIG_SIZE, EXEMPT_KEY_SIZE,
-    LOCAL_KEY_SIZE, PAIR_KEY_SIZE, PAIR_VAL_SIZE, PEER4_DATA, PEER6_DATA,
+    LOCAL_KEY_SIZE, PAIR_KEY_SIZE, PEER4_DATA, PEER6_DATA, TABLE_KEY_SIZE, TABLE_VAL_SIZE,
 };
 use crate::error::{CaptureError, EnforceError};
 use crate::sys;
@@ -47,8 +47,10 @@ pub const LOCAL_CAPACITY: usize = 4096;
 pub const PEER4_CAPACITY: usize = 32_768;
 /// IPv6 peer prefixes one image may hold (`hm_enf_peer6`).
 pub const PEER6_CAPACITY: usize = 32_768;
-/// Identity pairs one image may hold (`hm_enf_pairs`).
-pub const PAIR_CAPACITY: usize = 32_768;
+/// Identity pairs one image may hold (`hm_enf_pairs`; each names a table).
+pub const PAIR_CAPACITY: usize = 262_144;
+/// Distinct port-segment tables one image may hold (`hm_enf_tables`).
+pub const TABLE_CAPACITY: usize = 16_384;
 /// Exemptions (`hm_enf_exempt`; not generational, so old and new together).
 pub const EXEMPT_CAPACITY: usize = 1024;
 /// UDP exchanges remembered for replies (`hm_enf_udp_ok`, LRU).
@@ -61,18 +63,20 @@ pub(crate) const MAP_LOCAL: &str = "hm_enf_local";
 pub(crate) const MAP_PEER4: &str = "hm_enf_peer4";
 pub(crate) const MAP_PEER6: &str = "hm_enf_peer6";
 pub(crate) const MAP_PAIRS: &str = "hm_enf_pairs";
+pub(crate) const MAP_TABLES: &str = "hm_enf_tables";
 const MAP_EXEMPT: &str = "hm_enf_exempt";
 const MAP_UDP_OK: &str = "hm_enf_udp_ok";
 const MAP_EVENTS: &str = "hm_enf_events";
 const MAP_DROPS: &str = "hm_enf_drops";
 const MAP_DECISIONS: &str = "hm_enf_decisions";
 const MAP_RULE_HITS: &str = "hm_enf_rule_hits";
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 12] = [
     MAP_CONFIG,
     MAP_LOCAL,
     MAP_PEER4,
     MAP_PEER6,
     MAP_PAIRS,
+    MAP_TABLES,
     MAP_EXEMPT,
     MAP_UDP_OK,
     MAP_EVENTS,
@@ -141,6 +145,8 @@ pub struct InstallReport {
     pub peers: usize,
     /// Pairs written.
     pub pairs: usize,
+    /// Distinct port tables written (pairs with the same ports share one).
+    pub tables: usize,
     /// Exemptions in force.
     pub exempt: usize,
     /// Entries of the previous generation removed.
@@ -168,6 +174,8 @@ pub struct EnforceUsage {
     pub peers6: Usage,
     /// `hm_enf_pairs`.
     pub pairs: Usage,
+    /// `hm_enf_tables`.
+    pub tables: Usage,
     /// `hm_enf_exempt`.
     pub exempt: Usage,
     /// `hm_enf_udp_ok`.
@@ -193,7 +201,8 @@ pub struct EnforceDrops {
 }
 
 type LocalMap = HashMap<MapData, [u8; LOCAL_KEY_SIZE], u32>;
-type PairMap = HashMap<MapData, [u8; PAIR_KEY_SIZE], [u8; PAIR_VAL_SIZE]>;
+type PairMap = HashMap<MapData, [u8; PAIR_KEY_SIZE], u32>;
+type TableMap = HashMap<MapData, [u8; TABLE_KEY_SIZE], [u8; TABLE_VAL_SIZE]>;
 
 /// Attached enforcement programs and their maps. Dropping it detaches
 /// everything, unless it was loaded with a pin directory.
@@ -203,6 +212,7 @@ pub struct Enforcer {
     peer4: LpmTrie<MapData, [u8; PEER4_DATA], u32>,
     peer6: LpmTrie<MapData, [u8; PEER6_DATA], u32>,
     pairs: PairMap,
+    tables: TableMap,
     exempt: HashMap<MapData, [u8; EXEMPT_KEY_SIZE], u8>,
     udp_ok: HashMap<MapData, [u8; 32], u64>,
     events: RingBuf<MapData>,
@@ -355,6 +365,7 @@ impl Enforcer {
             peer4: LpmTrie::try_from(take(MAP_PEER4)?).map_err(bad(MAP_PEER4))?,
             peer6: LpmTrie::try_from(take(MAP_PEER6)?).map_err(bad(MAP_PEER6))?,
             pairs: HashMap::try_from(take(MAP_PAIRS)?).map_err(bad(MAP_PAIRS))?,
+            tables: HashMap::try_from(take(MAP_TABLES)?).map_err(bad(MAP_TABLES))?,
             exempt: HashMap::try_from(take(MAP_EXEMPT)?).map_err(bad(MAP_EXEMPT))?,
             udp_ok: HashMap::try_from(take(MAP_UDP_OK)?).map_err(bad(MAP_UDP_OK))?,
             events: RingBuf::try_from(take(MAP_EVENTS)?).map_err(bad(MAP_EVENTS))?,
@@ -480,6 +491,7 @@ impl Enforcer {
             locals: plan.locals.len(),
             peers: plan.peer4.len() + plan.peer6.len(),
             pairs: plan.pairs.len(),
+            tables: plan.tables.len(),
             exempt: keep.len(),
             cleared,
         })
@@ -503,9 +515,16 @@ impl Enforcer {
                 .insert(&key, ident, 0)
                 .map_err(|e| EnforceError::map(MAP_PEER6, "inserting", e))?;
         }
-        for (pair, segs) in &plan.pairs {
+        // Tables first: a pair never names a table that is not there yet
+        // (the generation is not in force before the flip anyway).
+        for (id, segs) in (0u32..).zip(&plan.tables) {
+            self.tables
+                .insert(rec::table_key(g, id), rec::table_val(segs), 0)
+                .map_err(|e| EnforceError::map(MAP_TABLES, "inserting", e))?;
+        }
+        for (pair, table) in &plan.pairs {
             self.pairs
-                .insert(rec::pair_key(g, pair), rec::pair_val(segs), 0)
+                .insert(rec::pair_key(g, pair), table, 0)
                 .map_err(|e| EnforceError::map(MAP_PAIRS, "inserting", e))?;
         }
         Ok(())
@@ -540,6 +559,13 @@ impl Enforcer {
             self.pairs
                 .remove(k)
                 .map_err(|e| EnforceError::map(MAP_PAIRS, "clearing", e))?;
+            n += 1;
+        }
+        let keys: Vec<_> = self.tables.keys().filter_map(Result::ok).collect();
+        for k in keys.iter().filter(|k| rec::table_key_generation(k) == g) {
+            self.tables
+                .remove(k)
+                .map_err(|e| EnforceError::map(MAP_TABLES, "clearing", e))?;
             n += 1;
         }
         Ok(n)
@@ -640,6 +666,14 @@ impl Enforcer {
                     .filter(|k| rec::pair_key_generation(k) == g)
                     .count(),
                 PAIR_CAPACITY,
+            ),
+            tables: count_gen(
+                self.tables
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| rec::table_key_generation(k) == g)
+                    .count(),
+                TABLE_CAPACITY,
             ),
             exempt: count_gen(self.exempt_keys().len(), EXEMPT_CAPACITY),
             udp_ok: count_gen(

@@ -1,14 +1,15 @@
 //! Checking a [`PolicyImage`] before anything is written: everything that
 //! could make an install fail half way (too many segments, unordered
 //! segments, bad prefixes, capacity) is found here, so a refused image
-//! leaves the maps untouched.
+//! leaves the maps untouched. Pairs with the same port segments share one
+//! table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::enforce::{
-    PolicyImage, LOCAL_CAPACITY, MAP_LOCAL, MAP_PAIRS, MAP_PEER4, MAP_PEER6, PAIR_CAPACITY,
-    PEER4_CAPACITY, PEER6_CAPACITY,
+    PolicyImage, LOCAL_CAPACITY, MAP_LOCAL, MAP_PAIRS, MAP_PEER4, MAP_PEER6, MAP_TABLES,
+    PAIR_CAPACITY, PEER4_CAPACITY, PEER6_CAPACITY, TABLE_CAPACITY,
 };
 use crate::enforce_records::{self as rec, PairKey, Segment, EXEMPT_KEY_SIZE, MAX_SEGS};
 use crate::error::EnforceError;
@@ -18,7 +19,10 @@ pub(crate) struct Plan {
     pub(crate) locals: BTreeMap<u64, u32>,
     pub(crate) peer4: BTreeMap<(std::net::Ipv4Addr, u8), u32>,
     pub(crate) peer6: BTreeMap<(std::net::Ipv6Addr, u8), u32>,
-    pub(crate) pairs: BTreeMap<PairKey, Vec<Segment>>,
+    /// Each pair's table: an index into `tables`.
+    pub(crate) pairs: BTreeMap<PairKey, u32>,
+    /// Distinct segment tables.
+    pub(crate) tables: Vec<Vec<Segment>>,
     pub(crate) exempt: Vec<[u8; EXEMPT_KEY_SIZE]>,
 }
 
@@ -55,7 +59,7 @@ impl Plan {
                 }
             }
         }
-        let mut pairs = BTreeMap::new();
+        let mut checked: BTreeMap<PairKey, &[Segment]> = BTreeMap::new();
         for (pair, segs) in &image.pairs {
             if segs.len() > MAX_SEGS {
                 return Err(EnforceError::TooManySegments {
@@ -75,7 +79,18 @@ impl Plan {
                     reason: "segment starts must strictly increase",
                 });
             }
-            pairs.insert(*pair, segs.clone());
+            checked.insert(*pair, segs);
+        }
+        let mut pairs = BTreeMap::new();
+        let mut tables: Vec<Vec<Segment>> = Vec::new();
+        let mut table_ids: HashMap<&[Segment], u32> = HashMap::new();
+        for (pair, segs) in checked {
+            let next = u32::try_from(tables.len()).unwrap_or(u32::MAX);
+            let id = *table_ids.entry(segs).or_insert(next);
+            if id == next {
+                tables.push(segs.to_vec());
+            }
+            pairs.insert(pair, id);
         }
         let exempt: BTreeSet<_> = image.exempt.iter().map(rec::exempt_key).collect();
         for (map, needed, capacity) in [
@@ -83,6 +98,7 @@ impl Plan {
             (MAP_PEER4, peer4.len(), PEER4_CAPACITY),
             (MAP_PEER6, peer6.len(), PEER6_CAPACITY),
             (MAP_PAIRS, pairs.len(), PAIR_CAPACITY),
+            (MAP_TABLES, tables.len(), TABLE_CAPACITY),
         ] {
             if needed > capacity {
                 return Err(EnforceError::Capacity {
@@ -97,6 +113,7 @@ impl Plan {
             peer4,
             peer6,
             pairs,
+            tables,
             exempt: exempt.into_iter().collect(),
         })
     }
@@ -167,6 +184,42 @@ mod tests {
         );
         let err = Plan::new(&with(vec![seg(80), seg(22)])).err().unwrap();
         assert_eq!(err.reason(), "bad-segments");
+    }
+
+    #[test]
+    fn pairs_with_the_same_segments_share_a_table() {
+        let key = |remote| PairKey {
+            local: 1,
+            remote,
+            protocol: Protocol::Tcp,
+            direction: Direction::Egress,
+        };
+        let seg = |start, verdict| Segment {
+            start,
+            verdict,
+            rule: 4,
+        };
+        let web = vec![seg(0, Verdict::Deny), seg(443, Verdict::Allow)];
+        let db = vec![seg(0, Verdict::Deny), seg(5432, Verdict::Allow)];
+        let image = PolicyImage {
+            pairs: vec![
+                (key(2), web.clone()),
+                (key(3), db.clone()),
+                (key(4), web.clone()),
+                // Later entries for a key win: 5's first table is never used.
+                (key(5), vec![seg(0, Verdict::Allow)]),
+                (key(5), db.clone()),
+            ],
+            ..PolicyImage::default()
+        };
+        let plan = Plan::new(&image).unwrap();
+        assert_eq!(plan.tables.len(), 2);
+        let table = |remote| &plan.tables[plan.pairs[&key(remote)] as usize];
+        assert_eq!(table(2), &web);
+        assert_eq!(table(4), &web);
+        assert_eq!(table(3), &db);
+        assert_eq!(table(5), &db);
+        assert_eq!(plan.pairs[&key(2)], plan.pairs[&key(4)]);
     }
 
     #[test]

@@ -19,13 +19,14 @@ pub(crate) const LOCAL_KEY_SIZE: usize = 16;
 pub(crate) const PEER4_DATA: usize = 8;
 pub(crate) const PEER6_DATA: usize = 20;
 pub(crate) const PAIR_KEY_SIZE: usize = 16;
-pub(crate) const PAIR_VAL_SIZE: usize = 452;
+pub(crate) const TABLE_KEY_SIZE: usize = 8;
+pub(crate) const TABLE_VAL_SIZE: usize = 452;
 pub(crate) const EXEMPT_KEY_SIZE: usize = 20;
 pub(crate) const EVENT_SIZE: usize = 72;
 
-const PAIR_START_OFF: usize = 2;
-const PAIR_VERDICT_OFF: usize = 130;
-const PAIR_RULE_OFF: usize = 196;
+const TABLE_START_OFF: usize = 2;
+const TABLE_VERDICT_OFF: usize = 130;
+const TABLE_RULE_OFF: usize = 196;
 
 /// What the programs do with a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -297,17 +298,28 @@ pub(crate) fn pair_key_generation(b: &[u8; PAIR_KEY_SIZE]) -> u32 {
     u32_at(b, 0)
 }
 
+pub(crate) fn table_key(generation: u32, id: u32) -> [u8; TABLE_KEY_SIZE] {
+    let mut b = [0u8; TABLE_KEY_SIZE];
+    b[0..4].copy_from_slice(&generation.to_ne_bytes());
+    b[4..8].copy_from_slice(&id.to_ne_bytes());
+    b
+}
+
+pub(crate) fn table_key_generation(b: &[u8; TABLE_KEY_SIZE]) -> u32 {
+    u32_at(b, 0)
+}
+
 /// The segment table; the caller has checked there are 1..=MAX_SEGS
 /// segments with strictly increasing starts.
-pub(crate) fn pair_val(segs: &[Segment]) -> [u8; PAIR_VAL_SIZE] {
-    let mut b = [0u8; PAIR_VAL_SIZE];
+pub(crate) fn table_val(segs: &[Segment]) -> [u8; TABLE_VAL_SIZE] {
+    let mut b = [0u8; TABLE_VAL_SIZE];
     let n = segs.len().min(MAX_SEGS);
     b[0..2].copy_from_slice(&(n as u16).to_ne_bytes());
     for (i, s) in segs.iter().take(MAX_SEGS).enumerate() {
-        let o = PAIR_START_OFF + 2 * i;
+        let o = TABLE_START_OFF + 2 * i;
         b[o..o + 2].copy_from_slice(&s.start.to_ne_bytes());
-        b[PAIR_VERDICT_OFF + i] = s.verdict.to_raw();
-        let o = PAIR_RULE_OFF + 4 * i;
+        b[TABLE_VERDICT_OFF + i] = s.verdict.to_raw();
+        let o = TABLE_RULE_OFF + 4 * i;
         b[o..o + 4].copy_from_slice(&s.rule.to_ne_bytes());
     }
     b
@@ -370,7 +382,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pair_value_puts_each_segment_at_its_offset() {
+    fn table_value_puts_each_segment_at_its_offset() {
         let segs = [
             Segment {
                 start: 0,
@@ -383,12 +395,12 @@ mod tests {
                 rule: 7,
             },
         ];
-        let b = pair_val(&segs);
+        let b = table_val(&segs);
         assert_eq!(u16_at(&b, 0), 2);
-        assert_eq!(u16_at(&b, PAIR_START_OFF + 2), 443);
-        assert_eq!(b[PAIR_VERDICT_OFF], 1);
-        assert_eq!(b[PAIR_VERDICT_OFF + 1], 0);
-        assert_eq!(u32_at(&b, PAIR_RULE_OFF + 4), 7);
+        assert_eq!(u16_at(&b, TABLE_START_OFF + 2), 443);
+        assert_eq!(b[TABLE_VERDICT_OFF], 1);
+        assert_eq!(b[TABLE_VERDICT_OFF + 1], 0);
+        assert_eq!(u32_at(&b, TABLE_RULE_OFF + 4), 7);
     }
 
     #[test]
@@ -410,6 +422,9 @@ mod tests {
         );
         assert_eq!(pair_key_generation(&pk), 1);
         assert_eq!((pk[12], pk[13]), (17, 1));
+        let tk = table_key(1, 42);
+        assert_eq!(table_key_generation(&tk), 1);
+        assert_eq!(u32_at(&tk, 4), 42);
         let mapped_v6: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let e = |addr| Exempt {
             addr,

@@ -49,7 +49,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 pub use enforce::{
     Decisions, EnforceDrops, EnforceOptions, EnforceUsage, Enforcer, InstallReport, PolicyImage,
     Usage, EVENT_RING_BYTES, EXEMPT_CAPACITY, LOCAL_CAPACITY, PAIR_CAPACITY, PEER4_CAPACITY,
-    PEER6_CAPACITY, RULE_COUNTERS, UDP_OK_CAPACITY,
+    PEER6_CAPACITY, RULE_COUNTERS, TABLE_CAPACITY, UDP_OK_CAPACITY,
 };
 pub use enforce_records::{
     Direction, EnforceEvent, Exempt, Mode, PairKey, Peer, Protocol, Segment, Verdict, MAX_SEGS,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use hallmark_bpf::{
     cgroup2_mount, Capture, CaptureOptions, Direction, EnforceError, EnforceEvent, EnforceOptions,
     Enforcer, Exempt, Mode, PairKey, Peer, PolicyImage, Protocol, Segment, Verdict, LOCAL_CAPACITY,
+    TABLE_CAPACITY,
 };
 
 /// Enforcement applies host-wide by cgroup: one test at a time.
@@ -552,6 +553,67 @@ fn installs_switch_whole_images_and_overflow_is_refused() {
         (1, 1, 1)
     );
     assert_eq!(usage.locals.capacity, LOCAL_CAPACITY);
+}
+
+#[test]
+fn pairs_share_port_tables_beyond_one_table_per_pair() {
+    let _g = serial();
+    if !is_root() {
+        return;
+    }
+    let port = listener("127.0.0.1:0");
+    let mut enf = Enforcer::load(&EnforceOptions::default()).unwrap();
+    let cg = Cgroup::new("tables");
+    // 100 000 pairs (far more than tables could be stored one per pair)
+    // over three port tables; the loopback pair uses the one that denies
+    // this port with rule 61.
+    let tables = [
+        only_port(port, Verdict::Deny, 61),
+        only_port(22, Verdict::Deny, 62),
+        vec![seg(0, Verdict::Allow, 63)],
+    ];
+    let mut pairs: Vec<_> = (0..100_000u32)
+        .map(|i| {
+            let remote = 1_000 + i / 2;
+            let protocol = if i % 2 == 0 {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
+            let key = pair(remote, protocol, Direction::Egress);
+            (key, tables[(i % 3) as usize].clone())
+        })
+        .collect();
+    let tcp_out = pair(LOOPBACK, Protocol::Tcp, Direction::Egress);
+    pairs.push((tcp_out, tables[0].clone()));
+    let report = enf.install(&image(&cg, Verdict::Allow, pairs)).unwrap();
+    assert_eq!((report.pairs, report.tables), (100_001, 3));
+    let usage = enf.map_usage().unwrap();
+    assert_eq!((usage.pairs.used, usage.tables.used), (100_001, 3));
+    {
+        let _in = cg.enter();
+        assert_eperm(connect("127.0.0.1", port));
+    }
+    let ev = events(&mut enf);
+    assert!(ev.iter().any(|e| e.rule == 61), "{ev:?}");
+
+    // One table more than the map holds is refused whole, by map name.
+    let many: Vec<_> = (0..=TABLE_CAPACITY as u32)
+        .map(|i| {
+            let key = pair(1_000 + i, Protocol::Tcp, Direction::Egress);
+            (key, vec![seg(0, Verdict::Allow, i + 1)])
+        })
+        .collect();
+    let err = enf.install(&image(&cg, Verdict::Allow, many)).unwrap_err();
+    assert!(
+        matches!(err, EnforceError::Capacity { map: "hm_enf_tables", needed, .. } if needed == TABLE_CAPACITY + 1),
+        "{err}"
+    );
+    // The image in force is untouched.
+    let _in = cg.enter();
+    assert_eperm(connect("127.0.0.1", port));
+    let usage = enf.map_usage().unwrap();
+    assert_eq!((usage.pairs.used, usage.tables.used), (100_001, 3));
 }
 
 #[test]

@@ -373,6 +373,7 @@ impl Worker {
                     workloads = report.locals,
                     peers = report.peers,
                     pairs = report.pairs,
+                    port_tables = report.tables,
                     generation = report.generation,
                     "policy image installed in the kernel"
                 );
@@ -583,6 +584,7 @@ impl Worker {
                 ("peers4", u.peers4),
                 ("peers6", u.peers6),
                 ("pairs", u.pairs),
+                ("tables", u.tables),
                 ("exempt", u.exempt),
                 ("udp_ok", u.udp_ok),
             ] {

@@ -93,7 +93,7 @@ struct bpf_sock_addr {
 #define PEER4_MAX (2 * 32768)
 #define PEER6_MAX (2 * 32768)
 #define PAIRS_MAX (2 * 262144)
-#define TABLES_MAX (2 * 16384)
+#define TABLES_MAX (2 * 32768)
 #define EXEMPT_MAX 1024
 #define UDP_OK_MAX 65536
 

@@ -50,7 +50,7 @@ pub const PEER6_CAPACITY: usize = 32_768;
 /// Identity pairs one image may hold (`hm_enf_pairs`; each names a table).
 pub const PAIR_CAPACITY: usize = 262_144;
 /// Distinct port-segment tables one image may hold (`hm_enf_tables`).
-pub const TABLE_CAPACITY: usize = 16_384;
+pub const TABLE_CAPACITY: usize = 32_768;
 /// Exemptions (`hm_enf_exempt`; not generational, so old and new together).
 pub const EXEMPT_CAPACITY: usize = 1024;
 /// UDP exchanges remembered for replies (`hm_enf_udp_ok`, LRU).

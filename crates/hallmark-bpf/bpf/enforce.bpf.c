@@ -141,7 +141,7 @@ struct table_key {
 /* Port segments: segment i covers start[i] .. start[i+1]-1 (the last one up
  * to 65535); start[] strictly increases. A port below start[0] takes the
  * default verdict. */
-struct pair_val {
+struct table_val {
 	u16 n;
 	u16 start[MAX_SEGS];
 	u8 verdict[MAX_SEGS];
@@ -198,10 +198,10 @@ OFF(pair_key, protocol, 12);
 OFF(pair_key, direction, 13);
 _Static_assert(sizeof(struct table_key) == 8, "table_key size");
 OFF(table_key, id, 4);
-_Static_assert(sizeof(struct pair_val) == 452, "pair_val size");
-OFF(pair_val, start, 2);
-OFF(pair_val, verdict, 130);
-OFF(pair_val, rule, 196);
+_Static_assert(sizeof(struct table_val) == 452, "table_val size");
+OFF(table_val, start, 2);
+OFF(table_val, verdict, 130);
+OFF(table_val, rule, 196);
 _Static_assert(sizeof(struct exempt_key) == 20, "exempt_key size");
 OFF(exempt_key, port, 16);
 OFF(exempt_key, protocol, 18);
@@ -269,7 +269,7 @@ struct {
 	/* 452-byte values: allocated as tables are written, not up front. */
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct table_key);
-	__type(value, struct pair_val);
+	__type(value, struct table_val);
 } hm_enf_tables SEC(".maps");
 
 struct {
@@ -387,7 +387,7 @@ static __always_inline u32 peer_ident(const struct flow *f, u32 gen)
 
 /* The last segment whose start is <= port, by binary search over at most
  * MAX_SEGS entries (7 rounds). Returns -1 when port is below start[0]. */
-static __always_inline int find_segment(const struct pair_val *v, u16 port)
+static __always_inline int find_segment(const struct table_val *v, u16 port)
 {
 	u32 n = v->n;
 	u32 lo = 0, hi;
@@ -452,7 +452,7 @@ static __always_inline bool decide(const struct flow *f, bool *enforced)
 	struct local_key lk = {};
 	struct pair_key pk = {};
 	struct table_key tk = {};
-	struct pair_val *pv = 0;
+	struct table_val *tv = 0;
 	struct config *cfg;
 	u32 *lid, *table;
 	u8 verdict;
@@ -491,14 +491,14 @@ static __always_inline bool decide(const struct flow *f, bool *enforced)
 	if (table) {
 		tk.generation = gen;
 		tk.id = *table;
-		pv = bpf_map_lookup_elem(&hm_enf_tables, &tk);
+		tv = bpf_map_lookup_elem(&hm_enf_tables, &tk);
 	}
-	if (pv) {
-		int i = find_segment(pv, f->direction == DIR_EGRESS ? f->rport : f->lport);
+	if (tv) {
+		int i = find_segment(tv, f->direction == DIR_EGRESS ? f->rport : f->lport);
 
 		if (i >= 0) {
-			verdict = pv->verdict[i & (MAX_SEGS - 1)];
-			rule = pv->rule[i & (MAX_SEGS - 1)];
+			verdict = tv->verdict[i & (MAX_SEGS - 1)];
+			rule = tv->rule[i & (MAX_SEGS - 1)];
 		}
 	}
 	if (verdict > VERDICT_WOULD_DENY)

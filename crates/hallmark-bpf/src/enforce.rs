@@ -26,6 +26,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{
     CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
 };
+use aya::Pod;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::enforce_plan::Plan;
@@ -532,14 +533,7 @@ impl Enforcer {
 
     /// Removes every entry of generation `g`; returns how many.
     fn clear_generation(&mut self, g: u32) -> Result<usize, EnforceError> {
-        let mut n = 0;
-        let keys: Vec<_> = self.locals.keys().filter_map(Result::ok).collect();
-        for k in keys.iter().filter(|k| rec::local_key_generation(k) == g) {
-            self.locals
-                .remove(k)
-                .map_err(|e| EnforceError::map(MAP_LOCAL, "clearing", e))?;
-            n += 1;
-        }
+        let mut n = clear_hash(&mut self.locals, MAP_LOCAL, rec::local_key_generation, g)?;
         let keys: Vec<_> = self.peer4.keys().filter_map(Result::ok).collect();
         for k in keys.iter().filter(|k| rec::peer_generation(&k.data()) == g) {
             self.peer4
@@ -554,20 +548,8 @@ impl Enforcer {
                 .map_err(|e| EnforceError::map(MAP_PEER6, "clearing", e))?;
             n += 1;
         }
-        let keys: Vec<_> = self.pairs.keys().filter_map(Result::ok).collect();
-        for k in keys.iter().filter(|k| rec::pair_key_generation(k) == g) {
-            self.pairs
-                .remove(k)
-                .map_err(|e| EnforceError::map(MAP_PAIRS, "clearing", e))?;
-            n += 1;
-        }
-        let keys: Vec<_> = self.tables.keys().filter_map(Result::ok).collect();
-        for k in keys.iter().filter(|k| rec::table_key_generation(k) == g) {
-            self.tables
-                .remove(k)
-                .map_err(|e| EnforceError::map(MAP_TABLES, "clearing", e))?;
-            n += 1;
-        }
+        n += clear_hash(&mut self.pairs, MAP_PAIRS, rec::pair_key_generation, g)?;
+        n += clear_hash(&mut self.tables, MAP_TABLES, rec::table_key_generation, g)?;
         Ok(n)
     }
 
@@ -636,11 +618,7 @@ impl Enforcer {
         let count_gen = |n: usize, capacity| Usage { used: n, capacity };
         Ok(EnforceUsage {
             locals: count_gen(
-                self.locals
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| rec::local_key_generation(k) == g)
-                    .count(),
+                generation_keys(&self.locals, rec::local_key_generation, g).count(),
                 LOCAL_CAPACITY,
             ),
             peers4: count_gen(
@@ -660,19 +638,11 @@ impl Enforcer {
                 PEER6_CAPACITY,
             ),
             pairs: count_gen(
-                self.pairs
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| rec::pair_key_generation(k) == g)
-                    .count(),
+                generation_keys(&self.pairs, rec::pair_key_generation, g).count(),
                 PAIR_CAPACITY,
             ),
             tables: count_gen(
-                self.tables
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| rec::table_key_generation(k) == g)
-                    .count(),
+                generation_keys(&self.tables, rec::table_key_generation, g).count(),
                 TABLE_CAPACITY,
             ),
             exempt: count_gen(self.exempt_keys().len(), EXEMPT_CAPACITY),
@@ -682,6 +652,34 @@ impl Enforcer {
             ),
         })
     }
+}
+
+/// The keys of generation `g` in a generational hash map (one syscall per
+/// key walked).
+fn generation_keys<K: Pod, V: Pod>(
+    map: &HashMap<MapData, K, V>,
+    generation_of: fn(&K) -> u32,
+    g: u32,
+) -> impl Iterator<Item = K> + '_ {
+    map.keys()
+        .filter_map(Result::ok)
+        .filter(move |k| generation_of(k) == g)
+}
+
+/// Removes the entries of generation `g` from a generational hash map;
+/// returns how many.
+fn clear_hash<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    generation_of: fn(&K) -> u32,
+    g: u32,
+) -> Result<usize, EnforceError> {
+    let keys: Vec<K> = generation_keys(map, generation_of, g).collect();
+    for k in &keys {
+        map.remove(k)
+            .map_err(|e| EnforceError::map(name, "clearing", e))?;
+    }
+    Ok(keys.len())
 }
 
 fn per_cpu_sum(map: &PerCpuArray<MapData, u64>, i: u32) -> u64 {

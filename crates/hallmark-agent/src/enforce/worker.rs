@@ -373,7 +373,7 @@ impl Worker {
                     workloads = report.locals,
                     peers = report.peers,
                     pairs = report.pairs,
-                    port_tables = report.tables,
+                    tables = report.tables,
                     generation = report.generation,
                     "policy image installed in the kernel"
                 );
